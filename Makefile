@@ -1,0 +1,28 @@
+# Two commands do all set-up on a fresh Debian 12 machine with Rust: `make up` and `make test`.
+.PHONY: up down test bench deps build lint
+
+CARGO ?= cargo
+
+deps:
+	@scripts/deps.sh
+
+build:
+	$(CARGO) build --workspace --bins
+
+up: deps build
+	@scripts/up.sh
+
+down:
+	@scripts/down.sh
+
+# The end-to-end tests start the real binaries (built here) against the real services.
+test: deps build
+	$(CARGO) test --workspace --no-fail-fast -- --test-threads=4
+
+bench: deps
+	$(CARGO) build --release --workspace --bins
+	$(CARGO) run --release -p tests --bin bench
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings

@@ -1,0 +1,166 @@
+//! The message contract between the services.
+//!
+//! Every message is a type here, named in the AMQP `type` property with a version suffix
+//! (`task.v1`, `webconf.v1`, ...). New fields are optional (`#[serde(default)]`), so an older
+//! consumer keeps reading newer messages. Names of exchanges, queues and routing keys are built
+//! here too, so no service spells them by hand.
+
+use domain::{DbIdent, DbPassword, DomainName, HostPath, Name, TaskId, TaskStatus, TaskType};
+use serde::{Deserialize, Serialize};
+
+/// The exchanges and queues of one installation. `prefix` namespaces them, so several stacks
+/// (tests running in parallel, staging beside production) can share one broker.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    pub prefix: String,
+}
+
+impl Topology {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self { prefix: prefix.into() }
+    }
+    /// Direct exchange; routing key = the service that owns the task type.
+    pub fn tasks_exchange(&self) -> String {
+        format!("{}.tasks", self.prefix)
+    }
+    /// Direct exchange; routing key `<service>.<server>`.
+    pub fn rpc_exchange(&self) -> String {
+        format!("{}.rpc", self.prefix)
+    }
+    /// Topic exchange; routing key `task.<id>.<kind>`.
+    pub fn events_exchange(&self) -> String {
+        format!("{}.events", self.prefix)
+    }
+    /// Fanout exchange where rejected (poison) messages go.
+    pub fn dead_letter_exchange(&self) -> String {
+        format!("{}.dead-letter", self.prefix)
+    }
+    pub fn dead_letter_queue(&self) -> String {
+        format!("{}.dead-letters", self.prefix)
+    }
+    pub fn task_queue(&self, service: &str) -> String {
+        format!("{}.tasks.{}", self.prefix, service)
+    }
+    pub fn rpc_queue(&self, service: &str, server: &Name) -> String {
+        format!("{}.rpc.{}.{}", self.prefix, service, server)
+    }
+    pub fn rpc_routing_key(service: &str, server: &Name) -> String {
+        format!("{service}.{server}")
+    }
+}
+
+pub const TASK_MESSAGE_TYPE: &str = "task.v1";
+pub const WEBCONF_MESSAGE_TYPE: &str = "webconf.v1";
+pub const DBPROV_MESSAGE_TYPE: &str = "dbprov.v1";
+pub const EVENT_MESSAGE_TYPE: &str = "event.v1";
+
+/// "Run this task." The task's arguments live in the state database, which is the source of
+/// truth; the message only names the task, so a stale or duplicated message is harmless.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TaskMessage {
+    pub task: TaskId,
+    #[serde(rename = "type")]
+    pub task_type: TaskType,
+}
+
+/// A request to the web server configuration service on one host.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum WebconfRequest {
+    /// Write (or rewrite) a site's vhost, test the configuration, reload. Idempotent: an
+    /// unchanged vhost is not rewritten and nginx is not reloaded.
+    WriteVhost(Vhost),
+    /// Remove a site's vhost if present, test, reload.
+    RemoveVhost { domain: DomainName },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Vhost {
+    pub domain: DomainName,
+    #[serde(default)]
+    pub aliases: Vec<DomainName>,
+    /// The document root: the platform's web root.
+    pub document_root: HostPath,
+    /// The site's own directory (settings, files), handed to PHP as `HOSTING_SITE_DIR`.
+    pub site_dir: HostPath,
+    /// Where requests that do not match a file go, relative to the document root.
+    pub front_controller: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WebconfReply {
+    /// Whether the configuration changed (and nginx was reloaded).
+    pub changed: bool,
+}
+
+/// A request to the database provisioning service of one db server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum DbprovRequest {
+    /// Create the database and its user, granted on that database only. Idempotent: an
+    /// existing database is kept, the user's password is (re)set to this one.
+    CreateDatabase {
+        database: DbIdent,
+        user: DbIdent,
+        password: DbPassword,
+    },
+    /// Drop the database and the user if they exist.
+    DropDatabase { database: DbIdent, user: DbIdent },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DbprovReply {
+    pub changed: bool,
+}
+
+/// The reply envelope of every RPC: the callee's answer or the reason it failed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
+pub enum RpcReply<T> {
+    Ok { body: T },
+    Error { message: String },
+}
+
+/// A task state change or log line, published on the events exchange for the API's event
+/// stream and for dashboards.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum TaskEvent {
+    Status {
+        task: TaskId,
+        status: TaskStatus,
+        #[serde(default)]
+        message: Option<String>,
+    },
+    Log {
+        task: TaskId,
+        level: String,
+        message: String,
+    },
+}
+
+impl TaskEvent {
+    pub fn routing_key(&self) -> String {
+        match self {
+            TaskEvent::Status { task, .. } => format!("task.{task}.status"),
+            TaskEvent::Log { task, .. } => format!("task.{task}.log"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_message_wire_format_is_stable() {
+        let m = TaskMessage { task: TaskId(7), task_type: TaskType::Install };
+        assert_eq!(serde_json::to_string(&m).unwrap(), r#"{"task":7,"type":"install"}"#);
+    }
+
+    #[test]
+    fn an_invalid_domain_in_a_request_cannot_be_read() {
+        let bad = r#"{"op":"remove-vhost","domain":"evil;.com"}"#;
+        assert!(serde_json::from_str::<WebconfRequest>(bad).is_err());
+    }
+}

@@ -1,0 +1,27 @@
+//! Domain types, parsed at the edge.
+//!
+//! Every name that ends up in a config file, a path, a command or SQL is one of these types:
+//! a value of the type is proof that the string was checked. They deserialize through their
+//! parser (`#[serde(try_from = "String")]`), so an invalid value cannot even be read from JSON,
+//! and values read back from the database are parsed again.
+
+mod ids;
+mod names;
+mod secret;
+mod status;
+
+pub use ids::*;
+pub use names::*;
+pub use secret::*;
+pub use status::*;
+
+/// Why a value was refused. The message says what to fix; it is shown to API users.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ParseError(pub String);
+
+impl ParseError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}

@@ -1,0 +1,329 @@
+use crate::{check_db_host, Action, PackageInfo, PlatformError, ProfileInfo, SiteContext};
+use domain::{DomainName, HostPath};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+pub const MANIFEST_FILE: &str = "hosting.toml";
+
+/// `hosting.toml`: what a PHP application tells the control plane about itself.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub application: Application,
+    #[serde(default)]
+    pub settings: SettingsSpec,
+    #[serde(default)]
+    pub packages: Vec<PackageInfo>,
+    pub profiles: Vec<ProfileInfo>,
+    /// action name → argv (no shell), run from the platform root.
+    #[serde(default)]
+    pub actions: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Application {
+    pub name: String,
+    #[serde(default)]
+    pub version: Option<String>,
+    /// The document root, relative to the platform root.
+    #[serde(default = "dot")]
+    pub web_root: String,
+    /// Where requests for paths that are not files go, relative to the web root.
+    #[serde(default = "index_php")]
+    pub front_controller: String,
+    /// Where site directories are made, relative to the platform root.
+    #[serde(default = "sites")]
+    pub sites_dir: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsSpec {
+    /// The settings file's name inside the site directory.
+    #[serde(default = "settings_php")]
+    pub file: String,
+    #[serde(default)]
+    pub format: SettingsFormat,
+}
+
+impl Default for SettingsSpec {
+    fn default() -> Self {
+        Self { file: settings_php(), format: SettingsFormat::Php }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SettingsFormat {
+    /// `<?php return [...];`
+    #[default]
+    Php,
+    Json,
+}
+
+fn dot() -> String {
+    ".".into()
+}
+fn index_php() -> String {
+    "index.php".into()
+}
+fn sites() -> String {
+    "sites".into()
+}
+fn settings_php() -> String {
+    "settings.php".into()
+}
+
+/// A relative path from a manifest: plain segments only, so joining it to the root stays
+/// inside the root.
+fn check_relative(field: &str, value: &str) -> Result<(), String> {
+    if value == "." {
+        return Ok(());
+    }
+    let ok = !value.is_empty()
+        && !value.starts_with('/')
+        && value.split('/').all(|s| !s.is_empty() && s != "." && s != "..")
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{field} = {value:?} must be a relative path of plain segments (letters, digits, . _ -)"))
+    }
+}
+
+impl Manifest {
+    /// Reads and checks `<root>/hosting.toml`.
+    pub async fn read(root: &HostPath) -> Result<Self, PlatformError> {
+        let path = root.as_path().join(MANIFEST_FILE);
+        let err = |reason: String| PlatformError::Manifest { path: path.display().to_string(), reason };
+        let text = tokio::fs::read_to_string(&path).await.map_err(|e| err(e.to_string()))?;
+        Self::parse(&text).map_err(err)
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let m: Manifest = toml::from_str(text).map_err(|e| e.to_string())?;
+        check_relative("application.web_root", &m.application.web_root)?;
+        check_relative("application.front_controller", &m.application.front_controller)?;
+        check_relative("application.sites_dir", &m.application.sites_dir)?;
+        check_relative("settings.file", &m.settings.file)?;
+        if m.settings.file.contains('/') {
+            return Err("settings.file must be a file name, not a path".into());
+        }
+        if m.profiles.is_empty() {
+            return Err("declare at least one [[profiles]] entry with its languages".into());
+        }
+        for (name, argv) in &m.actions {
+            if !KNOWN_ACTIONS.contains(&name.as_str()) {
+                return Err(format!("unknown action '{name}'; known actions: {}", KNOWN_ACTIONS.join(", ")));
+            }
+            if argv.is_empty() || argv[0].is_empty() {
+                return Err(format!("action '{name}' must be a non-empty argv list"));
+            }
+        }
+        if !m.actions.contains_key("install") {
+            return Err("the manifest must declare an 'install' action".into());
+        }
+        Ok(m)
+    }
+
+    pub fn web_root(&self, root: &HostPath) -> Result<HostPath, PlatformError> {
+        join(root, &self.application.web_root)
+    }
+
+    pub fn site_dir(&self, root: &HostPath, domain: &DomainName) -> Result<HostPath, PlatformError> {
+        join(&join(root, &self.application.sites_dir)?, domain.as_str())
+    }
+
+    /// The settings file's content for a site.
+    pub fn render_settings(&self, site: &SiteContext) -> Result<String, PlatformError> {
+        check_db_host(&site.db.host).map_err(|reason| PlatformError::ActionFailed { action: "settings", reason })?;
+        // Every value below is a checked type (domain, identifiers, alphanumeric password,
+        // normalized path, host name), so none of them can break out of a quoted string.
+        Ok(match self.settings.format {
+            SettingsFormat::Php => format!(
+                "<?php\n// Generated by the hosting control plane; a verify task rewrites it.\nreturn [\n  'site' => [\n    'domain' => '{domain}',\n    'aliases' => [{aliases}],\n    'url' => '{url}',\n    'dir' => '{dir}',\n    'profile' => '{profile}',\n    'language' => '{language}',\n  ],\n  'db' => [\n    'driver' => 'mysql',\n    'host' => '{host}',\n    'port' => {port},\n    'name' => '{name}',\n    'user' => '{user}',\n    'password' => '{password}',\n  ],\n];\n",
+                domain = site.domain,
+                aliases = site.aliases.iter().map(|a| format!("'{a}'")).collect::<Vec<_>>().join(", "),
+                url = site.url,
+                dir = site.site_dir,
+                profile = site.profile,
+                language = site.language,
+                host = site.db.host,
+                port = site.db.port,
+                name = site.db.name,
+                user = site.db.user,
+                password = site.db.password.expose(),
+            ),
+            SettingsFormat::Json => {
+                let v = serde_json::json!({
+                    "site": {
+                        "domain": site.domain, "aliases": site.aliases, "url": site.url, "dir": site.site_dir,
+                        "profile": site.profile, "language": site.language,
+                    },
+                    "db": {
+                        "driver": "mysql", "host": site.db.host, "port": site.db.port, "name": site.db.name,
+                        "user": site.db.user, "password": site.db.password.expose(),
+                    },
+                });
+                format!("{v:#}\n")
+            }
+        })
+    }
+
+    /// Runs a site action. Returns the JSON object the command printed as its last line of
+    /// output (or `{}`); every other line goes to `log`, with the database password masked.
+    pub async fn run_action<L: FnMut(&'static str, String) + Send>(
+        &self,
+        root: &HostPath,
+        action: Action,
+        site: &SiteContext,
+        timeout: Duration,
+        mut log: L,
+    ) -> Result<serde_json::Value, PlatformError> {
+        let key = action.key();
+        let argv = self.actions.get(key).ok_or(PlatformError::NoSuchAction(key))?;
+        let failed = |reason: String| PlatformError::ActionFailed { action: key, reason };
+        let stdin_doc = serde_json::json!({
+            "action": key,
+            "domain": site.domain,
+            "aliases": site.aliases,
+            "url": site.url,
+            "site_dir": site.site_dir,
+            "settings_file": site.site_dir.as_path().join(&self.settings.file),
+            "profile": site.profile,
+            "language": site.language,
+            "admin_email": site.admin_email,
+            "db": {
+                "host": site.db.host, "port": site.db.port, "name": site.db.name,
+                "user": site.db.user, "password": site.db.password.expose(),
+            },
+        });
+        // The password travels on stdin only: the environment and the arguments of a process
+        // can be read by other users of the host (/proc/<pid>/environ, /proc/<pid>/cmdline).
+        let mut child = tokio::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .current_dir(root.as_path())
+            .env("HOSTING_ACTION", key)
+            .env("HOSTING_SITE_DOMAIN", site.domain.as_str())
+            .env("HOSTING_SITE_URL", &site.url)
+            .env("HOSTING_SITE_DIR", site.site_dir.as_str())
+            .env("HOSTING_PLATFORM_ROOT", root.as_str())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| failed(format!("cannot start {:?}: {e}", argv[0])))?;
+        let mut stdin = child.stdin.take().ok_or_else(|| failed("no stdin".into()))?;
+        let stdout = child.stdout.take().ok_or_else(|| failed("no stdout".into()))?;
+        let stderr = child.stderr.take().ok_or_else(|| failed("no stderr".into()))?;
+        let secret = site.db.password.expose().to_owned();
+        let mask = move |line: String| line.replace(&secret, "***");
+
+        let run = async {
+            let doc = stdin_doc.to_string();
+            // A command that does not read its stdin closes the pipe; that is fine.
+            let _ = stdin.write_all(doc.as_bytes()).await;
+            drop(stdin);
+            let mut out_lines = BufReader::new(stdout).lines();
+            let mut err_lines = BufReader::new(stderr).lines();
+            let mut last_out: Option<String> = None;
+            let mut tail_err: Vec<String> = Vec::new();
+            let (mut out_open, mut err_open) = (true, true);
+            while out_open || err_open {
+                tokio::select! {
+                    line = out_lines.next_line(), if out_open => match line {
+                        Ok(Some(l)) => {
+                            if let Some(prev) = last_out.replace(mask(l)) {
+                                if !prev.trim().is_empty() { log("info", prev); }
+                            }
+                        }
+                        _ => out_open = false,
+                    },
+                    line = err_lines.next_line(), if err_open => match line {
+                        Ok(Some(l)) => {
+                            let l = mask(l);
+                            if tail_err.len() == 5 { tail_err.remove(0); }
+                            tail_err.push(l.clone());
+                            log("warning", l);
+                        }
+                        _ => err_open = false,
+                    },
+                }
+            }
+            let status = child.wait().await.map_err(|e| failed(e.to_string()))?;
+            let result = match last_out.as_deref().map(str::trim) {
+                Some(l) if l.starts_with('{') => match serde_json::from_str::<serde_json::Value>(l) {
+                    Ok(v) => v,
+                    Err(_) => {
+                        log("info", l.to_owned());
+                        serde_json::json!({})
+                    }
+                },
+                Some(l) if !l.is_empty() => {
+                    log("info", l.to_owned());
+                    serde_json::json!({})
+                }
+                _ => serde_json::json!({}),
+            };
+            if !status.success() {
+                let why = if tail_err.is_empty() { "no output on stderr".to_owned() } else { tail_err.join(" | ") };
+                return Err(failed(format!("{} exited with {status}: {why}", argv[0])));
+            }
+            Ok(result)
+        };
+        match tokio::time::timeout(timeout, run).await {
+            Ok(r) => r,
+            Err(_) => Err(failed(format!("no result within {timeout:?}; the command was stopped"))),
+        }
+    }
+}
+
+const KNOWN_ACTIONS: &[&str] =
+    &["install", "update_db", "clear_cache", "maintenance_on", "maintenance_off", "login_link", "packages"];
+
+fn join(base: &HostPath, rel: &str) -> Result<HostPath, PlatformError> {
+    if rel == "." {
+        return Ok(base.clone());
+    }
+    HostPath::parse(&format!("{base}/{rel}")).map_err(|e| PlatformError::Manifest {
+        path: base.to_string(),
+        reason: e.0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[application]
+name = "demo"
+[[profiles]]
+name = "standard"
+languages = ["en"]
+[actions]
+install = ["php", "install.php"]
+"#;
+
+    #[test]
+    fn a_minimal_manifest_gets_defaults() {
+        let m = Manifest::parse(MINIMAL).unwrap();
+        assert_eq!(m.application.web_root, ".");
+        assert_eq!(m.settings.file, "settings.php");
+    }
+
+    #[test]
+    fn escaping_paths_and_unknown_actions_are_refused() {
+        let bad = MINIMAL.replace("name = \"demo\"", "name = \"demo\"\nsites_dir = \"../etc\"");
+        assert!(Manifest::parse(&bad).unwrap_err().contains("sites_dir"));
+        let bad = format!("{MINIMAL}deploy = [\"rm\"]\n");
+        assert!(Manifest::parse(&bad).unwrap_err().contains("unknown action"));
+        let no_install = MINIMAL.replace("install = [\"php\", \"install.php\"]", "");
+        assert!(Manifest::parse(&no_install).unwrap_err().contains("install"));
+    }
+}

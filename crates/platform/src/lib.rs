@@ -1,0 +1,127 @@
+//! Platform drivers: how a codebase is scanned into the package registry, how a site
+//! directory is laid out and its settings file rendered, and how a site's actions (install,
+//! update database, caches, maintenance, one-time login, package report) are run.
+//!
+//! The `hooks` driver is the general one: the platform root holds `hosting.toml`, a manifest
+//! that declares the packages, profiles and one command per action (see `docs/manifest.md`).
+
+mod hooks;
+
+pub use hooks::*;
+
+use domain::{DbIdent, DbPassword, DomainName, Email, HostPath, Language, Name};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlatformError {
+    #[error("cannot read the manifest {path}: {reason}")]
+    Manifest { path: String, reason: String },
+    #[error("the platform declares no '{0}' action in its manifest")]
+    NoSuchAction(&'static str),
+    #[error("the {action} action failed: {reason}")]
+    ActionFailed { action: &'static str, reason: String },
+    #[error("the {0} driver is not available yet; use the hooks driver")]
+    DriverUnavailable(String),
+}
+
+/// One package as a platform offers it or a site has it enabled.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PackageInfo {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub package_type: PackageType,
+    pub version: String,
+    #[serde(default)]
+    pub schema_version: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PackageType {
+    Core,
+    Module,
+    Theme,
+    Profile,
+    Library,
+    Plugin,
+    Other,
+}
+
+impl PackageType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PackageType::Core => "core",
+            PackageType::Module => "module",
+            PackageType::Theme => "theme",
+            PackageType::Profile => "profile",
+            PackageType::Library => "library",
+            PackageType::Plugin => "plugin",
+            PackageType::Other => "other",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ProfileInfo {
+    pub name: Name,
+    pub languages: Vec<Language>,
+}
+
+/// How the site's database is reached, as rendered into its settings and given to actions.
+#[derive(Clone)]
+pub struct DbAccess {
+    pub host: String,
+    pub port: u16,
+    pub name: DbIdent,
+    pub user: DbIdent,
+    pub password: DbPassword,
+}
+
+/// Everything a driver needs to know about one site.
+#[derive(Clone)]
+pub struct SiteContext {
+    pub domain: DomainName,
+    pub aliases: Vec<DomainName>,
+    /// The URL the site answers on (scheme, host, port).
+    pub url: String,
+    pub site_dir: HostPath,
+    pub profile: Name,
+    pub language: Language,
+    pub admin_email: Email,
+    pub db: DbAccess,
+}
+
+/// A site action. Each maps to a command in the manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Install,
+    UpdateDb,
+    ClearCache,
+    MaintenanceOn,
+    MaintenanceOff,
+    LoginLink,
+    Packages,
+}
+
+impl Action {
+    pub fn key(self) -> &'static str {
+        match self {
+            Action::Install => "install",
+            Action::UpdateDb => "update_db",
+            Action::ClearCache => "clear_cache",
+            Action::MaintenanceOn => "maintenance_on",
+            Action::MaintenanceOff => "maintenance_off",
+            Action::LoginLink => "login_link",
+            Action::Packages => "packages",
+        }
+    }
+}
+
+/// A database host as written into settings: a host name or an IP address.
+pub fn check_db_host(host: &str) -> Result<(), String> {
+    if !host.is_empty() && host.len() <= 253 && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':')) {
+        Ok(())
+    } else {
+        Err(format!("'{host}' is not a host name or IP address"))
+    }
+}

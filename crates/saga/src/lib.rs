@@ -1,0 +1,164 @@
+//! Sagas: multi-step tasks whose progress is stored, so that any instance can resume or
+//! unwind them after a crash.
+//!
+//! Each step has an action and, where it creates something, an undo, declared side by side.
+//! Events (`started`, `done`, `failed`, `undo-started`, `undone`) are written to the state
+//! database before and after each step, idempotently. Actions and undos must be idempotent:
+//! after a crash the step that was running is run again.
+//!
+//! On a failure, the failed step's undo runs too (it may have half-created something), then
+//! every completed step's undo, in reverse order.
+//!
+//! Two knobs prove the idempotency rule in end-to-end tests, through the environment of a
+//! service: `HOSTING_SAGA_FAIL_AT=<saga>:<step>` makes that step's action fail after it ran,
+//! and `HOSTING_SAGA_REPEAT_ACTIONS=1` runs every action twice.
+
+use domain::TaskId;
+use std::future::Future;
+use std::time::Duration;
+use store::Store;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Step {
+    pub name: &'static str,
+    /// Whether the step has an undo. A step without one creates nothing (or is the last step,
+    /// whose effect is the point of the saga) and says why next to its declaration.
+    pub undoable: bool,
+}
+
+pub trait Saga: Send + Sync {
+    /// The saga's name, as used by `HOSTING_SAGA_FAIL_AT`.
+    fn name(&self) -> &'static str;
+    fn steps(&self) -> &'static [Step];
+    fn action(&self, step: &'static str) -> impl Future<Output = anyhow::Result<()>> + Send;
+    fn undo(&self, step: &'static str) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Completed,
+    /// A step failed and every step that had started was undone.
+    Unwound { error: String },
+    /// A step failed and an undo failed too: something may be left behind, and the message
+    /// says what.
+    UnwindFailed { error: String, undo_error: String },
+}
+
+/// Test knobs read from the environment once per run.
+#[derive(Debug, Default, Clone)]
+pub struct Faults {
+    pub fail_at: Option<(String, String)>,
+    pub repeat_actions: bool,
+}
+
+impl Faults {
+    pub fn from_env() -> Self {
+        let fail_at = std::env::var("HOSTING_SAGA_FAIL_AT").ok().and_then(|v| {
+            v.split_once(':').map(|(a, b)| (a.to_owned(), b.to_owned()))
+        });
+        let repeat_actions = std::env::var("HOSTING_SAGA_REPEAT_ACTIONS").is_ok_and(|v| v == "1");
+        Self { fail_at, repeat_actions }
+    }
+}
+
+/// Runs (or resumes) the saga of task `task`.
+pub async fn run<S: Saga>(store: &Store, task: TaskId, saga: &S, faults: &Faults) -> anyhow::Result<Outcome> {
+    let events = store.saga_events(task).await?;
+    let has = |step: &str, event: &str| events.iter().any(|(s, e, _)| s == step && e == event);
+    let steps = saga.steps();
+
+    let unwinding = events.iter().find(|(_, e, _)| e == "failed").map(|(s, _, d)| {
+        format!("step '{}' failed: {}", s, d.clone().unwrap_or_default())
+    });
+    let error = match unwinding {
+        Some(error) => {
+            log(store, task, "warning", &format!("resuming the unwind of this task ({error})")).await;
+            error
+        }
+        None => {
+            let mut failure = None;
+            for step in steps {
+                if has(step.name, "done") {
+                    continue;
+                }
+                if has(step.name, "started") {
+                    log(store, task, "info", &format!("resuming step '{}' after an interruption", step.name)).await;
+                }
+                store.record_saga_event(task, step.name, "started", None).await?;
+                log(store, task, "info", &format!("step '{}' started", step.name)).await;
+                let mut result = saga.action(step.name).await;
+                if result.is_ok() && faults.repeat_actions {
+                    result = saga.action(step.name).await;
+                }
+                if result.is_ok()
+                    && faults.fail_at.as_ref().is_some_and(|(s, st)| s == saga.name() && st == step.name)
+                {
+                    result = Err(anyhow::anyhow!("failure injected at step '{}' (HOSTING_SAGA_FAIL_AT)", step.name));
+                }
+                match result {
+                    Ok(()) => {
+                        store.record_saga_event(task, step.name, "done", None).await?;
+                        log(store, task, "info", &format!("step '{}' done", step.name)).await;
+                    }
+                    Err(e) => {
+                        let message = format!("{e:#}");
+                        store.record_saga_event(task, step.name, "failed", Some(&message)).await?;
+                        log(store, task, "error", &format!("step '{}' failed: {message}", step.name)).await;
+                        failure = Some(format!("step '{}' failed: {message}", step.name));
+                        break;
+                    }
+                }
+            }
+            match failure {
+                None => return Ok(Outcome::Completed),
+                Some(f) => f,
+            }
+        }
+    };
+
+    // Unwind: reload the events (the failure was just recorded) and undo, in reverse, every
+    // step that started and is not undone yet.
+    let events = store.saga_events(task).await?;
+    let has = |step: &str, event: &str| events.iter().any(|(s, e, _)| s == step && e == event);
+    for step in steps.iter().rev() {
+        if !has(step.name, "started") || has(step.name, "undone") || !step.undoable {
+            continue;
+        }
+        store.record_saga_event(task, step.name, "undo-started", None).await?;
+        log(store, task, "info", &format!("undoing step '{}'", step.name)).await;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match saga.undo(step.name).await {
+                Ok(()) => break,
+                Err(e) if attempt < 3 => {
+                    tracing::warn!(step = step.name, error = %format!("{e:#}"), "undo failed; retrying");
+                    tokio_sleep(Duration::from_millis(500 * attempt)).await;
+                }
+                Err(e) => {
+                    let undo_error = format!("undoing step '{}' failed: {e:#}", step.name);
+                    log(store, task, "error", &undo_error).await;
+                    return Ok(Outcome::UnwindFailed { error, undo_error });
+                }
+            }
+        }
+        store.record_saga_event(task, step.name, "undone", None).await?;
+        log(store, task, "info", &format!("step '{}' undone", step.name)).await;
+    }
+    Ok(Outcome::Unwound { error })
+}
+
+async fn tokio_sleep(d: Duration) {
+    tokio::time::sleep(d).await
+}
+
+async fn log(store: &Store, task: TaskId, level: &str, message: &str) {
+    match level {
+        "error" => tracing::error!(task = %task, "{message}"),
+        "warning" => tracing::warn!(task = %task, "{message}"),
+        _ => tracing::info!(task = %task, "{message}"),
+    }
+    if let Err(e) = store.append_log(task, level, message).await {
+        tracing::warn!(error = %e, "could not write the task log");
+    }
+}

@@ -1,0 +1,607 @@
+//! Servers, platforms with their package registry, clients and sites.
+
+use crate::{conflict_on_unique, NewTask, Result, Store, StoreError, Task};
+use domain::*;
+use serde::Serialize;
+use sqlx::postgres::PgRow;
+use sqlx::Row;
+use time::OffsetDateTime;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Server {
+    pub id: ServerId,
+    pub name: Name,
+    pub kind: ServerKind,
+    pub host: String,
+    pub port: i32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+fn server(row: &PgRow) -> Result<Server> {
+    Ok(Server {
+        id: ServerId(row.try_get("id")?),
+        name: Name::parse(row.try_get("name")?)?,
+        kind: ServerKind::parse(row.try_get("kind")?)?,
+        host: row.try_get("host")?,
+        port: row.try_get("port")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Package {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub package_type: String,
+    pub version: String,
+    pub schema_version: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Profile {
+    pub name: String,
+    pub languages: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Platform {
+    pub id: PlatformId,
+    pub name: Name,
+    pub server: Name,
+    #[serde(skip)]
+    pub server_id: ServerId,
+    pub root: HostPath,
+    pub driver: Driver,
+    pub status: PlatformStatus,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub verified_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// What the driver read at the last verify; the installer's business, not the API's.
+    #[serde(skip)]
+    pub manifest: Option<serde_json::Value>,
+}
+
+const PLATFORM_COLUMNS: &str = "p.id, p.name, s.name AS server_name, p.server_id, p.root, p.driver, p.status,
+     p.verified_at, p.created_at, p.manifest";
+
+fn platform(row: &PgRow) -> Result<Platform> {
+    Ok(Platform {
+        id: PlatformId(row.try_get("id")?),
+        name: Name::parse(row.try_get("name")?)?,
+        server: Name::parse(row.try_get("server_name")?)?,
+        server_id: ServerId(row.try_get("server_id")?),
+        root: HostPath::parse(row.try_get("root")?)?,
+        driver: Driver::parse(row.try_get("driver")?)?,
+        status: PlatformStatus::parse(row.try_get("status")?)?,
+        verified_at: row.try_get("verified_at")?,
+        created_at: row.try_get("created_at")?,
+        manifest: row.try_get("manifest")?,
+    })
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Client {
+    pub id: ClientId,
+    pub name: Name,
+    pub email: Email,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+fn client(row: &PgRow) -> Result<Client> {
+    Ok(Client {
+        id: ClientId(row.try_get("id")?),
+        name: Name::parse(row.try_get("name")?)?,
+        email: Email::parse(row.try_get("email")?)?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LoginLink {
+    pub url: String,
+    pub requested_by: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+/// A site as the API shows it. The database password is not here: see [`SiteSecrets`].
+#[derive(Debug, Clone, Serialize)]
+pub struct Site {
+    pub id: SiteId,
+    pub domain: DomainName,
+    pub aliases: Vec<DomainName>,
+    pub status: SiteStatus,
+    pub client_id: ClientId,
+    pub client: Name,
+    pub platform_id: PlatformId,
+    pub platform: Name,
+    pub profile: Name,
+    pub language: Language,
+    pub db_server_id: ServerId,
+    pub db_server: Name,
+    pub db_name: DbIdent,
+    pub db_user: DbIdent,
+    /// The newest unused, unexpired one-time login link, if any.
+    pub login_link: Option<LoginLink>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// Only for the services that provision the database and render settings.
+pub struct SiteSecrets {
+    pub db_password: Option<DbPassword>,
+}
+
+const SITE_QUERY: &str = "SELECT st.id, st.domain, st.aliases, st.status, st.client_id, c.name AS client_name,
+        st.platform_id, p.name AS platform_name, st.profile, st.language, st.db_server_id,
+        d.name AS db_server_name, st.db_name, st.db_user, st.created_at, st.updated_at,
+        l.url AS link_url, l.requested_by AS link_requested_by, l.created_at AS link_created_at,
+        l.expires_at AS link_expires_at
+    FROM sites st
+    JOIN clients c ON c.id = st.client_id
+    JOIN platforms p ON p.id = st.platform_id
+    JOIN servers d ON d.id = st.db_server_id
+    LEFT JOIN LATERAL (
+        SELECT url, requested_by, created_at, expires_at FROM login_links
+        WHERE site_id = st.id AND used_at IS NULL AND expires_at > now()
+        ORDER BY created_at DESC LIMIT 1
+    ) l ON true";
+
+fn site(row: &PgRow) -> Result<Site> {
+    let aliases: Vec<String> = row.try_get("aliases")?;
+    let link_url: Option<String> = row.try_get("link_url")?;
+    let login_link = match link_url {
+        Some(url) => Some(LoginLink {
+            url,
+            requested_by: row.try_get("link_requested_by")?,
+            created_at: row.try_get("link_created_at")?,
+            expires_at: row.try_get("link_expires_at")?,
+        }),
+        None => None,
+    };
+    Ok(Site {
+        id: SiteId(row.try_get("id")?),
+        domain: DomainName::parse(row.try_get("domain")?)?,
+        aliases: aliases.iter().map(|a| DomainName::parse(a)).collect::<Result<_, _>>()?,
+        status: SiteStatus::parse(row.try_get("status")?)?,
+        client_id: ClientId(row.try_get("client_id")?),
+        client: Name::parse(row.try_get("client_name")?)?,
+        platform_id: PlatformId(row.try_get("platform_id")?),
+        platform: Name::parse(row.try_get("platform_name")?)?,
+        profile: Name::parse(row.try_get("profile")?)?,
+        language: Language::parse(row.try_get("language")?)?,
+        db_server_id: ServerId(row.try_get("db_server_id")?),
+        db_server: Name::parse(row.try_get("db_server_name")?)?,
+        db_name: DbIdent::parse(row.try_get("db_name")?)?,
+        db_user: DbIdent::parse(row.try_get("db_user")?)?,
+        login_link,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+#[derive(Debug, Default)]
+pub struct SiteFilter {
+    pub domain: Option<DomainName>,
+    pub client: Option<ClientId>,
+    pub status: Option<SiteStatus>,
+    pub platform: Option<PlatformId>,
+}
+
+pub struct NewSite {
+    pub domain: DomainName,
+    pub aliases: Vec<DomainName>,
+    pub client: ClientId,
+    pub platform: PlatformId,
+    pub profile: Name,
+    pub language: Language,
+    pub db_server: ServerId,
+    /// Database and user names are `<db_prefix><site id>`.
+    pub db_prefix: String,
+    pub requested_by: String,
+}
+
+impl Store {
+    // --- servers ---
+
+    pub async fn create_server(&self, name: &Name, kind: ServerKind, host: &str, port: i32) -> Result<Server> {
+        let row = sqlx::query(
+            "INSERT INTO servers (name, kind, host, port) VALUES ($1, $2, $3, $4)
+             RETURNING id, name, kind, host, port, created_at",
+        )
+        .bind(name.as_str())
+        .bind(kind.as_str())
+        .bind(host)
+        .bind(port)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| conflict_on_unique(e, |_| format!("a {kind} server named '{name}' already exists")))?;
+        server(&row)
+    }
+
+    pub async fn servers(&self) -> Result<Vec<Server>> {
+        let rows = sqlx::query("SELECT id, name, kind, host, port, created_at FROM servers ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(server).collect()
+    }
+
+    pub async fn server_by_name(&self, name: &Name, kind: ServerKind) -> Result<Server> {
+        let row = sqlx::query("SELECT id, name, kind, host, port, created_at FROM servers WHERE name = $1 AND kind = $2")
+            .bind(name.as_str())
+            .bind(kind.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("{kind} server '{name}'")))?;
+        server(&row)
+    }
+
+    pub async fn server(&self, id: ServerId) -> Result<Server> {
+        let row = sqlx::query("SELECT id, name, kind, host, port, created_at FROM servers WHERE id = $1")
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("server {id}")))?;
+        server(&row)
+    }
+
+    // --- platforms ---
+
+    /// Records a platform and queues its first verify, in one transaction.
+    pub async fn create_platform(
+        &self,
+        name: &Name,
+        server: ServerId,
+        root: &HostPath,
+        driver: Driver,
+        requested_by: &str,
+    ) -> Result<(Platform, Task)> {
+        let mut tx = self.pool.begin().await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO platforms (name, server_id, root, driver, status) VALUES ($1, $2, $3, $4, 'queued') RETURNING id",
+        )
+        .bind(name.as_str())
+        .bind(server.0)
+        .bind(root.as_str())
+        .bind(driver.as_str())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| {
+            conflict_on_unique(e, |c| {
+                if c.contains("root") {
+                    format!("another platform already uses {root} on this server")
+                } else {
+                    format!("a platform named '{name}' already exists")
+                }
+            })
+        })?;
+        let task = crate::tasks::create_task_tx(
+            &mut tx,
+            &NewTask::for_platform(TaskType::PlatformVerify, PlatformId(id), requested_by),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok((self.platform(PlatformId(id)).await?, task))
+    }
+
+    pub async fn platforms(&self) -> Result<Vec<Platform>> {
+        let q = format!("SELECT {PLATFORM_COLUMNS} FROM platforms p JOIN servers s ON s.id = p.server_id ORDER BY p.id");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(q)).fetch_all(&self.pool).await?;
+        rows.iter().map(platform).collect()
+    }
+
+    pub async fn platform(&self, id: PlatformId) -> Result<Platform> {
+        let q = format!("SELECT {PLATFORM_COLUMNS} FROM platforms p JOIN servers s ON s.id = p.server_id WHERE p.id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(q))
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("platform {id}")))?;
+        platform(&row)
+    }
+
+    pub async fn platform_by_name(&self, name: &Name) -> Result<Platform> {
+        let q = format!(
+            "SELECT {PLATFORM_COLUMNS} FROM platforms p JOIN servers s ON s.id = p.server_id
+             WHERE p.name = $1 AND p.status <> 'deleted'"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(q))
+            .bind(name.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("platform '{name}'")))?;
+        platform(&row)
+    }
+
+    pub async fn platform_packages(&self, id: PlatformId) -> Result<Vec<Package>> {
+        let rows = sqlx::query(
+            "SELECT k.name, k.type, pp.version, pp.schema_version FROM platform_packages pp
+             JOIN packages k ON k.id = pp.package_id WHERE pp.platform_id = $1 ORDER BY k.type, k.name",
+        )
+        .bind(id.0)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(package).collect()
+    }
+
+    pub async fn platform_profiles(&self, id: PlatformId) -> Result<Vec<Profile>> {
+        let rows = sqlx::query("SELECT name, languages FROM profiles WHERE platform_id = $1 ORDER BY name")
+            .bind(id.0)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok(Profile { name: r.try_get("name")?, languages: r.try_get("languages")? }))
+            .collect()
+    }
+
+    /// Replaces the platform's registry entries with what a verify read, and enables it.
+    pub async fn record_platform_verified(
+        &self,
+        id: PlatformId,
+        manifest: &serde_json::Value,
+        packages: &[Package],
+        profiles: &[Profile],
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM platform_packages WHERE platform_id = $1").bind(id.0).execute(&mut *tx).await?;
+        for p in packages {
+            let package_id = upsert_package(&mut tx, p).await?;
+            sqlx::query("INSERT INTO platform_packages (platform_id, package_id, version, schema_version) VALUES ($1, $2, $3, $4)")
+                .bind(id.0)
+                .bind(package_id)
+                .bind(&p.version)
+                .bind(p.schema_version)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("DELETE FROM profiles WHERE platform_id = $1").bind(id.0).execute(&mut *tx).await?;
+        for p in profiles {
+            sqlx::query("INSERT INTO profiles (platform_id, name, languages) VALUES ($1, $2, $3)")
+                .bind(id.0)
+                .bind(&p.name)
+                .bind(&p.languages)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(
+            "UPDATE platforms SET manifest = $2, verified_at = now(),
+                 status = CASE WHEN status = 'locked' THEN 'locked' ELSE 'enabled' END
+             WHERE id = $1",
+        )
+        .bind(id.0)
+        .bind(manifest)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn set_platform_status(&self, id: PlatformId, status: PlatformStatus) -> Result<()> {
+        sqlx::query("UPDATE platforms SET status = $2 WHERE id = $1")
+            .bind(id.0)
+            .bind(status.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    // --- clients ---
+
+    pub async fn create_client(&self, name: &Name, email: &Email) -> Result<Client> {
+        let row = sqlx::query("INSERT INTO clients (name, email) VALUES ($1, $2) RETURNING id, name, email, created_at")
+            .bind(name.as_str())
+            .bind(email.as_str())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| conflict_on_unique(e, |_| format!("a client named '{name}' already exists")))?;
+        client(&row)
+    }
+
+    pub async fn clients(&self, only: Option<ClientId>) -> Result<Vec<Client>> {
+        let rows = sqlx::query(
+            "SELECT id, name, email, created_at FROM clients WHERE ($1::bigint IS NULL OR id = $1) ORDER BY id",
+        )
+        .bind(only.map(|c| c.0))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(client).collect()
+    }
+
+    pub async fn client_by_name(&self, name: &Name) -> Result<Client> {
+        let row = sqlx::query("SELECT id, name, email, created_at FROM clients WHERE name = $1")
+            .bind(name.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("client '{name}'")))?;
+        client(&row)
+    }
+
+    pub async fn client(&self, id: ClientId) -> Result<Client> {
+        let row = sqlx::query("SELECT id, name, email, created_at FROM clients WHERE id = $1")
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("client {id}")))?;
+        client(&row)
+    }
+
+    // --- sites ---
+
+    /// Records a site `installing` and queues its install task, in one transaction. The
+    /// domain's uniqueness among live sites is enforced by a unique index, so two concurrent
+    /// requests for one domain cannot both win.
+    pub async fn create_site(&self, new: &NewSite) -> Result<(Site, Task)> {
+        let mut tx = self.pool.begin().await?;
+        let taken: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM sites WHERE status <> 'deleted'
+               AND (domain = ANY($1) OR aliases && $1) LIMIT 1",
+        )
+        .bind(std::iter::once(&new.domain).chain(&new.aliases).map(|d| d.as_str()).collect::<Vec<_>>())
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(other) = taken {
+            return Err(StoreError::Conflict(format!(
+                "the domain {} (or one of its aliases) is already used by site {other}; choose another domain",
+                new.domain
+            )));
+        }
+        let id: i64 = sqlx::query_scalar("SELECT nextval('sites_id_seq')").fetch_one(&mut *tx).await?;
+        let db_ident = DbIdent::parse(&format!("{}{id}", new.db_prefix))?;
+        sqlx::query(
+            "INSERT INTO sites (id, domain, aliases, client_id, platform_id, profile, language, db_server_id,
+                                db_name, db_user, status)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, 'installing')",
+        )
+        .bind(id)
+        .bind(new.domain.as_str())
+        .bind(new.aliases.iter().map(|a| a.as_str()).collect::<Vec<_>>())
+        .bind(new.client.0)
+        .bind(new.platform.0)
+        .bind(new.profile.as_str())
+        .bind(new.language.as_str())
+        .bind(new.db_server.0)
+        .bind(db_ident.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| conflict_on_unique(e, |_| format!("the domain {} is already used by another site", new.domain)))?;
+        let task = crate::tasks::create_task_tx(
+            &mut tx,
+            &NewTask::for_site(TaskType::Install, SiteId(id), serde_json::json!({}), &new.requested_by),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok((self.site(SiteId(id)).await?, task))
+    }
+
+    pub async fn site(&self, id: SiteId) -> Result<Site> {
+        let q = format!("{SITE_QUERY} WHERE st.id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(q))
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("site {id}")))?;
+        site(&row)
+    }
+
+    pub async fn sites(&self, filter: &SiteFilter) -> Result<Vec<Site>> {
+        let q = format!(
+            "{SITE_QUERY} WHERE ($1::text IS NULL OR st.domain = $1 OR $1 = ANY(st.aliases))
+               AND ($2::bigint IS NULL OR st.client_id = $2)
+               AND ($3::text IS NULL OR st.status = $3)
+               AND ($4::bigint IS NULL OR st.platform_id = $4)
+             ORDER BY st.id"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(q))
+            .bind(filter.domain.as_ref().map(|d| d.as_str()))
+            .bind(filter.client.map(|c| c.0))
+            .bind(filter.status.map(|s| s.as_str()))
+            .bind(filter.platform.map(|p| p.0))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(site).collect()
+    }
+
+    pub async fn site_secrets(&self, id: SiteId) -> Result<SiteSecrets> {
+        let pw: Option<String> = sqlx::query_scalar("SELECT db_password FROM sites WHERE id = $1")
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("site {id}")))?;
+        Ok(SiteSecrets { db_password: pw.map(|p| DbPassword::parse(&p)).transpose()? })
+    }
+
+    /// Stores a generated password unless the site has one already, and returns the stored
+    /// one: a step re-run after a crash uses the same password as its first run.
+    pub async fn ensure_db_password(&self, id: SiteId, candidate: &DbPassword) -> Result<DbPassword> {
+        let pw: String = sqlx::query_scalar(
+            "UPDATE sites SET db_password = COALESCE(db_password, $2) WHERE id = $1 RETURNING db_password",
+        )
+        .bind(id.0)
+        .bind(candidate.expose())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(DbPassword::parse(&pw)?)
+    }
+
+    pub async fn set_site_status(&self, id: SiteId, status: SiteStatus) -> Result<()> {
+        sqlx::query(
+            "UPDATE sites SET status = $2, updated_at = now(),
+                 deleted_at = CASE WHEN $2 = 'deleted' THEN now() ELSE deleted_at END
+             WHERE id = $1",
+        )
+        .bind(id.0)
+        .bind(status.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn add_login_link(&self, id: SiteId, url: &str, requested_by: &str, valid_for: time::Duration) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO login_links (site_id, url, requested_by, expires_at) VALUES ($1, $2, $3, now() + make_interval(secs => $4))",
+        )
+        .bind(id.0)
+        .bind(url)
+        .bind(requested_by)
+        .bind(valid_for.as_seconds_f64())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn replace_site_packages(&self, id: SiteId, packages: &[Package]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM site_packages WHERE site_id = $1").bind(id.0).execute(&mut *tx).await?;
+        for p in packages {
+            let package_id = upsert_package(&mut tx, p).await?;
+            sqlx::query("INSERT INTO site_packages (site_id, package_id, version, schema_version) VALUES ($1, $2, $3, $4)")
+                .bind(id.0)
+                .bind(package_id)
+                .bind(&p.version)
+                .bind(p.schema_version)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn site_packages(&self, id: SiteId) -> Result<Vec<Package>> {
+        let rows = sqlx::query(
+            "SELECT k.name, k.type, sp.version, sp.schema_version FROM site_packages sp
+             JOIN packages k ON k.id = sp.package_id WHERE sp.site_id = $1 ORDER BY k.type, k.name",
+        )
+        .bind(id.0)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(package).collect()
+    }
+}
+
+fn package(row: &PgRow) -> Result<Package> {
+    Ok(Package {
+        name: row.try_get("name")?,
+        package_type: row.try_get("type")?,
+        version: row.try_get("version")?,
+        schema_version: row.try_get("schema_version")?,
+    })
+}
+
+async fn upsert_package(tx: &mut sqlx::PgConnection, p: &Package) -> Result<i64> {
+    let id = sqlx::query_scalar(
+        "INSERT INTO packages (name, type) VALUES ($1, $2)
+         ON CONFLICT (name, type) DO UPDATE SET name = EXCLUDED.name RETURNING id",
+    )
+    .bind(&p.name)
+    .bind(&p.package_type)
+    .fetch_one(tx)
+    .await?;
+    Ok(id)
+}

@@ -1,0 +1,559 @@
+//! Tasks, their log, per-target serialization (leases), the transactional outbox and saga
+//! progress.
+//!
+//! How a task moves: the API writes the task and an outbox row in one transaction → a relay
+//! publishes the row and deletes it → a worker claims the task (a lease on the task and a lock
+//! on its site or platform) and heartbeats while it runs → the worker stores the outcome,
+//! releases the lock and queues the next waiting task of the same target, then acks.
+//! A sweeper re-queues tasks whose lease lapsed (the worker died) and re-dispatches queued
+//! tasks whose message went missing.
+
+use crate::{Result, Store, StoreError};
+use contract::TaskMessage;
+use domain::*;
+use serde::Serialize;
+use sqlx::postgres::PgRow;
+use sqlx::Row;
+use time::OffsetDateTime;
+
+/// The NOTIFY channel relays LISTEN on for new outbox rows.
+pub const OUTBOX_CHANNEL: &str = "hosting_outbox";
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Task {
+    pub id: TaskId,
+    #[serde(rename = "type")]
+    pub task_type: TaskType,
+    pub status: TaskStatus,
+    pub site: Option<SiteId>,
+    pub platform: Option<PlatformId>,
+    pub parent: Option<TaskId>,
+    pub args: serde_json::Value,
+    pub result: Option<serde_json::Value>,
+    pub error: Option<String>,
+    pub requested_by: String,
+    pub attempts: i32,
+    #[serde(rename = "created", with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(rename = "started", with = "time::serde::rfc3339::option")]
+    pub started_at: Option<OffsetDateTime>,
+    #[serde(rename = "finished", with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+}
+
+impl Task {
+    /// What the task holds while it runs: its site, else its platform.
+    pub fn target(&self) -> String {
+        match (self.site, self.platform) {
+            (Some(s), _) => format!("site:{s}"),
+            (None, Some(p)) => format!("platform:{p}"),
+            (None, None) => format!("task:{}", self.id),
+        }
+    }
+}
+
+const TASK_COLUMNS: &str = "id, type, status, site_id, platform_id, parent_id, args, result, error, requested_by,
+    attempts, created_at, started_at, finished_at";
+
+fn task(row: &PgRow) -> Result<Task> {
+    Ok(Task {
+        id: TaskId(row.try_get("id")?),
+        task_type: TaskType::parse(row.try_get("type")?)?,
+        status: TaskStatus::parse(row.try_get("status")?)?,
+        site: row.try_get::<Option<i64>, _>("site_id")?.map(SiteId),
+        platform: row.try_get::<Option<i64>, _>("platform_id")?.map(PlatformId),
+        parent: row.try_get::<Option<i64>, _>("parent_id")?.map(TaskId),
+        args: row.try_get("args")?,
+        result: row.try_get("result")?,
+        error: row.try_get("error")?,
+        requested_by: row.try_get("requested_by")?,
+        attempts: row.try_get("attempts")?,
+        created_at: row.try_get("created_at")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+    })
+}
+
+pub struct NewTask {
+    pub task_type: TaskType,
+    pub site: Option<SiteId>,
+    pub platform: Option<PlatformId>,
+    pub parent: Option<TaskId>,
+    pub args: serde_json::Value,
+    pub requested_by: String,
+}
+
+impl NewTask {
+    pub fn for_site(task_type: TaskType, site: SiteId, args: serde_json::Value, requested_by: &str) -> Self {
+        Self { task_type, site: Some(site), platform: None, parent: None, args, requested_by: requested_by.into() }
+    }
+    pub fn for_platform(task_type: TaskType, platform: PlatformId, requested_by: &str) -> Self {
+        Self {
+            task_type,
+            site: None,
+            platform: Some(platform),
+            parent: None,
+            args: serde_json::json!({}),
+            requested_by: requested_by.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LogLine {
+    pub id: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub level: String,
+    pub message: String,
+}
+
+#[derive(Debug, Default)]
+pub struct TaskFilter {
+    pub site: Option<SiteId>,
+    pub sites_of_client: Option<ClientId>,
+    pub status: Option<TaskStatus>,
+    pub task_type: Option<TaskType>,
+    pub limit: i64,
+}
+
+/// The result of trying to claim a task for a worker.
+#[derive(Debug)]
+pub enum Claim {
+    /// The task is ours until the lease lapses; heartbeat to keep it.
+    Claimed(Task),
+    /// Another task holds the site or platform; this one stays queued and is dispatched
+    /// again when the holder finishes.
+    TargetBusy,
+    /// A live worker holds this very task (a duplicate delivery).
+    HeldElsewhere,
+    /// Already finished (a stale or duplicated message).
+    Finished(TaskStatus),
+}
+
+/// Writes a task and the outbox row that dispatches it, in the caller's transaction.
+pub(crate) async fn create_task_tx(tx: &mut sqlx::PgConnection, new: &NewTask) -> Result<Task> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO tasks (type, site_id, platform_id, parent_id, status, args, requested_by)
+         VALUES ($1, $2, $3, $4, 'queued', $5, $6) RETURNING {TASK_COLUMNS}"
+    )))
+    .bind(new.task_type.as_str())
+    .bind(new.site.map(|s| s.0))
+    .bind(new.platform.map(|p| p.0))
+    .bind(new.parent.map(|p| p.0))
+    .bind(&new.args)
+    .bind(&new.requested_by)
+    .fetch_one(&mut *tx)
+    .await?;
+    let task = task(&row)?;
+    enqueue_dispatch(tx, task.id, task.task_type).await?;
+    Ok(task)
+}
+
+async fn enqueue_dispatch(tx: &mut sqlx::PgConnection, id: TaskId, task_type: TaskType) -> Result<()> {
+    let message = TaskMessage { task: id, task_type };
+    let payload = serde_json::to_value(&message).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    sqlx::query(
+        "INSERT INTO outbox (exchange_kind, routing_key, message_type, payload) VALUES ('tasks', $1, $2, $3)",
+    )
+    .bind(task_type.owner().as_str())
+    .bind(contract::TASK_MESSAGE_TYPE)
+    .bind(payload)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("SELECT pg_notify($1, '')").bind(OUTBOX_CHANNEL).execute(&mut *tx).await?;
+    Ok(())
+}
+
+/// An outbox row a relay is publishing.
+#[derive(Debug)]
+pub struct OutboxMessage {
+    pub id: i64,
+    pub routing_key: String,
+    pub message_type: String,
+    pub payload: serde_json::Value,
+}
+
+/// What one sweep did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    pub requeued_after_lapsed_lease: u64,
+    pub failed_after_too_many_attempts: u64,
+    pub redispatched: u64,
+}
+
+impl Store {
+    pub async fn create_task(&self, new: &NewTask) -> Result<Task> {
+        let mut tx = self.pool.begin().await?;
+        let t = create_task_tx(&mut tx, new).await?;
+        tx.commit().await?;
+        Ok(t)
+    }
+
+    pub async fn task(&self, id: TaskId) -> Result<Task> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1")))
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("task {id}")))?;
+        task(&row)
+    }
+
+    pub async fn tasks(&self, f: &TaskFilter) -> Result<Vec<Task>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {TASK_COLUMNS} FROM tasks t
+             WHERE ($1::bigint IS NULL OR site_id = $1)
+               AND ($2::bigint IS NULL OR site_id IN (SELECT id FROM sites WHERE client_id = $2))
+               AND ($3::text IS NULL OR status = $3)
+               AND ($4::text IS NULL OR type = $4)
+             ORDER BY id DESC LIMIT $5"
+        )))
+        .bind(f.site.map(|s| s.0))
+        .bind(f.sites_of_client.map(|c| c.0))
+        .bind(f.status.map(|s| s.as_str()))
+        .bind(f.task_type.map(|t| t.as_str()))
+        .bind(if f.limit > 0 { f.limit } else { 100 })
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(task).collect()
+    }
+
+    /// Open (queued or processing) tasks of a site.
+    pub async fn open_tasks_of_site(&self, site: SiteId) -> Result<Vec<Task>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE site_id = $1 AND status IN ('queued', 'processing') ORDER BY id"
+        )))
+        .bind(site.0)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(task).collect()
+    }
+
+    pub async fn append_log(&self, id: TaskId, level: &str, message: &str) -> Result<()> {
+        sqlx::query("INSERT INTO task_log (task_id, level, message) VALUES ($1, $2, $3)")
+            .bind(id.0)
+            .bind(level)
+            .bind(message)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn task_log(&self, id: TaskId, after: i64) -> Result<Vec<LogLine>> {
+        let rows = sqlx::query("SELECT id, at, level, message FROM task_log WHERE task_id = $1 AND id > $2 ORDER BY id")
+            .bind(id.0)
+            .bind(after)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(LogLine {
+                    id: r.try_get("id")?,
+                    at: r.try_get("at")?,
+                    level: r.try_get("level")?,
+                    message: r.try_get("message")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Takes the task for `worker` for `lease`, if it is runnable and its target is free.
+    pub async fn claim_task(&self, id: TaskId, worker: &str, lease: std::time::Duration) -> Result<Claim> {
+        let lease_secs = lease.as_secs_f64();
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {TASK_COLUMNS}, lease_owner, lease_until < now() AS lapsed FROM tasks WHERE id = $1 FOR UPDATE"
+        )))
+        .bind(id.0)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("task {id}")))?;
+        let t = task(&row)?;
+        if t.status.is_terminal() {
+            return Ok(Claim::Finished(t.status));
+        }
+        if t.status == TaskStatus::Processing {
+            let owner: Option<String> = row.try_get("lease_owner")?;
+            let lapsed: Option<bool> = row.try_get("lapsed")?;
+            if owner.as_deref() != Some(worker) && lapsed == Some(false) {
+                return Ok(Claim::HeldElsewhere);
+            }
+        }
+        // Take the target's lock if it is free, ours already (a redelivery of this task), or
+        // held by a worker whose lease lapsed.
+        let got: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO target_locks (target, task_id, lease_until)
+             VALUES ($1, $2, now() + make_interval(secs => $3))
+             ON CONFLICT (target) DO UPDATE SET task_id = EXCLUDED.task_id, lease_until = EXCLUDED.lease_until
+               WHERE target_locks.task_id = EXCLUDED.task_id OR target_locks.lease_until < now()
+             RETURNING task_id",
+        )
+        .bind(t.target())
+        .bind(id.0)
+        .bind(lease_secs)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if got.is_none() {
+            tx.commit().await?;
+            return Ok(Claim::TargetBusy);
+        }
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE tasks SET status = 'processing', started_at = COALESCE(started_at, now()),
+                 attempts = attempts + 1, lease_owner = $2, lease_until = now() + make_interval(secs => $3)
+             WHERE id = $1 RETURNING {TASK_COLUMNS}"
+        )))
+        .bind(id.0)
+        .bind(worker)
+        .bind(lease_secs)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Claim::Claimed(task(&row)?))
+    }
+
+    /// Extends the lease of a task the worker still holds. `false`: the lease was lost.
+    pub async fn heartbeat(&self, t: &Task, worker: &str, lease: std::time::Duration) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let n = sqlx::query(
+            "UPDATE tasks SET lease_until = now() + make_interval(secs => $3)
+             WHERE id = $1 AND lease_owner = $2 AND status = 'processing'",
+        )
+        .bind(t.id.0)
+        .bind(worker)
+        .bind(lease.as_secs_f64())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        sqlx::query("UPDATE target_locks SET lease_until = now() + make_interval(secs => $3) WHERE target = $1 AND task_id = $2")
+            .bind(t.target())
+            .bind(t.id.0)
+            .bind(lease.as_secs_f64())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+
+    /// Stores a task's outcome, releases its target and dispatches the next task waiting on
+    /// the same target, in one transaction.
+    pub async fn finish_task(
+        &self,
+        t: &Task,
+        worker: &str,
+        status: TaskStatus,
+        error: Option<&str>,
+        result: Option<&serde_json::Value>,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let n = sqlx::query(
+            "UPDATE tasks SET status = $3, error = $4, result = $5, finished_at = now(),
+                 lease_owner = NULL, lease_until = NULL
+             WHERE id = $1 AND lease_owner = $2 AND status = 'processing'",
+        )
+        .bind(t.id.0)
+        .bind(worker)
+        .bind(status.as_str())
+        .bind(error)
+        .bind(result)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            // The lease lapsed and someone else took the task over; their outcome stands.
+            return Ok(false);
+        }
+        release_and_dispatch_next(&mut tx, &t.target(), t.id).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Marks a task error without a worker (a dead-lettered message, a cancel).
+    pub async fn fail_task(&self, id: TaskId, error: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE tasks SET status = 'error', error = $2, finished_at = now(), lease_owner = NULL, lease_until = NULL
+             WHERE id = $1 AND status IN ('queued', 'processing') RETURNING {TASK_COLUMNS}"
+        )))
+        .bind(id.0)
+        .bind(error)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = row {
+            let t = task(&row)?;
+            release_and_dispatch_next(&mut tx, &t.target(), t.id).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Claims up to `limit` outbox rows for `hold`, so that relays running in several
+    /// gateways do not publish the same row at once. No transaction stays open while the
+    /// caller talks to the broker.
+    pub async fn claim_outbox(&self, limit: i64, hold: std::time::Duration) -> Result<Vec<OutboxMessage>> {
+        let rows = sqlx::query(
+            "UPDATE outbox SET claimed_until = now() + make_interval(secs => $2), attempts = attempts + 1
+             WHERE id IN (
+                 SELECT id FROM outbox WHERE claimed_until IS NULL OR claimed_until < now()
+                 ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+             RETURNING id, routing_key, message_type, payload",
+        )
+        .bind(limit)
+        .bind(hold.as_secs_f64())
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: Vec<OutboxMessage> = rows
+            .iter()
+            .map(|r| {
+                Ok(OutboxMessage {
+                    id: r.try_get("id")?,
+                    routing_key: r.try_get("routing_key")?,
+                    message_type: r.try_get("message_type")?,
+                    payload: r.try_get("payload")?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        out.sort_by_key(|m| m.id);
+        Ok(out)
+    }
+
+    /// The broker confirmed the message: drop the row and note when the task was dispatched.
+    pub async fn outbox_published(&self, m: &OutboxMessage) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM outbox WHERE id = $1").bind(m.id).execute(&mut *tx).await?;
+        if let Some(task) = m.payload.get("task").and_then(|v| v.as_i64()) {
+            sqlx::query("UPDATE tasks SET dispatched_at = now() WHERE id = $1").bind(task).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Publishing failed: make the row available again right away (the relay backs off).
+    pub async fn outbox_failed(&self, m: &OutboxMessage, error: &str) -> Result<()> {
+        sqlx::query("UPDATE outbox SET claimed_until = NULL, last_error = $2 WHERE id = $1")
+            .bind(m.id)
+            .bind(error)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn outbox_len(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(&self.pool).await?)
+    }
+
+    /// Recovers tasks from dead workers and lost messages.
+    pub async fn sweep(&self, redispatch_after: std::time::Duration, max_attempts: i32) -> Result<SweepReport> {
+        let mut report = SweepReport::default();
+        let mut tx = self.pool.begin().await?;
+        let lapsed = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE status = 'processing' AND lease_until < now()
+             FOR UPDATE SKIP LOCKED"
+        )))
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in &lapsed {
+            let t = task(row)?;
+            if t.attempts >= max_attempts {
+                let msg = format!("the worker running this task stopped responding {} times; giving up", t.attempts);
+                sqlx::query(
+                    "UPDATE tasks SET status = 'error', error = $2, finished_at = now(), lease_owner = NULL, lease_until = NULL WHERE id = $1",
+                )
+                .bind(t.id.0)
+                .bind(&msg)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("INSERT INTO task_log (task_id, level, message) VALUES ($1, 'error', $2)")
+                    .bind(t.id.0)
+                    .bind(&msg)
+                    .execute(&mut *tx)
+                    .await?;
+                release_and_dispatch_next(&mut tx, &t.target(), t.id).await?;
+                report.failed_after_too_many_attempts += 1;
+            } else {
+                // Back to queued: the next worker resumes it (sagas pick up their progress).
+                sqlx::query("UPDATE tasks SET status = 'queued', lease_owner = NULL, lease_until = NULL WHERE id = $1")
+                    .bind(t.id.0)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("INSERT INTO task_log (task_id, level, message) VALUES ($1, 'warning', $2)")
+                    .bind(t.id.0)
+                    .bind("the worker stopped responding (lease lapsed); the task is queued again and will resume")
+                    .execute(&mut *tx)
+                    .await?;
+                enqueue_dispatch(&mut tx, t.id, t.task_type).await?;
+                report.requeued_after_lapsed_lease += 1;
+            }
+        }
+        let stale = sqlx::query(
+            "SELECT t.id, t.type FROM tasks t
+             WHERE t.status = 'queued'
+               AND (t.dispatched_at IS NULL OR t.dispatched_at < now() - make_interval(secs => $1))
+               AND t.created_at < now() - make_interval(secs => $1)
+               AND NOT EXISTS (SELECT 1 FROM outbox o WHERE (o.payload->>'task')::bigint = t.id)
+             ORDER BY t.id LIMIT 500 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(redispatch_after.as_secs_f64())
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in &stale {
+            let id = TaskId(row.try_get("id")?);
+            let task_type = TaskType::parse(row.try_get("type")?)?;
+            enqueue_dispatch(&mut tx, id, task_type).await?;
+            sqlx::query("UPDATE tasks SET dispatched_at = now() WHERE id = $1").bind(id.0).execute(&mut *tx).await?;
+            report.redispatched += 1;
+        }
+        tx.commit().await?;
+        Ok(report)
+    }
+
+    // --- saga progress ---
+
+    /// Records a saga event; recording the same event twice is harmless.
+    pub async fn record_saga_event(&self, id: TaskId, step: &str, event: &str, detail: Option<&str>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO saga_events (task_id, step, event, detail) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (task_id, step, event) DO NOTHING",
+        )
+        .bind(id.0)
+        .bind(step)
+        .bind(event)
+        .bind(detail)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The recorded (step, event) pairs of a task's saga.
+    pub async fn saga_events(&self, id: TaskId) -> Result<Vec<(String, String, Option<String>)>> {
+        let rows = sqlx::query("SELECT step, event, detail FROM saga_events WHERE task_id = $1 ORDER BY at")
+            .bind(id.0)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("step")?, r.try_get("event")?, r.try_get("detail")?)))
+            .collect()
+    }
+}
+
+async fn release_and_dispatch_next(tx: &mut sqlx::PgConnection, target: &str, holder: TaskId) -> Result<()> {
+    sqlx::query("DELETE FROM target_locks WHERE target = $1 AND task_id = $2")
+        .bind(target)
+        .bind(holder.0)
+        .execute(&mut *tx)
+        .await?;
+    let (column, id) = match target.split_once(':') {
+        Some(("site", id)) => ("site_id", id),
+        Some(("platform", id)) => ("platform_id", id),
+        _ => return Ok(()),
+    };
+    let id: i64 = id.parse().map_err(|_| StoreError::Corrupt(format!("lock target '{target}'")))?;
+    let q = if column == "site_id" {
+        "SELECT id, type FROM tasks WHERE site_id = $1 AND status = 'queued' ORDER BY id LIMIT 1"
+    } else {
+        "SELECT id, type FROM tasks WHERE platform_id = $1 AND site_id IS NULL AND status = 'queued' ORDER BY id LIMIT 1"
+    };
+    if let Some(row) = sqlx::query(q).bind(id).fetch_optional(&mut *tx).await? {
+        enqueue_dispatch(tx, TaskId(row.try_get("id")?), TaskType::parse(row.try_get("type")?)?).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,165 @@
+//! The task loop of a task-owning service.
+//!
+//! For each task message: claim the task (its lease and its target's lock), heartbeat while
+//! the handler runs, store the outcome (which releases the target and dispatches the next
+//! waiting task), and only then ack. A message for a task whose target is busy is acked and
+//! the task stays queued: the holder dispatches it when it finishes. A worker that dies leaves
+//! an unacked message (redelivered) and a lease that lapses (swept): either way another worker
+//! resumes the task.
+
+use bus::{Bus, Disposition, Handler, Incoming};
+use contract::{TaskEvent, TaskMessage};
+use domain::{TaskId, TaskStatus};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use store::{Claim, Store, Task};
+
+/// What a handler concluded.
+#[derive(Debug)]
+pub enum Outcome {
+    Success(Option<serde_json::Value>),
+    Warning(String),
+    Error(String),
+}
+
+/// Writes a task's log lines to the state database and publishes them as events.
+#[derive(Clone)]
+pub struct TaskLog {
+    store: Store,
+    bus: Bus,
+    task: TaskId,
+}
+
+impl TaskLog {
+    pub fn new(store: Store, bus: Bus, task: TaskId) -> Self {
+        Self { store, bus, task }
+    }
+
+    pub async fn line(&self, level: &str, message: impl Into<String>) {
+        let message = message.into();
+        match level {
+            "error" => tracing::error!(task = %self.task, "{message}"),
+            "warning" => tracing::warn!(task = %self.task, "{message}"),
+            _ => tracing::info!(task = %self.task, "{message}"),
+        }
+        if let Err(e) = self.store.append_log(self.task, level, &message).await {
+            tracing::warn!(error = %e, "could not write the task log");
+        }
+        self.bus.publish_event(&TaskEvent::Log { task: self.task, level: level.into(), message }).await;
+    }
+
+    pub async fn info(&self, message: impl Into<String>) {
+        self.line("info", message).await
+    }
+    pub async fn warn(&self, message: impl Into<String>) {
+        self.line("warning", message).await
+    }
+    pub async fn error(&self, message: impl Into<String>) {
+        self.line("error", message).await
+    }
+}
+
+pub trait TaskHandler: Send + Sync + 'static {
+    fn run(&self, task: &Task, log: &TaskLog) -> impl Future<Output = Outcome> + Send;
+}
+
+pub struct WorkerConfig {
+    pub service: &'static str,
+    pub prefetch: u16,
+    pub lease: Duration,
+}
+
+pub struct Worker<H> {
+    store: Store,
+    bus: Bus,
+    handler: H,
+    id: String,
+    lease: Duration,
+}
+
+impl<H: TaskHandler> Worker<H> {
+    /// Consumes this service's task queue forever.
+    pub async fn run(store: Store, bus: Bus, handler: H, config: WorkerConfig) {
+        let id = format!("{}-{}-{}", config.service, std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        tracing::info!(worker = %id, "task worker starting");
+        loop {
+            match bus.declare_topology(&[config.service]).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot declare the task queue yet; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+        let queue = bus.topology().task_queue(config.service);
+        let worker = Arc::new(Worker { store, bus: bus.clone(), handler, id, lease: config.lease });
+        bus.consume(&queue, config.prefetch, worker).await
+    }
+}
+
+impl<H: TaskHandler> Handler for Worker<H> {
+    async fn handle(&self, message: Incoming) -> Disposition {
+        let msg: TaskMessage = match serde_json::from_slice(&message.data) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(error = %e, "unreadable task message; dead-lettering it");
+                return Disposition::Reject;
+            }
+        };
+        let task = match self.store.claim_task(msg.task, &self.id, self.lease).await {
+            Ok(Claim::Claimed(t)) => t,
+            Ok(Claim::TargetBusy) => {
+                tracing::info!(task = %msg.task, "its site or platform is busy; it waits for the current task");
+                return Disposition::Ack;
+            }
+            Ok(Claim::HeldElsewhere) | Ok(Claim::Finished(_)) => return Disposition::Ack,
+            Err(store::StoreError::NotFound(_)) => {
+                tracing::error!(task = %msg.task, "task message for an unknown task; dead-lettering it");
+                return Disposition::Reject;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot claim the task; retrying");
+                return Disposition::Retry;
+            }
+        };
+        tracing::info!(task = %task.id, task_type = %task.task_type, attempt = task.attempts, "task started");
+        self.bus.publish_event(&TaskEvent::Status { task: task.id, status: TaskStatus::Processing, message: None }).await;
+
+        let heartbeat = {
+            let (store, t, id, lease) = (self.store.clone(), task.clone(), self.id.clone(), self.lease);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(lease / 3).await;
+                    match store.heartbeat(&t, &id, lease).await {
+                        Ok(true) => {}
+                        Ok(false) => return tracing::error!(task = %t.id, "lost the task's lease"),
+                        Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+                    }
+                }
+            })
+        };
+        let log = TaskLog::new(self.store.clone(), self.bus.clone(), task.id);
+        let outcome = self.handler.run(&task, &log).await;
+        heartbeat.abort();
+
+        let (status, error, result) = match &outcome {
+            Outcome::Success(r) => (TaskStatus::Success, None, r.clone()),
+            Outcome::Warning(w) => (TaskStatus::Warning, Some(w.clone()), None),
+            Outcome::Error(e) => (TaskStatus::Error, Some(e.clone()), None),
+        };
+        match self.store.finish_task(&task, &self.id, status, error.as_deref(), result.as_ref()).await {
+            Ok(_) => {
+                tracing::info!(task = %task.id, %status, "task finished");
+                self.bus.publish_event(&TaskEvent::Status { task: task.id, status, message: error }).await;
+                Disposition::Ack
+            }
+            // The outcome is not stored: the message comes back and the (idempotent) handler
+            // runs again, which is the at-least-once contract.
+            Err(e) => {
+                tracing::error!(error = %e, "cannot store the task's outcome; it will run again");
+                Disposition::Retry
+            }
+        }
+    }
+}

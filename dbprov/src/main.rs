@@ -1,0 +1,45 @@
+//! dbprov: databases, users and grants on one db server, over RPC (`dbprov.<server>`).
+
+mod provision;
+
+use anyhow::Context;
+use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
+use sqlx::ConnectOptions;
+use std::str::FromStr;
+use std::time::Duration;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let _telemetry = telemetry::init("dbprov");
+    let common = config::Common::from_env()?;
+    let server = domain::Name::parse(&config::string("HOSTING_SERVER", "local")).context("HOSTING_SERVER")?;
+    let admin_url = config::string(
+        "HOSTING_MYSQL_ADMIN_URL",
+        "mysql://root@localhost/?socket=/run/mysqld/mysqld.sock",
+    );
+    let user_host = provision::UserHost::parse(&config::string("HOSTING_DB_USER_HOST", "%"))?;
+    // Statements are never logged: CREATE USER carries the new user's password.
+    let options = MySqlConnectOptions::from_str(&admin_url)
+        .context("HOSTING_MYSQL_ADMIN_URL is not a mysql:// URL")?
+        .disable_statement_logging();
+    let pool = loop {
+        match MySqlPoolOptions::new().max_connections(4).acquire_timeout(Duration::from_secs(10)).connect_with(options.clone()).await {
+            Ok(p) => break p,
+            Err(e) => {
+                tracing::warn!(error = %e, "MariaDB not reachable yet; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    let bus = bus::Bus::new(&common.amqp_url, contract::Topology::new(&common.prefix), "dbprov");
+    bus.wait_until_reachable().await;
+    bus.declare_topology(&[]).await?;
+    tracing::info!(%server, "dbprov ready");
+    let provisioner = provision::Provisioner::new(pool, user_host);
+    tokio::select! {
+        _ = bus.serve_rpc("dbprov", &server, 4, provisioner) => {},
+        _ = telemetry::shutdown_signal() => tracing::info!("stopping"),
+    }
+    bus.close().await;
+    Ok(())
+}

@@ -1,0 +1,101 @@
+use bus::{Incoming, RpcHandler};
+use contract::{DbprovReply, DbprovRequest, RpcReply};
+use domain::{DbIdent, DbPassword};
+use sqlx::MySqlPool;
+
+/// The host part of the site users (`'user'@'<host>'`): `%`, `localhost`, an address or a
+/// host name, optionally with `%` wildcards.
+#[derive(Debug, Clone)]
+pub struct UserHost(String);
+
+impl UserHost {
+    pub fn parse(s: &str) -> anyhow::Result<Self> {
+        if !s.is_empty() && s.len() <= 255 && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'%' | b':' | b'_')) {
+            Ok(Self(s.to_owned()))
+        } else {
+            anyhow::bail!("HOSTING_DB_USER_HOST={s:?}: use %, localhost, an IP address or a host name")
+        }
+    }
+}
+
+pub struct Provisioner {
+    pool: MySqlPool,
+    user_host: UserHost,
+}
+
+impl Provisioner {
+    pub fn new(pool: MySqlPool, user_host: UserHost) -> Self {
+        Self { pool, user_host }
+    }
+
+    // Identifiers and the password are typed (`DbIdent`, `DbPassword`): their alphabets have
+    // no quote, backquote or backslash, which is what makes these literals safe. MariaDB does
+    // not take placeholders for identifiers or for IDENTIFIED BY.
+    async fn create(&self, database: &DbIdent, user: &DbIdent, password: &DbPassword) -> Result<bool, sqlx::Error> {
+        let host = &self.user_host.0;
+        let existed: Option<String> =
+            sqlx::query_scalar("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?")
+                .bind(database.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+        let statements = [
+            format!("CREATE DATABASE IF NOT EXISTS `{database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"),
+            format!("CREATE USER IF NOT EXISTS '{user}'@'{host}' IDENTIFIED BY '{}'", password.expose()),
+            // Re-running after a crash converges on the password the state database holds.
+            format!("ALTER USER '{user}'@'{host}' IDENTIFIED BY '{}'", password.expose()),
+            format!("GRANT ALL PRIVILEGES ON `{database}`.* TO '{user}'@'{host}'"),
+        ];
+        for sql in statements {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&self.pool).await?;
+        }
+        Ok(existed.is_none())
+    }
+
+    async fn drop(&self, database: &DbIdent, user: &DbIdent) -> Result<bool, sqlx::Error> {
+        let host = &self.user_host.0;
+        let existed: Option<String> =
+            sqlx::query_scalar("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?")
+                .bind(database.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+        for sql in [format!("DROP DATABASE IF EXISTS `{database}`"), format!("DROP USER IF EXISTS '{user}'@'{host}'")] {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&self.pool).await?;
+        }
+        Ok(existed.is_some())
+    }
+}
+
+impl RpcHandler for Provisioner {
+    async fn answer(&self, message: &Incoming) -> Option<Vec<u8>> {
+        let request: DbprovRequest = match serde_json::from_slice(&message.data) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "unreadable dbprov request");
+                return None;
+            }
+        };
+        let result = match &request {
+            DbprovRequest::CreateDatabase { database, user, password } => {
+                tracing::info!(%database, %user, "create database and user");
+                self.create(database, user, password).await
+            }
+            DbprovRequest::DropDatabase { database, user } => {
+                tracing::info!(%database, %user, "drop database and user");
+                self.drop(database, user).await
+            }
+        };
+        let reply = match result {
+            Ok(changed) => RpcReply::Ok { body: DbprovReply { changed } },
+            Err(e) => {
+                // A server error may quote the statement, and with it the password.
+                let mut message = e.to_string();
+                if let DbprovRequest::CreateDatabase { password, .. } = &request {
+                    message = message.replace(password.expose(), "***");
+                }
+                tracing::error!(error = %message, "dbprov request failed");
+                RpcReply::Error { message }
+            }
+        };
+        serde_json::to_vec(&reply).ok()
+    }
+}

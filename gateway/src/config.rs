@@ -1,0 +1,31 @@
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub common: config::Common,
+    pub listen: SocketAddr,
+    /// Site database and user names are `<db_prefix><site id>`.
+    pub db_prefix: String,
+    pub sweep_interval: Duration,
+    pub redispatch_after: Duration,
+    pub max_attempts: i32,
+    pub run_migrations: bool,
+}
+
+impl GatewayConfig {
+    pub fn from_env() -> anyhow::Result<Self> {
+        let db_prefix = config::string("HOSTING_DB_PREFIX", "site_");
+        domain::DbIdent::parse(&format!("{db_prefix}1"))
+            .map_err(|e| anyhow::anyhow!("HOSTING_DB_PREFIX={db_prefix:?} makes invalid database names: {e}"))?;
+        Ok(Self {
+            common: config::Common::from_env()?,
+            listen: config::parse("HOSTING_LISTEN", "127.0.0.1:8080".parse()?)?,
+            db_prefix,
+            sweep_interval: config::seconds("HOSTING_SWEEP_INTERVAL_SECS", 5.0)?,
+            redispatch_after: config::seconds("HOSTING_REDISPATCH_AFTER_SECS", 60.0)?,
+            max_attempts: config::parse("HOSTING_MAX_ATTEMPTS", 5)?,
+            run_migrations: config::parse("HOSTING_MIGRATE", true)?,
+        })
+    }
+}

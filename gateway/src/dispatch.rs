@@ -1,0 +1,116 @@
+//! Getting accepted tasks to the workers, and back from the dead.
+//!
+//! - The relay publishes outbox rows (written in the same transaction as their tasks) and
+//!   deletes each once the broker confirmed it. While the broker is down the rows wait, and a
+//!   gateway that died after its commit finds them at its next start: an accepted task is
+//!   never lost. It wakes on PostgreSQL NOTIFY, and polls once a second besides.
+//! - The sweeper re-queues tasks whose worker's lease lapsed and re-dispatches queued tasks
+//!   whose message went missing.
+//! - Dead letters (messages a consumer could not process) mark their task as failed.
+
+use bus::{Bus, Disposition, Handler, Incoming};
+use std::sync::Arc;
+use std::time::Duration;
+use store::Store;
+use tokio::sync::Notify;
+
+pub async fn relay(store: Store, bus: Bus, wake: Arc<Notify>) {
+    let exchange = bus.topology().tasks_exchange();
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let batch = match store.claim_outbox(100, Duration::from_secs(30)).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "outbox not readable; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if batch.is_empty() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), wake.notified()).await;
+            continue;
+        }
+        let mut failed = false;
+        for message in &batch {
+            if failed {
+                let _ = store.outbox_failed(message, "not attempted: the broker failed earlier in this batch").await;
+                continue;
+            }
+            let body = message.payload.to_string();
+            let published = bus.publish(&exchange, &message.routing_key, &message.message_type, body.as_bytes()).await;
+            let stored = match &published {
+                Ok(()) => store.outbox_published(message).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot publish accepted tasks yet; they wait in the outbox");
+                    failed = true;
+                    store.outbox_failed(message, &e.to_string()).await
+                }
+            };
+            if let Err(e) = stored {
+                tracing::warn!(error = %e, "cannot record the outbox row's fate; it may be published twice (harmless)");
+            }
+        }
+        if failed {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        } else {
+            backoff = Duration::from_millis(200);
+        }
+    }
+}
+
+/// Wakes the relay on every NOTIFY from any process that wrote to the outbox.
+pub async fn listen_for_outbox(store: Store, wake: Arc<Notify>) {
+    loop {
+        match sqlx::postgres::PgListener::connect_with(store.pool()).await {
+            Ok(mut listener) => {
+                if listener.listen(store::OUTBOX_CHANNEL).await.is_ok() {
+                    while listener.recv().await.is_ok() {
+                        wake.notify_one();
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot LISTEN for outbox rows; polling only"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+pub async fn sweeper(store: Store, wake: Arc<Notify>, interval: Duration, redispatch_after: Duration, max_attempts: i32) {
+    loop {
+        tokio::time::sleep(interval).await;
+        match store.sweep(redispatch_after, max_attempts).await {
+            Ok(r) if r != store::SweepReport::default() => {
+                tracing::warn!(?r, "recovered tasks");
+                wake.notify_one();
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "sweep failed"),
+        }
+    }
+}
+
+pub struct DeadLetters {
+    pub store: Store,
+}
+
+impl Handler for DeadLetters {
+    async fn handle(&self, message: Incoming) -> Disposition {
+        match serde_json::from_slice::<contract::TaskMessage>(&message.data) {
+            Ok(m) => {
+                tracing::error!(task = %m.task, "a task message was dead-lettered");
+                let reason = "a worker could not process this task's message (it was dead-lettered); retry the task";
+                let _ = self.store.append_log(m.task, "error", reason).await;
+                match self.store.fail_task(m.task, reason).await {
+                    Ok(()) => Disposition::Ack,
+                    Err(store::StoreError::NotFound(_)) => Disposition::Ack,
+                    Err(_) => Disposition::Retry,
+                }
+            }
+            Err(_) => {
+                tracing::error!(message_type = ?message.message_type, bytes = message.data.len(), "dead letter (not a task message) dropped");
+                Disposition::Ack
+            }
+        }
+    }
+}

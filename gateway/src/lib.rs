@@ -1,0 +1,7 @@
+pub mod auth;
+pub mod bootstrap;
+pub mod config;
+pub mod dispatch;
+pub mod error;
+pub mod routes;
+pub mod startup;

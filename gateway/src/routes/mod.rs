@@ -1,0 +1,54 @@
+mod clients;
+mod platforms;
+mod servers;
+mod settings;
+mod sites;
+mod tasks;
+
+use crate::startup::AppState;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/servers", post(servers::create).get(servers::list))
+        .route("/platforms", post(platforms::create).get(platforms::list))
+        .route("/platforms/{id}", get(platforms::get))
+        .route("/platforms/{id}/tasks", post(platforms::create_task))
+        .route("/clients", post(clients::create).get(clients::list))
+        .route("/sites", post(sites::create).get(sites::list))
+        .route("/sites/{id}", get(sites::get))
+        .route("/sites/{id}/tasks", post(sites::create_task))
+        .route("/tasks", get(tasks::list))
+        .route("/tasks/{id}", get(tasks::get))
+        .route("/tasks/{id}/log", get(tasks::log))
+        .route("/tasks/{id}/events", get(tasks::events))
+        .route("/settings", get(settings::get).patch(settings::patch));
+    Router::new()
+        .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .nest("/api/v1", api)
+        .fallback(|| async { crate::error::ApiError::NotFound("no such endpoint; the API lives under /api/v1".into()) })
+        .with_state(state)
+}
+
+/// Ready when the state database answers. The broker being down does not make the gateway
+/// unready: it still accepts tasks into its outbox. Both are reported.
+async fn readyz(axum::extract::State(s): axum::extract::State<AppState>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let db = s.store.ping().await.is_ok();
+    let pending = s.store.outbox_len().await.unwrap_or(-1);
+    let body = Json(serde_json::json!({
+        "database": if db { "ok" } else { "unreachable" },
+        "outbox_pending": pending,
+    }));
+    if db { body.into_response() } else { (axum::http::StatusCode::SERVICE_UNAVAILABLE, body).into_response() }
+}
+
+/// A reference to a record in a request body: its id or its name.
+#[derive(serde::Deserialize, Debug, Clone)]
+#[serde(untagged)]
+pub enum Ref {
+    Id(i64),
+    Name(String),
+}

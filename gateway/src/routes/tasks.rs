@@ -1,0 +1,88 @@
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::startup::AppState;
+use axum::extract::{Path, Query, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::Json;
+use domain::{SiteId, TaskId, TaskStatus, TaskType};
+use std::convert::Infallible;
+use std::time::Duration;
+use store::{LogLine, Task, TaskFilter};
+
+#[derive(serde::Deserialize)]
+pub struct TaskQuery {
+    site: Option<i64>,
+    status: Option<String>,
+    #[serde(rename = "type")]
+    task_type: Option<String>,
+    limit: Option<i64>,
+}
+
+/// A task the caller may see: a client token sees its own sites' tasks only.
+async fn visible_task(s: &AppState, caller: &Caller, id: i64) -> ApiResult<Task> {
+    let task = s.store.task(TaskId(id)).await?;
+    if let Some(own) = caller.0.client {
+        let mine = match task.site {
+            Some(site) => s.store.site(site).await?.client_id == own,
+            None => false,
+        };
+        if !mine {
+            return Err(ApiError::NotFound(format!("task {id} does not exist")));
+        }
+    }
+    Ok(task)
+}
+
+pub async fn list(State(s): State<AppState>, caller: Caller, Query(q): Query<TaskQuery>) -> ApiResult<Json<Vec<Task>>> {
+    let filter = TaskFilter {
+        site: q.site.map(SiteId),
+        sites_of_client: caller.0.client,
+        status: q.status.as_deref().map(TaskStatus::parse).transpose().map_err(|e| ApiError::field("status", e))?,
+        task_type: q.task_type.as_deref().map(TaskType::parse).transpose().map_err(|e| ApiError::field("type", e))?,
+        limit: q.limit.unwrap_or(100).clamp(1, 1000),
+    };
+    Ok(Json(s.store.tasks(&filter).await?))
+}
+
+pub async fn get(State(s): State<AppState>, caller: Caller, Path(id): Path<i64>) -> ApiResult<Json<Task>> {
+    Ok(Json(visible_task(&s, &caller, id).await?))
+}
+
+pub async fn log(State(s): State<AppState>, caller: Caller, Path(id): Path<i64>) -> ApiResult<Json<Vec<LogLine>>> {
+    let task = visible_task(&s, &caller, id).await?;
+    Ok(Json(s.store.task_log(task.id, 0).await?))
+}
+
+/// Server-sent events: each log line as a `log` event and each status change as a `status`
+/// event, until the task ends. Read from the state database, so any gateway instance can
+/// serve any task's stream and a reconnecting client misses nothing.
+pub async fn events(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> ApiResult<Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>>> {
+    let task = visible_task(&s, &caller, id).await?;
+    let store = s.store.clone();
+    let stream = futures_util::stream::unfold((task.id, 0i64, None::<TaskStatus>, false), move |(id, after, last, done)| {
+        let store = store.clone();
+        async move {
+            if done {
+                return None;
+            }
+            loop {
+                let lines = store.task_log(id, after).await.unwrap_or_default();
+                if let Some(line) = lines.first() {
+                    let event = Event::default().event("log").json_data(line).unwrap_or_default();
+                    return Some((Ok(event), (id, line.id, last, false)));
+                }
+                let task = store.task(id).await.ok()?;
+                if Some(task.status) != last {
+                    let event = Event::default().event("status").json_data(&task).unwrap_or_default();
+                    return Some((Ok(event), (id, after, Some(task.status), task.status.is_terminal())));
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}

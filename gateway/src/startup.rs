@@ -1,0 +1,77 @@
+use crate::config::GatewayConfig;
+use crate::dispatch;
+use crate::routes;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: store::Store,
+    pub bus: bus::Bus,
+    pub config: Arc<GatewayConfig>,
+    pub wake_relay: Arc<Notify>,
+}
+
+pub struct Application {
+    listener: tokio::net::TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    pub async fn build(config: GatewayConfig) -> anyhow::Result<Self> {
+        let store = store::Store::connect(&config.common.database_url, 16, Duration::from_secs(60)).await?;
+        if config.run_migrations {
+            store.migrate().await?;
+        }
+        let bus = bus::Bus::new(&config.common.amqp_url, contract::Topology::new(&config.common.prefix), "gateway");
+        let listener = tokio::net::TcpListener::bind(config.listen).await?;
+        tracing::info!(listen = %listener.local_addr()?, "gateway listening");
+        Ok(Self { listener, state: AppState { store, bus, config: Arc::new(config), wake_relay: Arc::new(Notify::new()) } })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let s = self.state.clone();
+        // The broker may be down: the API still accepts tasks, which wait in the outbox.
+        let background = {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let c = &s.config;
+                let declare = {
+                    let bus = s.bus.clone();
+                    async move {
+                        loop {
+                            match bus.declare_topology(&["installer", "backupper", "migrator"]).await {
+                                Ok(()) => return,
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "broker not ready; tasks wait in the outbox");
+                                    tokio::time::sleep(Duration::from_secs(1)).await;
+                                }
+                            }
+                        }
+                    }
+                };
+                let dead_letters = async {
+                    declare.await;
+                    let queue = s.bus.topology().dead_letter_queue();
+                    s.bus.consume(&queue, 4, Arc::new(dispatch::DeadLetters { store: s.store.clone() })).await
+                };
+                tokio::join!(
+                    dispatch::relay(s.store.clone(), s.bus.clone(), s.wake_relay.clone()),
+                    dispatch::listen_for_outbox(s.store.clone(), s.wake_relay.clone()),
+                    dispatch::sweeper(s.store.clone(), s.wake_relay.clone(), c.sweep_interval, c.redispatch_after, c.max_attempts),
+                    dead_letters,
+                );
+            })
+        };
+        let app = routes::router(s.clone());
+        axum::serve(self.listener, app).with_graceful_shutdown(telemetry::shutdown_signal()).await?;
+        background.abort();
+        s.bus.close().await;
+        Ok(())
+    }
+}

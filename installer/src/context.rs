@@ -1,0 +1,136 @@
+//! Everything a site task needs, gathered from the state database.
+
+use crate::Installer;
+use anyhow::{anyhow, Context};
+use contract::Vhost;
+use domain::{DbPassword, HostPath, ServerKind};
+use platform::{DbAccess, Manifest, SiteContext};
+use store::{Platform, Site};
+
+pub struct SiteTask {
+    pub site: Site,
+    pub platform: Platform,
+    pub manifest: Manifest,
+    pub web_server: domain::Name,
+    pub db_host: String,
+    pub db_port: u16,
+    pub url: String,
+    pub admin_email: domain::Email,
+    pub site_dir: HostPath,
+}
+
+impl SiteTask {
+    pub async fn load(inst: &Installer, site: domain::SiteId) -> anyhow::Result<Self> {
+        let site = inst.store.site(site).await?;
+        let platform = inst.store.platform(site.platform_id).await?;
+        let manifest_json = platform.manifest.clone().ok_or_else(|| anyhow!("platform {} has not been verified yet", platform.name))?;
+        let manifest: Manifest = serde_json::from_value(manifest_json).context("the platform's recorded manifest")?;
+        let web = inst.store.server(platform.server_id).await?;
+        let db = inst.store.server(site.db_server_id).await?;
+        if web.kind != ServerKind::Web || db.kind != ServerKind::Db {
+            anyhow::bail!("server roles do not match: platform on a {} server, database on a {} server", web.kind, db.kind);
+        }
+        let client = inst.store.client(site.client_id).await?;
+        let url = if web.port == 80 { format!("http://{}", site.domain) } else { format!("http://{}:{}", site.domain, web.port) };
+        let site_dir = manifest.site_dir(&platform.root, &site.domain)?;
+        Ok(Self {
+            web_server: web.name,
+            db_host: db.host,
+            db_port: u16::try_from(db.port).context("db server port")?,
+            url,
+            admin_email: client.email,
+            site_dir,
+            site,
+            platform,
+            manifest,
+        })
+    }
+
+    pub fn context(&self, password: DbPassword) -> SiteContext {
+        SiteContext {
+            domain: self.site.domain.clone(),
+            aliases: self.site.aliases.clone(),
+            url: self.url.clone(),
+            site_dir: self.site_dir.clone(),
+            profile: self.site.profile.clone(),
+            language: self.site.language.clone(),
+            admin_email: self.admin_email.clone(),
+            db: DbAccess {
+                host: self.db_host.clone(),
+                port: self.db_port,
+                name: self.site.db_name.clone(),
+                user: self.site.db_user.clone(),
+                password,
+            },
+        }
+    }
+
+    pub async fn password(&self, inst: &Installer) -> anyhow::Result<DbPassword> {
+        inst.store
+            .site_secrets(self.site.id)
+            .await?
+            .db_password
+            .ok_or_else(|| anyhow!("the site has no database password recorded (was it ever installed?)"))
+    }
+
+    pub fn vhost(&self) -> anyhow::Result<Vhost> {
+        Ok(Vhost {
+            domain: self.site.domain.clone(),
+            aliases: self.site.aliases.clone(),
+            document_root: self.manifest.web_root(&self.platform.root)?,
+            site_dir: self.site_dir.clone(),
+            front_controller: self.manifest.application.front_controller.clone(),
+        })
+    }
+
+    pub fn settings_path(&self) -> std::path::PathBuf {
+        self.site_dir.as_path().join(&self.manifest.settings.file)
+    }
+}
+
+/// The web server's workers read settings (group) but cannot change them; the site's
+/// `files/` directory is theirs to write uploads into.
+pub async fn write_settings(path: &std::path::Path, content: &str) -> anyhow::Result<bool> {
+    if tokio::fs::read_to_string(path).await.ok().as_deref() == Some(content) {
+        return Ok(false);
+    }
+    let tmp = path.with_extension("tmp");
+    tokio::fs::write(&tmp, content).await.with_context(|| format!("writing {}", tmp.display()))?;
+    set_web_permissions(&tmp, 0o640).await?;
+    tokio::fs::rename(&tmp, path).await.with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(true)
+}
+
+pub async fn set_web_permissions(path: &std::path::Path, mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    tokio::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).await?;
+    if let Some(gid) = web_group() {
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).context("path with a NUL byte")?;
+        // SAFETY: a valid C string; -1 leaves the owner unchanged.
+        if unsafe { libc::chown(c.as_ptr(), u32::MAX, gid) } != 0 {
+            anyhow::bail!("cannot give {} to the web group: {}", path.display(), std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+pub async fn give_to_web_user(path: &std::path::Path) -> anyhow::Result<()> {
+    if let Some(gid) = web_group() {
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).context("path with a NUL byte")?;
+        // SAFETY: a valid C string. www-data's uid equals its gid on Debian.
+        if unsafe { libc::chown(c.as_ptr(), gid, gid) } != 0 {
+            anyhow::bail!("cannot give {} to the web user: {}", path.display(), std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// The gid of `www-data` when we run as root (we can and must hand files to it).
+fn web_group() -> Option<u32> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return None;
+    }
+    let group = std::fs::read_to_string("/etc/group").ok()?;
+    group.lines().find(|l| l.starts_with("www-data:"))?.split(':').nth(2)?.parse().ok()
+}

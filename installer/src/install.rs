@@ -1,0 +1,222 @@
+//! Install, as in the reference's "Installing the site": a database and user, the site
+//! directory with its settings, the platform's install action, the vhost, and the site
+//! enabled with its one-time login link. A saga: a failure undoes what was made.
+
+use crate::context::{give_to_web_user, set_web_permissions, write_settings, SiteTask};
+use crate::Installer;
+use anyhow::{bail, Context};
+use contract::{DbprovReply, DbprovRequest, WebconfReply, WebconfRequest};
+use domain::{DbPassword, SiteStatus};
+use platform::Action;
+use saga::{Outcome as SagaOutcome, Saga, Step};
+use store::Task;
+use worker::{Outcome, TaskLog};
+
+/// Marks a site directory as made by us for one site: an undo or a force delete only
+/// removes a directory that carries its own site's mark.
+pub const SITE_MARK: &str = ".hosting-site";
+
+static STEPS: &[Step] = &[
+    Step { name: "database", undoable: true },
+    Step { name: "site-directory", undoable: true },
+    // No undo of its own: what the install action creates lives in the site's database and
+    // directory, which the undos of the two steps above remove.
+    Step { name: "install", undoable: false },
+    Step { name: "vhost", undoable: true },
+    // No undo: the last step only records the outcome (status, packages).
+    Step { name: "enable", undoable: false },
+];
+
+struct InstallSaga<'a> {
+    inst: &'a Installer,
+    st: SiteTask,
+    log: &'a TaskLog,
+    task: &'a Task,
+}
+
+pub async fn run(inst: &Installer, task: &Task, log: &TaskLog) -> Outcome {
+    let Some(site_id) = task.site else { return Outcome::Error("an install task without a site".into()) };
+    let st = match SiteTask::load(inst, site_id).await {
+        Ok(st) => st,
+        Err(e) => {
+            let _ = inst.store.set_site_status(site_id, SiteStatus::Failed).await;
+            return Outcome::Error(format!("{e:#}"));
+        }
+    };
+    if st.site.status != SiteStatus::Installing {
+        return Outcome::Error(format!("the site is {}, not installing; nothing was changed", st.site.status));
+    }
+    let saga = InstallSaga { inst, st, log, task };
+    match saga::run(&inst.store, task.id, &saga, &inst.faults).await {
+        Ok(SagaOutcome::Completed) => {
+            let link = inst.store.site(site_id).await.ok().and_then(|s| s.login_link).map(|l| l.url);
+            Outcome::Success(Some(serde_json::json!({ "login_url": link })))
+        }
+        Ok(SagaOutcome::Unwound { error }) => {
+            let _ = inst.store.set_site_status(site_id, SiteStatus::Failed).await;
+            Outcome::Error(format!("{error}; everything the install had made was removed"))
+        }
+        Ok(SagaOutcome::UnwindFailed { error, undo_error }) => {
+            let _ = inst.store.set_site_status(site_id, SiteStatus::Failed).await;
+            Outcome::Error(format!("{error}; then {undo_error}: a force delete removes what is left"))
+        }
+        Err(e) => Outcome::Error(format!("the install could not record its progress: {e:#}")),
+    }
+}
+
+impl InstallSaga<'_> {
+    async fn password(&self) -> anyhow::Result<DbPassword> {
+        Ok(self.inst.store.ensure_db_password(self.st.site.id, &DbPassword::generate()).await?)
+    }
+
+    async fn dbprov(&self, request: DbprovRequest) -> anyhow::Result<DbprovReply> {
+        Ok(self
+            .inst
+            .rpc
+            .call("dbprov", &self.st.site.db_server, contract::DBPROV_MESSAGE_TYPE, &request, self.inst.settings.rpc_timeout)
+            .await?)
+    }
+
+    async fn webconf(&self, request: WebconfRequest) -> anyhow::Result<WebconfReply> {
+        Ok(self
+            .inst
+            .rpc
+            .call("webconf", &self.st.web_server, contract::WEBCONF_MESSAGE_TYPE, &request, self.inst.settings.rpc_timeout)
+            .await?)
+    }
+
+    fn mark(&self) -> String {
+        format!("site {}\n", self.st.site.id)
+    }
+
+    async fn make_site_directory(&self) -> anyhow::Result<()> {
+        let dir = self.st.site_dir.as_path();
+        let mark = dir.join(SITE_MARK);
+        match tokio::fs::read_to_string(&mark).await {
+            Ok(m) if m == self.mark() => {} // ours, from an interrupted run
+            Ok(_) => bail!("{} exists and belongs to another site; remove it or choose another domain", dir.display()),
+            Err(_) if tokio::fs::try_exists(dir).await? => {
+                bail!("{} already exists and was not made for this site; remove it or choose another domain", dir.display())
+            }
+            Err(_) => {
+                tokio::fs::create_dir_all(dir).await.with_context(|| format!("creating {}", dir.display()))?;
+                tokio::fs::write(&mark, self.mark()).await?;
+            }
+        }
+        set_web_permissions(dir, 0o750).await?;
+        let files = dir.join("files");
+        tokio::fs::create_dir_all(&files).await?;
+        give_to_web_user(&files).await?;
+        let password = self.password().await?;
+        let settings = self.st.manifest.render_settings(&self.st.context(password))?;
+        write_settings(&self.st.settings_path(), &settings).await?;
+        Ok(())
+    }
+
+    async fn remove_site_directory(&self) -> anyhow::Result<()> {
+        let dir = self.st.site_dir.as_path();
+        match tokio::fs::read_to_string(dir.join(SITE_MARK)).await {
+            Ok(m) if m == self.mark() => {
+                tokio::fs::remove_dir_all(dir).await.with_context(|| format!("removing {}", dir.display()))
+            }
+            // Not ours, or never made: nothing of ours to remove.
+            _ => Ok(()),
+        }
+    }
+
+    async fn run_action(&self, action: Action) -> anyhow::Result<serde_json::Value> {
+        let password = self.st.password(self.inst).await?;
+        let ctx = self.st.context(password);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(&'static str, String)>();
+        let log = self.log.clone();
+        let forward = tokio::spawn(async move {
+            while let Some((level, line)) = rx.recv().await {
+                log.line(level, line).await;
+            }
+        });
+        let result = self
+            .st
+            .manifest
+            .run_action(&self.st.platform.root, action, &ctx, self.inst.settings.action_timeout, move |level, line| {
+                let _ = tx.send((level, line));
+            })
+            .await;
+        let _ = forward.await;
+        Ok(result?)
+    }
+}
+
+impl Saga for InstallSaga<'_> {
+    fn name(&self) -> &'static str {
+        "install"
+    }
+
+    fn steps(&self) -> &'static [Step] {
+        STEPS
+    }
+
+    async fn action(&self, step: &'static str) -> anyhow::Result<()> {
+        let site = &self.st.site;
+        match step {
+            "database" => {
+                let password = self.password().await?;
+                self.dbprov(DbprovRequest::CreateDatabase { database: site.db_name.clone(), user: site.db_user.clone(), password })
+                    .await?;
+                self.log.info(format!("database {} and user {} ready on {}", site.db_name, site.db_user, site.db_server)).await;
+            }
+            "site-directory" => {
+                self.make_site_directory().await?;
+                self.log.info(format!("site directory {} with its settings", self.st.site_dir)).await;
+            }
+            "install" => {
+                self.log
+                    .info(format!("installing with profile {} in {} for {}", site.profile, site.language, self.st.admin_email))
+                    .await;
+                let result = self.run_action(Action::Install).await?;
+                if let Some(url) = result.get("login_url").and_then(|u| u.as_str()) {
+                    self.inst
+                        .store
+                        .add_login_link(site.id, url, &self.task.requested_by, time::Duration::try_from(self.inst.settings.login_link_ttl)?)
+                        .await?;
+                    self.log.info("the install action gave a one-time login link").await;
+                }
+            }
+            "vhost" => {
+                let reply = self.webconf(WebconfRequest::WriteVhost(self.st.vhost()?)).await?;
+                self.log.info(format!("vhost for {} {} on {}", site.domain, if reply.changed { "written, nginx reloaded" } else { "unchanged" }, self.st.web_server)).await;
+            }
+            "enable" => {
+                if self.st.manifest.actions.contains_key(Action::Packages.key()) {
+                    match self.run_action(Action::Packages).await.and_then(crate::verify::packages_from) {
+                        Ok(packages) => self.inst.store.replace_site_packages(site.id, &packages).await?,
+                        Err(e) => self.log.warn(format!("could not read the site's packages: {e:#}")).await,
+                    }
+                }
+                self.inst.store.set_site_status(site.id, SiteStatus::Enabled).await?;
+                self.log.info(format!("{} is enabled at {}", site.domain, self.st.url)).await;
+            }
+            other => bail!("unknown install step {other}"),
+        }
+        Ok(())
+    }
+
+    async fn undo(&self, step: &'static str) -> anyhow::Result<()> {
+        let site = &self.st.site;
+        match step {
+            "database" => {
+                self.dbprov(DbprovRequest::DropDatabase { database: site.db_name.clone(), user: site.db_user.clone() }).await?;
+                self.log.info(format!("database {} and user {} dropped", site.db_name, site.db_user)).await;
+            }
+            "site-directory" => {
+                self.remove_site_directory().await?;
+                self.log.info(format!("site directory {} removed", self.st.site_dir)).await;
+            }
+            "vhost" => {
+                self.webconf(WebconfRequest::RemoveVhost { domain: site.domain.clone() }).await?;
+                self.log.info(format!("vhost for {} removed", site.domain)).await;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Installs (apt-get, Debian 12) and starts what the stack needs: RabbitMQ, PostgreSQL,
+# MariaDB, nginx, php-fpm with the PHP CLI and its MySQL extension, zstd, curl. Whatever is
+# installed already is kept, and whatever answers on its port already is reused.
+# Then makes sure the state database role exists (hosting/hosting, allowed to create the
+# per-test databases).
+set -euo pipefail
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+port_open() { timeout 1 bash -c "</dev/tcp/127.0.0.1/$1" 2>/dev/null; }
+wait_port() {
+  local port=$1 what=$2
+  for _ in $(seq 1 120); do port_open "$port" && return 0; sleep 0.5; done
+  echo "error: $what did not start listening on 127.0.0.1:$port within 60 s" >&2
+  exit 1
+}
+
+need=()
+command -v rabbitmq-server >/dev/null 2>&1 || [ -x /usr/sbin/rabbitmq-server ] || need+=(rabbitmq-server)
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
+command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
+[ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)
+command -v mariadb >/dev/null 2>&1 || need+=(mariadb-client)
+[ -x /usr/sbin/nginx ] || need+=(nginx-light)
+ls /usr/sbin/php-fpm* >/dev/null 2>&1 || need+=(php-fpm)
+command -v php >/dev/null 2>&1 || need+=(php-cli)
+php -m 2>/dev/null | grep -qi '^pdo_mysql$' || need+=(php-mysql)
+command -v zstd >/dev/null 2>&1 || need+=(zstd)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  as_root apt-get update -qq
+  # Debian starts daemons on install where it can; we start what is still down below.
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+if ! port_open 5432; then
+  echo "starting PostgreSQL"
+  as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -n 1)" main start
+  wait_port 5432 PostgreSQL
+fi
+if ! port_open 3306; then
+  echo "starting MariaDB"
+  as_root install -d -o mysql -g mysql /run/mysqld
+  as_root start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- --user=mysql
+  wait_port 3306 MariaDB
+fi
+if ! port_open 5672; then
+  echo "starting RabbitMQ"
+  as_root rabbitmq-server -detached >/dev/null 2>&1 || true
+  wait_port 5672 RabbitMQ
+fi
+
+# The state database's role. Peer authentication as the postgres user works on a fresh
+# Debian; the role gets a password for TCP connections.
+as_root runuser -u postgres -- psql -q -v ON_ERROR_STOP=1 <<'SQL' >/dev/null
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'hosting') THEN
+    CREATE ROLE hosting LOGIN PASSWORD 'hosting' CREATEDB;
+  END IF;
+END $$;
+SQL
+if ! as_root runuser -u postgres -- psql -tAc "SELECT 1 FROM pg_database WHERE datname = 'hosting'" | grep -q 1; then
+  as_root runuser -u postgres -- createdb -O hosting hosting
+fi
+echo "dependencies ready: PostgreSQL :5432, MariaDB :3306, RabbitMQ :5672, nginx, php-fpm"

@@ -1,0 +1,13 @@
+# The environment of a stack started by `make up`; sourced by up.sh and down.sh.
+# Every HOSTING_* variable can be overridden from the caller's environment.
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+STACK=${HOSTING_STACK_DIR:-$ROOT/.stack}
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/debug
+export HOSTING_DATABASE_URL=${HOSTING_DATABASE_URL:-postgres://hosting:hosting@127.0.0.1:5432/hosting}
+export HOSTING_AMQP_URL=${HOSTING_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}
+export HOSTING_PREFIX=${HOSTING_PREFIX:-hosting}
+export HOSTING_LISTEN=${HOSTING_LISTEN:-127.0.0.1:8080}
+export HOSTING_HTTP_LISTEN=${HOSTING_HTTP_LISTEN:-127.0.0.1:8088}
+export HOSTING_WEBCONF_DIR=${HOSTING_WEBCONF_DIR:-$STACK/webconf}
+export HOSTING_SERVER=${HOSTING_SERVER:-local}
+SERVICES="dbprov webconf installer backupper migrator gateway"

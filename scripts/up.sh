@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Starts the six services in the background (logs in .stack/logs/), bootstraps the local
+# servers, the example platform and an admin token. Running it again is harmless: running
+# services are kept, and bootstrap only adds what is missing.
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+mkdir -p "$STACK/logs" "$STACK/pids" "$STACK/platforms"
+
+# The example platform is deployed as a copy: a platform is a codebase on a web server, and
+# its sites' directories are made inside it. Existing sites are kept.
+mkdir -p "$STACK/platforms/example"
+cp -r "$ROOT/platforms/example/." "$STACK/platforms/example/"
+
+running() { [ -f "$STACK/pids/$1.pid" ] && kill -0 "$(cat "$STACK/pids/$1.pid")" 2>/dev/null; }
+for svc in $SERVICES; do
+  if running "$svc"; then
+    echo "$svc: already running (pid $(cat "$STACK/pids/$svc.pid"))"
+  else
+    nohup "$BIN/$svc" >>"$STACK/logs/$svc.log" 2>&1 &
+    echo $! >"$STACK/pids/$svc.pid"
+    echo "$svc: started (pid $!), log $STACK/logs/$svc.log"
+  fi
+done
+
+for _ in $(seq 1 120); do
+  curl -fsS "http://$HOSTING_LISTEN/healthz" >/dev/null 2>&1 && break
+  sleep 0.5
+done
+curl -fsS "http://$HOSTING_LISTEN/healthz" >/dev/null || { echo "error: the gateway did not come up; see $STACK/logs/gateway.log" >&2; exit 1; }
+
+"$BIN/gateway" bootstrap --token-file "$STACK/admin.token" --platform-root "$STACK/platforms/example" \
+  --web-port "${HOSTING_HTTP_LISTEN##*:}"
+TOKEN=$(cat "$STACK/admin.token")
+
+printf 'waiting for the example platform to be verified'
+for _ in $(seq 1 120); do
+  if curl -fsS -H "Authorization: Bearer $TOKEN" "http://$HOSTING_LISTEN/api/v1/platforms" | grep -q '"status":"enabled"'; then
+    echo " ok"; break
+  fi
+  printf '.'; sleep 0.5
+done
+
+cat <<MSG
+
+The control plane is up.
+  API:        http://$HOSTING_LISTEN/api/v1   (token in $STACK/admin.token)
+  Sites:      http://$HOSTING_HTTP_LISTEN/    (chosen by the Host header)
+  Logs:       $STACK/logs/
+
+First command:
+  curl -s -H "Authorization: Bearer \$(cat $STACK/admin.token)" http://$HOSTING_LISTEN/api/v1/platforms
+MSG

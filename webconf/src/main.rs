@@ -1,0 +1,30 @@
+//! webconf: the web server configuration of one web server, over RPC (`webconf.<server>`):
+//! site vhosts for nginx, a configuration test before every reload, and a reload that returns
+//! only once nginx serves the new configuration.
+
+mod nginx;
+mod vhost;
+
+use anyhow::Context;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let _telemetry = telemetry::init("webconf");
+    let common = config::Common::from_env()?;
+    let server = domain::Name::parse(&config::string("HOSTING_SERVER", "local")).context("HOSTING_SERVER")?;
+    let settings = nginx::Settings::from_env()?;
+    let web = nginx::Nginx::new(settings);
+    web.prepare().await.context("preparing the web server")?;
+
+    let bus = bus::Bus::new(&common.amqp_url, contract::Topology::new(&common.prefix), "webconf");
+    bus.wait_until_reachable().await;
+    bus.declare_topology(&[]).await?;
+    tracing::info!(%server, "webconf ready");
+    tokio::select! {
+        _ = bus.serve_rpc("webconf", &server, 8, vhost::VhostService::new(web.clone())) => {},
+        _ = telemetry::shutdown_signal() => tracing::info!("stopping"),
+    }
+    bus.close().await;
+    web.stop_if_owned().await;
+    Ok(())
+}

@@ -1,0 +1,283 @@
+//! The nginx (and php-fpm) this webconf drives.
+//!
+//! Managed mode (the default): webconf owns an nginx and a php-fpm instance whose whole
+//! configuration lives in `HOSTING_WEBCONF_DIR`; it starts them if they are not running and
+//! stops them when it stops. This is what `make up` and the tests use, so several stacks can
+//! share a host, and no root-owned system configuration is touched.
+//! Unmanaged mode (`HOSTING_MANAGE_NGINX=false`): vhosts are written to `HOSTING_VHOST_DIR`
+//! for a system nginx that includes them, reloaded with `nginx -s reload`.
+
+use anyhow::{bail, Context};
+use domain::HostPath;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Mutex;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub managed: bool,
+    /// Managed mode: everything lives here.
+    pub dir: HostPath,
+    pub listen: std::net::SocketAddr,
+    pub nginx_bin: String,
+    pub php_fpm_bin: Option<String>,
+    pub vhost_dir: PathBuf,
+    pub fastcgi_params: String,
+    pub php_socket: String,
+    /// Unmanaged mode: the main configuration file nginx -t checks.
+    pub main_conf: Option<String>,
+    pub stop_on_exit: bool,
+    pub php_max_children: u32,
+}
+
+impl Settings {
+    pub fn from_env() -> anyhow::Result<Self> {
+        let managed: bool = config::parse("HOSTING_MANAGE_NGINX", true)?;
+        let dir = HostPath::parse(&config::string("HOSTING_WEBCONF_DIR", "/var/lib/hosting/webconf"))
+            .map_err(|e| anyhow::anyhow!("HOSTING_WEBCONF_DIR: {e}"))?;
+        let listen = config::parse("HOSTING_HTTP_LISTEN", "127.0.0.1:8088".parse::<std::net::SocketAddr>()?)?;
+        let php_fpm_bin = config::optional("HOSTING_PHP_FPM_BIN").or_else(find_php_fpm);
+        let d = dir.as_str();
+        Ok(Self {
+            managed,
+            listen,
+            nginx_bin: config::string("HOSTING_NGINX_BIN", "/usr/sbin/nginx"),
+            php_fpm_bin,
+            vhost_dir: if managed { PathBuf::from(format!("{d}/vhosts")) } else { PathBuf::from(config::string("HOSTING_VHOST_DIR", "/etc/nginx/sites-enabled")) },
+            fastcgi_params: if managed { format!("{d}/fastcgi_params") } else { config::string("HOSTING_FASTCGI_PARAMS", "/etc/nginx/fastcgi_params") },
+            php_socket: if managed { format!("{d}/php-fpm.sock") } else { config::string("HOSTING_PHP_FPM_SOCKET", "/run/php/php-fpm.sock") },
+            main_conf: config::optional("HOSTING_NGINX_CONF"),
+            stop_on_exit: config::parse("HOSTING_STOP_WEB_ON_EXIT", true)?,
+            php_max_children: config::parse("HOSTING_PHP_MAX_CHILDREN", 8)?,
+            dir,
+        })
+    }
+}
+
+fn find_php_fpm() -> Option<String> {
+    let mut found: Vec<String> = std::fs::read_dir("/usr/sbin")
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("php-fpm"))
+        .collect();
+    found.sort();
+    found.pop().map(|n| format!("/usr/sbin/{n}"))
+}
+
+/// Whether we run as root, in which case workers drop to the web user.
+fn web_user() -> Option<&'static str> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    (root && std::path::Path::new("/etc/passwd").exists()
+        && std::fs::read_to_string("/etc/passwd").is_ok_and(|p| p.lines().any(|l| l.starts_with("www-data:"))))
+    .then_some("www-data")
+}
+
+#[derive(Clone)]
+pub struct Nginx {
+    pub settings: Arc<Settings>,
+    /// One configuration change at a time: test and reload see exactly one new vhost.
+    pub lock: Arc<Mutex<u64>>,
+    started_here: Arc<Mutex<bool>>,
+}
+
+impl Nginx {
+    pub fn new(settings: Settings) -> Self {
+        Self { settings: Arc::new(settings), lock: Arc::new(Mutex::new(0)), started_here: Arc::default() }
+    }
+
+    fn d(&self) -> &str {
+        self.settings.dir.as_str()
+    }
+
+    fn nginx_args(&self) -> Vec<String> {
+        match (&self.settings.managed, &self.settings.main_conf) {
+            (true, _) => vec!["-c".into(), format!("{}/nginx.conf", self.d()), "-p".into(), format!("{}/", self.d()), "-e".into(), format!("{}/logs/error.log", self.d())],
+            (false, Some(conf)) => vec!["-c".into(), conf.clone()],
+            (false, None) => vec![],
+        }
+    }
+
+    /// Writes the managed configuration and starts nginx and php-fpm if they are not running.
+    pub async fn prepare(&self) -> anyhow::Result<()> {
+        tokio::fs::create_dir_all(&self.settings.vhost_dir).await?;
+        if !self.settings.managed {
+            return Ok(());
+        }
+        let d = self.d();
+        for sub in ["logs", "tmp"] {
+            tokio::fs::create_dir_all(format!("{d}/{sub}")).await?;
+        }
+        let user = web_user();
+        if let Some(u) = user {
+            // nginx workers write request bodies here.
+            let status = tokio::process::Command::new("chown").arg(format!("{u}:{u}")).arg(format!("{d}/tmp")).status().await?;
+            if !status.success() {
+                bail!("cannot chown {d}/tmp to {u}");
+            }
+        }
+        let user_line = user.map(|u| format!("user {u};\n")).unwrap_or_default();
+        let nginx_conf = format!(
+            "# Managed by webconf; rewritten at every start.\n{user_line}worker_processes 2;\npid {d}/nginx.pid;\nerror_log {d}/logs/error.log warn;\nevents {{ worker_connections 1024; }}\nhttp {{\n    access_log {d}/logs/access.log;\n    client_body_temp_path {d}/tmp/body;\n    proxy_temp_path {d}/tmp/proxy;\n    fastcgi_temp_path {d}/tmp/fastcgi;\n    uwsgi_temp_path {d}/tmp/uwsgi;\n    scgi_temp_path {d}/tmp/scgi;\n    server_tokens off;\n    sendfile on;\n    client_max_body_size 64m;\n    types {{\n        text/html html htm; text/css css; text/plain txt; application/javascript js; application/json json;\n        image/png png; image/jpeg jpg jpeg; image/gif gif; image/svg+xml svg; image/webp webp; image/x-icon ico;\n        font/woff woff; font/woff2 woff2; application/pdf pdf;\n    }}\n    default_type application/octet-stream;\n    include {d}/generation.conf;\n    include {d}/vhosts/*.conf;\n}}\n"
+        );
+        tokio::fs::write(format!("{d}/nginx.conf"), nginx_conf).await?;
+        tokio::fs::write(format!("{d}/fastcgi_params"), FASTCGI_PARAMS).await?;
+        if !tokio::fs::try_exists(format!("{d}/generation.conf")).await? {
+            self.write_generation(0).await?;
+        }
+
+        if let Some(fpm) = &self.settings.php_fpm_bin {
+            let owner = user.map(|u| format!("user = {u}\ngroup = {u}\nlisten.owner = {u}\nlisten.group = {u}\n")).unwrap_or_default();
+            let fpm_conf = format!(
+                "; Managed by webconf; rewritten at every start.\n[global]\npid = {d}/php-fpm.pid\nerror_log = {d}/logs/php-fpm.log\ndaemonize = yes\n\n[sites]\n{owner}listen = {sock}\nlisten.mode = 0660\npm = ondemand\npm.max_children = {max}\npm.process_idle_timeout = 30s\ncatch_workers_output = yes\nphp_admin_flag[log_errors] = on\n",
+                sock = self.settings.php_socket,
+                max = self.settings.php_max_children,
+            );
+            tokio::fs::write(format!("{d}/php-fpm.conf"), fpm_conf).await?;
+            if !pid_alive(&format!("{d}/php-fpm.pid")).await {
+                let out = tokio::process::Command::new(fpm).arg("-y").arg(format!("{d}/php-fpm.conf")).output().await
+                    .with_context(|| format!("cannot start {fpm}"))?;
+                if !out.status.success() {
+                    bail!("{fpm} did not start: {}", String::from_utf8_lossy(&out.stderr).trim());
+                }
+                *self.started_here.lock().await = true;
+            }
+        } else {
+            tracing::warn!("no php-fpm binary found (set HOSTING_PHP_FPM_BIN); PHP sites will answer 502");
+        }
+
+        if pid_alive(&format!("{d}/nginx.pid")).await {
+            self.test().await?;
+            self.run_nginx(&["-s", "reload"]).await?;
+        } else {
+            self.test().await?;
+            self.run_nginx(&[]).await?;
+            *self.started_here.lock().await = true;
+        }
+        let generation = self.read_generation().await;
+        self.wait_for_generation(generation).await?;
+        tracing::info!(listen = %self.settings.listen, "nginx serving");
+        Ok(())
+    }
+
+    async fn run_nginx(&self, extra: &[&str]) -> anyhow::Result<String> {
+        let out = tokio::process::Command::new(&self.settings.nginx_bin)
+            .args(self.nginx_args())
+            .args(extra)
+            .output()
+            .await
+            .with_context(|| format!("cannot run {}", self.settings.nginx_bin))?;
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+        if !out.status.success() {
+            bail!("{stderr}");
+        }
+        Ok(stderr)
+    }
+
+    /// `nginx -t`: the whole configuration, as nginx would load it.
+    pub async fn test(&self) -> anyhow::Result<()> {
+        self.run_nginx(&["-t", "-q"]).await.map(|_| ()).context("nginx -t refused the configuration")
+    }
+
+    fn generation_conf(&self, generation: u64) -> String {
+        format!(
+            "# Managed by webconf. The default server answers unknown hosts with 404 and tells\n# webconf which configuration generation the workers run.\nserver {{\n    listen {listen} default_server;\n    server_name _;\n    location = /.hosting/generation {{ default_type text/plain; return 200 \"{generation}\"; }}\n    location / {{ return 404; }}\n}}\n",
+            listen = self.settings.listen
+        )
+    }
+
+    async fn write_generation(&self, generation: u64) -> anyhow::Result<()> {
+        tokio::fs::write(format!("{}/generation.conf", self.d()), self.generation_conf(generation)).await?;
+        Ok(())
+    }
+
+    async fn read_generation(&self) -> u64 {
+        let text = tokio::fs::read_to_string(format!("{}/generation.conf", self.d())).await.unwrap_or_default();
+        text.split("return 200 \"").nth(1).and_then(|r| r.split('"').next()).and_then(|g| g.parse().ok()).unwrap_or(0)
+    }
+
+    /// Reloads nginx and, in managed mode, waits until a fresh connection is served by the
+    /// new configuration, so a task that reloads ends only when its vhost answers.
+    pub async fn reload(&self) -> anyhow::Result<()> {
+        if !self.settings.managed {
+            self.run_nginx(&["-s", "reload"]).await?;
+            return Ok(());
+        }
+        let generation = self.read_generation().await.wrapping_add(1).max(1);
+        self.write_generation(generation).await?;
+        self.run_nginx(&["-s", "reload"]).await.context("nginx -s reload")?;
+        self.wait_for_generation(generation).await
+    }
+
+    async fn wait_for_generation(&self, generation: u64) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        let want = generation.to_string();
+        loop {
+            if let Ok(body) = probe(self.settings.listen).await {
+                if body.trim() == want {
+                    return Ok(());
+                }
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("nginx did not load configuration generation {generation} within 15 s (see {}/logs/error.log)", self.d());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn stop_if_owned(&self) {
+        if !self.settings.managed || !self.settings.stop_on_exit {
+            return;
+        }
+        let _ = self.run_nginx(&["-s", "quit"]).await;
+        if let Some(pid) = read_pid(&format!("{}/php-fpm.pid", self.d())).await {
+            // SAFETY: sending a signal to a pid we read from our own pid file.
+            unsafe { libc::kill(pid, libc::SIGQUIT) };
+        }
+    }
+}
+
+async fn read_pid(path: &str) -> Option<i32> {
+    tokio::fs::read_to_string(path).await.ok()?.trim().parse().ok()
+}
+
+async fn pid_alive(path: &str) -> bool {
+    match read_pid(path).await {
+        // SAFETY: signal 0 only checks that the process exists.
+        Some(pid) if pid > 0 => unsafe { libc::kill(pid, 0) == 0 },
+        _ => false,
+    }
+}
+
+async fn probe(addr: std::net::SocketAddr) -> anyhow::Result<String> {
+    let mut s = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr)).await??;
+    s.write_all(b"GET /.hosting/generation HTTP/1.0\r\nHost: hosting-generation.invalid\r\n\r\n").await?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut buf)).await??;
+    let text = String::from_utf8_lossy(&buf);
+    Ok(text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned())
+}
+
+const FASTCGI_PARAMS: &str = "fastcgi_param QUERY_STRING $query_string;
+fastcgi_param REQUEST_METHOD $request_method;
+fastcgi_param CONTENT_TYPE $content_type;
+fastcgi_param CONTENT_LENGTH $content_length;
+fastcgi_param SCRIPT_NAME $fastcgi_script_name;
+fastcgi_param REQUEST_URI $request_uri;
+fastcgi_param DOCUMENT_URI $document_uri;
+fastcgi_param DOCUMENT_ROOT $document_root;
+fastcgi_param SERVER_PROTOCOL $server_protocol;
+fastcgi_param REQUEST_SCHEME $scheme;
+fastcgi_param HTTPS $https if_not_empty;
+fastcgi_param GATEWAY_INTERFACE CGI/1.1;
+fastcgi_param SERVER_SOFTWARE nginx;
+fastcgi_param REMOTE_ADDR $remote_addr;
+fastcgi_param REMOTE_PORT $remote_port;
+fastcgi_param SERVER_ADDR $server_addr;
+fastcgi_param SERVER_PORT $server_port;
+fastcgi_param SERVER_NAME $server_name;
+fastcgi_param REDIRECT_STATUS 200;
+";
