@@ -1,1 +1,467 @@
+//! Test support: a whole stack per test, on the real services.
+//!
+//! [`Stack::spawn`] starts the six real binaries with a unique prefix: their own state
+//! database, their own exchanges and queues, their own site databases and users (named
+//! `<prefix>_<id>`), their own nginx and php-fpm (webconf's managed mode) on a free port, and
+//! their own copy of the example platform in a temporary directory. [`Stack::teardown`] (or,
+//! after a panic, `Drop`) removes all of it, so tests run in parallel and leave nothing behind.
 
+pub mod http;
+pub mod proxy;
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const PG_ADMIN_URL: &str = "postgres://hosting:hosting@127.0.0.1:5432/hosting";
+pub const MYSQL_ADMIN_URL: &str = "mysql://root@localhost/?socket=/run/mysqld/mysqld.sock";
+pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+pub const SERVICES: [&str; 6] = ["dbprov", "webconf", "installer", "backupper", "migrator", "gateway"];
+
+/// Where cargo put the service binaries: next to this test's own executable.
+pub fn bin_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("HOSTING_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let mut dir = exe.parent().expect("a directory").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace root").to_path_buf()
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+pub fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+pub struct StackOptions {
+    /// Extra environment per service ("installer", ...) or for all ("*").
+    pub env: Vec<(&'static str, String, String)>,
+    /// The gateway reaches the broker through this URL (a proxy the test controls).
+    pub gateway_amqp_url: Option<String>,
+}
+
+pub struct Stack {
+    pub prefix: String,
+    pub dir: PathBuf,
+    pub api: String,
+    pub http_port: u16,
+    pub token: String,
+    pub state_db: String,
+    pub state_db_url: String,
+    pub example_root: PathBuf,
+    options: StackOptions,
+    procs: HashMap<&'static str, Child>,
+    cleaned: bool,
+}
+
+impl Stack {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(StackOptions::default()).await
+    }
+
+    pub async fn spawn_with(options: StackOptions) -> Self {
+        match Self::try_spawn(options).await {
+            Ok(s) => s,
+            Err(e) => panic!("cannot start the stack: {e:#}"),
+        }
+    }
+
+    async fn try_spawn(options: StackOptions) -> anyhow::Result<Self> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let prefix = format!("t{}", &id[..10]);
+        let dir = PathBuf::from("/tmp/hosting-tests").join(&prefix);
+        std::fs::create_dir_all(dir.join("logs"))?;
+        let example_root = dir.join("platforms/example");
+        copy_dir(&repo_root().join("platforms/example"), &example_root)?;
+
+        let state_db = format!("hosting_{prefix}");
+        let admin = sqlx::PgPool::connect(PG_ADMIN_URL).await.context("connecting to PostgreSQL as hosting")?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {state_db}"))).execute(&admin).await?;
+        admin.close().await;
+        let state_db_url = format!("postgres://hosting:hosting@127.0.0.1:5432/{state_db}");
+
+        let gateway_port = free_port();
+        let http_port = free_port();
+        let mut stack = Stack {
+            prefix,
+            api: format!("http://127.0.0.1:{gateway_port}"),
+            http_port,
+            token: String::new(),
+            state_db,
+            state_db_url,
+            example_root,
+            dir,
+            options,
+            procs: HashMap::new(),
+            cleaned: false,
+        };
+        for svc in SERVICES {
+            stack.start(svc)?;
+        }
+        stack.wait_healthy().await?;
+
+        let token_file = stack.dir.join("admin.token");
+        let out = Command::new(bin_dir().join("gateway"))
+            .arg("bootstrap")
+            .args(["--token-file", &token_file.to_string_lossy()])
+            .args(["--platform-root", &stack.example_root.to_string_lossy()])
+            .args(["--web-port", &http_port.to_string()])
+            .envs(stack.env_for("gateway"))
+            .output()?;
+        if !out.status.success() {
+            bail!("bootstrap failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        stack.token = std::fs::read_to_string(&token_file)?.trim().to_owned();
+        stack.wait_platform("example").await?;
+        Ok(stack)
+    }
+
+    fn env_for(&self, svc: &str) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("HOSTING_DATABASE_URL".to_owned(), self.state_db_url.clone()),
+            ("HOSTING_AMQP_URL".into(), AMQP_URL.into()),
+            ("HOSTING_PREFIX".into(), self.prefix.clone()),
+            ("HOSTING_LISTEN".into(), self.api.trim_start_matches("http://").into()),
+            ("HOSTING_HTTP_LISTEN".into(), format!("127.0.0.1:{}", self.http_port)),
+            ("HOSTING_WEBCONF_DIR".into(), self.dir.join("webconf").to_string_lossy().into_owned()),
+            ("HOSTING_DB_PREFIX".into(), format!("{}_", self.prefix)),
+            ("HOSTING_MYSQL_ADMIN_URL".into(), MYSQL_ADMIN_URL.into()),
+            ("HOSTING_PHP_MAX_CHILDREN".into(), "4".into()),
+            ("HOSTING_SWEEP_INTERVAL_SECS".into(), "1".into()),
+            ("HOSTING_REDISPATCH_AFTER_SECS".into(), "5".into()),
+            ("RUST_LOG".into(), "info,sqlx=warn,lapin=warn".into()),
+        ];
+        if svc == "gateway" {
+            if let Some(url) = &self.options.gateway_amqp_url {
+                env.push(("HOSTING_AMQP_URL".into(), url.clone()));
+            }
+        }
+        for (target, k, v) in &self.options.env {
+            if *target == "*" || *target == svc {
+                env.push((k.to_string(), v.clone()));
+            }
+        }
+        env
+    }
+
+    /// Starts (or restarts) one service.
+    pub fn start(&mut self, svc: &'static str) -> anyhow::Result<()> {
+        self.start_with(svc, &[])
+    }
+
+    pub fn start_with(&mut self, svc: &'static str, extra_env: &[(&str, &str)]) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join(format!("logs/{svc}.log")))?;
+        let child = Command::new(bin_dir().join(svc))
+            .envs(self.env_for(svc))
+            .envs(extra_env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {svc} from {}", bin_dir().display()))?;
+        self.procs.insert(svc, child);
+        Ok(())
+    }
+
+    /// Sends a signal to a service and waits for it to exit.
+    pub fn signal(&mut self, svc: &'static str, signal: i32) {
+        if let Some(mut child) = self.procs.remove(svc) {
+            // SAFETY: a pid of our own child process.
+            unsafe { libc::kill(child.id() as i32, signal) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn kill(&mut self, svc: &'static str) {
+        self.signal(svc, libc::SIGKILL)
+    }
+
+    pub fn pid(&self, svc: &str) -> Option<u32> {
+        self.procs.get(svc).map(|c| c.id())
+    }
+
+    pub async fn wait_healthy(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(r) = http::request("GET", &format!("{}/healthz", self.api), None, &[]).await {
+                if r.status == 200 {
+                    return Ok(());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("the gateway did not answer /healthz within 30 s; see {}", self.dir.join("logs").display())
+    }
+
+    /// Calls the API with the admin token.
+    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.call_as(&self.token, method, path, body).await
+    }
+
+    pub async fn call_as(&self, token: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let auth = format!("Bearer {token}");
+        let body = body.map(|b| b.to_string());
+        let r = http::request(method, &format!("{}/api/v1{path}", self.api), body.as_deref(), &[("Authorization", &auth)])
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e:#}"));
+        let json = serde_json::from_str(&r.body).unwrap_or(Value::String(r.body.clone()));
+        (r.status, json)
+    }
+
+    /// GET on the stack's nginx with a Host header, as a browser at that domain would.
+    pub async fn page(&self, domain: &str, path: &str) -> http::Response {
+        http::request("GET", &format!("http://127.0.0.1:{}{path}", self.http_port), None, &[("Host", domain)])
+            .await
+            .unwrap_or_else(|e| panic!("GET {domain}{path}: {e:#}"))
+    }
+
+    pub async fn wait_platform(&self, name: &str) -> anyhow::Result<Value> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let (_, list) = self.call("GET", "/platforms", None).await;
+            if let Some(p) = list.as_array().and_then(|l| l.iter().find(|p| p["name"] == name)) {
+                if p["status"] == "enabled" {
+                    return Ok(p.clone());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("platform {name} was not verified within 30 s")
+    }
+
+    /// Waits until a task ends and returns it.
+    pub async fn wait_task(&self, id: i64, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (status, task) = self.call("GET", &format!("/tasks/{id}"), None).await;
+            assert_eq!(status, 200, "task {id}: {task}");
+            if ["success", "warning", "error"].contains(&task["status"].as_str().unwrap_or("")) {
+                return task;
+            }
+            if Instant::now() > deadline {
+                let (_, log) = self.call("GET", &format!("/tasks/{id}/log"), None).await;
+                panic!("task {id} did not finish within {timeout:?}: {task}\nlog: {log:#}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn task_log_text(&self, id: i64) -> String {
+        let (_, log) = self.call("GET", &format!("/tasks/{id}/log"), None).await;
+        log.as_array()
+            .map(|l| l.iter().map(|x| format!("{}: {}", x["level"].as_str().unwrap_or(""), x["message"].as_str().unwrap_or(""))).collect::<Vec<_>>().join("\n"))
+            .unwrap_or_default()
+    }
+
+    pub async fn create_client(&self, name: &str) -> Value {
+        let (status, c) = self.call("POST", "/clients", Some(json!({"name": name, "email": format!("{name}@clients.example.org")}))).await;
+        assert_eq!(status, 201, "{c}");
+        c
+    }
+
+    /// Accepts a site; returns (site, install task).
+    pub async fn create_site(&self, domain: &str, client: &str, platform: &str) -> (Value, Value) {
+        let body = json!({"domain": domain, "client": client, "platform": platform, "profile": "standard", "language": "en", "db_server": "local"});
+        let (status, r) = self.call("POST", "/sites", Some(body)).await;
+        assert_eq!(status, 202, "{r}");
+        (r["site"].clone(), r["task"].clone())
+    }
+
+    /// Installs a site on the example platform and waits for success.
+    pub async fn install_site(&self, domain: &str, client: &str) -> Value {
+        let (site, task) = self.create_site(domain, client, "example").await;
+        let done = self.wait_task(task["id"].as_i64().unwrap_or_default(), Duration::from_secs(60)).await;
+        assert_eq!(done["status"], "success", "{done}\n{}", self.task_log_text(task["id"].as_i64().unwrap_or_default()).await);
+        let (_, site) = self.call("GET", &format!("/sites/{}", site["id"]), None).await;
+        site
+    }
+
+    /// A copy of the example platform with another manifest, registered and verified.
+    pub async fn fixture_platform(&self, name: &str, edit: impl FnOnce(String) -> String) -> Value {
+        let root = self.dir.join("platforms").join(name);
+        copy_dir(&repo_root().join("platforms/example"), &root).expect("copying the example platform");
+        let manifest = root.join("hosting.toml");
+        let text = std::fs::read_to_string(&manifest).expect("the example manifest");
+        std::fs::write(&manifest, edit(text)).expect("writing the fixture manifest");
+        let body = json!({"name": name, "server": "local", "root": root.to_string_lossy(), "driver": "hooks"});
+        let (status, r) = self.call("POST", "/platforms", Some(body)).await;
+        assert_eq!(status, 202, "{r}");
+        self.wait_platform(name).await.expect("fixture platform verified")
+    }
+
+    pub fn vhost_path(&self, domain: &str) -> PathBuf {
+        self.dir.join("webconf/vhosts").join(format!("{domain}.conf"))
+    }
+
+    pub fn site_dir(&self, platform_root: &Path, domain: &str) -> PathBuf {
+        platform_root.join("sites").join(domain)
+    }
+
+    /// Site databases and users of this stack that exist in MariaDB right now.
+    pub async fn mariadb_leftovers(&self) -> (Vec<String>, Vec<String>) {
+        let pool = sqlx::MySqlPool::connect(MYSQL_ADMIN_URL).await.expect("MariaDB as root");
+        let pattern = format!("{}\\_%", self.prefix);
+        let dbs: Vec<String> = sqlx::query_scalar("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE ?")
+            .bind(&pattern)
+            .fetch_all(&pool)
+            .await
+            .expect("listing databases");
+        let users: Vec<String> = sqlx::query_scalar("SELECT CAST(User AS CHAR) FROM mysql.user WHERE User LIKE ?")
+            .bind(&pattern)
+            .fetch_all(&pool)
+            .await
+            .expect("listing users");
+        pool.close().await;
+        (dbs, users)
+    }
+
+    /// Everything the services logged so far.
+    pub fn logs(&self) -> String {
+        let mut all = String::new();
+        for svc in SERVICES {
+            all.push_str(&std::fs::read_to_string(self.dir.join(format!("logs/{svc}.log"))).unwrap_or_default());
+        }
+        all
+    }
+
+    pub async fn teardown(mut self) {
+        self.cleanup().await;
+    }
+
+    async fn cleanup(&mut self) {
+        if self.cleaned {
+            return;
+        }
+        self.cleaned = true;
+        // webconf stops its nginx and php-fpm on SIGTERM.
+        for svc in SERVICES {
+            self.signal(svc, libc::SIGTERM);
+        }
+        for pidfile in ["webconf/nginx.pid", "webconf/php-fpm.pid"] {
+            if let Some(pid) = std::fs::read_to_string(self.dir.join(pidfile)).ok().and_then(|p| p.trim().parse::<i32>().ok()) {
+                // SAFETY: a pid from this stack's own pid file.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        if let Ok(pool) = sqlx::MySqlPool::connect(MYSQL_ADMIN_URL).await {
+            let pattern = format!("{}\\_%", self.prefix);
+            let dbs: Vec<String> = sqlx::query_scalar("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE ?")
+                .bind(&pattern)
+                .fetch_all(&pool)
+                .await
+                .unwrap_or_default();
+            for db in dbs {
+                let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS `{db}`"))).execute(&pool).await;
+            }
+            let users: Vec<(String, String)> = sqlx::query_as("SELECT CAST(User AS CHAR), CAST(Host AS CHAR) FROM mysql.user WHERE User LIKE ?")
+                .bind(&pattern)
+                .fetch_all(&pool)
+                .await
+                .unwrap_or_default();
+            for (u, h) in users {
+                let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP USER IF EXISTS '{u}'@'{h}'"))).execute(&pool).await;
+            }
+            pool.close().await;
+        }
+        if let Ok(admin) = sqlx::PgPool::connect(PG_ADMIN_URL).await {
+            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.state_db))).execute(&admin).await;
+            admin.close().await;
+        }
+        let bus = bus::Bus::new(AMQP_URL, contract::Topology::new(&self.prefix), "test-cleanup");
+        let t = bus.topology().clone();
+        let local = domain::Name::parse("local").expect("a valid name");
+        let mut queues: Vec<String> = ["installer", "backupper", "migrator"].iter().map(|s| t.task_queue(s)).collect();
+        queues.push(t.rpc_queue("webconf", &local));
+        queues.push(t.rpc_queue("dbprov", &local));
+        queues.push(t.dead_letter_queue());
+        let _ = tokio::time::timeout(Duration::from_secs(10), bus.delete_queues_and_exchanges(&queues)).await;
+        bus.close().await;
+        if std::env::var("HOSTING_KEEP_TEST_DIRS").is_err() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if self.cleaned {
+            return;
+        }
+        // A test panicked before its teardown: clean up from a fresh runtime on a thread of
+        // its own (we may be inside the test's runtime here).
+        let mut me = Stack {
+            prefix: self.prefix.clone(),
+            dir: self.dir.clone(),
+            api: self.api.clone(),
+            http_port: self.http_port,
+            token: self.token.clone(),
+            state_db: self.state_db.clone(),
+            state_db_url: self.state_db_url.clone(),
+            example_root: self.example_root.clone(),
+            options: StackOptions::default(),
+            procs: std::mem::take(&mut self.procs),
+            cleaned: false,
+        };
+        self.cleaned = true;
+        eprintln!("test stack {}: logs were in {}", me.prefix, me.dir.join("logs").display());
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                rt.block_on(me.cleanup());
+            }
+        })
+        .join();
+    }
+}
+
+/// Reads `'password' => '...'` from a rendered settings file (the tests' way to learn a
+/// site's password without any API exposing it).
+pub fn password_from_settings(settings: &str) -> Option<String> {
+    let line = settings.lines().find(|l| l.contains("'password' =>"))?;
+    line.split('\'').nth(3).map(str::to_owned)
+}
+
+impl Stack {
+    /// (sites, tasks) as the API lists them.
+    pub async fn count(api: &str, token: &str) -> (usize, usize) {
+        let auth = format!("Bearer {token}");
+        let mut n = Vec::new();
+        for path in ["/api/v1/sites", "/api/v1/tasks?limit=1000"] {
+            let r = http::request("GET", &format!("{api}{path}"), None, &[("Authorization", &auth)]).await.expect("listing");
+            let v: serde_json::Value = serde_json::from_str(&r.body).expect("json");
+            n.push(v.as_array().map(Vec::len).unwrap_or(0));
+        }
+        (n[0], n[1])
+    }
+}
