@@ -1,0 +1,72 @@
+//! Database passwords never appear in process arguments, logs, task logs or API responses.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tests::{password_from_settings, Stack};
+
+fn snapshot_processes(seen: &Mutex<HashSet<String>>) {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return };
+    for e in entries.flatten() {
+        if !e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        for file in ["cmdline", "environ"] {
+            if let Ok(bytes) = std::fs::read(e.path().join(file)) {
+                if !bytes.is_empty() {
+                    if let Ok(mut s) = seen.lock() {
+                        s.insert(String::from_utf8_lossy(&bytes).replace('\0', " "));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_passwords_stay_secret() {
+    let stack = Stack::spawn().await;
+    stack.create_client("acme").await;
+    let seen: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let scanner = {
+        let (seen, stop) = (seen.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                snapshot_processes(&seen);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    let domains = ["s1.acme.example", "s2.acme.example", "s3.acme.example"];
+    let mut tasks = Vec::new();
+    for d in domains {
+        let (_, t) = stack.create_site(d, "acme", "example").await;
+        tasks.push(t["id"].as_i64().unwrap_or_default());
+    }
+    let mut responses = String::new();
+    for t in &tasks {
+        let done = stack.wait_task(*t, Duration::from_secs(60)).await;
+        assert_eq!(done["status"], "success", "{done}");
+        responses.push_str(&done.to_string());
+        responses.push_str(&stack.call("GET", &format!("/tasks/{t}/log"), None).await.1.to_string());
+    }
+    stop.store(true, Ordering::SeqCst);
+    scanner.join().expect("scanner");
+    responses.push_str(&stack.call("GET", "/sites", None).await.1.to_string());
+    responses.push_str(&stack.call("GET", "/tasks", None).await.1.to_string());
+
+    let seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
+    assert!(seen.iter().any(|c| c.contains("bin/site.php install")), "the scanner never saw an install action run");
+    let logs = stack.logs();
+    for d in domains {
+        let settings = std::fs::read_to_string(stack.example_root.join("sites").join(d).join("settings.php")).expect("settings");
+        let password = password_from_settings(&settings).expect("password");
+        assert_eq!(password.len(), 32);
+        assert!(!seen.iter().any(|c| c.contains(&password)), "a password showed in /proc/*/cmdline or environ");
+        assert!(!logs.contains(&password), "a password is in the service logs");
+        assert!(!responses.contains(&password), "a password is in an API response or task log");
+    }
+    stack.teardown().await;
+}
