@@ -23,6 +23,6 @@ bench: deps
 	$(CARGO) build --release --workspace --bins
 	$(CARGO) run --release -p tests --bin bench
 
-lint:
+lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings

@@ -11,7 +11,10 @@ struct NotYet;
 
 impl TaskHandler for NotYet {
     async fn run(&self, task: &store::Task, log: &TaskLog) -> Outcome {
-        let message = format!("the backupper cannot run '{}' tasks in this version", task.task_type);
+        let message = format!(
+            "the backupper cannot run '{}' tasks in this version",
+            task.task_type
+        );
         log.error(message.clone()).await;
         Outcome::Error(message)
     }
@@ -23,8 +26,16 @@ async fn main() -> anyhow::Result<()> {
     let common = config::Common::from_env()?;
     let lease = config::seconds("HOSTING_LEASE_SECS", 30.0)?;
     let store = store::Store::connect(&common.database_url, 4, Duration::from_secs(60)).await?;
-    let bus = bus::Bus::new(&common.amqp_url, contract::Topology::new(&common.prefix), "backupper");
-    let config = worker::WorkerConfig { service: "backupper", prefetch: 4, lease };
+    let bus = bus::Bus::new(
+        &common.amqp_url,
+        contract::Topology::new(&common.prefix),
+        "backupper",
+    );
+    let config = worker::WorkerConfig {
+        service: "backupper",
+        prefetch: 4,
+        lease,
+    };
     tokio::select! {
         _ = worker::Worker::run(store, bus.clone(), NotYet, config) => {},
         _ = telemetry::shutdown_signal() => tracing::info!("stopping"),

@@ -12,7 +12,8 @@ use std::time::Duration;
 async fn main() -> anyhow::Result<()> {
     let _telemetry = telemetry::init("dbprov");
     let common = config::Common::from_env()?;
-    let server = domain::Name::parse(&config::string("HOSTING_SERVER", "local")).context("HOSTING_SERVER")?;
+    let server = domain::Name::parse(&config::string("HOSTING_SERVER", "local"))
+        .context("HOSTING_SERVER")?;
     let admin_url = config::string(
         "HOSTING_MYSQL_ADMIN_URL",
         "mysql://root@localhost/?socket=/run/mysqld/mysqld.sock",
@@ -23,7 +24,12 @@ async fn main() -> anyhow::Result<()> {
         .context("HOSTING_MYSQL_ADMIN_URL is not a mysql:// URL")?
         .disable_statement_logging();
     let pool = loop {
-        match MySqlPoolOptions::new().max_connections(4).acquire_timeout(Duration::from_secs(10)).connect_with(options.clone()).await {
+        match MySqlPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.clone())
+            .await
+        {
             Ok(p) => break p,
             Err(e) => {
                 tracing::warn!(error = %e, "MariaDB not reachable yet; retrying");
@@ -31,7 +37,11 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     };
-    let bus = bus::Bus::new(&common.amqp_url, contract::Topology::new(&common.prefix), "dbprov");
+    let bus = bus::Bus::new(
+        &common.amqp_url,
+        contract::Topology::new(&common.prefix),
+        "dbprov",
+    );
     bus.wait_until_reachable().await;
     bus.declare_topology(&[]).await?;
     tracing::info!(%server, "dbprov ready");

@@ -10,10 +10,16 @@ pub struct UserHost(String);
 
 impl UserHost {
     pub fn parse(s: &str) -> anyhow::Result<Self> {
-        if !s.is_empty() && s.len() <= 255 && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'%' | b':' | b'_')) {
+        if !s.is_empty()
+            && s.len() <= 255
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'%' | b':' | b'_'))
+        {
             Ok(Self(s.to_owned()))
         } else {
-            anyhow::bail!("HOSTING_DB_USER_HOST={s:?}: use %, localhost, an IP address or a host name")
+            anyhow::bail!(
+                "HOSTING_DB_USER_HOST={s:?}: use %, localhost, an IP address or a host name"
+            )
         }
     }
 }
@@ -31,13 +37,19 @@ impl Provisioner {
     // Identifiers and the password are typed (`DbIdent`, `DbPassword`): their alphabets have
     // no quote, backquote or backslash, which is what makes these literals safe. MariaDB does
     // not take placeholders for identifiers or for IDENTIFIED BY.
-    async fn create(&self, database: &DbIdent, user: &DbIdent, password: &DbPassword) -> Result<bool, sqlx::Error> {
+    async fn create(
+        &self,
+        database: &DbIdent,
+        user: &DbIdent,
+        password: &DbPassword,
+    ) -> Result<bool, sqlx::Error> {
         let host = &self.user_host.0;
-        let existed: Option<String> =
-            sqlx::query_scalar("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?")
-                .bind(database.as_str())
-                .fetch_optional(&self.pool)
-                .await?;
+        let existed: Option<String> = sqlx::query_scalar(
+            "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
+        )
+        .bind(database.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
         let statements = [
             format!("CREATE DATABASE IF NOT EXISTS `{database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"),
             format!("CREATE USER IF NOT EXISTS '{user}'@'{host}' IDENTIFIED BY '{}'", password.expose()),
@@ -46,20 +58,28 @@ impl Provisioner {
             format!("GRANT ALL PRIVILEGES ON `{database}`.* TO '{user}'@'{host}'"),
         ];
         for sql in statements {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&self.pool).await?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&self.pool)
+                .await?;
         }
         Ok(existed.is_none())
     }
 
     async fn drop(&self, database: &DbIdent, user: &DbIdent) -> Result<bool, sqlx::Error> {
         let host = &self.user_host.0;
-        let existed: Option<String> =
-            sqlx::query_scalar("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?")
-                .bind(database.as_str())
-                .fetch_optional(&self.pool)
+        let existed: Option<String> = sqlx::query_scalar(
+            "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
+        )
+        .bind(database.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        for sql in [
+            format!("DROP DATABASE IF EXISTS `{database}`"),
+            format!("DROP USER IF EXISTS '{user}'@'{host}'"),
+        ] {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&self.pool)
                 .await?;
-        for sql in [format!("DROP DATABASE IF EXISTS `{database}`"), format!("DROP USER IF EXISTS '{user}'@'{host}'")] {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&self.pool).await?;
         }
         Ok(existed.is_some())
     }
@@ -75,7 +95,11 @@ impl RpcHandler for Provisioner {
             }
         };
         let result = match &request {
-            DbprovRequest::CreateDatabase { database, user, password } => {
+            DbprovRequest::CreateDatabase {
+                database,
+                user,
+                password,
+            } => {
                 tracing::info!(%database, %user, "create database and user");
                 self.create(database, user, password).await
             }
@@ -85,7 +109,9 @@ impl RpcHandler for Provisioner {
             }
         };
         let reply = match result {
-            Ok(changed) => RpcReply::Ok { body: DbprovReply { changed } },
+            Ok(changed) => RpcReply::Ok {
+                body: DbprovReply { changed },
+            },
             Err(e) => {
                 // A server error may quote the statement, and with it the password.
                 let mut message = e.to_string();

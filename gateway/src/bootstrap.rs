@@ -18,40 +18,77 @@ pub async fn run(config: GatewayConfig, args: &[String]) -> anyhow::Result<()> {
     let mut opts = HashMap::new();
     let mut it = args.iter();
     while let Some(flag) = it.next() {
-        let Some(name) = flag.strip_prefix("--") else { bail!("unexpected argument {flag:?}") };
+        let Some(name) = flag.strip_prefix("--") else {
+            bail!("unexpected argument {flag:?}")
+        };
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
         opts.insert(name.to_owned(), value.clone());
     }
-    let token_file = opts.get("token-file").context("--token-file PATH is required")?;
-    let store = store::Store::connect(&config.common.database_url, 2, Duration::from_secs(60)).await?;
+    let token_file = opts
+        .get("token-file")
+        .context("--token-file PATH is required")?;
+    let store =
+        store::Store::connect(&config.common.database_url, 2, Duration::from_secs(60)).await?;
     store.migrate().await?;
 
     let local = Name::parse("local")?;
-    let web_port: i32 = opts.get("web-port").map(|p| p.parse()).transpose()?.unwrap_or(8088);
-    let db_host = opts.get("db-host").cloned().unwrap_or_else(|| "127.0.0.1".into());
-    let db_port: i32 = opts.get("db-port").map(|p| p.parse()).transpose()?.unwrap_or(3306);
+    let web_port: i32 = opts
+        .get("web-port")
+        .map(|p| p.parse())
+        .transpose()?
+        .unwrap_or(8088);
+    let db_host = opts
+        .get("db-host")
+        .cloned()
+        .unwrap_or_else(|| "127.0.0.1".into());
+    let db_port: i32 = opts
+        .get("db-port")
+        .map(|p| p.parse())
+        .transpose()?
+        .unwrap_or(3306);
     let web = match store.server_by_name(&local, ServerKind::Web).await {
         Ok(s) => s,
-        Err(_) => store.create_server(&local, ServerKind::Web, "127.0.0.1", web_port).await?,
+        Err(_) => {
+            store
+                .create_server(&local, ServerKind::Web, "127.0.0.1", web_port)
+                .await?
+        }
     };
     if store.server_by_name(&local, ServerKind::Db).await.is_err() {
-        store.create_server(&local, ServerKind::Db, &db_host, db_port).await?;
+        store
+            .create_server(&local, ServerKind::Db, &db_host, db_port)
+            .await?;
     }
     println!("servers: local (web, port {}), local (db)", web.port);
 
     if let Some(root) = opts.get("platform-root") {
         let root = HostPath::parse(root).map_err(|e| anyhow::anyhow!("--platform-root: {e}"))?;
-        let name = Name::parse(opts.get("platform-name").map(String::as_str).unwrap_or("example"))?;
+        let name = Name::parse(
+            opts.get("platform-name")
+                .map(String::as_str)
+                .unwrap_or("example"),
+        )?;
         match store.platform_by_name(&name).await {
-            Ok(p) => println!("platform: {} ({}) already registered, {}", p.name, p.root, p.status),
+            Ok(p) => println!(
+                "platform: {} ({}) already registered, {}",
+                p.name, p.root, p.status
+            ),
             Err(_) => {
-                let (p, task) = store.create_platform(&name, web.id, &root, Driver::Hooks, "bootstrap").await?;
-                println!("platform: {} registered at {}; verify task {} queued", p.name, p.root, task.id);
+                let (p, task) = store
+                    .create_platform(&name, web.id, &root, Driver::Hooks, "bootstrap")
+                    .await?;
+                println!(
+                    "platform: {} registered at {}; verify task {} queued",
+                    p.name, p.root, task.id
+                );
             }
         }
     }
 
-    let existing = std::fs::read_to_string(token_file).ok().map(|t| t.trim().to_owned()).filter(|t| !t.is_empty());
+    let existing = std::fs::read_to_string(token_file)
+        .ok()
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty());
     let token = match existing {
         Some(t) => t,
         None => {

@@ -16,8 +16,9 @@ pub struct GatewayConfig {
 impl GatewayConfig {
     pub fn from_env() -> anyhow::Result<Self> {
         let db_prefix = config::string("HOSTING_DB_PREFIX", "site_");
-        domain::DbIdent::parse(&format!("{db_prefix}1"))
-            .map_err(|e| anyhow::anyhow!("HOSTING_DB_PREFIX={db_prefix:?} makes invalid database names: {e}"))?;
+        domain::DbIdent::parse(&format!("{db_prefix}1")).map_err(|e| {
+            anyhow::anyhow!("HOSTING_DB_PREFIX={db_prefix:?} makes invalid database names: {e}")
+        })?;
         Ok(Self {
             common: config::Common::from_env()?,
             listen: config::parse("HOSTING_LISTEN", "127.0.0.1:8080".parse()?)?,

@@ -33,11 +33,23 @@ pub async fn relay(store: Store, bus: Bus, wake: Arc<Notify>) {
         let mut failed = false;
         for message in &batch {
             if failed {
-                let _ = store.outbox_failed(message, "not attempted: the broker failed earlier in this batch").await;
+                let _ = store
+                    .outbox_failed(
+                        message,
+                        "not attempted: the broker failed earlier in this batch",
+                    )
+                    .await;
                 continue;
             }
             let body = message.payload.to_string();
-            let published = bus.publish(&exchange, &message.routing_key, &message.message_type, body.as_bytes()).await;
+            let published = bus
+                .publish(
+                    &exchange,
+                    &message.routing_key,
+                    &message.message_type,
+                    body.as_bytes(),
+                )
+                .await;
             let stored = match &published {
                 Ok(()) => store.outbox_published(message).await,
                 Err(e) => {
@@ -76,7 +88,13 @@ pub async fn listen_for_outbox(store: Store, wake: Arc<Notify>) {
     }
 }
 
-pub async fn sweeper(store: Store, wake: Arc<Notify>, interval: Duration, redispatch_after: Duration, max_attempts: i32) {
+pub async fn sweeper(
+    store: Store,
+    wake: Arc<Notify>,
+    interval: Duration,
+    redispatch_after: Duration,
+    max_attempts: i32,
+) {
     loop {
         tokio::time::sleep(interval).await;
         match store.sweep(redispatch_after, max_attempts).await {

@@ -25,7 +25,9 @@ impl ApiError {
 impl From<store::StoreError> for ApiError {
     fn from(e: store::StoreError) -> Self {
         match e {
-            store::StoreError::NotFound(what) => ApiError::NotFound(format!("{what} does not exist")),
+            store::StoreError::NotFound(what) => {
+                ApiError::NotFound(format!("{what} does not exist"))
+            }
             store::StoreError::Conflict(msg) => ApiError::Conflict(msg),
             other => ApiError::Internal(other.into()),
         }
@@ -57,7 +59,11 @@ impl IntoResponse for ApiError {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("internal error {id}; the gateway's log has the details"))
             }
         };
-        (status, Json(serde_json::json!({ "error": { "code": code, "message": message } }))).into_response()
+        (
+            status,
+            Json(serde_json::json!({ "error": { "code": code, "message": message } })),
+        )
+            .into_response()
     }
 }
 
@@ -73,8 +79,8 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<
         let bytes = axum::body::Bytes::from_request(req, state)
             .await
             .map_err(|e| ApiError::BadRequest(format!("cannot read the request body: {e}")))?;
-        serde_json::from_slice(&bytes)
-            .map(ApiJson)
-            .map_err(|e| ApiError::BadRequest(format!("the body is not the JSON this endpoint takes: {e}")))
+        serde_json::from_slice(&bytes).map(ApiJson).map_err(|e| {
+            ApiError::BadRequest(format!("the body is not the JSON this endpoint takes: {e}"))
+        })
     }
 }

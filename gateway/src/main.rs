@@ -11,6 +11,8 @@ async fn main() -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         None | Some("serve") => Application::build(config).await?.run_until_stopped().await,
         Some("bootstrap") => bootstrap::run(config, &args[1..]).await,
-        Some(other) => anyhow::bail!("unknown command '{other}'; use 'serve' (the default) or 'bootstrap'"),
+        Some(other) => {
+            anyhow::bail!("unknown command '{other}'; use 'serve' (the default) or 'bootstrap'")
+        }
     }
 }

@@ -20,14 +20,27 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: GatewayConfig) -> anyhow::Result<Self> {
-        let store = store::Store::connect(&config.common.database_url, 16, Duration::from_secs(60)).await?;
+        let store =
+            store::Store::connect(&config.common.database_url, 16, Duration::from_secs(60)).await?;
         if config.run_migrations {
             store.migrate().await?;
         }
-        let bus = bus::Bus::new(&config.common.amqp_url, contract::Topology::new(&config.common.prefix), "gateway");
+        let bus = bus::Bus::new(
+            &config.common.amqp_url,
+            contract::Topology::new(&config.common.prefix),
+            "gateway",
+        );
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         tracing::info!(listen = %listener.local_addr()?, "gateway listening");
-        Ok(Self { listener, state: AppState { store, bus, config: Arc::new(config), wake_relay: Arc::new(Notify::new()) } })
+        Ok(Self {
+            listener,
+            state: AppState {
+                store,
+                bus,
+                config: Arc::new(config),
+                wake_relay: Arc::new(Notify::new()),
+            },
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -45,7 +58,10 @@ impl Application {
                     let bus = s.bus.clone();
                     async move {
                         loop {
-                            match bus.declare_topology(&["installer", "backupper", "migrator"]).await {
+                            match bus
+                                .declare_topology(&["installer", "backupper", "migrator"])
+                                .await
+                            {
                                 Ok(()) => return,
                                 Err(e) => {
                                     tracing::warn!(error = %e, "broker not ready; tasks wait in the outbox");
@@ -58,18 +74,34 @@ impl Application {
                 let dead_letters = async {
                     declare.await;
                     let queue = s.bus.topology().dead_letter_queue();
-                    s.bus.consume(&queue, 4, Arc::new(dispatch::DeadLetters { store: s.store.clone() })).await
+                    s.bus
+                        .consume(
+                            &queue,
+                            4,
+                            Arc::new(dispatch::DeadLetters {
+                                store: s.store.clone(),
+                            }),
+                        )
+                        .await
                 };
                 tokio::join!(
                     dispatch::relay(s.store.clone(), s.bus.clone(), s.wake_relay.clone()),
                     dispatch::listen_for_outbox(s.store.clone(), s.wake_relay.clone()),
-                    dispatch::sweeper(s.store.clone(), s.wake_relay.clone(), c.sweep_interval, c.redispatch_after, c.max_attempts),
+                    dispatch::sweeper(
+                        s.store.clone(),
+                        s.wake_relay.clone(),
+                        c.sweep_interval,
+                        c.redispatch_after,
+                        c.max_attempts
+                    ),
                     dead_letters,
                 );
             })
         };
         let app = routes::router(s.clone());
-        axum::serve(self.listener, app).with_graceful_shutdown(telemetry::shutdown_signal()).await?;
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(telemetry::shutdown_signal())
+            .await?;
         background.abort();
         s.bus.close().await;
         Ok(())

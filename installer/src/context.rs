@@ -23,15 +23,27 @@ impl SiteTask {
     pub async fn load(inst: &Installer, site: domain::SiteId) -> anyhow::Result<Self> {
         let site = inst.store.site(site).await?;
         let platform = inst.store.platform(site.platform_id).await?;
-        let manifest_json = platform.manifest.clone().ok_or_else(|| anyhow!("platform {} has not been verified yet", platform.name))?;
-        let manifest: Manifest = serde_json::from_value(manifest_json).context("the platform's recorded manifest")?;
+        let manifest_json = platform
+            .manifest
+            .clone()
+            .ok_or_else(|| anyhow!("platform {} has not been verified yet", platform.name))?;
+        let manifest: Manifest =
+            serde_json::from_value(manifest_json).context("the platform's recorded manifest")?;
         let web = inst.store.server(platform.server_id).await?;
         let db = inst.store.server(site.db_server_id).await?;
         if web.kind != ServerKind::Web || db.kind != ServerKind::Db {
-            anyhow::bail!("server roles do not match: platform on a {} server, database on a {} server", web.kind, db.kind);
+            anyhow::bail!(
+                "server roles do not match: platform on a {} server, database on a {} server",
+                web.kind,
+                db.kind
+            );
         }
         let client = inst.store.client(site.client_id).await?;
-        let url = if web.port == 80 { format!("http://{}", site.domain) } else { format!("http://{}:{}", site.domain, web.port) };
+        let url = if web.port == 80 {
+            format!("http://{}", site.domain)
+        } else {
+            format!("http://{}:{}", site.domain, web.port)
+        };
         let site_dir = manifest.site_dir(&platform.root, &site.domain)?;
         Ok(Self {
             web_server: web.name,
@@ -70,7 +82,9 @@ impl SiteTask {
             .site_secrets(self.site.id)
             .await?
             .db_password
-            .ok_or_else(|| anyhow!("the site has no database password recorded (was it ever installed?)"))
+            .ok_or_else(|| {
+                anyhow!("the site has no database password recorded (was it ever installed?)")
+            })
     }
 
     pub fn vhost(&self) -> anyhow::Result<Vhost> {
@@ -95,9 +109,13 @@ pub async fn write_settings(path: &std::path::Path, content: &str) -> anyhow::Re
         return Ok(false);
     }
     let tmp = path.with_extension("tmp");
-    tokio::fs::write(&tmp, content).await.with_context(|| format!("writing {}", tmp.display()))?;
+    tokio::fs::write(&tmp, content)
+        .await
+        .with_context(|| format!("writing {}", tmp.display()))?;
     set_web_permissions(&tmp, 0o640).await?;
-    tokio::fs::rename(&tmp, path).await.with_context(|| format!("renaming to {}", path.display()))?;
+    tokio::fs::rename(&tmp, path)
+        .await
+        .with_context(|| format!("renaming to {}", path.display()))?;
     Ok(true)
 }
 
@@ -105,10 +123,15 @@ pub async fn set_web_permissions(path: &std::path::Path, mode: u32) -> anyhow::R
     use std::os::unix::fs::PermissionsExt;
     tokio::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).await?;
     if let Some(gid) = web_group() {
-        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).context("path with a NUL byte")?;
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+            .context("path with a NUL byte")?;
         // SAFETY: a valid C string; -1 leaves the owner unchanged.
         if unsafe { libc::chown(c.as_ptr(), u32::MAX, gid) } != 0 {
-            anyhow::bail!("cannot give {} to the web group: {}", path.display(), std::io::Error::last_os_error());
+            anyhow::bail!(
+                "cannot give {} to the web group: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            );
         }
     }
     Ok(())
@@ -116,10 +139,15 @@ pub async fn set_web_permissions(path: &std::path::Path, mode: u32) -> anyhow::R
 
 pub async fn give_to_web_user(path: &std::path::Path) -> anyhow::Result<()> {
     if let Some(gid) = web_group() {
-        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).context("path with a NUL byte")?;
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+            .context("path with a NUL byte")?;
         // SAFETY: a valid C string. www-data's uid equals its gid on Debian.
         if unsafe { libc::chown(c.as_ptr(), gid, gid) } != 0 {
-            anyhow::bail!("cannot give {} to the web user: {}", path.display(), std::io::Error::last_os_error());
+            anyhow::bail!(
+                "cannot give {} to the web user: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            );
         }
     }
     Ok(())
@@ -132,5 +160,11 @@ fn web_group() -> Option<u32> {
         return None;
     }
     let group = std::fs::read_to_string("/etc/group").ok()?;
-    group.lines().find(|l| l.starts_with("www-data:"))?.split(':').nth(2)?.parse().ok()
+    group
+        .lines()
+        .find(|l| l.starts_with("www-data:"))?
+        .split(':')
+        .nth(2)?
+        .parse()
+        .ok()
 }

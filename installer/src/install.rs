@@ -17,14 +17,29 @@ use worker::{Outcome, TaskLog};
 pub const SITE_MARK: &str = ".hosting-site";
 
 static STEPS: &[Step] = &[
-    Step { name: "database", undoable: true },
-    Step { name: "site-directory", undoable: true },
+    Step {
+        name: "database",
+        undoable: true,
+    },
+    Step {
+        name: "site-directory",
+        undoable: true,
+    },
     // No undo of its own: what the install action creates lives in the site's database and
     // directory, which the undos of the two steps above remove.
-    Step { name: "install", undoable: false },
-    Step { name: "vhost", undoable: true },
+    Step {
+        name: "install",
+        undoable: false,
+    },
+    Step {
+        name: "vhost",
+        undoable: true,
+    },
     // No undo: the last step only records the outcome (status, packages).
-    Step { name: "enable", undoable: false },
+    Step {
+        name: "enable",
+        undoable: false,
+    },
 ];
 
 struct InstallSaga<'a> {
@@ -35,30 +50,59 @@ struct InstallSaga<'a> {
 }
 
 pub async fn run(inst: &Installer, task: &Task, log: &TaskLog) -> Outcome {
-    let Some(site_id) = task.site else { return Outcome::Error("an install task without a site".into()) };
+    let Some(site_id) = task.site else {
+        return Outcome::Error("an install task without a site".into());
+    };
     let st = match SiteTask::load(inst, site_id).await {
         Ok(st) => st,
         Err(e) => {
-            let _ = inst.store.set_site_status(site_id, SiteStatus::Failed).await;
+            let _ = inst
+                .store
+                .set_site_status(site_id, SiteStatus::Failed)
+                .await;
             return Outcome::Error(format!("{e:#}"));
         }
     };
     if st.site.status != SiteStatus::Installing {
-        return Outcome::Error(format!("the site is {}, not installing; nothing was changed", st.site.status));
+        return Outcome::Error(format!(
+            "the site is {}, not installing; nothing was changed",
+            st.site.status
+        ));
     }
-    let saga = InstallSaga { inst, st, log, task };
+    let saga = InstallSaga {
+        inst,
+        st,
+        log,
+        task,
+    };
     match saga::run(&inst.store, task.id, &saga, &inst.faults).await {
         Ok(SagaOutcome::Completed) => {
-            let link = inst.store.site(site_id).await.ok().and_then(|s| s.login_link).map(|l| l.url);
+            let link = inst
+                .store
+                .site(site_id)
+                .await
+                .ok()
+                .and_then(|s| s.login_link)
+                .map(|l| l.url);
             Outcome::Success(Some(serde_json::json!({ "login_url": link })))
         }
         Ok(SagaOutcome::Unwound { error }) => {
-            let _ = inst.store.set_site_status(site_id, SiteStatus::Failed).await;
-            Outcome::Error(format!("{error}; everything the install had made was removed"))
+            let _ = inst
+                .store
+                .set_site_status(site_id, SiteStatus::Failed)
+                .await;
+            Outcome::Error(format!(
+                "{error}; everything the install had made was removed"
+            ))
         }
         Ok(SagaOutcome::UnwindFailed { error, undo_error }) => {
-            let _ = inst.store.set_site_status(site_id, SiteStatus::Failed).await;
-            Outcome::Error(format!("{error}; then {undo_error}: a force delete removes what is left"))
+            let _ = inst
+                .store
+                .set_site_status(site_id, SiteStatus::Failed)
+                .await;
+            Outcome::Error(format!(
+                "{error}; then {undo_error}: a force delete removes what is left"
+            ))
         }
         Err(e) => Outcome::Error(format!("the install could not record its progress: {e:#}")),
     }
@@ -66,14 +110,24 @@ pub async fn run(inst: &Installer, task: &Task, log: &TaskLog) -> Outcome {
 
 impl InstallSaga<'_> {
     async fn password(&self) -> anyhow::Result<DbPassword> {
-        Ok(self.inst.store.ensure_db_password(self.st.site.id, &DbPassword::generate()).await?)
+        Ok(self
+            .inst
+            .store
+            .ensure_db_password(self.st.site.id, &DbPassword::generate())
+            .await?)
     }
 
     async fn dbprov(&self, request: DbprovRequest) -> anyhow::Result<DbprovReply> {
         Ok(self
             .inst
             .rpc
-            .call("dbprov", &self.st.site.db_server, contract::DBPROV_MESSAGE_TYPE, &request, self.inst.settings.rpc_timeout)
+            .call(
+                "dbprov",
+                &self.st.site.db_server,
+                contract::DBPROV_MESSAGE_TYPE,
+                &request,
+                self.inst.settings.rpc_timeout,
+            )
             .await?)
     }
 
@@ -81,7 +135,13 @@ impl InstallSaga<'_> {
         Ok(self
             .inst
             .rpc
-            .call("webconf", &self.st.web_server, contract::WEBCONF_MESSAGE_TYPE, &request, self.inst.settings.rpc_timeout)
+            .call(
+                "webconf",
+                &self.st.web_server,
+                contract::WEBCONF_MESSAGE_TYPE,
+                &request,
+                self.inst.settings.rpc_timeout,
+            )
             .await?)
     }
 
@@ -94,12 +154,17 @@ impl InstallSaga<'_> {
         let mark = dir.join(SITE_MARK);
         match tokio::fs::read_to_string(&mark).await {
             Ok(m) if m == self.mark() => {} // ours, from an interrupted run
-            Ok(_) => bail!("{} exists and belongs to another site; remove it or choose another domain", dir.display()),
+            Ok(_) => bail!(
+                "{} exists and belongs to another site; remove it or choose another domain",
+                dir.display()
+            ),
             Err(_) if tokio::fs::try_exists(dir).await? => {
                 bail!("{} already exists and was not made for this site; remove it or choose another domain", dir.display())
             }
             Err(_) => {
-                tokio::fs::create_dir_all(dir).await.with_context(|| format!("creating {}", dir.display()))?;
+                tokio::fs::create_dir_all(dir)
+                    .await
+                    .with_context(|| format!("creating {}", dir.display()))?;
                 tokio::fs::write(&mark, self.mark()).await?;
             }
         }
@@ -108,7 +173,10 @@ impl InstallSaga<'_> {
         tokio::fs::create_dir_all(&files).await?;
         give_to_web_user(&files).await?;
         let password = self.password().await?;
-        let settings = self.st.manifest.render_settings(&self.st.context(password))?;
+        let settings = self
+            .st
+            .manifest
+            .render_settings(&self.st.context(password))?;
         write_settings(&self.st.settings_path(), &settings).await?;
         Ok(())
     }
@@ -116,9 +184,9 @@ impl InstallSaga<'_> {
     async fn remove_site_directory(&self) -> anyhow::Result<()> {
         let dir = self.st.site_dir.as_path();
         match tokio::fs::read_to_string(dir.join(SITE_MARK)).await {
-            Ok(m) if m == self.mark() => {
-                tokio::fs::remove_dir_all(dir).await.with_context(|| format!("removing {}", dir.display()))
-            }
+            Ok(m) if m == self.mark() => tokio::fs::remove_dir_all(dir)
+                .await
+                .with_context(|| format!("removing {}", dir.display())),
             // Not ours, or never made: nothing of ours to remove.
             _ => Ok(()),
         }
@@ -137,9 +205,15 @@ impl InstallSaga<'_> {
         let result = self
             .st
             .manifest
-            .run_action(&self.st.platform.root, action, &ctx, self.inst.settings.action_timeout, move |level, line| {
-                let _ = tx.send((level, line));
-            })
+            .run_action(
+                &self.st.platform.root,
+                action,
+                &ctx,
+                self.inst.settings.action_timeout,
+                move |level, line| {
+                    let _ = tx.send((level, line));
+                },
+            )
             .await;
         let _ = forward.await;
         Ok(result?)
@@ -160,40 +234,100 @@ impl Saga for InstallSaga<'_> {
         match step {
             "database" => {
                 let password = self.password().await?;
-                self.dbprov(DbprovRequest::CreateDatabase { database: site.db_name.clone(), user: site.db_user.clone(), password })
-                    .await?;
-                self.log.info(format!("database {} and user {} ready on {}", site.db_name, site.db_user, site.db_server)).await;
+                self.dbprov(DbprovRequest::CreateDatabase {
+                    database: site.db_name.clone(),
+                    user: site.db_user.clone(),
+                    password,
+                })
+                .await?;
+                self.log
+                    .info(format!(
+                        "database {} and user {} ready on {}",
+                        site.db_name, site.db_user, site.db_server
+                    ))
+                    .await;
             }
             "site-directory" => {
                 self.make_site_directory().await?;
-                self.log.info(format!("site directory {} with its settings", self.st.site_dir)).await;
+                self.log
+                    .info(format!(
+                        "site directory {} with its settings",
+                        self.st.site_dir
+                    ))
+                    .await;
             }
             "install" => {
                 self.log
-                    .info(format!("installing with profile {} in {} for {}", site.profile, site.language, self.st.admin_email))
+                    .info(format!(
+                        "installing with profile {} in {} for {}",
+                        site.profile, site.language, self.st.admin_email
+                    ))
                     .await;
                 let result = self.run_action(Action::Install).await?;
                 if let Some(url) = result.get("login_url").and_then(|u| u.as_str()) {
                     self.inst
                         .store
-                        .add_login_link(site.id, url, &self.task.requested_by, time::Duration::try_from(self.inst.settings.login_link_ttl)?)
+                        .add_login_link(
+                            site.id,
+                            url,
+                            &self.task.requested_by,
+                            time::Duration::try_from(self.inst.settings.login_link_ttl)?,
+                        )
                         .await?;
-                    self.log.info("the install action gave a one-time login link").await;
+                    self.log
+                        .info("the install action gave a one-time login link")
+                        .await;
                 }
             }
             "vhost" => {
-                let reply = self.webconf(WebconfRequest::WriteVhost(self.st.vhost()?)).await?;
-                self.log.info(format!("vhost for {} {} on {}", site.domain, if reply.changed { "written, nginx reloaded" } else { "unchanged" }, self.st.web_server)).await;
+                let reply = self
+                    .webconf(WebconfRequest::WriteVhost(self.st.vhost()?))
+                    .await?;
+                self.log
+                    .info(format!(
+                        "vhost for {} {} on {}",
+                        site.domain,
+                        if reply.changed {
+                            "written, nginx reloaded"
+                        } else {
+                            "unchanged"
+                        },
+                        self.st.web_server
+                    ))
+                    .await;
             }
             "enable" => {
-                if self.st.manifest.actions.contains_key(Action::Packages.key()) {
-                    match self.run_action(Action::Packages).await.and_then(crate::verify::packages_from) {
-                        Ok(packages) => self.inst.store.replace_site_packages(site.id, &packages).await?,
-                        Err(e) => self.log.warn(format!("could not read the site's packages: {e:#}")).await,
+                if self
+                    .st
+                    .manifest
+                    .actions
+                    .contains_key(Action::Packages.key())
+                {
+                    match self
+                        .run_action(Action::Packages)
+                        .await
+                        .and_then(crate::verify::packages_from)
+                    {
+                        Ok(packages) => {
+                            self.inst
+                                .store
+                                .replace_site_packages(site.id, &packages)
+                                .await?
+                        }
+                        Err(e) => {
+                            self.log
+                                .warn(format!("could not read the site's packages: {e:#}"))
+                                .await
+                        }
                     }
                 }
-                self.inst.store.set_site_status(site.id, SiteStatus::Enabled).await?;
-                self.log.info(format!("{} is enabled at {}", site.domain, self.st.url)).await;
+                self.inst
+                    .store
+                    .set_site_status(site.id, SiteStatus::Enabled)
+                    .await?;
+                self.log
+                    .info(format!("{} is enabled at {}", site.domain, self.st.url))
+                    .await;
             }
             other => bail!("unknown install step {other}"),
         }
@@ -204,16 +338,32 @@ impl Saga for InstallSaga<'_> {
         let site = &self.st.site;
         match step {
             "database" => {
-                self.dbprov(DbprovRequest::DropDatabase { database: site.db_name.clone(), user: site.db_user.clone() }).await?;
-                self.log.info(format!("database {} and user {} dropped", site.db_name, site.db_user)).await;
+                self.dbprov(DbprovRequest::DropDatabase {
+                    database: site.db_name.clone(),
+                    user: site.db_user.clone(),
+                })
+                .await?;
+                self.log
+                    .info(format!(
+                        "database {} and user {} dropped",
+                        site.db_name, site.db_user
+                    ))
+                    .await;
             }
             "site-directory" => {
                 self.remove_site_directory().await?;
-                self.log.info(format!("site directory {} removed", self.st.site_dir)).await;
+                self.log
+                    .info(format!("site directory {} removed", self.st.site_dir))
+                    .await;
             }
             "vhost" => {
-                self.webconf(WebconfRequest::RemoveVhost { domain: site.domain.clone() }).await?;
-                self.log.info(format!("vhost for {} removed", site.domain)).await;
+                self.webconf(WebconfRequest::RemoveVhost {
+                    domain: site.domain.clone(),
+                })
+                .await?;
+                self.log
+                    .info(format!("vhost for {} removed", site.domain))
+                    .await;
             }
             _ => {}
         }

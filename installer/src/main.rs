@@ -46,9 +46,22 @@ async fn main() -> anyhow::Result<()> {
     let lease = config::seconds("HOSTING_LEASE_SECS", 30.0)?;
     let prefetch = config::parse("HOSTING_PREFETCH", 4u16)?;
     let store = store::Store::connect(&common.database_url, 8, Duration::from_secs(60)).await?;
-    let bus = bus::Bus::new(&common.amqp_url, contract::Topology::new(&common.prefix), "installer");
-    let installer = Installer { store: store.clone(), rpc: bus::RpcClient::new(bus.clone()), settings, faults: saga::Faults::from_env() };
-    let config = worker::WorkerConfig { service: "installer", prefetch, lease };
+    let bus = bus::Bus::new(
+        &common.amqp_url,
+        contract::Topology::new(&common.prefix),
+        "installer",
+    );
+    let installer = Installer {
+        store: store.clone(),
+        rpc: bus::RpcClient::new(bus.clone()),
+        settings,
+        faults: saga::Faults::from_env(),
+    };
+    let config = worker::WorkerConfig {
+        service: "installer",
+        prefetch,
+        lease,
+    };
     tokio::select! {
         _ = worker::Worker::run(store, bus.clone(), installer, config) => {},
         _ = telemetry::shutdown_signal() => tracing::info!("stopping"),

@@ -6,15 +6,20 @@ use worker::{Outcome, TaskLog};
 
 /// Reads the platform's codebase into the registry: packages, profiles and languages.
 pub async fn run(inst: &Installer, task: &Task, log: &TaskLog) -> Outcome {
-    let Some(id) = task.platform else { return Outcome::Error("a platform task without a platform".into()) };
+    let Some(id) = task.platform else {
+        return Outcome::Error("a platform task without a platform".into());
+    };
     let p = match inst.store.platform(id).await {
         Ok(p) => p,
         Err(e) => return Outcome::Error(e.to_string()),
     };
-    log.info(format!("reading {} with the {} driver", p.root, p.driver)).await;
+    log.info(format!("reading {} with the {} driver", p.root, p.driver))
+        .await;
     let result = match p.driver {
         Driver::Hooks => Manifest::read(&p.root).await,
-        other => Err(platform::PlatformError::DriverUnavailable(other.to_string())),
+        other => Err(platform::PlatformError::DriverUnavailable(
+            other.to_string(),
+        )),
     };
     let manifest = match result {
         Ok(m) => m,
@@ -23,7 +28,10 @@ pub async fn run(inst: &Installer, task: &Task, log: &TaskLog) -> Outcome {
             // A platform that was never verified is unusable; one that was keeps its last
             // good registry and status.
             if p.status == PlatformStatus::Queued {
-                let _ = inst.store.set_platform_status(id, PlatformStatus::Failed).await;
+                let _ = inst
+                    .store
+                    .set_platform_status(id, PlatformStatus::Failed)
+                    .await;
             }
             return Outcome::Error(e.to_string());
         }
@@ -31,20 +39,39 @@ pub async fn run(inst: &Installer, task: &Task, log: &TaskLog) -> Outcome {
     let packages: Vec<Package> = manifest
         .packages
         .iter()
-        .map(|k| Package { name: k.name.clone(), package_type: k.package_type.as_str().into(), version: k.version.clone(), schema_version: k.schema_version })
+        .map(|k| Package {
+            name: k.name.clone(),
+            package_type: k.package_type.as_str().into(),
+            version: k.version.clone(),
+            schema_version: k.schema_version,
+        })
         .collect();
     let profiles: Vec<Profile> = manifest
         .profiles
         .iter()
-        .map(|pr| Profile { name: pr.name.to_string(), languages: pr.languages.iter().map(|l| l.to_string()).collect() })
+        .map(|pr| Profile {
+            name: pr.name.to_string(),
+            languages: pr.languages.iter().map(|l| l.to_string()).collect(),
+        })
         .collect();
     let json = match serde_json::to_value(&manifest) {
         Ok(j) => j,
         Err(e) => return Outcome::Error(e.to_string()),
     };
-    if let Err(e) = inst.store.record_platform_verified(id, &json, &packages, &profiles).await {
+    if let Err(e) = inst
+        .store
+        .record_platform_verified(id, &json, &packages, &profiles)
+        .await
+    {
         return Outcome::Error(e.to_string());
     }
-    log.info(format!("{} packages and {} profiles recorded", packages.len(), profiles.len())).await;
-    Outcome::Success(Some(serde_json::json!({"packages": packages.len(), "profiles": profiles.len()})))
+    log.info(format!(
+        "{} packages and {} profiles recorded",
+        packages.len(),
+        profiles.len()
+    ))
+    .await;
+    Outcome::Success(Some(
+        serde_json::json!({"packages": packages.len(), "profiles": profiles.len()}),
+    ))
 }

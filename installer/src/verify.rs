@@ -11,12 +11,20 @@ use store::{Package, Task};
 use worker::{Outcome, TaskLog};
 
 pub fn packages_from(result: serde_json::Value) -> anyhow::Result<Vec<Package>> {
-    let list = result.get("packages").cloned().unwrap_or(serde_json::Value::Array(vec![]));
+    let list = result
+        .get("packages")
+        .cloned()
+        .unwrap_or(serde_json::Value::Array(vec![]));
     let infos: Vec<PackageInfo> = serde_json::from_value(list)
         .map_err(|e| anyhow::anyhow!("the packages action must print {{\"packages\": [{{name, type, version, schema_version}}]}}: {e}"))?;
     Ok(infos
         .into_iter()
-        .map(|p| Package { name: p.name, package_type: p.package_type.as_str().into(), version: p.version, schema_version: p.schema_version })
+        .map(|p| Package {
+            name: p.name,
+            package_type: p.package_type.as_str().into(),
+            version: p.version,
+            schema_version: p.schema_version,
+        })
         .collect())
 }
 
@@ -28,38 +36,66 @@ pub async fn run(inst: &Installer, task: &Task, log: &TaskLog) -> Outcome {
 }
 
 async fn verify(inst: &Installer, task: &Task, log: &TaskLog) -> anyhow::Result<serde_json::Value> {
-    let site_id = task.site.ok_or_else(|| anyhow::anyhow!("a verify task without a site"))?;
+    let site_id = task
+        .site
+        .ok_or_else(|| anyhow::anyhow!("a verify task without a site"))?;
     let st = SiteTask::load(inst, site_id).await?;
     if st.site.status != SiteStatus::Enabled {
-        anyhow::bail!("only enabled sites can be verified; this one is {}", st.site.status);
+        anyhow::bail!(
+            "only enabled sites can be verified; this one is {}",
+            st.site.status
+        );
     }
     let password = st.password(inst).await?;
     let settings = st.manifest.render_settings(&st.context(password.clone()))?;
     let settings_changed = write_settings(&st.settings_path(), &settings).await?;
-    log.info(if settings_changed { "settings file rewritten" } else { "settings file unchanged" }).await;
+    log.info(if settings_changed {
+        "settings file rewritten"
+    } else {
+        "settings file unchanged"
+    })
+    .await;
 
     let reply: WebconfReply = inst
         .rpc
-        .call("webconf", &st.web_server, contract::WEBCONF_MESSAGE_TYPE, &WebconfRequest::WriteVhost(st.vhost()?), inst.settings.rpc_timeout)
+        .call(
+            "webconf",
+            &st.web_server,
+            contract::WEBCONF_MESSAGE_TYPE,
+            &WebconfRequest::WriteVhost(st.vhost()?),
+            inst.settings.rpc_timeout,
+        )
         .await?;
-    log.info(if reply.changed { "vhost rewritten and nginx reloaded" } else { "vhost unchanged" }).await;
+    log.info(if reply.changed {
+        "vhost rewritten and nginx reloaded"
+    } else {
+        "vhost unchanged"
+    })
+    .await;
 
     let mut packages = None;
     if st.manifest.actions.contains_key(Action::Packages.key()) {
         let mut lines = Vec::new();
         let result = st
             .manifest
-            .run_action(&st.platform.root, Action::Packages, &st.context(password), inst.settings.action_timeout, |level, line| {
-                lines.push((level, line))
-            })
+            .run_action(
+                &st.platform.root,
+                Action::Packages,
+                &st.context(password),
+                inst.settings.action_timeout,
+                |level, line| lines.push((level, line)),
+            )
             .await;
         for (level, line) in lines {
             log.line(level, line).await;
         }
         let list = packages_from(result?)?;
         inst.store.replace_site_packages(site_id, &list).await?;
-        log.info(format!("{} packages enabled on the site", list.len())).await;
+        log.info(format!("{} packages enabled on the site", list.len()))
+            .await;
         packages = Some(list.len());
     }
-    Ok(serde_json::json!({ "settings_changed": settings_changed, "vhost_changed": reply.changed, "packages": packages }))
+    Ok(
+        serde_json::json!({ "settings_changed": settings_changed, "vhost_changed": reply.changed, "packages": packages }),
+    )
 }

@@ -19,7 +19,14 @@ use std::time::{Duration, Instant};
 pub const PG_ADMIN_URL: &str = "postgres://hosting:hosting@127.0.0.1:5432/hosting";
 pub const MYSQL_ADMIN_URL: &str = "mysql://root@localhost/?socket=/run/mysqld/mysqld.sock";
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-pub const SERVICES: [&str; 6] = ["dbprov", "webconf", "installer", "backupper", "migrator", "gateway"];
+pub const SERVICES: [&str; 6] = [
+    "dbprov",
+    "webconf",
+    "installer",
+    "backupper",
+    "migrator",
+    "gateway",
+];
 
 /// Where cargo put the service binaries: next to this test's own executable.
 pub fn bin_dir() -> PathBuf {
@@ -35,11 +42,17 @@ pub fn bin_dir() -> PathBuf {
 }
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace root")
+        .to_path_buf()
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 
 pub fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
@@ -99,8 +112,12 @@ impl Stack {
         copy_dir(&repo_root().join("platforms/example"), &example_root)?;
 
         let state_db = format!("hosting_{prefix}");
-        let admin = sqlx::PgPool::connect(PG_ADMIN_URL).await.context("connecting to PostgreSQL as hosting")?;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {state_db}"))).execute(&admin).await?;
+        let admin = sqlx::PgPool::connect(PG_ADMIN_URL)
+            .await
+            .context("connecting to PostgreSQL as hosting")?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {state_db}")))
+            .execute(&admin)
+            .await?;
         admin.close().await;
         let state_db_url = format!("postgres://hosting:hosting@127.0.0.1:5432/{state_db}");
 
@@ -145,9 +162,18 @@ impl Stack {
             ("HOSTING_DATABASE_URL".to_owned(), self.state_db_url.clone()),
             ("HOSTING_AMQP_URL".into(), AMQP_URL.into()),
             ("HOSTING_PREFIX".into(), self.prefix.clone()),
-            ("HOSTING_LISTEN".into(), self.api.trim_start_matches("http://").into()),
-            ("HOSTING_HTTP_LISTEN".into(), format!("127.0.0.1:{}", self.http_port)),
-            ("HOSTING_WEBCONF_DIR".into(), self.dir.join("webconf").to_string_lossy().into_owned()),
+            (
+                "HOSTING_LISTEN".into(),
+                self.api.trim_start_matches("http://").into(),
+            ),
+            (
+                "HOSTING_HTTP_LISTEN".into(),
+                format!("127.0.0.1:{}", self.http_port),
+            ),
+            (
+                "HOSTING_WEBCONF_DIR".into(),
+                self.dir.join("webconf").to_string_lossy().into_owned(),
+            ),
             ("HOSTING_DB_PREFIX".into(), format!("{}_", self.prefix)),
             ("HOSTING_MYSQL_ADMIN_URL".into(), MYSQL_ADMIN_URL.into()),
             ("HOSTING_PHP_MAX_CHILDREN".into(), "4".into()),
@@ -173,11 +199,22 @@ impl Stack {
         self.start_with(svc, &[])
     }
 
-    pub fn start_with(&mut self, svc: &'static str, extra_env: &[(&str, &str)]) -> anyhow::Result<()> {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join(format!("logs/{svc}.log")))?;
+    pub fn start_with(
+        &mut self,
+        svc: &'static str,
+        extra_env: &[(&str, &str)],
+    ) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("logs/{svc}.log")))?;
         let child = Command::new(bin_dir().join(svc))
             .envs(self.env_for(svc))
-            .envs(extra_env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+            .envs(
+                extra_env
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string())),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -222,7 +259,10 @@ impl Stack {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        bail!("the gateway did not answer /healthz within 30 s; see {}", self.dir.join("logs").display())
+        bail!(
+            "the gateway did not answer /healthz within 30 s; see {}",
+            self.dir.join("logs").display()
+        )
     }
 
     /// Calls the API with the admin token.
@@ -230,28 +270,47 @@ impl Stack {
         self.call_as(&self.token, method, path, body).await
     }
 
-    pub async fn call_as(&self, token: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub async fn call_as(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let auth = format!("Bearer {token}");
         let body = body.map(|b| b.to_string());
-        let r = http::request(method, &format!("{}/api/v1{path}", self.api), body.as_deref(), &[("Authorization", &auth)])
-            .await
-            .unwrap_or_else(|e| panic!("{method} {path}: {e:#}"));
+        let r = http::request(
+            method,
+            &format!("{}/api/v1{path}", self.api),
+            body.as_deref(),
+            &[("Authorization", &auth)],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path}: {e:#}"));
         let json = serde_json::from_str(&r.body).unwrap_or(Value::String(r.body.clone()));
         (r.status, json)
     }
 
     /// GET on the stack's nginx with a Host header, as a browser at that domain would.
     pub async fn page(&self, domain: &str, path: &str) -> http::Response {
-        http::request("GET", &format!("http://127.0.0.1:{}{path}", self.http_port), None, &[("Host", domain)])
-            .await
-            .unwrap_or_else(|e| panic!("GET {domain}{path}: {e:#}"))
+        http::request(
+            "GET",
+            &format!("http://127.0.0.1:{}{path}", self.http_port),
+            None,
+            &[("Host", domain)],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("GET {domain}{path}: {e:#}"))
     }
 
     pub async fn wait_platform(&self, name: &str) -> anyhow::Result<Value> {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             let (_, list) = self.call("GET", "/platforms", None).await;
-            if let Some(p) = list.as_array().and_then(|l| l.iter().find(|p| p["name"] == name)) {
+            if let Some(p) = list
+                .as_array()
+                .and_then(|l| l.iter().find(|p| p["name"] == name))
+            {
                 if p["status"] == "enabled" {
                     return Ok(p.clone());
                 }
@@ -281,12 +340,29 @@ impl Stack {
     pub async fn task_log_text(&self, id: i64) -> String {
         let (_, log) = self.call("GET", &format!("/tasks/{id}/log"), None).await;
         log.as_array()
-            .map(|l| l.iter().map(|x| format!("{}: {}", x["level"].as_str().unwrap_or(""), x["message"].as_str().unwrap_or(""))).collect::<Vec<_>>().join("\n"))
+            .map(|l| {
+                l.iter()
+                    .map(|x| {
+                        format!(
+                            "{}: {}",
+                            x["level"].as_str().unwrap_or(""),
+                            x["message"].as_str().unwrap_or("")
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
             .unwrap_or_default()
     }
 
     pub async fn create_client(&self, name: &str) -> Value {
-        let (status, c) = self.call("POST", "/clients", Some(json!({"name": name, "email": format!("{name}@clients.example.org")}))).await;
+        let (status, c) = self
+            .call(
+                "POST",
+                "/clients",
+                Some(json!({"name": name, "email": format!("{name}@clients.example.org")})),
+            )
+            .await;
         assert_eq!(status, 201, "{c}");
         c
     }
@@ -302,27 +378,45 @@ impl Stack {
     /// Installs a site on the example platform and waits for success.
     pub async fn install_site(&self, domain: &str, client: &str) -> Value {
         let (site, task) = self.create_site(domain, client, "example").await;
-        let done = self.wait_task(task["id"].as_i64().unwrap_or_default(), Duration::from_secs(60)).await;
-        assert_eq!(done["status"], "success", "{done}\n{}", self.task_log_text(task["id"].as_i64().unwrap_or_default()).await);
-        let (_, site) = self.call("GET", &format!("/sites/{}", site["id"]), None).await;
+        let done = self
+            .wait_task(
+                task["id"].as_i64().unwrap_or_default(),
+                Duration::from_secs(60),
+            )
+            .await;
+        assert_eq!(
+            done["status"],
+            "success",
+            "{done}\n{}",
+            self.task_log_text(task["id"].as_i64().unwrap_or_default())
+                .await
+        );
+        let (_, site) = self
+            .call("GET", &format!("/sites/{}", site["id"]), None)
+            .await;
         site
     }
 
     /// A copy of the example platform with another manifest, registered and verified.
     pub async fn fixture_platform(&self, name: &str, edit: impl FnOnce(String) -> String) -> Value {
         let root = self.dir.join("platforms").join(name);
-        copy_dir(&repo_root().join("platforms/example"), &root).expect("copying the example platform");
+        copy_dir(&repo_root().join("platforms/example"), &root)
+            .expect("copying the example platform");
         let manifest = root.join("hosting.toml");
         let text = std::fs::read_to_string(&manifest).expect("the example manifest");
         std::fs::write(&manifest, edit(text)).expect("writing the fixture manifest");
         let body = json!({"name": name, "server": "local", "root": root.to_string_lossy(), "driver": "hooks"});
         let (status, r) = self.call("POST", "/platforms", Some(body)).await;
         assert_eq!(status, 202, "{r}");
-        self.wait_platform(name).await.expect("fixture platform verified")
+        self.wait_platform(name)
+            .await
+            .expect("fixture platform verified")
     }
 
     pub fn vhost_path(&self, domain: &str) -> PathBuf {
-        self.dir.join("webconf/vhosts").join(format!("{domain}.conf"))
+        self.dir
+            .join("webconf/vhosts")
+            .join(format!("{domain}.conf"))
     }
 
     pub fn site_dir(&self, platform_root: &Path, domain: &str) -> PathBuf {
@@ -331,18 +425,23 @@ impl Stack {
 
     /// Site databases and users of this stack that exist in MariaDB right now.
     pub async fn mariadb_leftovers(&self) -> (Vec<String>, Vec<String>) {
-        let pool = sqlx::MySqlPool::connect(MYSQL_ADMIN_URL).await.expect("MariaDB as root");
+        let pool = sqlx::MySqlPool::connect(MYSQL_ADMIN_URL)
+            .await
+            .expect("MariaDB as root");
         let pattern = format!("{}\\_%", self.prefix);
-        let dbs: Vec<String> = sqlx::query_scalar("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE ?")
-            .bind(&pattern)
-            .fetch_all(&pool)
-            .await
-            .expect("listing databases");
-        let users: Vec<String> = sqlx::query_scalar("SELECT CAST(User AS CHAR) FROM mysql.user WHERE User LIKE ?")
-            .bind(&pattern)
-            .fetch_all(&pool)
-            .await
-            .expect("listing users");
+        let dbs: Vec<String> = sqlx::query_scalar(
+            "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE ?",
+        )
+        .bind(&pattern)
+        .fetch_all(&pool)
+        .await
+        .expect("listing databases");
+        let users: Vec<String> =
+            sqlx::query_scalar("SELECT CAST(User AS CHAR) FROM mysql.user WHERE User LIKE ?")
+                .bind(&pattern)
+                .fetch_all(&pool)
+                .await
+                .expect("listing users");
         pool.close().await;
         (dbs, users)
     }
@@ -351,7 +450,10 @@ impl Stack {
     pub fn logs(&self) -> String {
         let mut all = String::new();
         for svc in SERVICES {
-            all.push_str(&std::fs::read_to_string(self.dir.join(format!("logs/{svc}.log"))).unwrap_or_default());
+            all.push_str(
+                &std::fs::read_to_string(self.dir.join(format!("logs/{svc}.log")))
+                    .unwrap_or_default(),
+            );
         }
         all
     }
@@ -370,43 +472,74 @@ impl Stack {
             self.signal(svc, libc::SIGTERM);
         }
         for pidfile in ["webconf/nginx.pid", "webconf/php-fpm.pid"] {
-            if let Some(pid) = std::fs::read_to_string(self.dir.join(pidfile)).ok().and_then(|p| p.trim().parse::<i32>().ok()) {
+            if let Some(pid) = std::fs::read_to_string(self.dir.join(pidfile))
+                .ok()
+                .and_then(|p| p.trim().parse::<i32>().ok())
+            {
                 // SAFETY: a pid from this stack's own pid file.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
         }
         if let Ok(pool) = sqlx::MySqlPool::connect(MYSQL_ADMIN_URL).await {
             let pattern = format!("{}\\_%", self.prefix);
-            let dbs: Vec<String> = sqlx::query_scalar("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE ?")
-                .bind(&pattern)
-                .fetch_all(&pool)
-                .await
-                .unwrap_or_default();
+            let dbs: Vec<String> = sqlx::query_scalar(
+                "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE ?",
+            )
+            .bind(&pattern)
+            .fetch_all(&pool)
+            .await
+            .unwrap_or_default();
             for db in dbs {
-                let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS `{db}`"))).execute(&pool).await;
+                let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS `{db}`"
+                )))
+                .execute(&pool)
+                .await;
             }
-            let users: Vec<(String, String)> = sqlx::query_as("SELECT CAST(User AS CHAR), CAST(Host AS CHAR) FROM mysql.user WHERE User LIKE ?")
-                .bind(&pattern)
-                .fetch_all(&pool)
-                .await
-                .unwrap_or_default();
+            let users: Vec<(String, String)> = sqlx::query_as(
+                "SELECT CAST(User AS CHAR), CAST(Host AS CHAR) FROM mysql.user WHERE User LIKE ?",
+            )
+            .bind(&pattern)
+            .fetch_all(&pool)
+            .await
+            .unwrap_or_default();
             for (u, h) in users {
-                let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP USER IF EXISTS '{u}'@'{h}'"))).execute(&pool).await;
+                let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                    "DROP USER IF EXISTS '{u}'@'{h}'"
+                )))
+                .execute(&pool)
+                .await;
             }
             pool.close().await;
         }
         if let Ok(admin) = sqlx::PgPool::connect(PG_ADMIN_URL).await {
-            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.state_db))).execute(&admin).await;
+            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.state_db
+            )))
+            .execute(&admin)
+            .await;
             admin.close().await;
         }
-        let bus = bus::Bus::new(AMQP_URL, contract::Topology::new(&self.prefix), "test-cleanup");
+        let bus = bus::Bus::new(
+            AMQP_URL,
+            contract::Topology::new(&self.prefix),
+            "test-cleanup",
+        );
         let t = bus.topology().clone();
         let local = domain::Name::parse("local").expect("a valid name");
-        let mut queues: Vec<String> = ["installer", "backupper", "migrator"].iter().map(|s| t.task_queue(s)).collect();
+        let mut queues: Vec<String> = ["installer", "backupper", "migrator"]
+            .iter()
+            .map(|s| t.task_queue(s))
+            .collect();
         queues.push(t.rpc_queue("webconf", &local));
         queues.push(t.rpc_queue("dbprov", &local));
         queues.push(t.dead_letter_queue());
-        let _ = tokio::time::timeout(Duration::from_secs(10), bus.delete_queues_and_exchanges(&queues)).await;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(10),
+            bus.delete_queues_and_exchanges(&queues),
+        )
+        .await;
         bus.close().await;
         if std::env::var("HOSTING_KEEP_TEST_DIRS").is_err() {
             let _ = std::fs::remove_dir_all(&self.dir);
@@ -435,9 +568,16 @@ impl Drop for Stack {
             cleaned: false,
         };
         self.cleaned = true;
-        eprintln!("test stack {}: logs were in {}", me.prefix, me.dir.join("logs").display());
+        eprintln!(
+            "test stack {}: logs were in {}",
+            me.prefix,
+            me.dir.join("logs").display()
+        );
         let _ = std::thread::spawn(move || {
-            if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 rt.block_on(me.cleanup());
             }
         })
@@ -458,7 +598,14 @@ impl Stack {
         let auth = format!("Bearer {token}");
         let mut n = Vec::new();
         for path in ["/api/v1/sites", "/api/v1/tasks?limit=1000"] {
-            let r = http::request("GET", &format!("{api}{path}"), None, &[("Authorization", &auth)]).await.expect("listing");
+            let r = http::request(
+                "GET",
+                &format!("{api}{path}"),
+                None,
+                &[("Authorization", &auth)],
+            )
+            .await
+            .expect("listing");
             let v: serde_json::Value = serde_json::from_str(&r.body).expect("json");
             n.push(v.as_array().map(Vec::len).unwrap_or(0));
         }

@@ -16,7 +16,9 @@ pub struct Proxy {
 
 impl Proxy {
     pub async fn start(upstream: &'static str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a proxy port");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a proxy port");
         let port = listener.local_addr().expect("an address").port();
         let up = Arc::new(AtomicBool::new(true));
         let connections: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
@@ -30,7 +32,8 @@ impl Proxy {
                     }
                     let handle = tokio::spawn(async move {
                         if let Ok(mut outbound) = TcpStream::connect(upstream).await {
-                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                         }
                     });
                     if let Ok(mut c) = connections.lock() {
@@ -39,7 +42,12 @@ impl Proxy {
                 }
             })
         };
-        Self { port, up, connections, accept }
+        Self {
+            port,
+            up,
+            connections,
+            accept,
+        }
     }
 
     /// Cuts every open connection and refuses new ones.

@@ -6,10 +6,23 @@ use tests::Stack;
 
 async fn assert_nothing_left(stack: &Stack, root: &std::path::Path, domain: &str) {
     let (dbs, users) = stack.mariadb_leftovers().await;
-    assert!(dbs.is_empty() && users.is_empty(), "databases {dbs:?} and users {users:?} were left behind");
-    assert!(!stack.site_dir(root, domain).exists(), "the site directory was left behind");
-    assert!(!stack.vhost_path(domain).exists(), "the vhost was left behind");
-    assert_eq!(stack.page(domain, "/").await.status, 404, "nginx still serves {domain}");
+    assert!(
+        dbs.is_empty() && users.is_empty(),
+        "databases {dbs:?} and users {users:?} were left behind"
+    );
+    assert!(
+        !stack.site_dir(root, domain).exists(),
+        "the site directory was left behind"
+    );
+    assert!(
+        !stack.vhost_path(domain).exists(),
+        "the vhost was left behind"
+    );
+    assert_eq!(
+        stack.page(domain, "/").await.status,
+        404,
+        "nginx still serves {domain}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -26,17 +39,28 @@ async fn a_failing_install_action_is_undone() {
         })
         .await;
     let root = stack.dir.join("platforms/broken");
-    let (site, task) = stack.create_site("broken.acme.example", "acme", "broken").await;
+    let (site, task) = stack
+        .create_site("broken.acme.example", "acme", "broken")
+        .await;
     let id = task["id"].as_i64().unwrap_or_default();
     let done = stack.wait_task(id, Duration::from_secs(60)).await;
     assert_eq!(done["status"], "error");
     let error = done["error"].as_str().unwrap_or_default();
-    assert!(error.contains("disk quota exceeded") && error.contains("exit status: 3"), "{error}");
+    assert!(
+        error.contains("disk quota exceeded") && error.contains("exit status: 3"),
+        "{error}"
+    );
     let log = stack.task_log_text(id).await;
-    for line in ["undoing step 'site-directory'", "step 'database' undone", "warning: disk quota exceeded"] {
+    for line in [
+        "undoing step 'site-directory'",
+        "step 'database' undone",
+        "warning: disk quota exceeded",
+    ] {
         assert!(log.contains(line), "the log lacks {line:?}:\n{log}");
     }
-    let (_, site) = stack.call("GET", &format!("/sites/{}", site["id"]), None).await;
+    let (_, site) = stack
+        .call("GET", &format!("/sites/{}", site["id"]), None)
+        .await;
     assert_eq!(site["status"], "failed");
     assert_nothing_left(&stack, &root, "broken.acme.example").await;
     stack.teardown().await;
@@ -47,22 +71,42 @@ async fn a_failure_at_each_install_step_unwinds_cleanly() {
     let mut stack = Stack::spawn().await;
     stack.create_client("acme").await;
     let root = stack.example_root.clone();
-    for (n, step) in ["database", "site-directory", "install", "vhost", "enable"].iter().enumerate() {
+    for (n, step) in ["database", "site-directory", "install", "vhost", "enable"]
+        .iter()
+        .enumerate()
+    {
         stack.signal("installer", libc::SIGTERM);
         let fail_at = format!("install:{step}");
-        stack.start_with("installer", &[("HOSTING_SAGA_FAIL_AT", &fail_at)]).expect("restarting the installer");
+        stack
+            .start_with("installer", &[("HOSTING_SAGA_FAIL_AT", &fail_at)])
+            .expect("restarting the installer");
         let domain = format!("step{n}.acme.example");
         let (site, task) = stack.create_site(&domain, "acme", "example").await;
-        let done = stack.wait_task(task["id"].as_i64().unwrap_or_default(), Duration::from_secs(60)).await;
+        let done = stack
+            .wait_task(
+                task["id"].as_i64().unwrap_or_default(),
+                Duration::from_secs(60),
+            )
+            .await;
         assert_eq!(done["status"], "error", "{step}: {done}");
-        assert!(done["error"].as_str().unwrap_or_default().contains("failure injected"), "{done}");
-        let (_, site) = stack.call("GET", &format!("/sites/{}", site["id"]), None).await;
+        assert!(
+            done["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("failure injected"),
+            "{done}"
+        );
+        let (_, site) = stack
+            .call("GET", &format!("/sites/{}", site["id"]), None)
+            .await;
         assert_eq!(site["status"], "failed", "{step}");
         assert_nothing_left(&stack, &root, &domain).await;
     }
     // Every action run twice is harmless: the install still succeeds.
     stack.signal("installer", libc::SIGTERM);
-    stack.start_with("installer", &[("HOSTING_SAGA_REPEAT_ACTIONS", "1")]).expect("restarting the installer");
+    stack
+        .start_with("installer", &[("HOSTING_SAGA_REPEAT_ACTIONS", "1")])
+        .expect("restarting the installer");
     stack.install_site("twice.acme.example", "acme").await;
     assert_eq!(stack.page("twice.acme.example", "/").await.status, 200);
     stack.teardown().await;

@@ -15,14 +15,26 @@ async fn an_installer_killed_mid_install_resumes_the_task() {
     stack.create_client("acme").await;
     stack
         .fixture_platform("slow", |m| {
-            m.replace(r#"install = ["php", "bin/site.php", "install"]"#, r#"install = ["sh", "-c", "sleep 2 && exec php bin/site.php install"]"#)
+            m.replace(
+                r#"install = ["php", "bin/site.php", "install"]"#,
+                r#"install = ["sh", "-c", "sleep 2 && exec php bin/site.php install"]"#,
+            )
         })
         .await;
-    let (site, task) = stack.create_site("crash.acme.example", "acme", "slow").await;
+    let (site, task) = stack
+        .create_site("crash.acme.example", "acme", "slow")
+        .await;
     let id = task["id"].as_i64().unwrap_or_default();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !stack.task_log_text(id).await.contains("step 'install' started") {
-        assert!(std::time::Instant::now() < deadline, "the install never reached its install step");
+    while !stack
+        .task_log_text(id)
+        .await
+        .contains("step 'install' started")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the install never reached its install step"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     stack.kill("installer");
@@ -31,10 +43,20 @@ async fn an_installer_killed_mid_install_resumes_the_task() {
     stack.start("installer").expect("restarting the installer");
 
     let done = stack.wait_task(id, Duration::from_secs(60)).await;
-    assert_eq!(done["status"], "success", "{done}\n{}", stack.task_log_text(id).await);
+    assert_eq!(
+        done["status"],
+        "success",
+        "{done}\n{}",
+        stack.task_log_text(id).await
+    );
     assert!(done["attempts"].as_i64().unwrap_or_default() >= 2, "{done}");
-    assert!(stack.task_log_text(id).await.contains("resuming step 'install'"));
-    let (_, site) = stack.call("GET", &format!("/sites/{}", site["id"]), None).await;
+    assert!(stack
+        .task_log_text(id)
+        .await
+        .contains("resuming step 'install'"));
+    let (_, site) = stack
+        .call("GET", &format!("/sites/{}", site["id"]), None)
+        .await;
     assert_eq!(site["status"], "enabled");
     assert_eq!(stack.page("crash.acme.example", "/").await.status, 200);
     stack.teardown().await;
@@ -43,19 +65,30 @@ async fn an_installer_killed_mid_install_resumes_the_task() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_accepted_while_the_broker_is_unreachable_runs_when_it_returns() {
     let proxy = Proxy::start("127.0.0.1:5672").await;
-    let options = StackOptions { gateway_amqp_url: Some(format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port)), ..Default::default() };
+    let options = StackOptions {
+        gateway_amqp_url: Some(format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port)),
+        ..Default::default()
+    };
     let mut stack = Stack::spawn_with(options).await;
     stack.create_client("acme").await;
 
     // The broker is down for the gateway: the task is accepted and waits in the outbox.
     proxy.down();
-    let (_, task) = stack.create_site("outage.acme.example", "acme", "example").await;
+    let (_, task) = stack
+        .create_site("outage.acme.example", "acme", "example")
+        .await;
     let id = task["id"].as_i64().unwrap_or_default();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (_, t) = stack.call("GET", &format!("/tasks/{id}"), None).await;
     assert_eq!(t["status"], "queued", "{t}");
-    let ready = tests::http::request("GET", &format!("{}/readyz", stack.api), None, &[]).await.expect("readyz");
-    assert!(ready.body.contains("\"outbox_pending\":1"), "{}", ready.body);
+    let ready = tests::http::request("GET", &format!("{}/readyz", stack.api), None, &[])
+        .await
+        .expect("readyz");
+    assert!(
+        ready.body.contains("\"outbox_pending\":1"),
+        "{}",
+        ready.body
+    );
     proxy.up();
     let done = stack.wait_task(id, Duration::from_secs(60)).await;
     assert_eq!(done["status"], "success", "{done}");
@@ -63,7 +96,9 @@ async fn a_task_accepted_while_the_broker_is_unreachable_runs_when_it_returns() 
     // The gateway dies after committing a task and before publishing it: the next gateway
     // publishes it.
     proxy.down();
-    let (_, task) = stack.create_site("crash-relay.acme.example", "acme", "example").await;
+    let (_, task) = stack
+        .create_site("crash-relay.acme.example", "acme", "example")
+        .await;
     let id = task["id"].as_i64().unwrap_or_default();
     stack.kill("gateway");
     proxy.up();
@@ -71,6 +106,9 @@ async fn a_task_accepted_while_the_broker_is_unreachable_runs_when_it_returns() 
     stack.wait_healthy().await.expect("the gateway is back");
     let done = stack.wait_task(id, Duration::from_secs(60)).await;
     assert_eq!(done["status"], "success", "{done}");
-    assert_eq!(stack.page("crash-relay.acme.example", "/").await.status, 200);
+    assert_eq!(
+        stack.page("crash-relay.acme.example", "/").await.status,
+        200
+    );
     stack.teardown().await;
 }

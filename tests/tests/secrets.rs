@@ -7,9 +7,16 @@ use std::time::Duration;
 use tests::{password_from_settings, Stack};
 
 fn snapshot_processes(seen: &Mutex<HashSet<String>>) {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
     for e in entries.flatten() {
-        if !e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+        if !e
+            .file_name()
+            .to_string_lossy()
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+        {
             continue;
         }
         for file in ["cmdline", "environ"] {
@@ -50,7 +57,13 @@ async fn database_passwords_stay_secret() {
         let done = stack.wait_task(*t, Duration::from_secs(60)).await;
         assert_eq!(done["status"], "success", "{done}");
         responses.push_str(&done.to_string());
-        responses.push_str(&stack.call("GET", &format!("/tasks/{t}/log"), None).await.1.to_string());
+        responses.push_str(
+            &stack
+                .call("GET", &format!("/tasks/{t}/log"), None)
+                .await
+                .1
+                .to_string(),
+        );
     }
     stop.store(true, Ordering::SeqCst);
     scanner.join().expect("scanner");
@@ -58,15 +71,34 @@ async fn database_passwords_stay_secret() {
     responses.push_str(&stack.call("GET", "/tasks", None).await.1.to_string());
 
     let seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
-    assert!(seen.iter().any(|c| c.contains("bin/site.php install")), "the scanner never saw an install action run");
+    assert!(
+        seen.iter().any(|c| c.contains("bin/site.php install")),
+        "the scanner never saw an install action run"
+    );
     let logs = stack.logs();
     for d in domains {
-        let settings = std::fs::read_to_string(stack.example_root.join("sites").join(d).join("settings.php")).expect("settings");
+        let settings = std::fs::read_to_string(
+            stack
+                .example_root
+                .join("sites")
+                .join(d)
+                .join("settings.php"),
+        )
+        .expect("settings");
         let password = password_from_settings(&settings).expect("password");
         assert_eq!(password.len(), 32);
-        assert!(!seen.iter().any(|c| c.contains(&password)), "a password showed in /proc/*/cmdline or environ");
-        assert!(!logs.contains(&password), "a password is in the service logs");
-        assert!(!responses.contains(&password), "a password is in an API response or task log");
+        assert!(
+            !seen.iter().any(|c| c.contains(&password)),
+            "a password showed in /proc/*/cmdline or environ"
+        );
+        assert!(
+            !logs.contains(&password),
+            "a password is in the service logs"
+        );
+        assert!(
+            !responses.contains(&password),
+            "a password is in an API response or task log"
+        );
     }
     stack.teardown().await;
 }

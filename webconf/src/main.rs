@@ -11,12 +11,17 @@ use anyhow::Context;
 async fn main() -> anyhow::Result<()> {
     let _telemetry = telemetry::init("webconf");
     let common = config::Common::from_env()?;
-    let server = domain::Name::parse(&config::string("HOSTING_SERVER", "local")).context("HOSTING_SERVER")?;
+    let server = domain::Name::parse(&config::string("HOSTING_SERVER", "local"))
+        .context("HOSTING_SERVER")?;
     let settings = nginx::Settings::from_env()?;
     let web = nginx::Nginx::new(settings);
     web.prepare().await.context("preparing the web server")?;
 
-    let bus = bus::Bus::new(&common.amqp_url, contract::Topology::new(&common.prefix), "webconf");
+    let bus = bus::Bus::new(
+        &common.amqp_url,
+        contract::Topology::new(&common.prefix),
+        "webconf",
+    );
     bus.wait_until_reachable().await;
     bus.declare_topology(&[]).await?;
     tracing::info!(%server, "webconf ready");

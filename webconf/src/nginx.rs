@@ -35,9 +35,15 @@ pub struct Settings {
 impl Settings {
     pub fn from_env() -> anyhow::Result<Self> {
         let managed: bool = config::parse("HOSTING_MANAGE_NGINX", true)?;
-        let dir = HostPath::parse(&config::string("HOSTING_WEBCONF_DIR", "/var/lib/hosting/webconf"))
-            .map_err(|e| anyhow::anyhow!("HOSTING_WEBCONF_DIR: {e}"))?;
-        let listen = config::parse("HOSTING_HTTP_LISTEN", "127.0.0.1:8088".parse::<std::net::SocketAddr>()?)?;
+        let dir = HostPath::parse(&config::string(
+            "HOSTING_WEBCONF_DIR",
+            "/var/lib/hosting/webconf",
+        ))
+        .map_err(|e| anyhow::anyhow!("HOSTING_WEBCONF_DIR: {e}"))?;
+        let listen = config::parse(
+            "HOSTING_HTTP_LISTEN",
+            "127.0.0.1:8088".parse::<std::net::SocketAddr>()?,
+        )?;
         let php_fpm_bin = config::optional("HOSTING_PHP_FPM_BIN").or_else(find_php_fpm);
         let d = dir.as_str();
         Ok(Self {
@@ -45,9 +51,24 @@ impl Settings {
             listen,
             nginx_bin: config::string("HOSTING_NGINX_BIN", "/usr/sbin/nginx"),
             php_fpm_bin,
-            vhost_dir: if managed { PathBuf::from(format!("{d}/vhosts")) } else { PathBuf::from(config::string("HOSTING_VHOST_DIR", "/etc/nginx/sites-enabled")) },
-            fastcgi_params: if managed { format!("{d}/fastcgi_params") } else { config::string("HOSTING_FASTCGI_PARAMS", "/etc/nginx/fastcgi_params") },
-            php_socket: if managed { format!("{d}/php-fpm.sock") } else { config::string("HOSTING_PHP_FPM_SOCKET", "/run/php/php-fpm.sock") },
+            vhost_dir: if managed {
+                PathBuf::from(format!("{d}/vhosts"))
+            } else {
+                PathBuf::from(config::string(
+                    "HOSTING_VHOST_DIR",
+                    "/etc/nginx/sites-enabled",
+                ))
+            },
+            fastcgi_params: if managed {
+                format!("{d}/fastcgi_params")
+            } else {
+                config::string("HOSTING_FASTCGI_PARAMS", "/etc/nginx/fastcgi_params")
+            },
+            php_socket: if managed {
+                format!("{d}/php-fpm.sock")
+            } else {
+                config::string("HOSTING_PHP_FPM_SOCKET", "/run/php/php-fpm.sock")
+            },
             main_conf: config::optional("HOSTING_NGINX_CONF"),
             stop_on_exit: config::parse("HOSTING_STOP_WEB_ON_EXIT", true)?,
             php_max_children: config::parse("HOSTING_PHP_MAX_CHILDREN", 8)?,
@@ -71,8 +92,10 @@ fn find_php_fpm() -> Option<String> {
 fn web_user() -> Option<&'static str> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
-    (root && std::path::Path::new("/etc/passwd").exists()
-        && std::fs::read_to_string("/etc/passwd").is_ok_and(|p| p.lines().any(|l| l.starts_with("www-data:"))))
+    (root
+        && std::path::Path::new("/etc/passwd").exists()
+        && std::fs::read_to_string("/etc/passwd")
+            .is_ok_and(|p| p.lines().any(|l| l.starts_with("www-data:"))))
     .then_some("www-data")
 }
 
@@ -86,7 +109,11 @@ pub struct Nginx {
 
 impl Nginx {
     pub fn new(settings: Settings) -> Self {
-        Self { settings: Arc::new(settings), lock: Arc::new(Mutex::new(0)), started_here: Arc::default() }
+        Self {
+            settings: Arc::new(settings),
+            lock: Arc::new(Mutex::new(0)),
+            started_here: Arc::default(),
+        }
     }
 
     fn d(&self) -> &str {
@@ -95,7 +122,14 @@ impl Nginx {
 
     fn nginx_args(&self) -> Vec<String> {
         match (&self.settings.managed, &self.settings.main_conf) {
-            (true, _) => vec!["-c".into(), format!("{}/nginx.conf", self.d()), "-p".into(), format!("{}/", self.d()), "-e".into(), format!("{}/logs/error.log", self.d())],
+            (true, _) => vec![
+                "-c".into(),
+                format!("{}/nginx.conf", self.d()),
+                "-p".into(),
+                format!("{}/", self.d()),
+                "-e".into(),
+                format!("{}/logs/error.log", self.d()),
+            ],
             (false, Some(conf)) => vec!["-c".into(), conf.clone()],
             (false, None) => vec![],
         }
@@ -114,7 +148,11 @@ impl Nginx {
         let user = web_user();
         if let Some(u) = user {
             // nginx workers write request bodies here.
-            let status = tokio::process::Command::new("chown").arg(format!("{u}:{u}")).arg(format!("{d}/tmp")).status().await?;
+            let status = tokio::process::Command::new("chown")
+                .arg(format!("{u}:{u}"))
+                .arg(format!("{d}/tmp"))
+                .status()
+                .await?;
             if !status.success() {
                 bail!("cannot chown {d}/tmp to {u}");
             }
@@ -130,7 +168,11 @@ impl Nginx {
         }
 
         if let Some(fpm) = &self.settings.php_fpm_bin {
-            let owner = user.map(|u| format!("user = {u}\ngroup = {u}\nlisten.owner = {u}\nlisten.group = {u}\n")).unwrap_or_default();
+            let owner = user
+                .map(|u| {
+                    format!("user = {u}\ngroup = {u}\nlisten.owner = {u}\nlisten.group = {u}\n")
+                })
+                .unwrap_or_default();
             let fpm_conf = format!(
                 "; Managed by webconf; rewritten at every start.\n[global]\npid = {d}/php-fpm.pid\nerror_log = {d}/logs/php-fpm.log\ndaemonize = yes\n\n[sites]\n{owner}listen = {sock}\nlisten.mode = 0660\npm = ondemand\npm.max_children = {max}\npm.process_idle_timeout = 30s\ncatch_workers_output = yes\nphp_admin_flag[log_errors] = on\n",
                 sock = self.settings.php_socket,
@@ -138,15 +180,24 @@ impl Nginx {
             );
             tokio::fs::write(format!("{d}/php-fpm.conf"), fpm_conf).await?;
             if !pid_alive(&format!("{d}/php-fpm.pid")).await {
-                let out = tokio::process::Command::new(fpm).arg("-y").arg(format!("{d}/php-fpm.conf")).output().await
+                let out = tokio::process::Command::new(fpm)
+                    .arg("-y")
+                    .arg(format!("{d}/php-fpm.conf"))
+                    .output()
+                    .await
                     .with_context(|| format!("cannot start {fpm}"))?;
                 if !out.status.success() {
-                    bail!("{fpm} did not start: {}", String::from_utf8_lossy(&out.stderr).trim());
+                    bail!(
+                        "{fpm} did not start: {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    );
                 }
                 *self.started_here.lock().await = true;
             }
         } else {
-            tracing::warn!("no php-fpm binary found (set HOSTING_PHP_FPM_BIN); PHP sites will answer 502");
+            tracing::warn!(
+                "no php-fpm binary found (set HOSTING_PHP_FPM_BIN); PHP sites will answer 502"
+            );
         }
 
         if pid_alive(&format!("{d}/nginx.pid")).await {
@@ -179,7 +230,10 @@ impl Nginx {
 
     /// `nginx -t`: the whole configuration, as nginx would load it.
     pub async fn test(&self) -> anyhow::Result<()> {
-        self.run_nginx(&["-t", "-q"]).await.map(|_| ()).context("nginx -t refused the configuration")
+        self.run_nginx(&["-t", "-q"])
+            .await
+            .map(|_| ())
+            .context("nginx -t refused the configuration")
     }
 
     fn generation_conf(&self, generation: u64) -> String {
@@ -190,13 +244,23 @@ impl Nginx {
     }
 
     async fn write_generation(&self, generation: u64) -> anyhow::Result<()> {
-        tokio::fs::write(format!("{}/generation.conf", self.d()), self.generation_conf(generation)).await?;
+        tokio::fs::write(
+            format!("{}/generation.conf", self.d()),
+            self.generation_conf(generation),
+        )
+        .await?;
         Ok(())
     }
 
     async fn read_generation(&self) -> u64 {
-        let text = tokio::fs::read_to_string(format!("{}/generation.conf", self.d())).await.unwrap_or_default();
-        text.split("return 200 \"").nth(1).and_then(|r| r.split('"').next()).and_then(|g| g.parse().ok()).unwrap_or(0)
+        let text = tokio::fs::read_to_string(format!("{}/generation.conf", self.d()))
+            .await
+            .unwrap_or_default();
+        text.split("return 200 \"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .and_then(|g| g.parse().ok())
+            .unwrap_or(0)
     }
 
     /// Reloads nginx and, in managed mode, waits until a fresh connection is served by the
@@ -208,7 +272,9 @@ impl Nginx {
         }
         let generation = self.read_generation().await.wrapping_add(1).max(1);
         self.write_generation(generation).await?;
-        self.run_nginx(&["-s", "reload"]).await.context("nginx -s reload")?;
+        self.run_nginx(&["-s", "reload"])
+            .await
+            .context("nginx -s reload")?;
         self.wait_for_generation(generation).await
     }
 
@@ -241,7 +307,12 @@ impl Nginx {
 }
 
 async fn read_pid(path: &str) -> Option<i32> {
-    tokio::fs::read_to_string(path).await.ok()?.trim().parse().ok()
+    tokio::fs::read_to_string(path)
+        .await
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 async fn pid_alive(path: &str) -> bool {
@@ -253,8 +324,10 @@ async fn pid_alive(path: &str) -> bool {
 }
 
 async fn probe(addr: std::net::SocketAddr) -> anyhow::Result<String> {
-    let mut s = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr)).await??;
-    s.write_all(b"GET /.hosting/generation HTTP/1.0\r\nHost: hosting-generation.invalid\r\n\r\n").await?;
+    let mut s = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
+        .await??;
+    s.write_all(b"GET /.hosting/generation HTTP/1.0\r\nHost: hosting-generation.invalid\r\n\r\n")
+        .await?;
     let mut buf = Vec::new();
     tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut buf)).await??;
     let text = String::from_utf8_lossy(&buf);

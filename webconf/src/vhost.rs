@@ -56,8 +56,12 @@ impl VhostService {
 
 async fn write_atomically(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
     let tmp = path.with_extension("conf.tmp");
-    tokio::fs::write(&tmp, text).await.with_context(|| format!("writing {}", tmp.display()))?;
-    tokio::fs::rename(&tmp, path).await.with_context(|| format!("renaming to {}", path.display()))?;
+    tokio::fs::write(&tmp, text)
+        .await
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    tokio::fs::rename(&tmp, path)
+        .await
+        .with_context(|| format!("renaming to {}", path.display()))?;
     Ok(())
 }
 
@@ -68,11 +72,17 @@ pub fn render(v: &Vhost, s: &crate::nginx::Settings) -> anyhow::Result<String> {
     if fc.is_empty()
         || fc.starts_with('/')
         || fc.split('/').any(|p| p.is_empty() || p == "..")
-        || !fc.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'.' | b'_' | b'-'))
+        || !fc
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'.' | b'_' | b'-'))
     {
         bail!("front controller {fc:?} must be a relative path of plain segments");
     }
-    let names = std::iter::once(&v.domain).chain(&v.aliases).map(|d| d.as_str()).collect::<Vec<_>>().join(" ");
+    let names = std::iter::once(&v.domain)
+        .chain(&v.aliases)
+        .map(|d| d.as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
     Ok(format!(
         "# Managed by webconf for {domain}; a verify task rewrites it.
 server {{
@@ -133,10 +143,14 @@ impl RpcHandler for VhostService {
             }
         };
         let reply = match result {
-            Ok(changed) => RpcReply::Ok { body: WebconfReply { changed } },
+            Ok(changed) => RpcReply::Ok {
+                body: WebconfReply { changed },
+            },
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "webconf request failed");
-                RpcReply::Error { message: format!("{e:#}") }
+                RpcReply::Error {
+                    message: format!("{e:#}"),
+                }
             }
         };
         serde_json::to_vec(&reply).ok()

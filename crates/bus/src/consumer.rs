@@ -1,6 +1,8 @@
 use crate::{trace, Bus, BusError};
 use futures_util::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
+};
 use lapin::types::FieldTable;
 use std::future::Future;
 use std::sync::Arc;
@@ -42,19 +44,33 @@ impl Bus {
         loop {
             match self.consume_once(queue, prefetch, handler.clone()).await {
                 Ok(()) => tracing::warn!(queue, "consumer stream ended; reconnecting"),
-                Err(e) => tracing::warn!(queue, error = %e, "consumer failed; reconnecting in {:?}", delay),
+                Err(e) => {
+                    tracing::warn!(queue, error = %e, "consumer failed; reconnecting in {:?}", delay)
+                }
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(5));
         }
     }
 
-    async fn consume_once<H: Handler>(&self, queue: &str, prefetch: u16, handler: Arc<H>) -> Result<(), BusError> {
+    async fn consume_once<H: Handler>(
+        &self,
+        queue: &str,
+        prefetch: u16,
+        handler: Arc<H>,
+    ) -> Result<(), BusError> {
         let channel = self.channel().await?;
-        channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
+        channel
+            .basic_qos(prefetch, BasicQosOptions::default())
+            .await?;
         let tag = format!("{}-{}", queue, uuid::Uuid::new_v4().simple());
         let mut consumer = channel
-            .basic_consume(queue.into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
+            .basic_consume(
+                queue.into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
             .await?;
         tracing::info!(queue, prefetch, "consuming");
         while let Some(delivery) = consumer.next().await {
@@ -70,7 +86,10 @@ impl Bus {
                         data: delivery.data.clone(),
                         message_type: props.kind().as_ref().map(|k| k.as_str().to_owned()),
                         redelivered: delivery.redelivered,
-                        correlation_id: props.correlation_id().as_ref().map(|c| c.as_str().to_owned()),
+                        correlation_id: props
+                            .correlation_id()
+                            .as_ref()
+                            .map(|c| c.as_str().to_owned()),
                         reply_to: props.reply_to().as_ref().map(|r| r.as_str().to_owned()),
                     };
                     if let Some(kind) = &incoming.message_type {
@@ -81,9 +100,16 @@ impl Bus {
                         Disposition::Ack => delivery.ack(BasicAckOptions::default()).await,
                         Disposition::Retry => {
                             tokio::time::sleep(Duration::from_secs(1)).await;
-                            delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await
+                            delivery
+                                .nack(BasicNackOptions {
+                                    requeue: true,
+                                    ..Default::default()
+                                })
+                                .await
                         }
-                        Disposition::Reject => delivery.reject(BasicRejectOptions { requeue: false }).await,
+                        Disposition::Reject => {
+                            delivery.reject(BasicRejectOptions { requeue: false }).await
+                        }
                     };
                     if let Err(e) = result {
                         // The channel is gone: the broker redelivers the message to the next

@@ -20,8 +20,8 @@ use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
     QueueDeclareOptions,
 };
-use lapin::Confirmation;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::Confirmation;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use std::sync::Arc;
 use std::time::Duration;
@@ -85,15 +85,26 @@ impl Bus {
         *guard = None;
         let connection = self.open_connection().await?;
         let publisher = connection.create_channel().await?;
-        publisher.confirm_select(ConfirmSelectOptions::default()).await?;
-        let live = Arc::new(Live { connection, publisher });
+        publisher
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        let live = Arc::new(Live {
+            connection,
+            publisher,
+        });
         *guard = Some(live.clone());
         Ok(live)
     }
 
     async fn open_connection(&self) -> Result<Connection, BusError> {
-        let props = ConnectionProperties::default().with_connection_name(self.inner.name.clone().into());
-        match tokio::time::timeout(Duration::from_secs(10), Connection::connect(&self.inner.url, props)).await {
+        let props =
+            ConnectionProperties::default().with_connection_name(self.inner.name.clone().into());
+        match tokio::time::timeout(
+            Duration::from_secs(10),
+            Connection::connect(&self.inner.url, props),
+        )
+        .await
+        {
             Ok(Ok(c)) => Ok(c),
             Ok(Err(e)) => Err(BusError::Unreachable(e.to_string())),
             Err(_) => Err(BusError::Unreachable("connection attempt timed out".into())),
@@ -139,13 +150,44 @@ impl Bus {
     pub async fn declare_topology(&self, task_services: &[&str]) -> Result<(), BusError> {
         let t = &self.inner.topology;
         let ch = self.channel().await?;
-        let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
-        ch.exchange_declare(t.tasks_exchange().into(), ExchangeKind::Direct, durable, FieldTable::default()).await?;
-        ch.exchange_declare(t.rpc_exchange().into(), ExchangeKind::Direct, durable, FieldTable::default()).await?;
-        ch.exchange_declare(t.events_exchange().into(), ExchangeKind::Topic, durable, FieldTable::default()).await?;
-        ch.exchange_declare(t.dead_letter_exchange().into(), ExchangeKind::Fanout, durable, FieldTable::default()).await?;
-        let queue = QueueDeclareOptions { durable: true, ..Default::default() };
-        ch.queue_declare(t.dead_letter_queue().into(), queue, FieldTable::default()).await?;
+        let durable = ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        ch.exchange_declare(
+            t.tasks_exchange().into(),
+            ExchangeKind::Direct,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
+        ch.exchange_declare(
+            t.rpc_exchange().into(),
+            ExchangeKind::Direct,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
+        ch.exchange_declare(
+            t.events_exchange().into(),
+            ExchangeKind::Topic,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
+        ch.exchange_declare(
+            t.dead_letter_exchange().into(),
+            ExchangeKind::Fanout,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
+        let queue = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        ch.queue_declare(t.dead_letter_queue().into(), queue, FieldTable::default())
+            .await?;
         ch.queue_bind(
             t.dead_letter_queue().into(),
             t.dead_letter_exchange().into(),
@@ -155,38 +197,71 @@ impl Bus {
         )
         .await?;
         for service in task_services {
-            self.declare_bound_queue(&ch, &t.task_queue(service), &t.tasks_exchange(), service).await?;
+            self.declare_bound_queue(&ch, &t.task_queue(service), &t.tasks_exchange(), service)
+                .await?;
         }
         let _ = ch.close(200, "declared".into()).await;
         Ok(())
     }
 
     /// Declares a durable queue with the dead-letter exchange and binds it.
-    pub async fn declare_rpc_queue(&self, service: &str, server: &domain::Name) -> Result<String, BusError> {
+    pub async fn declare_rpc_queue(
+        &self,
+        service: &str,
+        server: &domain::Name,
+    ) -> Result<String, BusError> {
         let t = &self.inner.topology;
         let ch = self.channel().await?;
         let queue = t.rpc_queue(service, server);
-        self.declare_bound_queue(&ch, &queue, &t.rpc_exchange(), &Topology::rpc_routing_key(service, server)).await?;
+        self.declare_bound_queue(
+            &ch,
+            &queue,
+            &t.rpc_exchange(),
+            &Topology::rpc_routing_key(service, server),
+        )
+        .await?;
         let _ = ch.close(200, "declared".into()).await;
         Ok(queue)
     }
 
-    async fn declare_bound_queue(&self, ch: &Channel, queue: &str, exchange: &str, key: &str) -> Result<(), BusError> {
+    async fn declare_bound_queue(
+        &self,
+        ch: &Channel,
+        queue: &str,
+        exchange: &str,
+        key: &str,
+    ) -> Result<(), BusError> {
         let mut args = FieldTable::default();
         args.insert(
             "x-dead-letter-exchange".into(),
             AMQPValue::LongString(self.inner.topology.dead_letter_exchange().into()),
         );
-        let opts = QueueDeclareOptions { durable: true, ..Default::default() };
+        let opts = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
         ch.queue_declare(queue.into(), opts, args).await?;
-        ch.queue_bind(queue.into(), exchange.into(), key.into(), QueueBindOptions::default(), FieldTable::default())
-            .await?;
+        ch.queue_bind(
+            queue.into(),
+            exchange.into(),
+            key.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
         Ok(())
     }
 
     /// Publishes a persistent, mandatory message and waits for the broker's confirm.
-    pub async fn publish(&self, exchange: &str, routing_key: &str, message_type: &str, body: &[u8]) -> Result<(), BusError> {
-        self.publish_with(exchange, routing_key, body, self.properties(message_type)).await
+    pub async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        message_type: &str,
+        body: &[u8],
+    ) -> Result<(), BusError> {
+        self.publish_with(exchange, routing_key, body, self.properties(message_type))
+            .await
     }
 
     pub(crate) fn properties(&self, message_type: &str) -> BasicProperties {
@@ -211,21 +286,31 @@ impl Bus {
                 .basic_publish(
                     ShortString::from(exchange),
                     ShortString::from(routing_key),
-                    BasicPublishOptions { mandatory: true, ..Default::default() },
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
                     body,
                     properties,
                 )
                 .await?;
             match tokio::time::timeout(Duration::from_secs(30), confirm).await {
-                Err(_) => Err(BusError::Unreachable("no publisher confirm within 30 s".into())),
+                Err(_) => Err(BusError::Unreachable(
+                    "no publisher confirm within 30 s".into(),
+                )),
                 Ok(Err(e)) => Err(e.into()),
                 Ok(Ok(Confirmation::Ack(None))) | Ok(Ok(Confirmation::NotRequested)) => Ok(()),
-                Ok(Ok(Confirmation::Ack(Some(_)))) => Err(BusError::Unroutable(routing_key.into(), exchange.into())),
+                Ok(Ok(Confirmation::Ack(Some(_)))) => {
+                    Err(BusError::Unroutable(routing_key.into(), exchange.into()))
+                }
                 Ok(Ok(Confirmation::Nack(_))) => Err(BusError::Nacked),
             }
         }
         .await;
-        if matches!(result, Err(BusError::Protocol(_)) | Err(BusError::Unreachable(_))) {
+        if matches!(
+            result,
+            Err(BusError::Protocol(_)) | Err(BusError::Unreachable(_))
+        ) {
             self.forget(&live).await;
         }
         result
@@ -263,10 +348,17 @@ impl Bus {
         let t = &self.inner.topology;
         let ch = self.channel().await?;
         for q in queues {
-            ch.queue_delete(q.as_str().into(), Default::default()).await?;
+            ch.queue_delete(q.as_str().into(), Default::default())
+                .await?;
         }
-        for ex in [t.tasks_exchange(), t.rpc_exchange(), t.events_exchange(), t.dead_letter_exchange()] {
-            ch.exchange_delete(ex.as_str().into(), Default::default()).await?;
+        for ex in [
+            t.tasks_exchange(),
+            t.rpc_exchange(),
+            t.events_exchange(),
+            t.dead_letter_exchange(),
+        ] {
+            ch.exchange_delete(ex.as_str().into(), Default::default())
+                .await?;
         }
         let _ = ch.close(200, "cleaned".into()).await;
         Ok(())

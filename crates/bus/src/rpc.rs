@@ -35,7 +35,11 @@ pub struct RpcClient {
 
 impl RpcClient {
     pub fn new(bus: Bus) -> Self {
-        Self { bus, pending: Arc::default(), reply_queue: Arc::default() }
+        Self {
+            bus,
+            pending: Arc::default(),
+            reply_queue: Arc::default(),
+        }
     }
 
     /// The reply queue is exclusive to this process and disappears with its connection; it is
@@ -48,16 +52,28 @@ impl RpcClient {
             }
         }
         let ch = self.bus.channel().await?;
-        let name = format!("{}.reply.{}", self.bus.topology().prefix, uuid::Uuid::new_v4().simple());
-        let opts = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
-        ch.queue_declare(name.as_str().into(), opts, FieldTable::default()).await?;
+        let name = format!(
+            "{}.reply.{}",
+            self.bus.topology().prefix,
+            uuid::Uuid::new_v4().simple()
+        );
+        let opts = QueueDeclareOptions {
+            exclusive: true,
+            auto_delete: true,
+            ..Default::default()
+        };
+        ch.queue_declare(name.as_str().into(), opts, FieldTable::default())
+            .await?;
         // Replies are consumed without acks: losing one only means the caller times out, and
         // every RPC is idempotent, so the caller may simply ask again.
         let mut consumer = ch
             .basic_consume(
                 name.as_str().into(),
                 "".into(),
-                BasicConsumeOptions { no_ack: true, ..Default::default() },
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
                 FieldTable::default(),
             )
             .await?;
@@ -89,7 +105,8 @@ impl RpcClient {
         let correlation = uuid::Uuid::new_v4().to_string();
         let (tx, rx) = oneshot::channel();
         self.pending.lock().await.insert(correlation.clone(), tx);
-        let body = serde_json::to_vec(request).map_err(|e| RpcError::Decode(target.clone(), e.to_string()))?;
+        let body = serde_json::to_vec(request)
+            .map_err(|e| RpcError::Decode(target.clone(), e.to_string()))?;
         let props = self
             .bus
             .properties(message_type)
@@ -97,7 +114,11 @@ impl RpcClient {
             .with_reply_to(reply_to.as_str().into())
             .with_expiration(timeout.as_millis().to_string().into());
         let exchange = self.bus.topology().rpc_exchange();
-        if let Err(e) = self.bus.publish_with(&exchange, &target, &body, props).await {
+        if let Err(e) = self
+            .bus
+            .publish_with(&exchange, &target, &body, props)
+            .await
+        {
             self.pending.lock().await.remove(&correlation);
             return Err(e.into());
         }
@@ -132,7 +153,8 @@ impl<H: RpcHandler> Handler for RpcServer<H> {
         let Some(answer) = self.handler.answer(&message).await else {
             return Disposition::Reject;
         };
-        let (Some(reply_to), Some(correlation)) = (&message.reply_to, &message.correlation_id) else {
+        let (Some(reply_to), Some(correlation)) = (&message.reply_to, &message.correlation_id)
+        else {
             return Disposition::Ack; // nobody waits for an answer
         };
         let props = lapin::BasicProperties::default()
@@ -152,7 +174,13 @@ impl<H: RpcHandler> Handler for RpcServer<H> {
 
 impl Bus {
     /// Serves RPCs for `<service>.<server>` forever.
-    pub async fn serve_rpc<H: RpcHandler>(&self, service: &str, server: &domain::Name, prefetch: u16, handler: H) {
+    pub async fn serve_rpc<H: RpcHandler>(
+        &self,
+        service: &str,
+        server: &domain::Name,
+        prefetch: u16,
+        handler: H,
+    ) {
         let queue = loop {
             match self.declare_rpc_queue(service, server).await {
                 Ok(q) => break q,
@@ -162,7 +190,10 @@ impl Bus {
                 }
             }
         };
-        let server = Arc::new(RpcServer { bus: self.clone(), handler });
+        let server = Arc::new(RpcServer {
+            bus: self.clone(),
+            handler,
+        });
         self.consume(&queue, prefetch, server).await
     }
 }

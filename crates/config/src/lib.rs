@@ -30,7 +30,11 @@ where
 {
     match std::env::var(name) {
         Err(_) => Ok(default),
-        Ok(v) => v.parse().map_err(|e: T::Err| ConfigError { name: name.into(), value: v, reason: e.to_string() }),
+        Ok(v) => v.parse().map_err(|e: T::Err| ConfigError {
+            name: name.into(),
+            value: v,
+            reason: e.to_string(),
+        }),
     }
 }
 
@@ -56,7 +60,11 @@ pub struct Common {
 impl Common {
     pub fn from_env() -> Result<Self, ConfigError> {
         let prefix = string("HOSTING_PREFIX", "hosting");
-        if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+        if prefix.is_empty()
+            || !prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
             return Err(ConfigError {
                 name: "HOSTING_PREFIX".into(),
                 value: prefix,
@@ -64,7 +72,10 @@ impl Common {
             });
         }
         Ok(Self {
-            database_url: string("HOSTING_DATABASE_URL", "postgres://hosting:hosting@127.0.0.1:5432/hosting"),
+            database_url: string(
+                "HOSTING_DATABASE_URL",
+                "postgres://hosting:hosting@127.0.0.1:5432/hosting",
+            ),
             amqp_url: string("HOSTING_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
             prefix,
         })

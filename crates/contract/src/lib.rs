@@ -17,7 +17,9 @@ pub struct Topology {
 
 impl Topology {
     pub fn new(prefix: impl Into<String>) -> Self {
-        Self { prefix: prefix.into() }
+        Self {
+            prefix: prefix.into(),
+        }
     }
     /// Direct exchange; routing key = the service that owns the task type.
     pub fn tasks_exchange(&self) -> String {
@@ -154,8 +156,14 @@ mod tests {
 
     #[test]
     fn task_message_wire_format_is_stable() {
-        let m = TaskMessage { task: TaskId(7), task_type: TaskType::Install };
-        assert_eq!(serde_json::to_string(&m).unwrap(), r#"{"task":7,"type":"install"}"#);
+        let m = TaskMessage {
+            task: TaskId(7),
+            task_type: TaskType::Install,
+        };
+        assert_eq!(
+            serde_json::to_string(&m).unwrap(),
+            r#"{"task":7,"type":"install"}"#
+        );
     }
 
     #[test]

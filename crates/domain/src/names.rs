@@ -45,7 +45,9 @@ impl DomainName {
     pub fn parse(input: &str) -> Result<Self, ParseError> {
         let trimmed = input.trim().trim_end_matches('.');
         if trimmed.is_empty() {
-            return Err(ParseError::new("the domain is empty: give a host name such as example.com"));
+            return Err(ParseError::new(
+                "the domain is empty: give a host name such as example.com",
+            ));
         }
         // UTS 46 mapping first (lowercases, maps full-width dots, converts to punycode),
         // then our own RFC 1123 checks on the ASCII result: idna alone allows underscores.
@@ -73,7 +75,10 @@ impl DomainName {
                     label.len()
                 )));
             }
-            if !label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+            if !label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            {
                 return Err(ParseError::new(format!(
                     "'{ascii}': the label '{label}' may only contain letters, digits and hyphens"
                 )));
@@ -84,7 +89,10 @@ impl DomainName {
                 )));
             }
         }
-        if labels.last().is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit())) {
+        if labels
+            .last()
+            .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
+        {
             return Err(ParseError::new(format!(
                 "'{ascii}' looks like an IP address; sites need a host name"
             )));
@@ -106,7 +114,8 @@ impl DbIdent {
         let ok = !s.is_empty()
             && s.len() <= 32
             && s.as_bytes()[0].is_ascii_lowercase()
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
         if ok {
             Ok(Self(s.to_owned()))
         } else {
@@ -130,7 +139,8 @@ impl Name {
         let ok = !s.is_empty()
             && s.len() <= 64
             && s.as_bytes()[0].is_ascii_alphanumeric()
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
         if ok {
             Ok(Self(s.to_owned()))
         } else {
@@ -150,7 +160,8 @@ string_type!(Language);
 impl Language {
     pub fn parse(s: &str) -> Result<Self, ParseError> {
         let ok = (2..=16).contains(&s.len())
-            && s.bytes().all(|b| b.is_ascii_alphabetic() || b == b'-' || b == b'_')
+            && s.bytes()
+                .all(|b| b.is_ascii_alphabetic() || b == b'-' || b == b'_')
             && s.as_bytes()[0].is_ascii_alphabetic();
         if ok {
             Ok(Self(s.to_ascii_lowercase()))
@@ -172,7 +183,11 @@ string_type!(Email);
 impl Email {
     pub fn parse(s: &str) -> Result<Self, ParseError> {
         let s = s.trim();
-        let bad = || ParseError::new(format!("'{s}' is not an e-mail address such as admin@example.com"));
+        let bad = || {
+            ParseError::new(format!(
+                "'{s}' is not an e-mail address such as admin@example.com"
+            ))
+        };
         if s.len() > 254 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(bad());
         }
@@ -195,19 +210,32 @@ string_type!(HostPath);
 
 impl HostPath {
     pub fn parse(s: &str) -> Result<Self, ParseError> {
-        let trimmed = if s.len() > 1 { s.trim_end_matches('/') } else { s };
+        let trimmed = if s.len() > 1 {
+            s.trim_end_matches('/')
+        } else {
+            s
+        };
         if !trimmed.starts_with('/') {
-            return Err(ParseError::new(format!("'{s}' is not an absolute path: it must start with /")));
+            return Err(ParseError::new(format!(
+                "'{s}' is not an absolute path: it must start with /"
+            )));
         }
         if trimmed.len() > 1024 {
             return Err(ParseError::new("the path is longer than 1024 characters"));
         }
-        if !trimmed.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'.' | b'_' | b'-' | b'+')) {
+        if !trimmed
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'.' | b'_' | b'-' | b'+'))
+        {
             return Err(ParseError::new(format!(
                 "'{s}' contains characters other than letters, digits and / . _ - +"
             )));
         }
-        if trimmed.split('/').skip(1).any(|seg| seg.is_empty() || seg == "." || seg == "..") {
+        if trimmed
+            .split('/')
+            .skip(1)
+            .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+        {
             return Err(ParseError::new(format!(
                 "'{s}' is not normalized: remove empty, '.' and '..' segments"
             )));
@@ -235,16 +263,34 @@ mod tests {
 
     #[test]
     fn domains_are_lowercased_and_converted_to_ascii() {
-        assert_eq!(DomainName::parse("Example.COM").unwrap().as_str(), "example.com");
-        assert_eq!(DomainName::parse("bücher.example").unwrap().as_str(), "xn--bcher-kva.example");
-        assert_eq!(DomainName::parse(" shop.example.org. ").unwrap().as_str(), "shop.example.org");
+        assert_eq!(
+            DomainName::parse("Example.COM").unwrap().as_str(),
+            "example.com"
+        );
+        assert_eq!(
+            DomainName::parse("bücher.example").unwrap().as_str(),
+            "xn--bcher-kva.example"
+        );
+        assert_eq!(
+            DomainName::parse(" shop.example.org. ").unwrap().as_str(),
+            "shop.example.org"
+        );
     }
 
     #[test]
     fn bad_domains_are_refused_with_a_reason() {
         for bad in [
-            "", "localhost", "under_score.com", "-lead.com", "trail-.com", "a..b", "1.2.3.4",
-            "semi;colon.com", "sp ace.com", "x.com/evil", "a.b{c}.com",
+            "",
+            "localhost",
+            "under_score.com",
+            "-lead.com",
+            "trail-.com",
+            "a..b",
+            "1.2.3.4",
+            "semi;colon.com",
+            "sp ace.com",
+            "x.com/evil",
+            "a.b{c}.com",
         ] {
             let err = DomainName::parse(bad).expect_err(bad);
             assert!(!err.0.is_empty());
@@ -272,8 +318,13 @@ mod tests {
 
     #[test]
     fn host_paths_must_be_absolute_and_normalized() {
-        assert_eq!(HostPath::parse("/var/www/p1/").unwrap().as_str(), "/var/www/p1");
-        for bad in ["relative", "/a/../b", "/a//b", "/a/./b", "/a b", "/a;b", "/a$b", "/a\"b"] {
+        assert_eq!(
+            HostPath::parse("/var/www/p1/").unwrap().as_str(),
+            "/var/www/p1"
+        );
+        for bad in [
+            "relative", "/a/../b", "/a//b", "/a/./b", "/a b", "/a;b", "/a$b", "/a\"b",
+        ] {
             assert!(HostPath::parse(bad).is_err(), "{bad}");
         }
     }

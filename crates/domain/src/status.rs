@@ -92,7 +92,10 @@ text_enum!(
 
 impl TaskStatus {
     pub fn is_terminal(self) -> bool {
-        matches!(self, TaskStatus::Success | TaskStatus::Warning | TaskStatus::Error)
+        matches!(
+            self,
+            TaskStatus::Success | TaskStatus::Warning | TaskStatus::Error
+        )
     }
 }
 

@@ -52,7 +52,10 @@ pub struct SettingsSpec {
 
 impl Default for SettingsSpec {
     fn default() -> Self {
-        Self { file: settings_php(), format: SettingsFormat::Php }
+        Self {
+            file: settings_php(),
+            format: SettingsFormat::Php,
+        }
     }
 }
 
@@ -86,8 +89,12 @@ fn check_relative(field: &str, value: &str) -> Result<(), String> {
     }
     let ok = !value.is_empty()
         && !value.starts_with('/')
-        && value.split('/').all(|s| !s.is_empty() && s != "." && s != "..")
-        && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'.' | b'_' | b'-'));
+        && value
+            .split('/')
+            .all(|s| !s.is_empty() && s != "." && s != "..")
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'.' | b'_' | b'-'));
     if ok {
         Ok(())
     } else {
@@ -99,15 +106,23 @@ impl Manifest {
     /// Reads and checks `<root>/hosting.toml`.
     pub async fn read(root: &HostPath) -> Result<Self, PlatformError> {
         let path = root.as_path().join(MANIFEST_FILE);
-        let err = |reason: String| PlatformError::Manifest { path: path.display().to_string(), reason };
-        let text = tokio::fs::read_to_string(&path).await.map_err(|e| err(e.to_string()))?;
+        let err = |reason: String| PlatformError::Manifest {
+            path: path.display().to_string(),
+            reason,
+        };
+        let text = tokio::fs::read_to_string(&path)
+            .await
+            .map_err(|e| err(e.to_string()))?;
         Self::parse(&text).map_err(err)
     }
 
     pub fn parse(text: &str) -> Result<Self, String> {
         let m: Manifest = toml::from_str(text).map_err(|e| e.to_string())?;
         check_relative("application.web_root", &m.application.web_root)?;
-        check_relative("application.front_controller", &m.application.front_controller)?;
+        check_relative(
+            "application.front_controller",
+            &m.application.front_controller,
+        )?;
         check_relative("application.sites_dir", &m.application.sites_dir)?;
         check_relative("settings.file", &m.settings.file)?;
         if m.settings.file.contains('/') {
@@ -118,7 +133,10 @@ impl Manifest {
         }
         for (name, argv) in &m.actions {
             if !KNOWN_ACTIONS.contains(&name.as_str()) {
-                return Err(format!("unknown action '{name}'; known actions: {}", KNOWN_ACTIONS.join(", ")));
+                return Err(format!(
+                    "unknown action '{name}'; known actions: {}",
+                    KNOWN_ACTIONS.join(", ")
+                ));
             }
             if argv.is_empty() || argv[0].is_empty() {
                 return Err(format!("action '{name}' must be a non-empty argv list"));
@@ -134,13 +152,20 @@ impl Manifest {
         join(root, &self.application.web_root)
     }
 
-    pub fn site_dir(&self, root: &HostPath, domain: &DomainName) -> Result<HostPath, PlatformError> {
+    pub fn site_dir(
+        &self,
+        root: &HostPath,
+        domain: &DomainName,
+    ) -> Result<HostPath, PlatformError> {
         join(&join(root, &self.application.sites_dir)?, domain.as_str())
     }
 
     /// The settings file's content for a site.
     pub fn render_settings(&self, site: &SiteContext) -> Result<String, PlatformError> {
-        check_db_host(&site.db.host).map_err(|reason| PlatformError::ActionFailed { action: "settings", reason })?;
+        check_db_host(&site.db.host).map_err(|reason| PlatformError::ActionFailed {
+            action: "settings",
+            reason,
+        })?;
         // Every value below is a checked type (domain, identifiers, alphanumeric password,
         // normalized path, host name), so none of them can break out of a quoted string.
         Ok(match self.settings.format {
@@ -185,8 +210,14 @@ impl Manifest {
         mut log: L,
     ) -> Result<serde_json::Value, PlatformError> {
         let key = action.key();
-        let argv = self.actions.get(key).ok_or(PlatformError::NoSuchAction(key))?;
-        let failed = |reason: String| PlatformError::ActionFailed { action: key, reason };
+        let argv = self
+            .actions
+            .get(key)
+            .ok_or(PlatformError::NoSuchAction(key))?;
+        let failed = |reason: String| PlatformError::ActionFailed {
+            action: key,
+            reason,
+        };
         let stdin_doc = serde_json::json!({
             "action": key,
             "domain": site.domain,
@@ -218,9 +249,18 @@ impl Manifest {
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| failed(format!("cannot start {:?}: {e}", argv[0])))?;
-        let mut stdin = child.stdin.take().ok_or_else(|| failed("no stdin".into()))?;
-        let stdout = child.stdout.take().ok_or_else(|| failed("no stdout".into()))?;
-        let stderr = child.stderr.take().ok_or_else(|| failed("no stderr".into()))?;
+        let mut stdin = child
+            .stdin
+            .take()
+            .ok_or_else(|| failed("no stdin".into()))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| failed("no stdout".into()))?;
+        let stderr = child
+            .stderr
+            .take()
+            .ok_or_else(|| failed("no stderr".into()))?;
         let secret = site.db.password.expose().to_owned();
         let mask = move |line: String| line.replace(&secret, "***");
 
@@ -257,7 +297,8 @@ impl Manifest {
             }
             let status = child.wait().await.map_err(|e| failed(e.to_string()))?;
             let result = match last_out.as_deref().map(str::trim) {
-                Some(l) if l.starts_with('{') => match serde_json::from_str::<serde_json::Value>(l) {
+                Some(l) if l.starts_with('{') => match serde_json::from_str::<serde_json::Value>(l)
+                {
                     Ok(v) => v,
                     Err(_) => {
                         log("info", l.to_owned());
@@ -271,20 +312,33 @@ impl Manifest {
                 _ => serde_json::json!({}),
             };
             if !status.success() {
-                let why = if tail_err.is_empty() { "no output on stderr".to_owned() } else { tail_err.join(" | ") };
+                let why = if tail_err.is_empty() {
+                    "no output on stderr".to_owned()
+                } else {
+                    tail_err.join(" | ")
+                };
                 return Err(failed(format!("{} exited with {status}: {why}", argv[0])));
             }
             Ok(result)
         };
         match tokio::time::timeout(timeout, run).await {
             Ok(r) => r,
-            Err(_) => Err(failed(format!("no result within {timeout:?}; the command was stopped"))),
+            Err(_) => Err(failed(format!(
+                "no result within {timeout:?}; the command was stopped"
+            ))),
         }
     }
 }
 
-const KNOWN_ACTIONS: &[&str] =
-    &["install", "update_db", "clear_cache", "maintenance_on", "maintenance_off", "login_link", "packages"];
+const KNOWN_ACTIONS: &[&str] = &[
+    "install",
+    "update_db",
+    "clear_cache",
+    "maintenance_on",
+    "maintenance_off",
+    "login_link",
+    "packages",
+];
 
 fn join(base: &HostPath, rel: &str) -> Result<HostPath, PlatformError> {
     if rel == "." {
@@ -322,8 +376,12 @@ install = ["php", "install.php"]
         let bad = MINIMAL.replace("name = \"demo\"", "name = \"demo\"\nsites_dir = \"../etc\"");
         assert!(Manifest::parse(&bad).unwrap_err().contains("sites_dir"));
         let bad = format!("{MINIMAL}deploy = [\"rm\"]\n");
-        assert!(Manifest::parse(&bad).unwrap_err().contains("unknown action"));
+        assert!(Manifest::parse(&bad)
+            .unwrap_err()
+            .contains("unknown action"));
         let no_install = MINIMAL.replace("install = [\"php\", \"install.php\"]", "");
-        assert!(Manifest::parse(&no_install).unwrap_err().contains("install"));
+        assert!(Manifest::parse(&no_install)
+            .unwrap_err()
+            .contains("install"));
     }
 }

@@ -19,7 +19,10 @@ pub enum PlatformError {
     #[error("the platform declares no '{0}' action in its manifest")]
     NoSuchAction(&'static str),
     #[error("the {action} action failed: {reason}")]
-    ActionFailed { action: &'static str, reason: String },
+    ActionFailed {
+        action: &'static str,
+        reason: String,
+    },
     #[error("the {0} driver is not available yet; use the hooks driver")]
     DriverUnavailable(String),
 }
@@ -119,7 +122,12 @@ impl Action {
 
 /// A database host as written into settings: a host name or an IP address.
 pub fn check_db_host(host: &str) -> Result<(), String> {
-    if !host.is_empty() && host.len() <= 253 && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':')) {
+    if !host.is_empty()
+        && host.len() <= 253
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'))
+    {
         Ok(())
     } else {
         Err(format!("'{host}' is not a host name or IP address"))

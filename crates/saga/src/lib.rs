@@ -38,10 +38,15 @@ pub trait Saga: Send + Sync {
 pub enum Outcome {
     Completed,
     /// A step failed and every step that had started was undone.
-    Unwound { error: String },
+    Unwound {
+        error: String,
+    },
     /// A step failed and an undo failed too: something may be left behind, and the message
     /// says what.
-    UnwindFailed { error: String, undo_error: String },
+    UnwindFailed {
+        error: String,
+        undo_error: String,
+    },
 }
 
 /// Test knobs read from the environment once per run.
@@ -53,26 +58,41 @@ pub struct Faults {
 
 impl Faults {
     pub fn from_env() -> Self {
-        let fail_at = std::env::var("HOSTING_SAGA_FAIL_AT").ok().and_then(|v| {
-            v.split_once(':').map(|(a, b)| (a.to_owned(), b.to_owned()))
-        });
+        let fail_at = std::env::var("HOSTING_SAGA_FAIL_AT")
+            .ok()
+            .and_then(|v| v.split_once(':').map(|(a, b)| (a.to_owned(), b.to_owned())));
         let repeat_actions = std::env::var("HOSTING_SAGA_REPEAT_ACTIONS").is_ok_and(|v| v == "1");
-        Self { fail_at, repeat_actions }
+        Self {
+            fail_at,
+            repeat_actions,
+        }
     }
 }
 
 /// Runs (or resumes) the saga of task `task`.
-pub async fn run<S: Saga>(store: &Store, task: TaskId, saga: &S, faults: &Faults) -> anyhow::Result<Outcome> {
+pub async fn run<S: Saga>(
+    store: &Store,
+    task: TaskId,
+    saga: &S,
+    faults: &Faults,
+) -> anyhow::Result<Outcome> {
     let events = store.saga_events(task).await?;
     let has = |step: &str, event: &str| events.iter().any(|(s, e, _)| s == step && e == event);
     let steps = saga.steps();
 
-    let unwinding = events.iter().find(|(_, e, _)| e == "failed").map(|(s, _, d)| {
-        format!("step '{}' failed: {}", s, d.clone().unwrap_or_default())
-    });
+    let unwinding = events
+        .iter()
+        .find(|(_, e, _)| e == "failed")
+        .map(|(s, _, d)| format!("step '{}' failed: {}", s, d.clone().unwrap_or_default()));
     let error = match unwinding {
         Some(error) => {
-            log(store, task, "warning", &format!("resuming the unwind of this task ({error})")).await;
+            log(
+                store,
+                task,
+                "warning",
+                &format!("resuming the unwind of this task ({error})"),
+            )
+            .await;
             error
         }
         None => {
@@ -82,28 +102,58 @@ pub async fn run<S: Saga>(store: &Store, task: TaskId, saga: &S, faults: &Faults
                     continue;
                 }
                 if has(step.name, "started") {
-                    log(store, task, "info", &format!("resuming step '{}' after an interruption", step.name)).await;
+                    log(
+                        store,
+                        task,
+                        "info",
+                        &format!("resuming step '{}' after an interruption", step.name),
+                    )
+                    .await;
                 }
-                store.record_saga_event(task, step.name, "started", None).await?;
-                log(store, task, "info", &format!("step '{}' started", step.name)).await;
+                store
+                    .record_saga_event(task, step.name, "started", None)
+                    .await?;
+                log(
+                    store,
+                    task,
+                    "info",
+                    &format!("step '{}' started", step.name),
+                )
+                .await;
                 let mut result = saga.action(step.name).await;
                 if result.is_ok() && faults.repeat_actions {
                     result = saga.action(step.name).await;
                 }
                 if result.is_ok()
-                    && faults.fail_at.as_ref().is_some_and(|(s, st)| s == saga.name() && st == step.name)
+                    && faults
+                        .fail_at
+                        .as_ref()
+                        .is_some_and(|(s, st)| s == saga.name() && st == step.name)
                 {
-                    result = Err(anyhow::anyhow!("failure injected at step '{}' (HOSTING_SAGA_FAIL_AT)", step.name));
+                    result = Err(anyhow::anyhow!(
+                        "failure injected at step '{}' (HOSTING_SAGA_FAIL_AT)",
+                        step.name
+                    ));
                 }
                 match result {
                     Ok(()) => {
-                        store.record_saga_event(task, step.name, "done", None).await?;
+                        store
+                            .record_saga_event(task, step.name, "done", None)
+                            .await?;
                         log(store, task, "info", &format!("step '{}' done", step.name)).await;
                     }
                     Err(e) => {
                         let message = format!("{e:#}");
-                        store.record_saga_event(task, step.name, "failed", Some(&message)).await?;
-                        log(store, task, "error", &format!("step '{}' failed: {message}", step.name)).await;
+                        store
+                            .record_saga_event(task, step.name, "failed", Some(&message))
+                            .await?;
+                        log(
+                            store,
+                            task,
+                            "error",
+                            &format!("step '{}' failed: {message}", step.name),
+                        )
+                        .await;
                         failure = Some(format!("step '{}' failed: {message}", step.name));
                         break;
                     }
@@ -124,8 +174,16 @@ pub async fn run<S: Saga>(store: &Store, task: TaskId, saga: &S, faults: &Faults
         if !has(step.name, "started") || has(step.name, "undone") || !step.undoable {
             continue;
         }
-        store.record_saga_event(task, step.name, "undo-started", None).await?;
-        log(store, task, "info", &format!("undoing step '{}'", step.name)).await;
+        store
+            .record_saga_event(task, step.name, "undo-started", None)
+            .await?;
+        log(
+            store,
+            task,
+            "info",
+            &format!("undoing step '{}'", step.name),
+        )
+        .await;
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -142,7 +200,9 @@ pub async fn run<S: Saga>(store: &Store, task: TaskId, saga: &S, faults: &Faults
                 }
             }
         }
-        store.record_saga_event(task, step.name, "undone", None).await?;
+        store
+            .record_saga_event(task, step.name, "undone", None)
+            .await?;
         log(store, task, "info", &format!("step '{}' undone", step.name)).await;
     }
     Ok(Outcome::Unwound { error })

@@ -26,7 +26,12 @@ pub fn hash_token(token: &str) -> String {
 
 impl Store {
     /// Stores a token (hashed). Idempotent for the same token.
-    pub async fn ensure_token(&self, name: &str, token: &str, client: Option<ClientId>) -> Result<i64> {
+    pub async fn ensure_token(
+        &self,
+        name: &str,
+        token: &str,
+        client: Option<ClientId>,
+    ) -> Result<i64> {
         let row = sqlx::query(
             "INSERT INTO api_tokens (name, token_hash, client_id) VALUES ($1, $2, $3)
              ON CONFLICT (token_hash) DO UPDATE SET revoked_at = NULL
@@ -52,7 +57,11 @@ impl Store {
         let allowed: Option<Vec<String>> = row.try_get("allowed_task_types")?;
         let allowed_task_types = match allowed {
             None => None,
-            Some(v) => Some(v.iter().map(|t| TaskType::parse(t)).collect::<Result<Vec<_>, _>>()?),
+            Some(v) => Some(
+                v.iter()
+                    .map(|t| TaskType::parse(t))
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
         };
         Ok(Some(Principal {
             token_id: row.try_get("id")?,
@@ -63,21 +72,32 @@ impl Store {
     }
 
     pub async fn settings(&self) -> Result<serde_json::Map<String, serde_json::Value>> {
-        let rows = sqlx::query("SELECT key, value FROM settings ORDER BY key").fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT key, value FROM settings ORDER BY key")
+            .fetch_all(&self.pool)
+            .await?;
         let mut map = serde_json::Map::new();
         for row in rows {
             map.insert(row.try_get("key")?, row.try_get("value")?);
         }
-        let features = sqlx::query("SELECT name, enabled FROM features ORDER BY name").fetch_all(&self.pool).await?;
+        let features = sqlx::query("SELECT name, enabled FROM features ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
         let mut f = serde_json::Map::new();
         for row in features {
-            f.insert(row.try_get("name")?, serde_json::Value::Bool(row.try_get("enabled")?));
+            f.insert(
+                row.try_get("name")?,
+                serde_json::Value::Bool(row.try_get("enabled")?),
+            );
         }
         map.insert("features".into(), serde_json::Value::Object(f));
         Ok(map)
     }
 
-    pub async fn set_settings(&self, values: &[(String, serde_json::Value)], features: &[(String, bool)]) -> Result<()> {
+    pub async fn set_settings(
+        &self,
+        values: &[(String, serde_json::Value)],
+        features: &[(String, bool)],
+    ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         for (k, v) in values {
             sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value")

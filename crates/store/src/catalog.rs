@@ -63,7 +63,8 @@ pub struct Platform {
     pub manifest: Option<serde_json::Value>,
 }
 
-const PLATFORM_COLUMNS: &str = "p.id, p.name, s.name AS server_name, p.server_id, p.root, p.driver, p.status,
+const PLATFORM_COLUMNS: &str =
+    "p.id, p.name, s.name AS server_name, p.server_id, p.root, p.driver, p.status,
      p.verified_at, p.created_at, p.manifest";
 
 fn platform(row: &PgRow) -> Result<Platform> {
@@ -139,7 +140,8 @@ pub struct SiteSecrets {
     pub db_password: Option<DbPassword>,
 }
 
-const SITE_QUERY: &str = "SELECT st.id, st.domain, st.aliases, st.status, st.client_id, c.name AS client_name,
+const SITE_QUERY: &str =
+    "SELECT st.id, st.domain, st.aliases, st.status, st.client_id, c.name AS client_name,
         st.platform_id, p.name AS platform_name, st.profile, st.language, st.db_server_id,
         d.name AS db_server_name, st.db_name, st.db_user, st.created_at, st.updated_at,
         l.url AS link_url, l.requested_by AS link_requested_by, l.created_at AS link_created_at,
@@ -169,7 +171,10 @@ fn site(row: &PgRow) -> Result<Site> {
     Ok(Site {
         id: SiteId(row.try_get("id")?),
         domain: DomainName::parse(row.try_get("domain")?)?,
-        aliases: aliases.iter().map(|a| DomainName::parse(a)).collect::<Result<_, _>>()?,
+        aliases: aliases
+            .iter()
+            .map(|a| DomainName::parse(a))
+            .collect::<Result<_, _>>()?,
         status: SiteStatus::parse(row.try_get("status")?)?,
         client_id: ClientId(row.try_get("client_id")?),
         client: Name::parse(row.try_get("client_name")?)?,
@@ -211,7 +216,13 @@ pub struct NewSite {
 impl Store {
     // --- servers ---
 
-    pub async fn create_server(&self, name: &Name, kind: ServerKind, host: &str, port: i32) -> Result<Server> {
+    pub async fn create_server(
+        &self,
+        name: &Name,
+        kind: ServerKind,
+        host: &str,
+        port: i32,
+    ) -> Result<Server> {
         let row = sqlx::query(
             "INSERT INTO servers (name, kind, host, port) VALUES ($1, $2, $3, $4)
              RETURNING id, name, kind, host, port, created_at",
@@ -222,14 +233,19 @@ impl Store {
         .bind(port)
         .fetch_one(&self.pool)
         .await
-        .map_err(|e| conflict_on_unique(e, |_| format!("a {kind} server named '{name}' already exists")))?;
+        .map_err(|e| {
+            conflict_on_unique(e, |_| {
+                format!("a {kind} server named '{name}' already exists")
+            })
+        })?;
         server(&row)
     }
 
     pub async fn servers(&self) -> Result<Vec<Server>> {
-        let rows = sqlx::query("SELECT id, name, kind, host, port, created_at FROM servers ORDER BY id")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT id, name, kind, host, port, created_at FROM servers ORDER BY id")
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter().map(server).collect()
     }
 
@@ -244,11 +260,12 @@ impl Store {
     }
 
     pub async fn server(&self, id: ServerId) -> Result<Server> {
-        let row = sqlx::query("SELECT id, name, kind, host, port, created_at FROM servers WHERE id = $1")
-            .bind(id.0)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("server {id}")))?;
+        let row =
+            sqlx::query("SELECT id, name, kind, host, port, created_at FROM servers WHERE id = $1")
+                .bind(id.0)
+                .fetch_optional(&self.pool)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("server {id}")))?;
         server(&row)
     }
 
@@ -293,7 +310,9 @@ impl Store {
 
     pub async fn platforms(&self) -> Result<Vec<Platform>> {
         let q = format!("SELECT {PLATFORM_COLUMNS} FROM platforms p JOIN servers s ON s.id = p.server_id ORDER BY p.id");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(q)).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(q))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(platform).collect()
     }
 
@@ -332,12 +351,19 @@ impl Store {
     }
 
     pub async fn platform_profiles(&self, id: PlatformId) -> Result<Vec<Profile>> {
-        let rows = sqlx::query("SELECT name, languages FROM profiles WHERE platform_id = $1 ORDER BY name")
-            .bind(id.0)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT name, languages FROM profiles WHERE platform_id = $1 ORDER BY name",
+        )
+        .bind(id.0)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
-            .map(|r| Ok(Profile { name: r.try_get("name")?, languages: r.try_get("languages")? }))
+            .map(|r| {
+                Ok(Profile {
+                    name: r.try_get("name")?,
+                    languages: r.try_get("languages")?,
+                })
+            })
             .collect()
     }
 
@@ -350,7 +376,10 @@ impl Store {
         profiles: &[Profile],
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM platform_packages WHERE platform_id = $1").bind(id.0).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM platform_packages WHERE platform_id = $1")
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await?;
         for p in packages {
             let package_id = upsert_package(&mut tx, p).await?;
             sqlx::query("INSERT INTO platform_packages (platform_id, package_id, version, schema_version) VALUES ($1, $2, $3, $4)")
@@ -361,7 +390,10 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        sqlx::query("DELETE FROM profiles WHERE platform_id = $1").bind(id.0).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM profiles WHERE platform_id = $1")
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await?;
         for p in profiles {
             sqlx::query("INSERT INTO profiles (platform_id, name, languages) VALUES ($1, $2, $3)")
                 .bind(id.0)
@@ -443,7 +475,12 @@ impl Store {
             "SELECT id FROM sites WHERE status <> 'deleted'
                AND (domain = ANY($1) OR aliases && $1) LIMIT 1",
         )
-        .bind(std::iter::once(&new.domain).chain(&new.aliases).map(|d| d.as_str()).collect::<Vec<_>>())
+        .bind(
+            std::iter::once(&new.domain)
+                .chain(&new.aliases)
+                .map(|d| d.as_str())
+                .collect::<Vec<_>>(),
+        )
         .fetch_optional(&mut *tx)
         .await?;
         if let Some(other) = taken {
@@ -452,7 +489,9 @@ impl Store {
                 new.domain
             )));
         }
-        let id: i64 = sqlx::query_scalar("SELECT nextval('sites_id_seq')").fetch_one(&mut *tx).await?;
+        let id: i64 = sqlx::query_scalar("SELECT nextval('sites_id_seq')")
+            .fetch_one(&mut *tx)
+            .await?;
         let db_ident = DbIdent::parse(&format!("{}{id}", new.db_prefix))?;
         sqlx::query(
             "INSERT INTO sites (id, domain, aliases, client_id, platform_id, profile, language, db_server_id,
@@ -473,7 +512,12 @@ impl Store {
         .map_err(|e| conflict_on_unique(e, |_| format!("the domain {} is already used by another site", new.domain)))?;
         let task = crate::tasks::create_task_tx(
             &mut tx,
-            &NewTask::for_site(TaskType::Install, SiteId(id), serde_json::json!({}), &new.requested_by),
+            &NewTask::for_site(
+                TaskType::Install,
+                SiteId(id),
+                serde_json::json!({}),
+                &new.requested_by,
+            ),
         )
         .await?;
         tx.commit().await?;
@@ -514,12 +558,18 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("site {id}")))?;
-        Ok(SiteSecrets { db_password: pw.map(|p| DbPassword::parse(&p)).transpose()? })
+        Ok(SiteSecrets {
+            db_password: pw.map(|p| DbPassword::parse(&p)).transpose()?,
+        })
     }
 
     /// Stores a generated password unless the site has one already, and returns the stored
     /// one: a step re-run after a crash uses the same password as its first run.
-    pub async fn ensure_db_password(&self, id: SiteId, candidate: &DbPassword) -> Result<DbPassword> {
+    pub async fn ensure_db_password(
+        &self,
+        id: SiteId,
+        candidate: &DbPassword,
+    ) -> Result<DbPassword> {
         let pw: String = sqlx::query_scalar(
             "UPDATE sites SET db_password = COALESCE(db_password, $2) WHERE id = $1 RETURNING db_password",
         )
@@ -543,7 +593,13 @@ impl Store {
         Ok(())
     }
 
-    pub async fn add_login_link(&self, id: SiteId, url: &str, requested_by: &str, valid_for: time::Duration) -> Result<()> {
+    pub async fn add_login_link(
+        &self,
+        id: SiteId,
+        url: &str,
+        requested_by: &str,
+        valid_for: time::Duration,
+    ) -> Result<()> {
         sqlx::query(
             "INSERT INTO login_links (site_id, url, requested_by, expires_at) VALUES ($1, $2, $3, now() + make_interval(secs => $4))",
         )
@@ -558,7 +614,10 @@ impl Store {
 
     pub async fn replace_site_packages(&self, id: SiteId, packages: &[Package]) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM site_packages WHERE site_id = $1").bind(id.0).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM site_packages WHERE site_id = $1")
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await?;
         for p in packages {
             let package_id = upsert_package(&mut tx, p).await?;
             sqlx::query("INSERT INTO site_packages (site_id, package_id, version, schema_version) VALUES ($1, $2, $3, $4)")

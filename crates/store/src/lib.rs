@@ -82,7 +82,10 @@ impl Store {
 }
 
 /// Maps a unique-constraint violation to a conflict with a message for the user.
-pub(crate) fn conflict_on_unique(e: sqlx::Error, message: impl FnOnce(&str) -> String) -> StoreError {
+pub(crate) fn conflict_on_unique(
+    e: sqlx::Error,
+    message: impl FnOnce(&str) -> String,
+) -> StoreError {
     if let sqlx::Error::Database(db) = &e {
         if db.code().as_deref() == Some("23505") {
             return StoreError::Conflict(message(db.constraint().unwrap_or("")));

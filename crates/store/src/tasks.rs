@@ -52,7 +52,8 @@ impl Task {
     }
 }
 
-const TASK_COLUMNS: &str = "id, type, status, site_id, platform_id, parent_id, args, result, error, requested_by,
+const TASK_COLUMNS: &str =
+    "id, type, status, site_id, platform_id, parent_id, args, result, error, requested_by,
     attempts, created_at, started_at, finished_at";
 
 fn task(row: &PgRow) -> Result<Task> {
@@ -61,7 +62,9 @@ fn task(row: &PgRow) -> Result<Task> {
         task_type: TaskType::parse(row.try_get("type")?)?,
         status: TaskStatus::parse(row.try_get("status")?)?,
         site: row.try_get::<Option<i64>, _>("site_id")?.map(SiteId),
-        platform: row.try_get::<Option<i64>, _>("platform_id")?.map(PlatformId),
+        platform: row
+            .try_get::<Option<i64>, _>("platform_id")?
+            .map(PlatformId),
         parent: row.try_get::<Option<i64>, _>("parent_id")?.map(TaskId),
         args: row.try_get("args")?,
         result: row.try_get("result")?,
@@ -84,8 +87,20 @@ pub struct NewTask {
 }
 
 impl NewTask {
-    pub fn for_site(task_type: TaskType, site: SiteId, args: serde_json::Value, requested_by: &str) -> Self {
-        Self { task_type, site: Some(site), platform: None, parent: None, args, requested_by: requested_by.into() }
+    pub fn for_site(
+        task_type: TaskType,
+        site: SiteId,
+        args: serde_json::Value,
+        requested_by: &str,
+    ) -> Self {
+        Self {
+            task_type,
+            site: Some(site),
+            platform: None,
+            parent: None,
+            args,
+            requested_by: requested_by.into(),
+        }
     }
     pub fn for_platform(task_type: TaskType, platform: PlatformId, requested_by: &str) -> Self {
         Self {
@@ -121,7 +136,7 @@ pub struct TaskFilter {
 #[derive(Debug)]
 pub enum Claim {
     /// The task is ours until the lease lapses; heartbeat to keep it.
-    Claimed(Task),
+    Claimed(Box<Task>),
     /// Another task holds the site or platform; this one stays queued and is dispatched
     /// again when the holder finishes.
     TargetBusy,
@@ -150,8 +165,15 @@ pub(crate) async fn create_task_tx(tx: &mut sqlx::PgConnection, new: &NewTask) -
     Ok(task)
 }
 
-async fn enqueue_dispatch(tx: &mut sqlx::PgConnection, id: TaskId, task_type: TaskType) -> Result<()> {
-    let message = TaskMessage { task: id, task_type };
+async fn enqueue_dispatch(
+    tx: &mut sqlx::PgConnection,
+    id: TaskId,
+    task_type: TaskType,
+) -> Result<()> {
+    let message = TaskMessage {
+        task: id,
+        task_type,
+    };
     let payload = serde_json::to_value(&message).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     sqlx::query(
         "INSERT INTO outbox (exchange_kind, routing_key, message_type, payload) VALUES ('tasks', $1, $2, $3)",
@@ -161,7 +183,10 @@ async fn enqueue_dispatch(tx: &mut sqlx::PgConnection, id: TaskId, task_type: Ta
     .bind(payload)
     .execute(&mut *tx)
     .await?;
-    sqlx::query("SELECT pg_notify($1, '')").bind(OUTBOX_CHANNEL).execute(&mut *tx).await?;
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(OUTBOX_CHANNEL)
+        .execute(&mut *tx)
+        .await?;
     Ok(())
 }
 
@@ -191,11 +216,13 @@ impl Store {
     }
 
     pub async fn task(&self, id: TaskId) -> Result<Task> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1")))
-            .bind(id.0)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("task {id}")))?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"
+        )))
+        .bind(id.0)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("task {id}")))?;
         task(&row)
     }
 
@@ -258,7 +285,12 @@ impl Store {
     }
 
     /// Takes the task for `worker` for `lease`, if it is runnable and its target is free.
-    pub async fn claim_task(&self, id: TaskId, worker: &str, lease: std::time::Duration) -> Result<Claim> {
+    pub async fn claim_task(
+        &self,
+        id: TaskId,
+        worker: &str,
+        lease: std::time::Duration,
+    ) -> Result<Claim> {
         let lease_secs = lease.as_secs_f64();
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -308,11 +340,16 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(Claim::Claimed(task(&row)?))
+        Ok(Claim::Claimed(Box::new(task(&row)?)))
     }
 
     /// Extends the lease of a task the worker still holds. `false`: the lease was lost.
-    pub async fn heartbeat(&self, t: &Task, worker: &str, lease: std::time::Duration) -> Result<bool> {
+    pub async fn heartbeat(
+        &self,
+        t: &Task,
+        worker: &str,
+        lease: std::time::Duration,
+    ) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         let n = sqlx::query(
             "UPDATE tasks SET lease_until = now() + make_interval(secs => $3)
@@ -389,7 +426,11 @@ impl Store {
     /// Claims up to `limit` outbox rows for `hold`, so that relays running in several
     /// gateways do not publish the same row at once. No transaction stays open while the
     /// caller talks to the broker.
-    pub async fn claim_outbox(&self, limit: i64, hold: std::time::Duration) -> Result<Vec<OutboxMessage>> {
+    pub async fn claim_outbox(
+        &self,
+        limit: i64,
+        hold: std::time::Duration,
+    ) -> Result<Vec<OutboxMessage>> {
         let rows = sqlx::query(
             "UPDATE outbox SET claimed_until = now() + make_interval(secs => $2), attempts = attempts + 1
              WHERE id IN (
@@ -419,9 +460,15 @@ impl Store {
     /// The broker confirmed the message: drop the row and note when the task was dispatched.
     pub async fn outbox_published(&self, m: &OutboxMessage) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM outbox WHERE id = $1").bind(m.id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM outbox WHERE id = $1")
+            .bind(m.id)
+            .execute(&mut *tx)
+            .await?;
         if let Some(task) = m.payload.get("task").and_then(|v| v.as_i64()) {
-            sqlx::query("UPDATE tasks SET dispatched_at = now() WHERE id = $1").bind(task).execute(&mut *tx).await?;
+            sqlx::query("UPDATE tasks SET dispatched_at = now() WHERE id = $1")
+                .bind(task)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -438,11 +485,17 @@ impl Store {
     }
 
     pub async fn outbox_len(&self) -> Result<i64> {
-        Ok(sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(&self.pool).await?)
+        Ok(sqlx::query_scalar("SELECT count(*) FROM outbox")
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     /// Recovers tasks from dead workers and lost messages.
-    pub async fn sweep(&self, redispatch_after: std::time::Duration, max_attempts: i32) -> Result<SweepReport> {
+    pub async fn sweep(
+        &self,
+        redispatch_after: std::time::Duration,
+        max_attempts: i32,
+    ) -> Result<SweepReport> {
         let mut report = SweepReport::default();
         let mut tx = self.pool.begin().await?;
         let lapsed = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -454,7 +507,10 @@ impl Store {
         for row in &lapsed {
             let t = task(row)?;
             if t.attempts >= max_attempts {
-                let msg = format!("the worker running this task stopped responding {} times; giving up", t.attempts);
+                let msg = format!(
+                    "the worker running this task stopped responding {} times; giving up",
+                    t.attempts
+                );
                 sqlx::query(
                     "UPDATE tasks SET status = 'error', error = $2, finished_at = now(), lease_owner = NULL, lease_until = NULL WHERE id = $1",
                 )
@@ -462,11 +518,13 @@ impl Store {
                 .bind(&msg)
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query("INSERT INTO task_log (task_id, level, message) VALUES ($1, 'error', $2)")
-                    .bind(t.id.0)
-                    .bind(&msg)
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query(
+                    "INSERT INTO task_log (task_id, level, message) VALUES ($1, 'error', $2)",
+                )
+                .bind(t.id.0)
+                .bind(&msg)
+                .execute(&mut *tx)
+                .await?;
                 release_and_dispatch_next(&mut tx, &t.target(), t.id).await?;
                 report.failed_after_too_many_attempts += 1;
             } else {
@@ -499,7 +557,10 @@ impl Store {
             let id = TaskId(row.try_get("id")?);
             let task_type = TaskType::parse(row.try_get("type")?)?;
             enqueue_dispatch(&mut tx, id, task_type).await?;
-            sqlx::query("UPDATE tasks SET dispatched_at = now() WHERE id = $1").bind(id.0).execute(&mut *tx).await?;
+            sqlx::query("UPDATE tasks SET dispatched_at = now() WHERE id = $1")
+                .bind(id.0)
+                .execute(&mut *tx)
+                .await?;
             report.redispatched += 1;
         }
         tx.commit().await?;
@@ -509,7 +570,13 @@ impl Store {
     // --- saga progress ---
 
     /// Records a saga event; recording the same event twice is harmless.
-    pub async fn record_saga_event(&self, id: TaskId, step: &str, event: &str, detail: Option<&str>) -> Result<()> {
+    pub async fn record_saga_event(
+        &self,
+        id: TaskId,
+        step: &str,
+        event: &str,
+        detail: Option<&str>,
+    ) -> Result<()> {
         sqlx::query(
             "INSERT INTO saga_events (task_id, step, event, detail) VALUES ($1, $2, $3, $4)
              ON CONFLICT (task_id, step, event) DO NOTHING",
@@ -525,17 +592,29 @@ impl Store {
 
     /// The recorded (step, event) pairs of a task's saga.
     pub async fn saga_events(&self, id: TaskId) -> Result<Vec<(String, String, Option<String>)>> {
-        let rows = sqlx::query("SELECT step, event, detail FROM saga_events WHERE task_id = $1 ORDER BY at")
-            .bind(id.0)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT step, event, detail FROM saga_events WHERE task_id = $1 ORDER BY at",
+        )
+        .bind(id.0)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get("step")?, r.try_get("event")?, r.try_get("detail")?)))
+            .map(|r| {
+                Ok((
+                    r.try_get("step")?,
+                    r.try_get("event")?,
+                    r.try_get("detail")?,
+                ))
+            })
             .collect()
     }
 }
 
-async fn release_and_dispatch_next(tx: &mut sqlx::PgConnection, target: &str, holder: TaskId) -> Result<()> {
+async fn release_and_dispatch_next(
+    tx: &mut sqlx::PgConnection,
+    target: &str,
+    holder: TaskId,
+) -> Result<()> {
     sqlx::query("DELETE FROM target_locks WHERE target = $1 AND task_id = $2")
         .bind(target)
         .bind(holder.0)
@@ -546,14 +625,21 @@ async fn release_and_dispatch_next(tx: &mut sqlx::PgConnection, target: &str, ho
         Some(("platform", id)) => ("platform_id", id),
         _ => return Ok(()),
     };
-    let id: i64 = id.parse().map_err(|_| StoreError::Corrupt(format!("lock target '{target}'")))?;
+    let id: i64 = id
+        .parse()
+        .map_err(|_| StoreError::Corrupt(format!("lock target '{target}'")))?;
     let q = if column == "site_id" {
         "SELECT id, type FROM tasks WHERE site_id = $1 AND status = 'queued' ORDER BY id LIMIT 1"
     } else {
         "SELECT id, type FROM tasks WHERE platform_id = $1 AND site_id IS NULL AND status = 'queued' ORDER BY id LIMIT 1"
     };
     if let Some(row) = sqlx::query(q).bind(id).fetch_optional(&mut *tx).await? {
-        enqueue_dispatch(tx, TaskId(row.try_get("id")?), TaskType::parse(row.try_get("type")?)?).await?;
+        enqueue_dispatch(
+            tx,
+            TaskId(row.try_get("id")?),
+            TaskType::parse(row.try_get("type")?)?,
+        )
+        .await?;
     }
     Ok(())
 }

@@ -26,11 +26,16 @@ impl Drop for Guard {
 pub fn init(service: &'static str) -> Guard {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let mut builder = SdkTracerProvider::builder().with_resource(
-        opentelemetry_sdk::Resource::builder().with_service_name(service).build(),
+        opentelemetry_sdk::Resource::builder()
+            .with_service_name(service)
+            .build(),
     );
     let mut export_error = None;
     if std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").is_ok_and(|v| !v.is_empty()) {
-        match opentelemetry_otlp::SpanExporter::builder().with_http().build() {
+        match opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .build()
+        {
             Ok(exporter) => builder = builder.with_batch_exporter(exporter),
             Err(e) => export_error = Some(e.to_string()),
         }
@@ -39,11 +44,18 @@ pub fn init(service: &'static str) -> Guard {
     let tracer = provider.tracer(service);
     opentelemetry::global::set_tracer_provider(provider.clone());
 
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,lapin=warn"));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,lapin=warn"));
     let fmt = if std::env::var("HOSTING_LOG_FORMAT").is_ok_and(|v| v == "json") {
-        tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr).boxed()
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .boxed()
     } else {
-        tracing_subscriber::fmt::layer().with_ansi(false).with_writer(std::io::stderr).boxed()
+        tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .with_writer(std::io::stderr)
+            .boxed()
     };
     let _ = tracing_subscriber::registry()
         .with(filter)

@@ -46,7 +46,13 @@ impl TaskLog {
         if let Err(e) = self.store.append_log(self.task, level, &message).await {
             tracing::warn!(error = %e, "could not write the task log");
         }
-        self.bus.publish_event(&TaskEvent::Log { task: self.task, level: level.into(), message }).await;
+        self.bus
+            .publish_event(&TaskEvent::Log {
+                task: self.task,
+                level: level.into(),
+                message,
+            })
+            .await;
     }
 
     pub async fn info(&self, message: impl Into<String>) {
@@ -81,7 +87,12 @@ pub struct Worker<H> {
 impl<H: TaskHandler> Worker<H> {
     /// Consumes this service's task queue forever.
     pub async fn run(store: Store, bus: Bus, handler: H, config: WorkerConfig) {
-        let id = format!("{}-{}-{}", config.service, std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let id = format!(
+            "{}-{}-{}",
+            config.service,
+            std::process::id(),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
         tracing::info!(worker = %id, "task worker starting");
         loop {
             match bus.declare_topology(&[config.service]).await {
@@ -93,7 +104,13 @@ impl<H: TaskHandler> Worker<H> {
             }
         }
         let queue = bus.topology().task_queue(config.service);
-        let worker = Arc::new(Worker { store, bus: bus.clone(), handler, id, lease: config.lease });
+        let worker = Arc::new(Worker {
+            store,
+            bus: bus.clone(),
+            handler,
+            id,
+            lease: config.lease,
+        });
         bus.consume(&queue, config.prefetch, worker).await
     }
 }
@@ -108,7 +125,7 @@ impl<H: TaskHandler> Handler for Worker<H> {
             }
         };
         let task = match self.store.claim_task(msg.task, &self.id, self.lease).await {
-            Ok(Claim::Claimed(t)) => t,
+            Ok(Claim::Claimed(t)) => *t,
             Ok(Claim::TargetBusy) => {
                 tracing::info!(task = %msg.task, "its site or platform is busy; it waits for the current task");
                 return Disposition::Ack;
@@ -124,10 +141,21 @@ impl<H: TaskHandler> Handler for Worker<H> {
             }
         };
         tracing::info!(task = %task.id, task_type = %task.task_type, attempt = task.attempts, "task started");
-        self.bus.publish_event(&TaskEvent::Status { task: task.id, status: TaskStatus::Processing, message: None }).await;
+        self.bus
+            .publish_event(&TaskEvent::Status {
+                task: task.id,
+                status: TaskStatus::Processing,
+                message: None,
+            })
+            .await;
 
         let heartbeat = {
-            let (store, t, id, lease) = (self.store.clone(), task.clone(), self.id.clone(), self.lease);
+            let (store, t, id, lease) = (
+                self.store.clone(),
+                task.clone(),
+                self.id.clone(),
+                self.lease,
+            );
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(lease / 3).await;
@@ -148,10 +176,20 @@ impl<H: TaskHandler> Handler for Worker<H> {
             Outcome::Warning(w) => (TaskStatus::Warning, Some(w.clone()), None),
             Outcome::Error(e) => (TaskStatus::Error, Some(e.clone()), None),
         };
-        match self.store.finish_task(&task, &self.id, status, error.as_deref(), result.as_ref()).await {
+        match self
+            .store
+            .finish_task(&task, &self.id, status, error.as_deref(), result.as_ref())
+            .await
+        {
             Ok(_) => {
                 tracing::info!(task = %task.id, %status, "task finished");
-                self.bus.publish_event(&TaskEvent::Status { task: task.id, status, message: error }).await;
+                self.bus
+                    .publish_event(&TaskEvent::Status {
+                        task: task.id,
+                        status,
+                        message: error,
+                    })
+                    .await;
                 Disposition::Ack
             }
             // The outcome is not stored: the message comes back and the (idempotent) handler

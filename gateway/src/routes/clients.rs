@@ -13,13 +13,23 @@ pub struct NewClient {
     email: String,
 }
 
-pub async fn create(State(s): State<AppState>, caller: Caller, ApiJson(body): ApiJson<NewClient>) -> ApiResult<(StatusCode, Json<store::Client>)> {
+pub async fn create(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<NewClient>,
+) -> ApiResult<(StatusCode, Json<store::Client>)> {
     caller.require_admin()?;
     let name = Name::parse(&body.name).map_err(|e| ApiError::field("name", e))?;
     let email = Email::parse(&body.email).map_err(|e| ApiError::field("email", e))?;
-    Ok((StatusCode::CREATED, Json(s.store.create_client(&name, &email).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(s.store.create_client(&name, &email).await?),
+    ))
 }
 
-pub async fn list(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<store::Client>>> {
+pub async fn list(
+    State(s): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<store::Client>>> {
     Ok(Json(s.store.clients(caller.0.client).await?))
 }

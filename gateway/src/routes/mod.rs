@@ -25,16 +25,23 @@ pub fn router(state: AppState) -> Router {
         .route("/tasks/{id}/events", get(tasks::events))
         .route("/settings", get(settings::get).patch(settings::patch));
     Router::new()
-        .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route(
+            "/healthz",
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
         .route("/readyz", get(readyz))
         .nest("/api/v1", api)
-        .fallback(|| async { crate::error::ApiError::NotFound("no such endpoint; the API lives under /api/v1".into()) })
+        .fallback(|| async {
+            crate::error::ApiError::NotFound("no such endpoint; the API lives under /api/v1".into())
+        })
         .with_state(state)
 }
 
 /// Ready when the state database answers. The broker being down does not make the gateway
 /// unready: it still accepts tasks into its outbox. Both are reported.
-async fn readyz(axum::extract::State(s): axum::extract::State<AppState>) -> axum::response::Response {
+async fn readyz(
+    axum::extract::State(s): axum::extract::State<AppState>,
+) -> axum::response::Response {
     use axum::response::IntoResponse;
     let db = s.store.ping().await.is_ok();
     let pending = s.store.outbox_len().await.unwrap_or(-1);
@@ -42,7 +49,11 @@ async fn readyz(axum::extract::State(s): axum::extract::State<AppState>) -> axum
         "database": if db { "ok" } else { "unreachable" },
         "outbox_pending": pending,
     }));
-    if db { body.into_response() } else { (axum::http::StatusCode::SERVICE_UNAVAILABLE, body).into_response() }
+    if db {
+        body.into_response()
+    } else {
+        (axum::http::StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+    }
 }
 
 /// A reference to a record in a request body: its id or its name.

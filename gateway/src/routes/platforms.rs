@@ -20,12 +20,18 @@ pub struct NewPlatform {
 
 pub async fn platform_json(store: &Store, p: &Platform) -> ApiResult<Value> {
     let mut v = serde_json::to_value(p).map_err(anyhow::Error::from)?;
-    v["packages"] = serde_json::to_value(store.platform_packages(p.id).await?).map_err(anyhow::Error::from)?;
-    v["profiles"] = serde_json::to_value(store.platform_profiles(p.id).await?).map_err(anyhow::Error::from)?;
+    v["packages"] =
+        serde_json::to_value(store.platform_packages(p.id).await?).map_err(anyhow::Error::from)?;
+    v["profiles"] =
+        serde_json::to_value(store.platform_profiles(p.id).await?).map_err(anyhow::Error::from)?;
     Ok(v)
 }
 
-pub async fn create(State(s): State<AppState>, caller: Caller, ApiJson(body): ApiJson<NewPlatform>) -> ApiResult<(StatusCode, Json<Value>)> {
+pub async fn create(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<NewPlatform>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require_admin()?;
     let name = Name::parse(&body.name).map_err(|e| ApiError::field("name", e))?;
     let root = HostPath::parse(&body.root).map_err(|e| ApiError::field("root", e))?;
@@ -37,13 +43,27 @@ pub async fn create(State(s): State<AppState>, caller: Caller, ApiJson(body): Ap
         }
         Ref::Id(id) => s.store.server(domain::ServerId(*id)).await,
     }
-    .map_err(|_| ApiError::Unprocessable(format!("server: there is no web server {:?}; create it with POST /api/v1/servers", body.server)))?;
+    .map_err(|_| {
+        ApiError::Unprocessable(format!(
+            "server: there is no web server {:?}; create it with POST /api/v1/servers",
+            body.server
+        ))
+    })?;
     if server.kind != ServerKind::Web {
-        return Err(ApiError::Unprocessable(format!("server: '{}' is a {} server; platforms live on web servers", server.name, server.kind)));
+        return Err(ApiError::Unprocessable(format!(
+            "server: '{}' is a {} server; platforms live on web servers",
+            server.name, server.kind
+        )));
     }
-    let (platform, task) = s.store.create_platform(&name, server.id, &root, driver, &caller.name()).await?;
+    let (platform, task) = s
+        .store
+        .create_platform(&name, server.id, &root, driver, &caller.name())
+        .await?;
     s.wake_relay.notify_one();
-    Ok((StatusCode::ACCEPTED, Json(json!({ "platform": platform_json(&s.store, &platform).await?, "task": task }))))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "platform": platform_json(&s.store, &platform).await?, "task": task })),
+    ))
 }
 
 pub async fn list(State(s): State<AppState>, _caller: Caller) -> ApiResult<Json<Vec<Value>>> {
@@ -54,7 +74,11 @@ pub async fn list(State(s): State<AppState>, _caller: Caller) -> ApiResult<Json<
     Ok(Json(out))
 }
 
-pub async fn get(State(s): State<AppState>, _caller: Caller, Path(id): Path<i64>) -> ApiResult<Json<Value>> {
+pub async fn get(
+    State(s): State<AppState>,
+    _caller: Caller,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<Value>> {
     let p = s.store.platform(PlatformId(id)).await?;
     Ok(Json(platform_json(&s.store, &p).await?))
 }
@@ -83,7 +107,10 @@ pub async fn create_task(
     if p.status == domain::PlatformStatus::Deleted {
         return Err(ApiError::Conflict("the platform is deleted".into()));
     }
-    let task = s.store.create_task(&NewTask::for_platform(task_type, p.id, &caller.name())).await?;
+    let task = s
+        .store
+        .create_task(&NewTask::for_platform(task_type, p.id, &caller.name()))
+        .await?;
     s.wake_relay.notify_one();
     Ok((StatusCode::ACCEPTED, Json(json!({ "task": task }))))
 }

@@ -15,7 +15,11 @@ pub struct NewServer {
     port: Option<i32>,
 }
 
-pub async fn create(State(s): State<AppState>, caller: Caller, ApiJson(body): ApiJson<NewServer>) -> ApiResult<(StatusCode, Json<store::Server>)> {
+pub async fn create(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<NewServer>,
+) -> ApiResult<(StatusCode, Json<store::Server>)> {
     caller.require_admin()?;
     let name = Name::parse(&body.name).map_err(|e| ApiError::field("name", e))?;
     let kind = ServerKind::parse(&body.kind).map_err(|e| ApiError::field("kind", e))?;
@@ -26,12 +30,17 @@ pub async fn create(State(s): State<AppState>, caller: Caller, ApiJson(body): Ap
         ServerKind::Db => 3306,
     });
     if !(1..=65535).contains(&port) {
-        return Err(ApiError::Unprocessable(format!("port: {port} is not between 1 and 65535")));
+        return Err(ApiError::Unprocessable(format!(
+            "port: {port} is not between 1 and 65535"
+        )));
     }
     let server = s.store.create_server(&name, kind, &host, port).await?;
     Ok((StatusCode::CREATED, Json(server)))
 }
 
-pub async fn list(State(s): State<AppState>, _caller: Caller) -> ApiResult<Json<Vec<store::Server>>> {
+pub async fn list(
+    State(s): State<AppState>,
+    _caller: Caller,
+) -> ApiResult<Json<Vec<store::Server>>> {
     Ok(Json(s.store.servers().await?))
 }

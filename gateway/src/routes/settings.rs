@@ -15,9 +15,12 @@ const KNOWN: &[(&str, &str)] = &[
 pub async fn get(State(s): State<AppState>, _caller: Caller) -> ApiResult<Json<serde_json::Value>> {
     let mut map = s.store.settings().await?;
     // Defaults for what was never set.
-    map.entry("require_disable_before_delete").or_insert(serde_json::json!(true));
-    map.entry("delete_backups_with_site").or_insert(serde_json::json!(false));
-    map.entry("login_link_ttl_hours").or_insert(serde_json::json!(24));
+    map.entry("require_disable_before_delete")
+        .or_insert(serde_json::json!(true));
+    map.entry("delete_backups_with_site")
+        .or_insert(serde_json::json!(false));
+    map.entry("login_link_ttl_hours")
+        .or_insert(serde_json::json!(24));
     Ok(Json(serde_json::Value::Object(map)))
 }
 
@@ -31,30 +34,46 @@ pub async fn patch(
     let mut features = Vec::new();
     for (k, v) in body {
         if k == "features" {
-            let obj = v.as_object().ok_or_else(|| ApiError::Unprocessable("features: give an object such as {\"clone\": false}".into()))?;
+            let obj = v.as_object().ok_or_else(|| {
+                ApiError::Unprocessable(
+                    "features: give an object such as {\"clone\": false}".into(),
+                )
+            })?;
             for (name, enabled) in obj {
                 if !["migrate", "clone"].contains(&name.as_str()) {
-                    return Err(ApiError::Unprocessable(format!("features.{name}: unknown feature; known: migrate, clone")));
+                    return Err(ApiError::Unprocessable(format!(
+                        "features.{name}: unknown feature; known: migrate, clone"
+                    )));
                 }
-                let on = enabled.as_bool().ok_or_else(|| ApiError::Unprocessable(format!("features.{name}: give true or false")))?;
+                let on = enabled.as_bool().ok_or_else(|| {
+                    ApiError::Unprocessable(format!("features.{name}: give true or false"))
+                })?;
                 features.push((name.clone(), on));
             }
             // Clone is a subsidiary of migrate: switching clone on switches migrate on.
-            if features.iter().any(|(n, on)| n == "clone" && *on) && !features.iter().any(|(n, _)| n == "migrate") {
+            if features.iter().any(|(n, on)| n == "clone" && *on)
+                && !features.iter().any(|(n, _)| n == "migrate")
+            {
                 features.push(("migrate".into(), true));
             }
             continue;
         }
         let Some((_, kind)) = KNOWN.iter().find(|(name, _)| *name == k) else {
             let known: Vec<&str> = KNOWN.iter().map(|(n, _)| *n).collect();
-            return Err(ApiError::Unprocessable(format!("{k}: unknown setting; known settings: features, {}", known.join(", "))));
+            return Err(ApiError::Unprocessable(format!(
+                "{k}: unknown setting; known settings: features, {}",
+                known.join(", ")
+            )));
         };
         let ok = match *kind {
             "boolean" => v.is_boolean(),
             _ => v.as_f64().is_some_and(|n| n > 0.0),
         };
         if !ok {
-            return Err(ApiError::Unprocessable(format!("{k}: give a {kind}{}", if *kind == "number" { " above 0" } else { "" })));
+            return Err(ApiError::Unprocessable(format!(
+                "{k}: give a {kind}{}",
+                if *kind == "number" { " above 0" } else { "" }
+            )));
         }
         values.push((k, v));
     }

@@ -38,9 +38,15 @@ pub async fn site_json(s: &AppState, site: &Site) -> ApiResult<Value> {
     let open = delete_pending(s, site.id).await?;
     let web = s.store.platform(site.platform_id).await?;
     let web_server = s.store.server(web.server_id).await?;
-    let goto = if web_server.port == 80 { format!("http://{}/", site.domain) } else { format!("http://{}:{}/", site.domain, web_server.port) };
+    let goto = if web_server.port == 80 {
+        format!("http://{}/", site.domain)
+    } else {
+        format!("http://{}:{}/", site.domain, web_server.port)
+    };
     let link = match (&site.login_link, site.status) {
-        (Some(l), SiteStatus::Enabled) => json!({"kind": "login", "url": l.url, "expires": l.expires_at.format(&time::format_description::well_known::Rfc3339).ok()}),
+        (Some(l), SiteStatus::Enabled) => {
+            json!({"kind": "login", "url": l.url, "expires": l.expires_at.format(&time::format_description::well_known::Rfc3339).ok()})
+        }
         _ => json!({"kind": "go-to", "url": goto}),
     };
     Ok(json!({
@@ -64,26 +70,38 @@ pub async fn site_json(s: &AppState, site: &Site) -> ApiResult<Value> {
 }
 
 async fn delete_pending(s: &AppState, site: SiteId) -> ApiResult<bool> {
-    Ok(s.store.open_tasks_of_site(site).await?.iter().any(|t| t.task_type == TaskType::Delete))
+    Ok(s.store
+        .open_tasks_of_site(site)
+        .await?
+        .iter()
+        .any(|t| t.task_type == TaskType::Delete))
 }
 
 /// Loads a site the caller may see; another client's site is answered as not found.
 async fn visible_site(s: &AppState, caller: &Caller, id: i64) -> ApiResult<Site> {
     let site = s.store.site(SiteId(id)).await?;
     match caller.0.client {
-        Some(c) if c != site.client_id => Err(ApiError::NotFound(format!("site {id} does not exist"))),
+        Some(c) if c != site.client_id => {
+            Err(ApiError::NotFound(format!("site {id} does not exist")))
+        }
         _ => Ok(site),
     }
 }
 
-pub async fn create(State(s): State<AppState>, caller: Caller, ApiJson(body): ApiJson<NewSiteBody>) -> ApiResult<(StatusCode, Json<Value>)> {
+pub async fn create(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<NewSiteBody>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
     // Parse everything first: nothing is written unless all of it is valid.
     let domain = DomainName::parse(&body.domain).map_err(|e| ApiError::field("domain", e))?;
     let mut aliases = Vec::new();
     for a in &body.aliases {
         let alias = DomainName::parse(a).map_err(|e| ApiError::field("aliases", e))?;
         if alias == domain || aliases.contains(&alias) {
-            return Err(ApiError::Unprocessable(format!("aliases: {alias} is listed twice")));
+            return Err(ApiError::Unprocessable(format!(
+                "aliases: {alias} is listed twice"
+            )));
         }
         aliases.push(alias);
     }
@@ -92,26 +110,60 @@ pub async fn create(State(s): State<AppState>, caller: Caller, ApiJson(body): Ap
 
     let client = match &body.client {
         Ref::Id(id) => s.store.client(ClientId(*id)).await,
-        Ref::Name(n) => s.store.client_by_name(&Name::parse(n).map_err(|e| ApiError::field("client", e))?).await,
+        Ref::Name(n) => {
+            s.store
+                .client_by_name(&Name::parse(n).map_err(|e| ApiError::field("client", e))?)
+                .await
+        }
     }
-    .map_err(|_| ApiError::Unprocessable(format!("client: there is no client {:?}; create it with POST /api/v1/clients", body.client)))?;
+    .map_err(|_| {
+        ApiError::Unprocessable(format!(
+            "client: there is no client {:?}; create it with POST /api/v1/clients",
+            body.client
+        ))
+    })?;
     if caller.0.client.is_some_and(|c| c != client.id) {
-        return Err(ApiError::Unprocessable("client: your token may only create sites for its own client".into()));
+        return Err(ApiError::Unprocessable(
+            "client: your token may only create sites for its own client".into(),
+        ));
     }
     let platform = match &body.platform {
         Ref::Id(id) => s.store.platform(PlatformId(*id)).await,
-        Ref::Name(n) => s.store.platform_by_name(&Name::parse(n).map_err(|e| ApiError::field("platform", e))?).await,
+        Ref::Name(n) => {
+            s.store
+                .platform_by_name(&Name::parse(n).map_err(|e| ApiError::field("platform", e))?)
+                .await
+        }
     }
-    .map_err(|_| ApiError::Unprocessable(format!("platform: there is no platform {:?}; GET /api/v1/platforms lists them", body.platform)))?;
+    .map_err(|_| {
+        ApiError::Unprocessable(format!(
+            "platform: there is no platform {:?}; GET /api/v1/platforms lists them",
+            body.platform
+        ))
+    })?;
     match platform.status {
         PlatformStatus::Enabled => {}
-        PlatformStatus::Queued => return Err(ApiError::Conflict(format!("platform {} is not verified yet; wait for its verify task", platform.name))),
-        other => return Err(ApiError::Conflict(format!("platform {} is {other}; new sites need an enabled platform", platform.name))),
+        PlatformStatus::Queued => {
+            return Err(ApiError::Conflict(format!(
+                "platform {} is not verified yet; wait for its verify task",
+                platform.name
+            )))
+        }
+        other => {
+            return Err(ApiError::Conflict(format!(
+                "platform {} is {other}; new sites need an enabled platform",
+                platform.name
+            )))
+        }
     }
     let profiles = s.store.platform_profiles(platform.id).await?;
     let Some(offered) = profiles.iter().find(|p| p.name == profile.as_str()) else {
         let names: Vec<&str> = profiles.iter().map(|p| p.name.as_str()).collect();
-        return Err(ApiError::Unprocessable(format!("profile: platform {} has no profile '{profile}'; it offers: {}", platform.name, names.join(", "))));
+        return Err(ApiError::Unprocessable(format!(
+            "profile: platform {} has no profile '{profile}'; it offers: {}",
+            platform.name,
+            names.join(", ")
+        )));
     };
     if !offered.languages.iter().any(|l| l == language.as_str()) {
         return Err(ApiError::Unprocessable(format!(
@@ -120,10 +172,27 @@ pub async fn create(State(s): State<AppState>, caller: Caller, ApiJson(body): Ap
         )));
     }
     let db_server = match &body.db_server {
-        Ref::Id(id) => s.store.server(ServerId(*id)).await.ok().filter(|d| d.kind == ServerKind::Db),
-        Ref::Name(n) => s.store.server_by_name(&Name::parse(n).map_err(|e| ApiError::field("db_server", e))?, ServerKind::Db).await.ok(),
+        Ref::Id(id) => s
+            .store
+            .server(ServerId(*id))
+            .await
+            .ok()
+            .filter(|d| d.kind == ServerKind::Db),
+        Ref::Name(n) => s
+            .store
+            .server_by_name(
+                &Name::parse(n).map_err(|e| ApiError::field("db_server", e))?,
+                ServerKind::Db,
+            )
+            .await
+            .ok(),
     }
-    .ok_or_else(|| ApiError::Unprocessable(format!("db_server: there is no db server {:?}; GET /api/v1/servers lists them", body.db_server)))?;
+    .ok_or_else(|| {
+        ApiError::Unprocessable(format!(
+            "db_server: there is no db server {:?}; GET /api/v1/servers lists them",
+            body.db_server
+        ))
+    })?;
 
     let new = NewSite {
         domain,
@@ -138,7 +207,10 @@ pub async fn create(State(s): State<AppState>, caller: Caller, ApiJson(body): Ap
     };
     let (site, task) = s.store.create_site(&new).await?;
     s.wake_relay.notify_one();
-    Ok((StatusCode::ACCEPTED, Json(json!({ "site": site_json(&s, &site).await?, "task": task }))))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "site": site_json(&s, &site).await?, "task": task })),
+    ))
 }
 
 #[derive(serde::Deserialize)]
@@ -149,22 +221,46 @@ pub struct SiteQuery {
     platform: Option<String>,
 }
 
-pub async fn list(State(s): State<AppState>, caller: Caller, Query(q): Query<SiteQuery>) -> ApiResult<Json<Vec<Value>>> {
+pub async fn list(
+    State(s): State<AppState>,
+    caller: Caller,
+    Query(q): Query<SiteQuery>,
+) -> ApiResult<Json<Vec<Value>>> {
     let mut filter = SiteFilter {
-        domain: q.domain.as_deref().map(DomainName::parse).transpose().map_err(|e| ApiError::field("domain", e))?,
-        status: q.status.as_deref().map(SiteStatus::parse).transpose().map_err(|e| ApiError::field("status", e))?,
+        domain: q
+            .domain
+            .as_deref()
+            .map(DomainName::parse)
+            .transpose()
+            .map_err(|e| ApiError::field("domain", e))?,
+        status: q
+            .status
+            .as_deref()
+            .map(SiteStatus::parse)
+            .transpose()
+            .map_err(|e| ApiError::field("status", e))?,
         ..Default::default()
     };
     if let Some(c) = &q.client {
         filter.client = Some(match c.parse::<i64>() {
             Ok(id) => ClientId(id),
-            Err(_) => s.store.client_by_name(&Name::parse(c).map_err(|e| ApiError::field("client", e))?).await?.id,
+            Err(_) => {
+                s.store
+                    .client_by_name(&Name::parse(c).map_err(|e| ApiError::field("client", e))?)
+                    .await?
+                    .id
+            }
         });
     }
     if let Some(p) = &q.platform {
         filter.platform = Some(match p.parse::<i64>() {
             Ok(id) => PlatformId(id),
-            Err(_) => s.store.platform_by_name(&Name::parse(p).map_err(|e| ApiError::field("platform", e))?).await?.id,
+            Err(_) => {
+                s.store
+                    .platform_by_name(&Name::parse(p).map_err(|e| ApiError::field("platform", e))?)
+                    .await?
+                    .id
+            }
         });
     }
     if let Some(own) = caller.0.client {
@@ -180,7 +276,11 @@ pub async fn list(State(s): State<AppState>, caller: Caller, Query(q): Query<Sit
     Ok(Json(out))
 }
 
-pub async fn get(State(s): State<AppState>, caller: Caller, Path(id): Path<i64>) -> ApiResult<Json<Value>> {
+pub async fn get(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<Value>> {
     let site = visible_site(&s, &caller, id).await?;
     Ok(Json(site_json(&s, &site).await?))
 }
@@ -201,7 +301,9 @@ pub async fn create_task(
     let task_type = TaskType::parse(&body.task_type).map_err(|e| ApiError::field("type", e))?;
     if let Some(allowed) = &caller.0.allowed_task_types {
         if !allowed.contains(&task_type) {
-            return Err(ApiError::Forbidden(format!("this token may not run '{task_type}' tasks")));
+            return Err(ApiError::Forbidden(format!(
+                "this token may not run '{task_type}' tasks"
+            )));
         }
     }
     let open = delete_pending(&s, site.id).await?;
@@ -218,7 +320,15 @@ pub async fn create_task(
             available.join(", ")
         )));
     }
-    let task = s.store.create_task(&NewTask::for_site(task_type, site.id, json!({}), &caller.name())).await?;
+    let task = s
+        .store
+        .create_task(&NewTask::for_site(
+            task_type,
+            site.id,
+            json!({}),
+            &caller.name(),
+        ))
+        .await?;
     s.wake_relay.notify_one();
     Ok((StatusCode::ACCEPTED, Json(json!({ "task": task }))))
 }

@@ -33,22 +33,44 @@ async fn visible_task(s: &AppState, caller: &Caller, id: i64) -> ApiResult<Task>
     Ok(task)
 }
 
-pub async fn list(State(s): State<AppState>, caller: Caller, Query(q): Query<TaskQuery>) -> ApiResult<Json<Vec<Task>>> {
+pub async fn list(
+    State(s): State<AppState>,
+    caller: Caller,
+    Query(q): Query<TaskQuery>,
+) -> ApiResult<Json<Vec<Task>>> {
     let filter = TaskFilter {
         site: q.site.map(SiteId),
         sites_of_client: caller.0.client,
-        status: q.status.as_deref().map(TaskStatus::parse).transpose().map_err(|e| ApiError::field("status", e))?,
-        task_type: q.task_type.as_deref().map(TaskType::parse).transpose().map_err(|e| ApiError::field("type", e))?,
+        status: q
+            .status
+            .as_deref()
+            .map(TaskStatus::parse)
+            .transpose()
+            .map_err(|e| ApiError::field("status", e))?,
+        task_type: q
+            .task_type
+            .as_deref()
+            .map(TaskType::parse)
+            .transpose()
+            .map_err(|e| ApiError::field("type", e))?,
         limit: q.limit.unwrap_or(100).clamp(1, 1000),
     };
     Ok(Json(s.store.tasks(&filter).await?))
 }
 
-pub async fn get(State(s): State<AppState>, caller: Caller, Path(id): Path<i64>) -> ApiResult<Json<Task>> {
+pub async fn get(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<Task>> {
     Ok(Json(visible_task(&s, &caller, id).await?))
 }
 
-pub async fn log(State(s): State<AppState>, caller: Caller, Path(id): Path<i64>) -> ApiResult<Json<Vec<LogLine>>> {
+pub async fn log(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<Vec<LogLine>>> {
     let task = visible_task(&s, &caller, id).await?;
     Ok(Json(s.store.task_log(task.id, 0).await?))
 }
@@ -63,26 +85,38 @@ pub async fn events(
 ) -> ApiResult<Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>>> {
     let task = visible_task(&s, &caller, id).await?;
     let store = s.store.clone();
-    let stream = futures_util::stream::unfold((task.id, 0i64, None::<TaskStatus>, false), move |(id, after, last, done)| {
-        let store = store.clone();
-        async move {
-            if done {
-                return None;
-            }
-            loop {
-                let lines = store.task_log(id, after).await.unwrap_or_default();
-                if let Some(line) = lines.first() {
-                    let event = Event::default().event("log").json_data(line).unwrap_or_default();
-                    return Some((Ok(event), (id, line.id, last, false)));
+    let stream = futures_util::stream::unfold(
+        (task.id, 0i64, None::<TaskStatus>, false),
+        move |(id, after, last, done)| {
+            let store = store.clone();
+            async move {
+                if done {
+                    return None;
                 }
-                let task = store.task(id).await.ok()?;
-                if Some(task.status) != last {
-                    let event = Event::default().event("status").json_data(&task).unwrap_or_default();
-                    return Some((Ok(event), (id, after, Some(task.status), task.status.is_terminal())));
+                loop {
+                    let lines = store.task_log(id, after).await.unwrap_or_default();
+                    if let Some(line) = lines.first() {
+                        let event = Event::default()
+                            .event("log")
+                            .json_data(line)
+                            .unwrap_or_default();
+                        return Some((Ok(event), (id, line.id, last, false)));
+                    }
+                    let task = store.task(id).await.ok()?;
+                    if Some(task.status) != last {
+                        let event = Event::default()
+                            .event("status")
+                            .json_data(&task)
+                            .unwrap_or_default();
+                        return Some((
+                            Ok(event),
+                            (id, after, Some(task.status), task.status.is_terminal()),
+                        ));
+                    }
+                    tokio::time::sleep(Duration::from_millis(300)).await;
                 }
-                tokio::time::sleep(Duration::from_millis(300)).await;
             }
-        }
-    });
+        },
+    );
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
