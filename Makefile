@@ -19,9 +19,10 @@ down:
 test: deps build
 	$(CARGO) test --workspace --no-fail-fast -- --test-threads=4
 
+# Built with the same feature set as the services (one build), then run from target/release.
 bench: deps
 	$(CARGO) build --release --workspace --bins
-	$(CARGO) run --release -p tests --bin bench
+	$${CARGO_TARGET_DIR:-target}/release/bench
 
 lint: deps
 	$(CARGO) fmt --all -- --check

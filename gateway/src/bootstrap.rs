@@ -75,7 +75,7 @@ pub async fn run(config: GatewayConfig, args: &[String]) -> anyhow::Result<()> {
             ),
             Err(_) => {
                 let (p, task) = store
-                    .create_platform(&name, web.id, &root, Driver::Hooks, "bootstrap")
+                    .create_platform(&name, web.id, &root, Driver::Hooks, "bootstrap", None)
                     .await?;
                 println!(
                     "platform: {} registered at {}; verify task {} queued",

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use store::Store;
 use tokio::sync::Notify;
+use tracing::Instrument;
 
 pub async fn relay(store: Store, bus: Bus, wake: Arc<Notify>) {
     let exchange = bus.topology().tasks_exchange();
@@ -42,6 +43,7 @@ pub async fn relay(store: Store, bus: Bus, wake: Arc<Notify>) {
                 continue;
             }
             let body = message.payload.to_string();
+            let span = bus::span_with_traceparent("dispatch task", message.traceparent.as_deref());
             let published = bus
                 .publish(
                     &exchange,
@@ -49,6 +51,7 @@ pub async fn relay(store: Store, bus: Bus, wake: Arc<Notify>) {
                     &message.message_type,
                     body.as_bytes(),
                 )
+                .instrument(span)
                 .await;
             let stored = match &published {
                 Ok(()) => store.outbox_published(message).await,

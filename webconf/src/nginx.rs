@@ -272,10 +272,24 @@ impl Nginx {
         }
         let generation = self.read_generation().await.wrapping_add(1).max(1);
         self.write_generation(generation).await?;
+        let old_workers = match read_pid(&format!("{}/nginx.pid", self.d())).await {
+            Some(master) => accepting_workers(master),
+            None => vec![],
+        };
         self.run_nginx(&["-s", "reload"])
             .await
             .context("nginx -s reload")?;
-        self.wait_for_generation(generation).await
+        self.wait_for_generation(generation).await?;
+        // New workers serving is not enough: until the old ones close their listening sockets
+        // they may still take a new connection with the old configuration.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        while old_workers.iter().any(|pid| worker_accepts(*pid)) {
+            if tokio::time::Instant::now() > deadline {
+                bail!("nginx's previous workers did not stop accepting within 15 s");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
     }
 
     async fn wait_for_generation(&self, generation: u64) -> anyhow::Result<()> {
@@ -303,6 +317,40 @@ impl Nginx {
             // SAFETY: sending a signal to a pid we read from our own pid file.
             unsafe { libc::kill(pid, libc::SIGQUIT) };
         }
+    }
+}
+
+/// The master's worker processes that still accept connections.
+fn accepting_workers(master: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                // the parent pid is the second field after the parenthesized command name
+                .and_then(|stat| {
+                    stat.rsplit_once(')')
+                        .map(|(_, rest)| rest.split_whitespace().nth(1).map(str::to_owned))
+                })
+                .flatten()
+                .is_some_and(|ppid| ppid == master.to_string())
+        })
+        .filter(|pid| worker_accepts(*pid))
+        .collect()
+}
+
+/// A worker that exists and is not "shutting down" (nginx retitles a worker when it closes
+/// its listening sockets).
+fn worker_accepts(pid: i32) -> bool {
+    match std::fs::read(format!("/proc/{pid}/cmdline")) {
+        Ok(title) => {
+            let title = String::from_utf8_lossy(&title);
+            title.contains("worker process") && !title.contains("shutting down")
+        }
+        Err(_) => false,
     }
 }
 

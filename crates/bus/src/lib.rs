@@ -14,6 +14,7 @@ mod trace;
 
 pub use consumer::{Disposition, Handler, Incoming};
 pub use rpc::{RpcClient, RpcError, RpcHandler};
+pub use trace::{current_traceparent, span_with_traceparent};
 
 use contract::Topology;
 use lapin::options::{

@@ -54,3 +54,24 @@ pub(crate) fn context_from_headers(table: Option<&FieldTable>) -> Context {
 pub(crate) fn set_parent(span: &tracing::Span, parent: Context) {
     let _ = span.set_parent(parent);
 }
+
+/// The current span's context as a W3C `traceparent` value, to store beside work that is
+/// published later (the outbox).
+pub fn current_traceparent() -> Option<String> {
+    let cx = tracing::Span::current().context();
+    let mut headers = Headers(HashMap::new());
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut headers));
+    headers.0.remove("traceparent")
+}
+
+/// A span whose parent is a stored `traceparent`, so a later publish joins the trace of the
+/// request that caused it.
+pub fn span_with_traceparent(name: &'static str, traceparent: Option<&str>) -> tracing::Span {
+    let span = tracing::info_span!("relay", otel.name = name);
+    if let Some(tp) = traceparent {
+        let headers = Headers(HashMap::from([("traceparent".to_owned(), tp.to_owned())]));
+        let cx = opentelemetry::global::get_text_map_propagator(|p| p.extract(&headers));
+        set_parent(&span, cx);
+    }
+    span
+}

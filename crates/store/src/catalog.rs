@@ -211,6 +211,7 @@ pub struct NewSite {
     /// Database and user names are `<db_prefix><site id>`.
     pub db_prefix: String,
     pub requested_by: String,
+    pub traceparent: Option<String>,
 }
 
 impl Store {
@@ -279,6 +280,7 @@ impl Store {
         root: &HostPath,
         driver: Driver,
         requested_by: &str,
+        traceparent: Option<String>,
     ) -> Result<(Platform, Task)> {
         let mut tx = self.pool.begin().await?;
         let id: i64 = sqlx::query_scalar(
@@ -301,7 +303,8 @@ impl Store {
         })?;
         let task = crate::tasks::create_task_tx(
             &mut tx,
-            &NewTask::for_platform(TaskType::PlatformVerify, PlatformId(id), requested_by),
+            &NewTask::for_platform(TaskType::PlatformVerify, PlatformId(id), requested_by)
+                .traced(traceparent),
         )
         .await?;
         tx.commit().await?;

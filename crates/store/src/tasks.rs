@@ -84,6 +84,8 @@ pub struct NewTask {
     pub parent: Option<TaskId>,
     pub args: serde_json::Value,
     pub requested_by: String,
+    /// W3C trace context of the request that made the task, so its dispatch joins that trace.
+    pub traceparent: Option<String>,
 }
 
 impl NewTask {
@@ -100,8 +102,10 @@ impl NewTask {
             parent: None,
             args,
             requested_by: requested_by.into(),
+            traceparent: None,
         }
     }
+
     pub fn for_platform(task_type: TaskType, platform: PlatformId, requested_by: &str) -> Self {
         Self {
             task_type,
@@ -110,7 +114,13 @@ impl NewTask {
             parent: None,
             args: serde_json::json!({}),
             requested_by: requested_by.into(),
+            traceparent: None,
         }
+    }
+
+    pub fn traced(mut self, traceparent: Option<String>) -> Self {
+        self.traceparent = traceparent;
+        self
     }
 }
 
@@ -161,7 +171,7 @@ pub(crate) async fn create_task_tx(tx: &mut sqlx::PgConnection, new: &NewTask) -
     .fetch_one(&mut *tx)
     .await?;
     let task = task(&row)?;
-    enqueue_dispatch(tx, task.id, task.task_type).await?;
+    enqueue_dispatch(tx, task.id, task.task_type, new.traceparent.as_deref()).await?;
     Ok(task)
 }
 
@@ -169,6 +179,7 @@ async fn enqueue_dispatch(
     tx: &mut sqlx::PgConnection,
     id: TaskId,
     task_type: TaskType,
+    traceparent: Option<&str>,
 ) -> Result<()> {
     let message = TaskMessage {
         task: id,
@@ -176,11 +187,12 @@ async fn enqueue_dispatch(
     };
     let payload = serde_json::to_value(&message).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     sqlx::query(
-        "INSERT INTO outbox (exchange_kind, routing_key, message_type, payload) VALUES ('tasks', $1, $2, $3)",
+        "INSERT INTO outbox (exchange_kind, routing_key, message_type, payload, traceparent) VALUES ('tasks', $1, $2, $3, $4)",
     )
     .bind(task_type.owner().as_str())
     .bind(contract::TASK_MESSAGE_TYPE)
     .bind(payload)
+    .bind(traceparent)
     .execute(&mut *tx)
     .await?;
     sqlx::query("SELECT pg_notify($1, '')")
@@ -197,6 +209,7 @@ pub struct OutboxMessage {
     pub routing_key: String,
     pub message_type: String,
     pub payload: serde_json::Value,
+    pub traceparent: Option<String>,
 }
 
 /// What one sweep did.
@@ -436,7 +449,7 @@ impl Store {
              WHERE id IN (
                  SELECT id FROM outbox WHERE claimed_until IS NULL OR claimed_until < now()
                  ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
-             RETURNING id, routing_key, message_type, payload",
+             RETURNING id, routing_key, message_type, payload, traceparent",
         )
         .bind(limit)
         .bind(hold.as_secs_f64())
@@ -450,6 +463,7 @@ impl Store {
                     routing_key: r.try_get("routing_key")?,
                     message_type: r.try_get("message_type")?,
                     payload: r.try_get("payload")?,
+                    traceparent: r.try_get("traceparent")?,
                 })
             })
             .collect::<Result<_>>()?;
@@ -538,7 +552,7 @@ impl Store {
                     .bind("the worker stopped responding (lease lapsed); the task is queued again and will resume")
                     .execute(&mut *tx)
                     .await?;
-                enqueue_dispatch(&mut tx, t.id, t.task_type).await?;
+                enqueue_dispatch(&mut tx, t.id, t.task_type, None).await?;
                 report.requeued_after_lapsed_lease += 1;
             }
         }
@@ -556,7 +570,7 @@ impl Store {
         for row in &stale {
             let id = TaskId(row.try_get("id")?);
             let task_type = TaskType::parse(row.try_get("type")?)?;
-            enqueue_dispatch(&mut tx, id, task_type).await?;
+            enqueue_dispatch(&mut tx, id, task_type, None).await?;
             sqlx::query("UPDATE tasks SET dispatched_at = now() WHERE id = $1")
                 .bind(id.0)
                 .execute(&mut *tx)
@@ -638,6 +652,7 @@ async fn release_and_dispatch_next(
             tx,
             TaskId(row.try_get("id")?),
             TaskType::parse(row.try_get("type")?)?,
+            None,
         )
         .await?;
     }

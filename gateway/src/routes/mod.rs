@@ -34,6 +34,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async {
             crate::error::ApiError::NotFound("no such endpoint; the API lives under /api/v1".into())
         })
+        .layer(axum::middleware::from_fn(trace_request))
         .with_state(state)
 }
 
@@ -62,4 +63,16 @@ async fn readyz(
 pub enum Ref {
     Id(i64),
     Name(String),
+}
+
+/// One span per request: tasks it creates carry its trace context through the outbox.
+async fn trace_request(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use tracing::Instrument;
+    let span = tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), status = tracing::field::Empty);
+    let response = next.run(request).instrument(span.clone()).await;
+    span.record("status", response.status().as_u16());
+    response
 }

@@ -57,7 +57,14 @@ pub async fn create(
     }
     let (platform, task) = s
         .store
-        .create_platform(&name, server.id, &root, driver, &caller.name())
+        .create_platform(
+            &name,
+            server.id,
+            &root,
+            driver,
+            &caller.name(),
+            bus::current_traceparent(),
+        )
         .await?;
     s.wake_relay.notify_one();
     Ok((
@@ -109,7 +116,10 @@ pub async fn create_task(
     }
     let task = s
         .store
-        .create_task(&NewTask::for_platform(task_type, p.id, &caller.name()))
+        .create_task(
+            &NewTask::for_platform(task_type, p.id, &caller.name())
+                .traced(bus::current_traceparent()),
+        )
         .await?;
     s.wake_relay.notify_one();
     Ok((StatusCode::ACCEPTED, Json(json!({ "task": task }))))

@@ -204,6 +204,7 @@ pub async fn create(
         db_server: db_server.id,
         db_prefix: s.config.db_prefix.clone(),
         requested_by: caller.name(),
+        traceparent: bus::current_traceparent(),
     };
     let (site, task) = s.store.create_site(&new).await?;
     s.wake_relay.notify_one();
@@ -322,12 +323,10 @@ pub async fn create_task(
     }
     let task = s
         .store
-        .create_task(&NewTask::for_site(
-            task_type,
-            site.id,
-            json!({}),
-            &caller.name(),
-        ))
+        .create_task(
+            &NewTask::for_site(task_type, site.id, json!({}), &caller.name())
+                .traced(bus::current_traceparent()),
+        )
         .await?;
     s.wake_relay.notify_one();
     Ok((StatusCode::ACCEPTED, Json(json!({ "task": task }))))
