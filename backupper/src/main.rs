@@ -1,22 +1,98 @@
-//! backupper: backup, restore, backup-delete, schedules and retention.
-//!
-//! This version connects, declares its task queue and consumes it, so the topology is
-//! complete; its task types are not accepted by the gateway yet, and a message that arrives
-//! anyway ends its task with an error that says so.
+//! backupper: backup, restore and backup-delete tasks; scheduled backups and retention.
 
+mod backup;
+mod mysql;
+mod restore;
+
+use std::path::PathBuf;
 use std::time::Duration;
 use worker::{Outcome, TaskHandler, TaskLog};
 
-struct NotYet;
+pub struct Settings {
+    pub backup_dir: PathBuf,
+    pub dump_bin: String,
+    pub client_bin: String,
+    pub zstd_level: i32,
+    pub zstd_workers: u32,
+    pub dump_chunk_bytes: usize,
+    pub limits: archive::Limits,
+    pub rpc_timeout: Duration,
+    pub action_timeout: Duration,
+}
 
-impl TaskHandler for NotYet {
+pub struct Backupper {
+    pub store: store::Store,
+    pub rpc: bus::RpcClient,
+    pub settings: Settings,
+    pub faults: saga::Faults,
+}
+
+impl TaskHandler for Backupper {
     async fn run(&self, task: &store::Task, log: &TaskLog) -> Outcome {
-        let message = format!(
-            "the backupper cannot run '{}' tasks in this version",
-            task.task_type
-        );
-        log.error(message.clone()).await;
-        Outcome::Error(message)
+        use domain::TaskType::*;
+        match task.task_type {
+            Backup => self.backup(task, log).await,
+            Restore => restore::run(self, task, log).await,
+            BackupDelete => self.delete(task, log).await,
+            other => Outcome::Error(format!("the backupper cannot run '{other}' tasks yet")),
+        }
+    }
+}
+
+impl Backupper {
+    async fn backup(&self, task: &store::Task, log: &TaskLog) -> Outcome {
+        let Some(site) = task.site else {
+            return Outcome::Error("a backup task without a site".into());
+        };
+        let description = task
+            .args
+            .get("description")
+            .and_then(|d| d.as_str())
+            .unwrap_or(backup::ON_REQUEST)
+            .to_owned();
+        let result = async {
+            let st = site::SiteTask::load(&self.store, site).await?;
+            backup::make_backup(self, &st, task.id, &description, log).await
+        }
+        .await;
+        match result {
+            Ok(b) => Outcome::Success(Some(
+                serde_json::json!({"backup": b.id, "size": b.size, "checksum": b.checksum}),
+            )),
+            Err(e) => Outcome::Error(format!("{e:#}")),
+        }
+    }
+
+    /// Removes archives and their records. Deleting one that is gone already is fine.
+    async fn delete(&self, task: &store::Task, log: &TaskLog) -> Outcome {
+        let ids: Vec<i64> = task
+            .args
+            .get("backups")
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default();
+        let mut removed = 0;
+        for id in ids {
+            let backup = match self.store.backup(domain::BackupId(id)).await {
+                Ok(b) => b,
+                Err(store::StoreError::NotFound(_)) => continue,
+                Err(e) => return Outcome::Error(e.to_string()),
+            };
+            if Some(backup.site) != task.site {
+                return Outcome::Error(format!("backup {id} belongs to another site"));
+            }
+            match tokio::fs::remove_file(self.settings.backup_dir.join(&backup.key)).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Outcome::Error(format!("cannot remove {}: {e}", backup.key)),
+            }
+            if let Err(e) = self.store.delete_backup_record(backup.id).await {
+                return Outcome::Error(e.to_string());
+            }
+            log.info(format!("backup {id} ({}) deleted", backup.key))
+                .await;
+            removed += 1;
+        }
+        Outcome::Success(Some(serde_json::json!({"deleted": removed})))
     }
 }
 
@@ -24,20 +100,42 @@ impl TaskHandler for NotYet {
 async fn main() -> anyhow::Result<()> {
     let _telemetry = telemetry::init("backupper");
     let common = config::Common::from_env()?;
+    let settings = Settings {
+        backup_dir: PathBuf::from(config::string("HOSTING_BACKUP_DIR", "/var/backups/hosting")),
+        dump_bin: config::string("HOSTING_MARIADB_DUMP_BIN", "mariadb-dump"),
+        client_bin: config::string("HOSTING_MARIADB_BIN", "mariadb"),
+        zstd_level: config::parse("HOSTING_BACKUP_ZSTD_LEVEL", 3)?,
+        zstd_workers: config::parse("HOSTING_BACKUP_ZSTD_WORKERS", 2)?,
+        dump_chunk_bytes: config::parse("HOSTING_BACKUP_DUMP_CHUNK_BYTES", 8usize << 20)?,
+        limits: archive::Limits {
+            max_entries: config::parse("HOSTING_RESTORE_MAX_ENTRIES", 1_000_000)?,
+            max_bytes: config::parse("HOSTING_RESTORE_MAX_BYTES", 50u64 << 30)?,
+        },
+        rpc_timeout: config::seconds("HOSTING_RPC_TIMEOUT_SECS", 60.0)?,
+        action_timeout: config::seconds("HOSTING_ACTION_TIMEOUT_SECS", 600.0)?,
+    };
+    std::fs::create_dir_all(&settings.backup_dir)?;
     let lease = config::seconds("HOSTING_LEASE_SECS", 30.0)?;
+    let prefetch = config::parse("HOSTING_PREFETCH", 2u16)?;
     let store = store::Store::connect(&common.database_url, 4, Duration::from_secs(60)).await?;
     let bus = bus::Bus::new(
         &common.amqp_url,
         contract::Topology::new(&common.prefix),
         "backupper",
     );
+    let backupper = Backupper {
+        store: store.clone(),
+        rpc: bus::RpcClient::new(bus.clone()),
+        settings,
+        faults: saga::Faults::from_env(),
+    };
     let config = worker::WorkerConfig {
         service: "backupper",
-        prefetch: 4,
+        prefetch,
         lease,
     };
     tokio::select! {
-        _ = worker::Worker::run(store, bus.clone(), NotYet, config) => {},
+        _ = worker::Worker::run(store, bus.clone(), backupper, config) => {},
         _ = telemetry::shutdown_signal() => tracing::info!("stopping"),
     }
     bus.close().await;

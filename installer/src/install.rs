@@ -2,13 +2,13 @@
 //! directory with its settings, the platform's install action, the vhost, and the site
 //! enabled with its one-time login link. A saga: a failure undoes what was made.
 
-use crate::context::{give_to_web_user, set_web_permissions, write_settings, SiteTask};
 use crate::Installer;
 use anyhow::{bail, Context};
 use contract::{DbprovReply, DbprovRequest, WebconfReply, WebconfRequest};
 use domain::{DbPassword, SiteStatus};
 use platform::Action;
 use saga::{Outcome as SagaOutcome, Saga, Step};
+use site::{give_to_web_user, set_web_permissions, write_settings, SiteTask};
 use store::Task;
 use worker::{Outcome, TaskLog};
 
@@ -53,7 +53,7 @@ pub async fn run(inst: &Installer, task: &Task, log: &TaskLog) -> Outcome {
     let Some(site_id) = task.site else {
         return Outcome::Error("an install task without a site".into());
     };
-    let st = match SiteTask::load(inst, site_id).await {
+    let st = match SiteTask::load(&inst.store, site_id).await {
         Ok(st) => st,
         Err(e) => {
             let _ = inst
@@ -118,31 +118,23 @@ impl InstallSaga<'_> {
     }
 
     async fn dbprov(&self, request: DbprovRequest) -> anyhow::Result<DbprovReply> {
-        Ok(self
-            .inst
-            .rpc
-            .call(
-                "dbprov",
-                &self.st.site.db_server,
-                contract::DBPROV_MESSAGE_TYPE,
-                &request,
-                self.inst.settings.rpc_timeout,
-            )
-            .await?)
+        site::dbprov(
+            &self.inst.rpc,
+            &self.st.site.db_server,
+            request,
+            self.inst.settings.rpc_timeout,
+        )
+        .await
     }
 
     async fn webconf(&self, request: WebconfRequest) -> anyhow::Result<WebconfReply> {
-        Ok(self
-            .inst
-            .rpc
-            .call(
-                "webconf",
-                &self.st.web_server,
-                contract::WEBCONF_MESSAGE_TYPE,
-                &request,
-                self.inst.settings.rpc_timeout,
-            )
-            .await?)
+        site::webconf(
+            &self.inst.rpc,
+            &self.st.web_server,
+            request,
+            self.inst.settings.rpc_timeout,
+        )
+        .await
     }
 
     fn mark(&self) -> String {
@@ -193,30 +185,16 @@ impl InstallSaga<'_> {
     }
 
     async fn run_action(&self, action: Action) -> anyhow::Result<serde_json::Value> {
-        let password = self.st.password(self.inst).await?;
+        let password = self.st.password(&self.inst.store).await?;
         let ctx = self.st.context(password);
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(&'static str, String)>();
-        let log = self.log.clone();
-        let forward = tokio::spawn(async move {
-            while let Some((level, line)) = rx.recv().await {
-                log.line(level, line).await;
-            }
-        });
-        let result = self
-            .st
-            .manifest
-            .run_action(
-                &self.st.platform.root,
-                action,
-                &ctx,
-                self.inst.settings.action_timeout,
-                move |level, line| {
-                    let _ = tx.send((level, line));
-                },
-            )
-            .await;
-        let _ = forward.await;
-        Ok(result?)
+        site::run_action(
+            &self.st,
+            action,
+            &ctx,
+            self.inst.settings.action_timeout,
+            self.log,
+        )
+        .await
     }
 }
 

@@ -1,7 +1,6 @@
 //! installer: site tasks on a web server (install, verify; later login-reset, disable,
 //! enable, delete) and platform verify.
 
-mod context;
 mod install;
 mod platform_verify;
 mod verify;

@@ -2,11 +2,11 @@
 //! reloaded only then, and the site's package list refreshed. Running it twice changes
 //! nothing the second time.
 
-use crate::context::{write_settings, SiteTask};
 use crate::Installer;
 use contract::{WebconfReply, WebconfRequest};
 use domain::SiteStatus;
 use platform::{Action, PackageInfo};
+use site::{write_settings, SiteTask};
 use store::{Package, Task};
 use worker::{Outcome, TaskLog};
 
@@ -39,14 +39,14 @@ async fn verify(inst: &Installer, task: &Task, log: &TaskLog) -> anyhow::Result<
     let site_id = task
         .site
         .ok_or_else(|| anyhow::anyhow!("a verify task without a site"))?;
-    let st = SiteTask::load(inst, site_id).await?;
+    let st = SiteTask::load(&inst.store, site_id).await?;
     if st.site.status != SiteStatus::Enabled {
         anyhow::bail!(
             "only enabled sites can be verified; this one is {}",
             st.site.status
         );
     }
-    let password = st.password(inst).await?;
+    let password = st.password(&inst.store).await?;
     let settings = st.manifest.render_settings(&st.context(password.clone()))?;
     let settings_changed = write_settings(&st.settings_path(), &settings).await?;
     log.info(if settings_changed {

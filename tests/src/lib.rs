@@ -175,6 +175,10 @@ impl Stack {
                 self.dir.join("webconf").to_string_lossy().into_owned(),
             ),
             ("HOSTING_DB_PREFIX".into(), format!("{}_", self.prefix)),
+            (
+                "HOSTING_BACKUP_DIR".into(),
+                self.dir.join("backups").to_string_lossy().into_owned(),
+            ),
             ("HOSTING_MYSQL_ADMIN_URL".into(), MYSQL_ADMIN_URL.into()),
             ("HOSTING_PHP_MAX_CHILDREN".into(), "4".into()),
             ("HOSTING_SWEEP_INTERVAL_SECS".into(), "1".into()),
@@ -610,5 +614,48 @@ impl Stack {
             n.push(v.as_array().map(Vec::len).unwrap_or(0));
         }
         (n[0], n[1])
+    }
+}
+
+impl Stack {
+    pub fn backup_dir(&self) -> PathBuf {
+        self.dir.join("backups")
+    }
+
+    /// Runs a site task and waits for it; returns the finished task.
+    pub async fn run_site_task(&self, site: i64, body: Value) -> Value {
+        let (status, r) = self
+            .call("POST", &format!("/sites/{site}/tasks"), Some(body.clone()))
+            .await;
+        assert_eq!(status, 202, "{body} -> {r}");
+        self.wait_task(
+            r["task"]["id"].as_i64().unwrap_or_default(),
+            Duration::from_secs(120),
+        )
+        .await
+    }
+
+    /// Runs SQL in MariaDB as root (the tests' way to change a site behind its back).
+    pub async fn mariadb_exec(&self, sql: &str) {
+        let pool = sqlx::MySqlPool::connect(MYSQL_ADMIN_URL)
+            .await
+            .expect("MariaDB as root");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        pool.close().await;
+    }
+
+    /// Runs SQL on this stack's state database.
+    pub async fn state_exec(&self, sql: &str) {
+        let pool = sqlx::PgPool::connect(&self.state_db_url)
+            .await
+            .expect("the state database");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        pool.close().await;
     }
 }

@@ -5,10 +5,12 @@
 //! password) live in their own type, [`SiteSecrets`], that no API type embeds.
 
 mod auth;
+mod backups;
 mod catalog;
 mod tasks;
 
 pub use auth::*;
+pub use backups::*;
 pub use catalog::*;
 pub use tasks::*;
 

@@ -19,6 +19,7 @@ pub fn router(state: AppState) -> Router {
         .route("/sites", post(sites::create).get(sites::list))
         .route("/sites/{id}", get(sites::get))
         .route("/sites/{id}/tasks", post(sites::create_task))
+        .route("/sites/{id}/backups", get(sites::backups))
         .route("/tasks", get(tasks::list))
         .route("/tasks/{id}", get(tasks::get))
         .route("/tasks/{id}/log", get(tasks::log))

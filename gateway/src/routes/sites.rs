@@ -24,18 +24,24 @@ pub struct NewSiteBody {
 
 /// The tasks this build can run on a site in its current state. Tasks queue behind each
 /// other (one runs at a time per site), except that nothing follows a delete.
-fn available_tasks(site: &Site, delete_pending: bool) -> Vec<&'static str> {
+fn available_tasks(site: &Site, delete_pending: bool, has_backups: bool) -> Vec<&'static str> {
     if delete_pending {
         return vec![];
     }
-    match site.status {
-        SiteStatus::Enabled => vec!["verify"],
+    let mut tasks = match site.status {
+        SiteStatus::Enabled => vec!["verify", "backup"],
+        SiteStatus::Disabled => vec!["backup"],
         _ => vec![],
+    };
+    if has_backups && matches!(site.status, SiteStatus::Enabled | SiteStatus::Disabled) {
+        tasks.extend(["restore", "backup-delete"]);
     }
+    tasks
 }
 
 pub async fn site_json(s: &AppState, site: &Site) -> ApiResult<Value> {
     let open = delete_pending(s, site.id).await?;
+    let has_backups = !s.store.backups(site.id).await?.is_empty();
     let web = s.store.platform(site.platform_id).await?;
     let web_server = s.store.server(web.server_id).await?;
     let goto = if web_server.port == 80 {
@@ -63,7 +69,7 @@ pub async fn site_json(s: &AppState, site: &Site) -> ApiResult<Value> {
         "db_server": site.db_server,
         "db_name": site.db_name,
         "link": link,
-        "available_tasks": available_tasks(site, open),
+        "available_tasks": available_tasks(site, open, has_backups),
         "created": site.created_at.format(&time::format_description::well_known::Rfc3339).ok(),
         "updated": site.updated_at.format(&time::format_description::well_known::Rfc3339).ok(),
     }))
@@ -290,6 +296,77 @@ pub async fn get(
 pub struct NewSiteTask {
     #[serde(rename = "type")]
     task_type: String,
+    /// The task's arguments, checked per type below.
+    #[serde(flatten)]
+    args: serde_json::Map<String, Value>,
+}
+
+/// Checks a task's arguments and returns them as stored with the task.
+async fn task_args(
+    s: &AppState,
+    site: &Site,
+    task_type: TaskType,
+    args: &serde_json::Map<String, Value>,
+) -> ApiResult<Value> {
+    let allowed: &[&str] = match task_type {
+        TaskType::Backup => &["description"],
+        TaskType::Restore => &["backup"],
+        TaskType::BackupDelete => &["backups"],
+        _ => &[],
+    };
+    if let Some(k) = args.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(ApiError::Unprocessable(format!(
+            "{k}: '{task_type}' takes no such argument; it takes: [{}]",
+            allowed.join(", ")
+        )));
+    }
+    let own_backup = |id: i64| async move {
+        match s.store.backup(BackupId(id)).await {
+            Ok(b) if b.site == site.id => Ok(b),
+            _ => Err(ApiError::Unprocessable(format!(
+                "backup {id} is not a backup of site {}; GET /api/v1/sites/{}/backups lists them",
+                site.domain, site.id
+            ))),
+        }
+    };
+    Ok(match task_type {
+        TaskType::Backup => match args.get("description") {
+            None | Some(Value::Null) => json!({}),
+            Some(Value::String(d))
+                if !d.trim().is_empty()
+                    && d.chars().count() <= 255
+                    && !d.chars().any(char::is_control) =>
+            {
+                json!({"description": d.trim()})
+            }
+            Some(_) => {
+                return Err(ApiError::Unprocessable(
+                    "description: give a line of text, at most 255 characters".into(),
+                ))
+            }
+        },
+        TaskType::Restore => {
+            let id = args.get("backup").and_then(Value::as_i64).ok_or_else(|| {
+                ApiError::Unprocessable("backup: give the id of the backup to restore".into())
+            })?;
+            own_backup(id).await?;
+            json!({"backup": id})
+        }
+        TaskType::BackupDelete => {
+            let ids: Vec<i64> = args
+                .get("backups")
+                .and_then(|v| serde_json::from_value(v.clone()).ok())
+                .filter(|ids: &Vec<i64>| !ids.is_empty())
+                .ok_or_else(|| {
+                    ApiError::Unprocessable("backups: give a non-empty list of backup ids".into())
+                })?;
+            for id in &ids {
+                own_backup(*id).await?;
+            }
+            json!({"backups": ids})
+        }
+        _ => json!({}),
+    })
 }
 
 pub async fn create_task(
@@ -308,7 +385,8 @@ pub async fn create_task(
         }
     }
     let open = delete_pending(&s, site.id).await?;
-    let available = available_tasks(&site, open);
+    let has_backups = !s.store.backups(site.id).await?.is_empty();
+    let available = available_tasks(&site, open, has_backups);
     if !available.contains(&task_type.as_str()) {
         let why = if open {
             "a delete task is queued or running on it".to_owned()
@@ -321,13 +399,23 @@ pub async fn create_task(
             available.join(", ")
         )));
     }
+    let args = task_args(&s, &site, task_type, &body.args).await?;
     let task = s
         .store
         .create_task(
-            &NewTask::for_site(task_type, site.id, json!({}), &caller.name())
+            &NewTask::for_site(task_type, site.id, args, &caller.name())
                 .traced(bus::current_traceparent()),
         )
         .await?;
     s.wake_relay.notify_one();
     Ok((StatusCode::ACCEPTED, Json(json!({ "task": task }))))
+}
+
+pub async fn backups(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<Vec<store::Backup>>> {
+    let site = visible_site(&s, &caller, id).await?;
+    Ok(Json(s.store.backups(site.id).await?))
 }

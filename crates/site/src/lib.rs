@@ -1,10 +1,12 @@
-//! Everything a site task needs, gathered from the state database.
+//! What the services acting on a site share: everything a site task needs, gathered from
+//! the state database; its settings file; its vhost; its platform actions with their output
+//! in the task log; the RPCs to dbprov and webconf.
 
-use crate::Installer;
 use anyhow::{anyhow, Context};
 use contract::Vhost;
 use domain::{DbPassword, HostPath, ServerKind};
 use platform::{DbAccess, Manifest, SiteContext};
+use std::time::Duration;
 use store::{Platform, Site};
 
 pub struct SiteTask {
@@ -20,17 +22,17 @@ pub struct SiteTask {
 }
 
 impl SiteTask {
-    pub async fn load(inst: &Installer, site: domain::SiteId) -> anyhow::Result<Self> {
-        let site = inst.store.site(site).await?;
-        let platform = inst.store.platform(site.platform_id).await?;
+    pub async fn load(store: &store::Store, site: domain::SiteId) -> anyhow::Result<Self> {
+        let site = store.site(site).await?;
+        let platform = store.platform(site.platform_id).await?;
         let manifest_json = platform
             .manifest
             .clone()
             .ok_or_else(|| anyhow!("platform {} has not been verified yet", platform.name))?;
         let manifest: Manifest =
             serde_json::from_value(manifest_json).context("the platform's recorded manifest")?;
-        let web = inst.store.server(platform.server_id).await?;
-        let db = inst.store.server(site.db_server_id).await?;
+        let web = store.server(platform.server_id).await?;
+        let db = store.server(site.db_server_id).await?;
         if web.kind != ServerKind::Web || db.kind != ServerKind::Db {
             anyhow::bail!(
                 "server roles do not match: platform on a {} server, database on a {} server",
@@ -38,7 +40,7 @@ impl SiteTask {
                 db.kind
             );
         }
-        let client = inst.store.client(site.client_id).await?;
+        let client = store.client(site.client_id).await?;
         let url = if web.port == 80 {
             format!("http://{}", site.domain)
         } else {
@@ -77,8 +79,8 @@ impl SiteTask {
         }
     }
 
-    pub async fn password(&self, inst: &Installer) -> anyhow::Result<DbPassword> {
-        inst.store
+    pub async fn password(&self, store: &store::Store) -> anyhow::Result<DbPassword> {
+        store
             .site_secrets(self.site.id)
             .await?
             .db_password
@@ -167,4 +169,89 @@ fn web_group() -> Option<u32> {
         .nth(2)?
         .parse()
         .ok()
+}
+
+/// Runs a platform action for a site, its output going to the task log as it comes.
+pub async fn run_action(
+    st: &SiteTask,
+    action: platform::Action,
+    ctx: &SiteContext,
+    timeout: Duration,
+    log: &worker::TaskLog,
+) -> anyhow::Result<serde_json::Value> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(&'static str, String)>();
+    let log = log.clone();
+    let forward = tokio::spawn(async move {
+        while let Some((level, line)) = rx.recv().await {
+            log.line(level, line).await;
+        }
+    });
+    let result = st
+        .manifest
+        .run_action(
+            &st.platform.root,
+            action,
+            ctx,
+            timeout,
+            move |level, line| {
+                let _ = tx.send((level, line));
+            },
+        )
+        .await;
+    let _ = forward.await;
+    Ok(result?)
+}
+
+/// Calls dbprov on the site's db server.
+pub async fn dbprov(
+    rpc: &bus::RpcClient,
+    server: &domain::Name,
+    request: contract::DbprovRequest,
+    timeout: Duration,
+) -> anyhow::Result<contract::DbprovReply> {
+    Ok(rpc
+        .call(
+            "dbprov",
+            server,
+            contract::DBPROV_MESSAGE_TYPE,
+            &request,
+            timeout,
+        )
+        .await?)
+}
+
+/// Calls webconf on the site's web server.
+pub async fn webconf(
+    rpc: &bus::RpcClient,
+    server: &domain::Name,
+    request: contract::WebconfRequest,
+    timeout: Duration,
+) -> anyhow::Result<contract::WebconfReply> {
+    Ok(rpc
+        .call(
+            "webconf",
+            server,
+            contract::WEBCONF_MESSAGE_TYPE,
+            &request,
+            timeout,
+        )
+        .await?)
+}
+
+/// Gives a directory tree (a restored `files/`) to the web user.
+pub async fn give_tree_to_web_user(root: &std::path::Path) -> anyhow::Result<()> {
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        give_to_web_user(&dir).await?;
+        let mut entries = tokio::fs::read_dir(&dir).await?;
+        while let Some(e) = entries.next_entry().await? {
+            let ft = e.file_type().await?;
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_file() {
+                give_to_web_user(&e.path()).await?;
+            }
+        }
+    }
+    Ok(())
 }

@@ -1,0 +1,195 @@
+//! Backup: one zstd-compressed tar holding the site directory and a dump of its database,
+//! streamed: the dump goes into the archive in chunks while the site's files are read, with
+//! no temporary copy of either.
+
+use crate::mysql::{self, Credentials};
+use crate::Backupper;
+use anyhow::{bail, Context};
+use site::SiteTask;
+use std::io::Read;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use store::{Backup, NewBackup};
+use worker::TaskLog;
+
+pub const ON_REQUEST: &str = "Generated on request";
+pub const BEFORE_RESTORE: &str = "Generated before being restored to a previous version";
+
+/// Makes a backup of the site for `task`, or returns the one this task made already (a
+/// re-run after a crash does not make a second one).
+pub async fn make_backup(
+    b: &Backupper,
+    st: &SiteTask,
+    task: domain::TaskId,
+    description: &str,
+    log: &TaskLog,
+) -> anyhow::Result<Backup> {
+    if let Some(done) = b.store.backup_of_task(task, description).await? {
+        log.info(format!("backup {} was already made by this task", done.id))
+            .await;
+        return Ok(done);
+    }
+    let domain = st.site.domain.clone();
+    let stamp = time::OffsetDateTime::now_utc()
+        .format(time::macros::format_description!(
+            "[year][month][day]-[hour][minute][second]"
+        ))
+        .context("formatting the time")?;
+    let key = format!("{domain}/{domain}-{stamp}-t{task}.tar.zst");
+    let path = b.settings.backup_dir.join(&key);
+    let partial = path.with_extension("partial");
+    let dir = path.parent().context("archive path")?.to_path_buf();
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .with_context(|| format!("creating {}", dir.display()))?;
+    // Archives hold the site's settings (with its database password) and all its data.
+    tokio::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).await?;
+
+    let creds = Credentials {
+        host: st.db_host.clone(),
+        port: st.db_port,
+        user: st.site.db_user.clone(),
+        password: st.password(&b.store).await?,
+    };
+    let args = mysql::dump_args(&st.site.db_name);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut child = mysql::spawn(
+        &b.settings.dump_bin,
+        &args,
+        &creds,
+        Stdio::null(),
+        Stdio::piped(),
+    )?;
+    let mut stdout = child.stdout.take().context("dump stdout")?;
+    let mut stderr = child.stderr.take().context("dump stderr")?;
+
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
+    let version: Arc<Mutex<Option<String>>> = Arc::default();
+    let chunk_bytes = b.settings.dump_chunk_bytes;
+    let reader = {
+        let version = version.clone();
+        tokio::task::spawn_blocking(move || -> anyhow::Result<(bool, u64)> {
+            let mut total = 0u64;
+            let mut tail: Vec<u8> = Vec::new();
+            loop {
+                let mut chunk = Vec::with_capacity(chunk_bytes);
+                let n = (&mut stdout)
+                    .take(chunk_bytes as u64)
+                    .read_to_end(&mut chunk)?;
+                if n == 0 {
+                    break;
+                }
+                if total == 0 {
+                    if let Ok(mut v) = version.lock() {
+                        *v = Some(mysql::server_version(&chunk));
+                    }
+                }
+                total += n as u64;
+                tail = chunk[chunk.len().saturating_sub(512)..].to_vec();
+                if tx.send(chunk).is_err() {
+                    bail!("the archive writer stopped");
+                }
+            }
+            drop(tx);
+            let mut err = String::new();
+            let _ = stderr.read_to_string(&mut err);
+            let status = child.wait()?;
+            if !status.success() {
+                bail!("mariadb-dump failed ({status}): {}", err.trim());
+            }
+            Ok((mysql::dump_is_complete(&tail), total))
+        })
+    };
+
+    let manifest_base = serde_json::json!({
+        "site": {"id": st.site.id, "domain": st.site.domain, "aliases": st.site.aliases, "profile": st.site.profile,
+                 "language": st.site.language, "db_name": st.site.db_name},
+        "platform": {"id": st.platform.id, "name": st.platform.name, "root": st.platform.root},
+        "packages": b.store.site_packages(st.site.id).await?,
+    });
+    let writer = {
+        let (partial, site_dir) = (partial.clone(), st.site_dir.to_path_buf());
+        let (level, workers) = (b.settings.zstd_level, b.settings.zstd_workers);
+        tokio::task::spawn_blocking(move || {
+            archive::write_archive(
+                &partial,
+                &site_dir,
+                rx,
+                level,
+                workers,
+                |files, dump_sha, dump_bytes, parts| {
+                    let m = archive::Manifest {
+                        format: 1,
+                        site: manifest_base["site"].clone(),
+                        platform: manifest_base["platform"].clone(),
+                        packages: manifest_base["packages"].clone(),
+                        database: archive::DatabaseInfo {
+                            engine: "mariadb".into(),
+                            version: version
+                                .lock()
+                                .ok()
+                                .and_then(|v| v.clone())
+                                .unwrap_or_else(|| "unknown".into()),
+                            dump_sha256: dump_sha.into(),
+                            dump_bytes,
+                            dump_parts: parts,
+                        },
+                        files: *files,
+                        created: time::OffsetDateTime::now_utc()
+                            .format(&time::format_description::well_known::Rfc3339)
+                            .unwrap_or_default(),
+                    };
+                    serde_json::to_vec_pretty(&m)
+                        .map_err(|e| archive::ArchiveError::Refused(e.to_string()))
+                },
+            )
+        })
+    };
+    let dump = reader.await.context("dump reader")?;
+    let written = writer.await.context("archive writer")?;
+    let (complete, dump_bytes) = match dump {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&partial).await;
+            return Err(e);
+        }
+    };
+    let written = match written {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&partial).await;
+            bail!("writing the archive failed: {e}");
+        }
+    };
+    if dump_bytes == 0 || !complete {
+        let _ = tokio::fs::remove_file(&partial).await;
+        bail!("the database dump is incomplete ({dump_bytes} bytes, no completion trailer); no backup was recorded");
+    }
+    tokio::fs::set_permissions(
+        &partial,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .await?;
+    tokio::fs::rename(&partial, &path).await?;
+    let manifest = serde_json::json!({
+        "files": written.files, "dump_bytes": written.dump_bytes, "dump_sha256": written.dump_sha256, "dump_parts": written.dump_parts,
+    });
+    let record = b
+        .store
+        .record_backup(&NewBackup {
+            site: st.site.id,
+            task,
+            key: &key,
+            size: i64::try_from(written.size)?,
+            checksum: &written.sha256,
+            description,
+            manifest: &manifest,
+        })
+        .await?;
+    log.info(format!(
+        "backup {} of {domain}: {} files ({} bytes) and {} bytes of database in {} bytes ({key})",
+        record.id, written.files.count, written.files.bytes, written.dump_bytes, written.size
+    ))
+    .await;
+    Ok(record)
+}

@@ -1,0 +1,433 @@
+//! Restore, the reference's steps as a saga: maintenance on → a safety backup → a new
+//! database and user → unpack the archive into a fresh directory and import the dump → swap
+//! the directory and the site's database → verify (settings, vhost, reload) → maintenance off
+//! → only then drop the old database and remove the old directory. A failure at any step puts
+//! back the old directory, database, settings and vhost, and takes the site out of maintenance.
+
+use crate::backup::{make_backup, BEFORE_RESTORE};
+use crate::mysql::{self, Credentials};
+use crate::Backupper;
+use anyhow::{bail, Context};
+use contract::{DbprovRequest, WebconfRequest};
+use domain::{DbIdent, DbPassword, SiteStatus};
+use platform::Action;
+use saga::{Outcome as SagaOutcome, Saga, Step};
+use site::SiteTask;
+use std::path::PathBuf;
+use std::process::Stdio;
+use store::{Backup, Task};
+use worker::{Outcome, TaskLog};
+
+static STEPS: &[Step] = &[
+    Step {
+        name: "maintenance-on",
+        undoable: true,
+    },
+    // No undo: the safety backup is kept whatever happens next; it is what lets a user undo
+    // a restore they regret.
+    Step {
+        name: "safety-backup",
+        undoable: false,
+    },
+    Step {
+        name: "database",
+        undoable: true,
+    },
+    Step {
+        name: "unpack",
+        undoable: true,
+    },
+    Step {
+        name: "swap",
+        undoable: true,
+    },
+    // No undo of its own: the swap's undo puts the old directory and database back and
+    // writes the settings and vhost for them.
+    Step {
+        name: "verify",
+        undoable: false,
+    },
+    // No undo: taking the site out of maintenance is what every path ends with.
+    Step {
+        name: "maintenance-off",
+        undoable: false,
+    },
+    // No undo, and it cannot fail the restore: the restored site is already serving; what it
+    // could not remove is logged.
+    Step {
+        name: "cleanup",
+        undoable: false,
+    },
+];
+
+struct RestoreSaga<'a> {
+    b: &'a Backupper,
+    task: &'a Task,
+    log: &'a TaskLog,
+    backup: Backup,
+    site: domain::SiteId,
+    site_dir: PathBuf,
+    fresh_dir: PathBuf,
+    previous_dir: PathBuf,
+    new_db: DbIdent,
+}
+
+pub async fn run(b: &Backupper, task: &Task, log: &TaskLog) -> Outcome {
+    let Some(site_id) = task.site else {
+        return Outcome::Error("a restore task without a site".into());
+    };
+    let Some(backup_id) = task.args.get("backup").and_then(|v| v.as_i64()) else {
+        return Outcome::Error("a restore task needs {\"backup\": <id>}".into());
+    };
+    let prepared = async {
+        let st = SiteTask::load(&b.store, site_id).await?;
+        if !matches!(st.site.status, SiteStatus::Enabled | SiteStatus::Disabled) {
+            bail!(
+                "the site is {}; only enabled or disabled sites can be restored",
+                st.site.status
+            );
+        }
+        let backup = b.store.backup(domain::BackupId(backup_id)).await?;
+        if backup.site != site_id {
+            bail!("backup {backup_id} belongs to another site");
+        }
+        let base = st
+            .site
+            .db_name
+            .as_str()
+            .split("_r")
+            .next()
+            .unwrap_or(st.site.db_name.as_str())
+            .to_owned();
+        let new_db = DbIdent::parse(&format!("{base}_r{}", task.id))?;
+        let site_dir = st.site_dir.to_path_buf();
+        let name = site_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let fresh_dir = site_dir.with_file_name(format!(".{name}.restore-t{}", task.id));
+        let previous_dir = site_dir.with_file_name(format!(".{name}.previous-t{}", task.id));
+        anyhow::Ok(RestoreSaga {
+            b,
+            task,
+            log,
+            backup,
+            site: site_id,
+            site_dir,
+            fresh_dir,
+            previous_dir,
+            new_db,
+        })
+    };
+    let saga = match prepared.await {
+        Ok(s) => s,
+        Err(e) => return Outcome::Error(format!("{e:#}; nothing was changed")),
+    };
+    log.info(format!(
+        "restoring backup {} ({}, {})",
+        saga.backup.id, saga.backup.description, saga.backup.created_at
+    ))
+    .await;
+    match saga::run(&b.store, task.id, &saga, &b.faults).await {
+        Ok(SagaOutcome::Completed) => {
+            Outcome::Success(Some(serde_json::json!({"backup": backup_id})))
+        }
+        Ok(SagaOutcome::Unwound { error }) => {
+            Outcome::Error(format!("{error}; the site was put back as it was"))
+        }
+        Ok(SagaOutcome::UnwindFailed { error, undo_error }) => {
+            Outcome::Error(format!("{error}; then {undo_error}"))
+        }
+        Err(e) => Outcome::Error(format!("the restore could not record its progress: {e:#}")),
+    }
+}
+
+impl RestoreSaga<'_> {
+    async fn current(&self) -> anyhow::Result<SiteTask> {
+        SiteTask::load(&self.b.store, self.site).await
+    }
+
+    async fn maintenance(&self, action: Action) -> anyhow::Result<()> {
+        let st = self.current().await?;
+        if !st.manifest.actions.contains_key(action.key()) {
+            self.log
+                .info(format!(
+                    "the platform has no {} action; skipped",
+                    action.key()
+                ))
+                .await;
+            return Ok(());
+        }
+        let ctx = st.context(st.password(&self.b.store).await?);
+        site::run_action(&st, action, &ctx, self.b.settings.action_timeout, self.log).await?;
+        Ok(())
+    }
+
+    async fn secret(&self, name: &str, candidate: &str) -> anyhow::Result<String> {
+        Ok(self
+            .b
+            .store
+            .ensure_task_secret(self.task.id, name, candidate)
+            .await?)
+    }
+
+    /// The database the site had before this restore, recorded before anything changed.
+    async fn previous_db(&self) -> anyhow::Result<(DbIdent, DbIdent, DbPassword)> {
+        let st = self.current().await?;
+        let pw = st.password(&self.b.store).await?;
+        let name = DbIdent::parse(
+            &self
+                .secret("previous-db-name", st.site.db_name.as_str())
+                .await?,
+        )?;
+        let user = DbIdent::parse(
+            &self
+                .secret("previous-db-user", st.site.db_user.as_str())
+                .await?,
+        )?;
+        let password = DbPassword::parse(&self.secret("previous-db-password", pw.expose()).await?)?;
+        Ok((name, user, password))
+    }
+
+    async fn new_password(&self) -> anyhow::Result<DbPassword> {
+        Ok(DbPassword::parse(
+            &self
+                .secret("restore-db-password", DbPassword::generate().expose())
+                .await?,
+        )?)
+    }
+
+    async fn write_config(&self) -> anyhow::Result<()> {
+        let st = self.current().await?;
+        let settings = st
+            .manifest
+            .render_settings(&st.context(st.password(&self.b.store).await?))?;
+        site::write_settings(&st.settings_path(), &settings).await?;
+        let reply = site::webconf(
+            &self.b.rpc,
+            &st.web_server,
+            WebconfRequest::WriteVhost(st.vhost()?),
+            self.b.settings.rpc_timeout,
+        )
+        .await?;
+        self.log
+            .info(format!(
+                "settings written; vhost {}",
+                if reply.changed {
+                    "rewritten, nginx reloaded"
+                } else {
+                    "unchanged"
+                }
+            ))
+            .await;
+        Ok(())
+    }
+
+    async fn unpack(&self) -> anyhow::Result<()> {
+        if tokio::fs::try_exists(&self.fresh_dir).await? {
+            tokio::fs::remove_dir_all(&self.fresh_dir).await?; // from an interrupted run
+        }
+        let st = self.current().await?;
+        let creds = Credentials {
+            host: st.db_host.clone(),
+            port: st.db_port,
+            user: self.new_db.clone(),
+            password: self.new_password().await?,
+        };
+        let mut child = mysql::spawn(
+            &self.b.settings.client_bin,
+            &[self.new_db.as_str()],
+            &creds,
+            Stdio::piped(),
+            Stdio::null(),
+        )?;
+        let archive_path = self.b.settings.backup_dir.join(&self.backup.key);
+        let (checksum, fresh, limits) = (
+            self.backup.checksum.clone(),
+            self.fresh_dir.clone(),
+            self.b.settings.limits,
+        );
+        let extracted = tokio::task::spawn_blocking(move || {
+            let mut stdin = child.stdin.take();
+            let result = match stdin.as_mut() {
+                Some(sink) => archive::extract(&archive_path, &checksum, &fresh, limits, sink)
+                    .map_err(anyhow::Error::from),
+                None => Err(anyhow::anyhow!("no stdin for the import")),
+            };
+            drop(stdin);
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            let status = child.wait()?;
+            let extracted = result?;
+            if !status.success() {
+                bail!("importing the dump failed ({status}): {}", err.trim());
+            }
+            anyhow::Ok(extracted)
+        })
+        .await??;
+        site::set_web_permissions(&self.fresh_dir, 0o750).await?;
+        let files = self.fresh_dir.join("files");
+        if tokio::fs::try_exists(&files).await? {
+            site::give_tree_to_web_user(&files).await?;
+        }
+        self.log
+            .info(format!(
+                "unpacked {} files and imported the database into {}",
+                extracted.files.count, self.new_db
+            ))
+            .await;
+        Ok(())
+    }
+}
+
+impl Saga for RestoreSaga<'_> {
+    fn name(&self) -> &'static str {
+        "restore"
+    }
+
+    fn steps(&self) -> &'static [Step] {
+        STEPS
+    }
+
+    async fn action(&self, step: &'static str) -> anyhow::Result<()> {
+        match step {
+            "maintenance-on" => self.maintenance(Action::MaintenanceOn).await?,
+            "safety-backup" => {
+                let st = self.current().await?;
+                let backup =
+                    make_backup(self.b, &st, self.task.id, BEFORE_RESTORE, self.log).await?;
+                self.log
+                    .info(format!("safety backup {} made", backup.id))
+                    .await;
+            }
+            "database" => {
+                self.previous_db().await?; // recorded before anything changes
+                let st = self.current().await?;
+                let request = DbprovRequest::CreateDatabase {
+                    database: self.new_db.clone(),
+                    user: self.new_db.clone(),
+                    password: self.new_password().await?,
+                };
+                site::dbprov(
+                    &self.b.rpc,
+                    &st.site.db_server,
+                    request,
+                    self.b.settings.rpc_timeout,
+                )
+                .await?;
+                self.log
+                    .info(format!("new database and user {}", self.new_db))
+                    .await;
+            }
+            "unpack" => self.unpack().await?,
+            "swap" => {
+                if tokio::fs::try_exists(&self.fresh_dir).await? {
+                    if tokio::fs::try_exists(&self.site_dir).await?
+                        && !tokio::fs::try_exists(&self.previous_dir).await?
+                    {
+                        tokio::fs::rename(&self.site_dir, &self.previous_dir)
+                            .await
+                            .context("moving the current site directory aside")?;
+                    }
+                    tokio::fs::rename(&self.fresh_dir, &self.site_dir)
+                        .await
+                        .context("moving the restored directory in")?;
+                }
+                self.b
+                    .store
+                    .set_site_database(
+                        self.site,
+                        &self.new_db,
+                        &self.new_db,
+                        &self.new_password().await?,
+                    )
+                    .await?;
+                self.log
+                    .info("the restored directory and database are now the site's")
+                    .await;
+            }
+            "verify" => self.write_config().await?,
+            "maintenance-off" => self.maintenance(Action::MaintenanceOff).await?,
+            "cleanup" => {
+                let (name, user, _) = self.previous_db().await?;
+                let st = self.current().await?;
+                if let Err(e) = site::dbprov(
+                    &self.b.rpc,
+                    &st.site.db_server,
+                    DbprovRequest::DropDatabase {
+                        database: name.clone(),
+                        user,
+                    },
+                    self.b.settings.rpc_timeout,
+                )
+                .await
+                {
+                    self.log
+                        .warn(format!(
+                            "could not drop the previous database {name}: {e:#}"
+                        ))
+                        .await;
+                }
+                if let Err(e) = tokio::fs::remove_dir_all(&self.previous_dir).await {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        self.log
+                            .warn(format!(
+                                "could not remove {}: {e}",
+                                self.previous_dir.display()
+                            ))
+                            .await;
+                    }
+                }
+                self.log
+                    .info(format!(
+                        "previous database {name} dropped and previous directory removed"
+                    ))
+                    .await;
+            }
+            other => bail!("unknown restore step {other}"),
+        }
+        Ok(())
+    }
+
+    async fn undo(&self, step: &'static str) -> anyhow::Result<()> {
+        match step {
+            "maintenance-on" => self.maintenance(Action::MaintenanceOff).await?,
+            "database" => {
+                let st = self.current().await?;
+                let request = DbprovRequest::DropDatabase {
+                    database: self.new_db.clone(),
+                    user: self.new_db.clone(),
+                };
+                site::dbprov(
+                    &self.b.rpc,
+                    &st.site.db_server,
+                    request,
+                    self.b.settings.rpc_timeout,
+                )
+                .await?;
+            }
+            "unpack" => match tokio::fs::remove_dir_all(&self.fresh_dir).await {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            },
+            "swap" => {
+                if tokio::fs::try_exists(&self.previous_dir).await? {
+                    if tokio::fs::try_exists(&self.site_dir).await? {
+                        tokio::fs::rename(&self.site_dir, &self.fresh_dir).await?;
+                    }
+                    tokio::fs::rename(&self.previous_dir, &self.site_dir).await?;
+                }
+                let (name, user, password) = self.previous_db().await?;
+                self.b
+                    .store
+                    .set_site_database(self.site, &name, &user, &password)
+                    .await?;
+                self.write_config().await?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}

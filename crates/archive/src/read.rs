@@ -1,0 +1,332 @@
+use crate::{ArchiveError, FileStats, Limits, Manifest, DUMP_PREFIX, MANIFEST_NAME, SITE_PREFIX};
+use sha2::{Digest, Sha256};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+fn refused(message: impl Into<String>) -> ArchiveError {
+    ArchiveError::Refused(message.into())
+}
+
+pub fn sha256_file(path: &Path) -> Result<String, ArchiveError> {
+    let mut file = File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+#[derive(Debug)]
+pub struct Extracted {
+    pub manifest: Manifest,
+    pub files: FileStats,
+}
+
+/// A relative path of plain, UTF-8 components: no root, no `..`, no `.`-only tricks.
+fn plain_relative(path: &Path) -> Result<PathBuf, ArchiveError> {
+    let text = path
+        .to_str()
+        .ok_or_else(|| refused(format!("entry {path:?} has a name that is not UTF-8")))?;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::Normal(part) => out.push(part),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                return Err(refused(format!("entry '{text}' climbs out with '..'")))
+            }
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(refused(format!("entry '{text}' is an absolute path")))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Checks that no existing ancestor of `path` below `root` is a symlink, so creating `path`
+/// cannot be redirected outside `root` by an entry unpacked earlier.
+fn no_symlink_ancestors(root: &Path, rel: &Path) -> Result<(), ArchiveError> {
+    let mut current = root.to_path_buf();
+    let parents: Vec<_> = rel
+        .parent()
+        .map(|p| p.components().collect())
+        .unwrap_or_default();
+    for part in parents {
+        current.push(part);
+        match std::fs::symlink_metadata(&current) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(refused(format!(
+                    "entry '{}' would be written through the symlink '{}'",
+                    rel.display(),
+                    current.display()
+                )))
+            }
+            Ok(m) if !m.is_dir() => {
+                return Err(refused(format!(
+                    "entry '{}' needs '{}' to be a directory",
+                    rel.display(),
+                    current.display()
+                )))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => std::fs::create_dir(&current)?,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Checks the archive against `expected_sha256`, then unpacks its `site/` into `dest` (made
+/// here; it must not exist) and streams its dump, in order, into `dump_sink`. The manifest's
+/// dump checksum is checked at the end. Blocking.
+pub fn extract(
+    path: &Path,
+    expected_sha256: &str,
+    dest: &Path,
+    limits: Limits,
+    dump_sink: &mut dyn Write,
+) -> Result<Extracted, ArchiveError> {
+    let actual = sha256_file(path)?;
+    if actual != expected_sha256 {
+        return Err(refused(format!(
+            "the archive's checksum is {actual}, but the backup record says {expected_sha256}: the file was changed or damaged"
+        )));
+    }
+    std::fs::create_dir(dest)?;
+    let decoder = zstd::stream::read::Decoder::new(File::open(path)?)?;
+    let mut archive = tar::Archive::new(decoder);
+    let mut entries_seen: u64 = 0;
+    let mut bytes_seen: u64 = 0;
+    let mut files = FileStats::default();
+    let mut manifest: Option<Manifest> = None;
+    let mut dump_hasher = Sha256::new();
+    let mut dump_bytes: u64 = 0;
+    let mut dump_parts: u32 = 0;
+
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        entries_seen += 1;
+        if entries_seen > limits.max_entries {
+            return Err(refused(format!(
+                "the archive has more than {} entries (the restore limit)",
+                limits.max_entries
+            )));
+        }
+        let size = entry.header().size()?;
+        bytes_seen = bytes_seen.saturating_add(size);
+        if bytes_seen > limits.max_bytes {
+            return Err(refused(format!(
+                "the archive unpacks to more than {} bytes (the restore limit)",
+                limits.max_bytes
+            )));
+        }
+        let raw_path = entry.path()?.into_owned();
+        let rel = plain_relative(&raw_path)?;
+        let kind = entry.header().entry_type();
+        let name = rel.to_string_lossy().into_owned();
+
+        if name == MANIFEST_NAME {
+            let mut text = String::new();
+            entry.by_ref().take(1 << 20).read_to_string(&mut text)?;
+            manifest = Some(
+                serde_json::from_str(&text)
+                    .map_err(|e| refused(format!("the manifest does not parse: {e}")))?,
+            );
+            continue;
+        }
+        if let Some(part) = name.strip_prefix(DUMP_PREFIX) {
+            let expected = format!("{:05}.sql", dump_parts + 1);
+            if part != expected || !kind.is_file() {
+                return Err(refused(format!(
+                    "unexpected database entry '{name}' (expected {DUMP_PREFIX}{expected})"
+                )));
+            }
+            dump_parts += 1;
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = entry.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                dump_hasher.update(&buf[..n]);
+                dump_bytes += n as u64;
+                dump_sink.write_all(&buf[..n])?;
+            }
+            continue;
+        }
+        let Ok(inside) = rel.strip_prefix(SITE_PREFIX) else {
+            return Err(refused(format!(
+                "entry '{name}' is neither site data, the database dump nor the manifest"
+            )));
+        };
+        if inside.as_os_str().is_empty() {
+            continue; // the site/ directory itself
+        }
+        no_symlink_ancestors(dest, inside)?;
+        let target = dest.join(inside);
+        let mode = entry.header().mode().unwrap_or(0o644) & 0o777; // no setuid, setgid or sticky
+        match kind {
+            tar::EntryType::Directory => {
+                match std::fs::symlink_metadata(&target) {
+                    Ok(m) if m.is_dir() => {}
+                    Ok(_) => {
+                        return Err(refused(format!(
+                            "directory entry '{name}' collides with a file"
+                        )))
+                    }
+                    Err(_) => std::fs::create_dir(&target)?,
+                }
+                std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode | 0o700))?;
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                let mut out = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .mode(mode)
+                    .open(&target)
+                    .map_err(|e| {
+                        if e.kind() == io::ErrorKind::AlreadyExists {
+                            refused(format!("entry '{name}' appears twice"))
+                        } else {
+                            e.into()
+                        }
+                    })?;
+                io::copy(&mut entry, &mut out)?;
+                files.count += 1;
+                files.bytes += size;
+            }
+            tar::EntryType::Symlink => {
+                let link = entry
+                    .link_name()?
+                    .ok_or_else(|| refused(format!("symlink '{name}' has no target")))?
+                    .into_owned();
+                let text = link.to_str().ok_or_else(|| {
+                    refused(format!("symlink '{name}' has a target that is not UTF-8"))
+                })?;
+                if link.is_absolute()
+                    || link.components().any(|c| matches!(c, Component::ParentDir))
+                {
+                    return Err(refused(format!(
+                        "symlink '{name}' points to '{text}', outside the site directory"
+                    )));
+                }
+                std::os::unix::fs::symlink(&link, &target)?;
+                files.count += 1;
+            }
+            tar::EntryType::Link => {
+                return Err(refused(format!(
+                    "entry '{name}' is a hard link; backups never contain them"
+                )))
+            }
+            tar::EntryType::Char | tar::EntryType::Block => {
+                return Err(refused(format!("entry '{name}' is a device file")))
+            }
+            tar::EntryType::Fifo => return Err(refused(format!("entry '{name}' is a fifo"))),
+            other => {
+                return Err(refused(format!(
+                    "entry '{name}' has an unsupported type {other:?}"
+                )))
+            }
+        }
+    }
+    let manifest = manifest.ok_or_else(|| {
+        refused("the archive has no hosting-backup.json: it is not a backup made here")
+    })?;
+    let dump_sha = hex::encode(dump_hasher.finalize());
+    if dump_parts == 0
+        || dump_sha != manifest.database.dump_sha256
+        || dump_bytes != manifest.database.dump_bytes
+    {
+        return Err(refused(format!(
+            "the database dump in the archive ({dump_bytes} bytes in {dump_parts} parts) does not match its manifest ({} bytes)",
+            manifest.database.dump_bytes
+        )));
+    }
+    if files.count != manifest.files.count {
+        return Err(refused(format!(
+            "the archive holds {} site files, its manifest says {}",
+            files.count, manifest.files.count
+        )));
+    }
+    Ok(Extracted { manifest, files })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{write_archive, DatabaseInfo};
+
+    fn manifest_for(
+        files: &FileStats,
+        sha: &str,
+        bytes: u64,
+        parts: u32,
+    ) -> Result<Vec<u8>, ArchiveError> {
+        let m = Manifest {
+            format: 1,
+            site: serde_json::json!({}),
+            platform: serde_json::json!({}),
+            packages: serde_json::json!([]),
+            database: DatabaseInfo {
+                engine: "mariadb".into(),
+                version: "test".into(),
+                dump_sha256: sha.into(),
+                dump_bytes: bytes,
+                dump_parts: parts,
+            },
+            files: *files,
+            created: "now".into(),
+        };
+        serde_json::to_vec(&m).map_err(|e| refused(e.to_string()))
+    }
+
+    #[test]
+    fn an_archive_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let site = dir.path().join("site");
+        std::fs::create_dir_all(site.join("files/sub")).unwrap();
+        std::fs::write(site.join("settings.php"), "<?php return [];").unwrap();
+        std::fs::write(site.join("files/sub/a.txt"), "hello").unwrap();
+        std::os::unix::fs::symlink("sub/a.txt", site.join("files/link")).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        tx.send(b"CREATE TABLE t (x int);\n".to_vec()).unwrap();
+        tx.send(b"-- Dump completed\n".to_vec()).unwrap();
+        drop(tx);
+        let path = dir.path().join("b.tar.zst");
+        let w = write_archive(&path, &site, rx, 3, 1, manifest_for).unwrap();
+        assert_eq!(w.files.count, 3);
+        assert_eq!(w.dump_parts, 2);
+        let mut dump = Vec::new();
+        let out = dir.path().join("restored");
+        let x = extract(&path, &w.sha256, &out, Limits::default(), &mut dump).unwrap();
+        assert_eq!(x.files.count, 3);
+        assert_eq!(dump, b"CREATE TABLE t (x int);\n-- Dump completed\n");
+        assert_eq!(
+            std::fs::read_to_string(out.join("files/link")).unwrap(),
+            "hello"
+        );
+        // A changed byte fails the checksum before anything is written.
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+        let err = extract(
+            &path,
+            &w.sha256,
+            &dir.path().join("again"),
+            Limits::default(),
+            &mut Vec::new(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("checksum"), "{err}");
+        assert!(!dir.path().join("again").exists());
+    }
+}
