@@ -1,5 +1,6 @@
 //! Database passwords never appear in process arguments, logs, task logs or API responses.
 
+use serde_json::json;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -57,13 +58,50 @@ async fn database_passwords_stay_secret() {
         let done = stack.wait_task(*t, Duration::from_secs(60)).await;
         assert_eq!(done["status"], "success", "{done}");
         responses.push_str(&done.to_string());
-        responses.push_str(
-            &stack
-                .call("GET", &format!("/tasks/{t}/log"), None)
+        let log = stack.call("GET", &format!("/tasks/{t}/log"), None).await.1;
+        responses.push_str(&log.to_string());
+    }
+    // Backups and restores run mariadb-dump and mariadb with the site's credentials.
+    let settings_of = |d: &str| {
+        let path = stack
+            .example_root
+            .join("sites")
+            .join(d)
+            .join("settings.php");
+        let text = std::fs::read_to_string(path).expect("settings");
+        password_from_settings(&text).expect("a password in the settings")
+    };
+    let mut passwords = Vec::new();
+    for (i, d) in domains.iter().enumerate() {
+        passwords.push(settings_of(d));
+        let site = i as i64 + 1;
+        let backup = stack.run_site_task(site, json!({"type": "backup"})).await;
+        assert_eq!(backup["status"], "success", "{backup}");
+        let id = backup["result"]["backup"].clone();
+        let restore = stack
+            .run_site_task(site, json!({"type": "restore", "backup": id}))
+            .await;
+        assert_eq!(restore["status"], "success", "{restore}");
+        for t in [&backup, &restore] {
+            responses.push_str(&t.to_string());
+            let log = stack
+                .call("GET", &format!("/tasks/{}/log", t["id"]), None)
                 .await
-                .1
-                .to_string(),
+                .1;
+            responses.push_str(&log.to_string());
+        }
+        let backups = stack
+            .call("GET", &format!("/sites/{site}/backups"), None)
+            .await
+            .1;
+        responses.push_str(&backups.to_string());
+        let restored = settings_of(d);
+        assert_ne!(
+            restored,
+            passwords[passwords.len() - 1],
+            "a restore makes a new user"
         );
+        passwords.push(restored);
     }
     stop.store(true, Ordering::SeqCst);
     scanner.join().expect("scanner");
@@ -71,26 +109,26 @@ async fn database_passwords_stay_secret() {
     responses.push_str(&stack.call("GET", "/tasks", None).await.1.to_string());
 
     let seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
+    for program in [
+        "bin/site.php install",
+        "mariadb-dump --defaults-extra-file=/dev/fd/3",
+    ] {
+        assert!(
+            seen.iter().any(|c| c.contains(program)),
+            "the scanner never saw {program} run"
+        );
+    }
     assert!(
-        seen.iter().any(|c| c.contains("bin/site.php install")),
-        "the scanner never saw an install action run"
+        seen.iter()
+            .any(|c| c.starts_with("mariadb --defaults-extra-file=/dev/fd/3")),
+        "the scanner never saw an import run"
     );
     let logs = stack.logs();
-    for d in domains {
-        let settings = std::fs::read_to_string(
-            stack
-                .example_root
-                .join("sites")
-                .join(d)
-                .join("settings.php"),
-        )
-        .expect("settings");
-        let password = password_from_settings(&settings).expect("password");
+    assert_eq!(passwords.len(), 6);
+    for password in passwords {
         assert_eq!(password.len(), 32);
-        assert!(
-            !seen.iter().any(|c| c.contains(&password)),
-            "a password showed in /proc/*/cmdline or environ"
-        );
+        let in_proc = seen.iter().any(|c| c.contains(&password));
+        assert!(!in_proc, "a password showed in /proc/*/cmdline or environ");
         assert!(
             !logs.contains(&password),
             "a password is in the service logs"
