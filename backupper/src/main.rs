@@ -3,6 +3,7 @@
 mod backup;
 mod mysql;
 mod restore;
+mod scheduler;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -129,13 +130,15 @@ async fn main() -> anyhow::Result<()> {
         settings,
         faults: saga::Faults::from_env(),
     };
+    let tick = config::seconds("HOSTING_SCHEDULER_TICK_SECS", 60.0)?;
     let config = worker::WorkerConfig {
         service: "backupper",
         prefetch,
         lease,
     };
     tokio::select! {
-        _ = worker::Worker::run(store, bus.clone(), backupper, config) => {},
+        _ = worker::Worker::run(store.clone(), bus.clone(), backupper, config) => {},
+        _ = scheduler::run(store, tick) => {},
         _ = telemetry::shutdown_signal() => tracing::info!("stopping"),
     }
     bus.close().await;

@@ -412,3 +412,159 @@ async fn a_failure_at_each_restore_step_leaves_the_site_serving_as_before() {
     serves(&stack, DOMAIN, "before").await;
     stack.teardown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_make_automated_backups_and_retention_keeps_exactly_the_expected_ones() {
+    let options = StackOptions {
+        env: vec![(
+            "backupper",
+            "HOSTING_SCHEDULER_TICK_SECS".into(),
+            "0.3".into(),
+        )],
+        ..Default::default()
+    };
+    let stack = Stack::spawn_with(options).await;
+    let (site, _) = site_with_a_file(&stack).await;
+    let path = format!("/sites/{site}/backup-schedule");
+    let (status, r) = stack
+        .call(
+            "PUT",
+            &path,
+            Some(json!({"schedule": {"interval": "soon"}})),
+        )
+        .await;
+    assert_eq!(status, 422, "{r}");
+    let (status, r) = stack
+        .call(
+            "PUT",
+            &path,
+            Some(json!({"schedule": {"interval": 2, "jitter": 1}})),
+        )
+        .await;
+    assert_eq!((status, r["source"].as_str()), (200, Some("site")), "{r}");
+
+    let automated = |list: &serde_json::Value| {
+        list.as_array()
+            .map(|l| {
+                l.iter()
+                    .filter(|b| b["description"] == "Automated backup")
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, list) = stack
+            .call("GET", &format!("/sites/{site}/backups"), None)
+            .await;
+        if automated(&list) >= 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no automated backups: {list}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let (_, r) = stack
+        .call("PUT", &path, Some(json!({"schedule": "off"})))
+        .await;
+    assert_eq!(r["source"], "off");
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await; // a backup queued just before may finish
+    let (_, list) = stack
+        .call("GET", &format!("/sites/{site}/backups"), None)
+        .await;
+    let count = list.as_array().map(Vec::len).unwrap_or(0);
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let (_, list) = stack
+        .call("GET", &format!("/sites/{site}/backups"), None)
+        .await;
+    assert_eq!(
+        list.as_array().map(Vec::len).unwrap_or(0),
+        count,
+        "backups went on after the schedule was switched off"
+    );
+
+    // Retention, with ages injected into the records: newest first, 0 h, 2 h, 26 h, 30 h,
+    // 9 days, 10 days, ... Keep the newest; past 1 h keep one per day; past 7 days one per
+    // 30 days: positions 0, 1, 2 and 4 stay.
+    while list.as_array().map(Vec::len).unwrap_or(0) < 6 {
+        let done = stack.run_site_task(site, json!({"type": "backup"})).await;
+        assert_eq!(done["status"], "success");
+        let (_, l) = stack
+            .call("GET", &format!("/sites/{site}/backups"), None)
+            .await;
+        if l.as_array().map(Vec::len).unwrap_or(0) >= 6 {
+            break;
+        }
+    }
+    let (_, list) = stack
+        .call("GET", &format!("/sites/{site}/backups"), None)
+        .await;
+    let ids: Vec<i64> = list
+        .as_array()
+        .map(|l| l.iter().filter_map(|b| b["id"].as_i64()).collect())
+        .unwrap_or_default();
+    for (i, id) in ids.iter().enumerate() {
+        let hours = [0, 2, 26, 30, 216]
+            .get(i)
+            .copied()
+            .unwrap_or(240 + i as i64);
+        stack.state_exec(&format!("UPDATE backups SET created_at = now() - make_interval(hours => {hours}) WHERE id = {id}")).await;
+    }
+    let keep: Vec<i64> = [0, 1, 2, 4].iter().map(|i| ids[*i]).collect();
+    let policy = json!({"keep_newest": 1, "rules": [{"older_than": "1h", "keep_one_per": "1d"}, {"older_than": "7d", "keep_one_per": "30d"}]});
+    let (status, r) = stack
+        .call(
+            "PATCH",
+            "/settings",
+            Some(json!({"backup_retention": {"keep_newest": "all"}})),
+        )
+        .await;
+    assert_eq!(status, 422, "{r}");
+    let (status, r) = stack
+        .call(
+            "PATCH",
+            "/settings",
+            Some(json!({"backup_retention": policy})),
+        )
+        .await;
+    assert_eq!(status, 200, "{r}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let remaining = loop {
+        let (_, l) = stack
+            .call("GET", &format!("/sites/{site}/backups"), None)
+            .await;
+        let now: Vec<i64> = l
+            .as_array()
+            .map(|l| l.iter().filter_map(|b| b["id"].as_i64()).collect())
+            .unwrap_or_default();
+        if now.len() == keep.len() || std::time::Instant::now() > deadline {
+            break now;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(remaining, keep, "retention kept the wrong backups");
+    let (_, purges) = stack
+        .call(
+            "GET",
+            &format!("/tasks?site={site}&type=backup-delete"),
+            None,
+        )
+        .await;
+    assert!(
+        purges.as_array().is_some_and(|p| !p.is_empty()
+            && p.iter()
+                .all(|t| t["requested_by"] == "retention" && t["status"] == "success")),
+        "{purges}"
+    );
+    let archives = std::fs::read_dir(stack.backup_dir().join(DOMAIN))
+        .expect("backup dir")
+        .count();
+    assert_eq!(
+        archives,
+        keep.len(),
+        "purged archives are removed from the store"
+    );
+    stack.teardown().await;
+}

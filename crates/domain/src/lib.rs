@@ -5,6 +5,7 @@
 //! parser (`#[serde(try_from = "String")]`), so an invalid value cannot even be read from JSON,
 //! and values read back from the database are parsed again.
 
+pub mod backup_policy;
 mod ids;
 mod names;
 mod secret;

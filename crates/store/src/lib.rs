@@ -7,11 +7,13 @@
 mod auth;
 mod backups;
 mod catalog;
+mod schedules;
 mod tasks;
 
 pub use auth::*;
 pub use backups::*;
 pub use catalog::*;
+pub use schedules::*;
 pub use tasks::*;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};

@@ -20,6 +20,10 @@ pub fn router(state: AppState) -> Router {
         .route("/sites/{id}", get(sites::get))
         .route("/sites/{id}/tasks", post(sites::create_task))
         .route("/sites/{id}/backups", get(sites::backups))
+        .route(
+            "/sites/{id}/backup-schedule",
+            get(sites::backup_schedule).put(sites::set_backup_schedule),
+        )
         .route("/tasks", get(tasks::list))
         .route("/tasks/{id}", get(tasks::get))
         .route("/tasks/{id}/log", get(tasks::log))

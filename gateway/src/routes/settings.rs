@@ -3,6 +3,7 @@ use crate::error::{ApiError, ApiJson, ApiResult};
 use crate::startup::AppState;
 use axum::extract::State;
 use axum::Json;
+use domain::backup_policy::{Retention, Schedule};
 
 /// Settings the control plane knows, with the type of their value. Unknown keys are refused
 /// so a typo does not silently do nothing.
@@ -21,6 +22,10 @@ pub async fn get(State(s): State<AppState>, _caller: Caller) -> ApiResult<Json<s
         .or_insert(serde_json::json!(false));
     map.entry("login_link_ttl_hours")
         .or_insert(serde_json::json!(24));
+    map.entry("backup_schedule")
+        .or_insert(serde_json::Value::Null);
+    map.entry("backup_retention")
+        .or_insert(serde_json::Value::Null);
     Ok(Json(serde_json::Value::Object(map)))
 }
 
@@ -58,10 +63,23 @@ pub async fn patch(
             }
             continue;
         }
+        // Backup policy: an object (checked here with the rules the backupper applies) or null.
+        if k == "backup_schedule" || k == "backup_retention" {
+            if !v.is_null() {
+                let checked = if k == "backup_schedule" {
+                    Schedule::parse(&v).map(|_| ())
+                } else {
+                    Retention::parse(&v).map(|_| ())
+                };
+                checked.map_err(|e| ApiError::field(&k, e))?;
+            }
+            values.push((k, v));
+            continue;
+        }
         let Some((_, kind)) = KNOWN.iter().find(|(name, _)| *name == k) else {
             let known: Vec<&str> = KNOWN.iter().map(|(n, _)| *n).collect();
             return Err(ApiError::Unprocessable(format!(
-                "{k}: unknown setting; known settings: features, {}",
+                "{k}: unknown setting; known settings: features, backup_schedule, backup_retention, {}",
                 known.join(", ")
             )));
         };

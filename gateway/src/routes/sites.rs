@@ -419,3 +419,64 @@ pub async fn backups(
     let site = visible_site(&s, &caller, id).await?;
     Ok(Json(s.store.backups(site.id).await?))
 }
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleBody {
+    /// A schedule object, "off" (no automated backups for this site) or "inherit" (follow the
+    /// global `backup_schedule` setting).
+    schedule: Value,
+}
+
+pub async fn backup_schedule(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<Value>> {
+    let site = visible_site(&s, &caller, id).await?;
+    let own = s
+        .store
+        .site_schedules()
+        .await?
+        .into_iter()
+        .find(|x| x.site == site.id);
+    let global = s
+        .store
+        .settings()
+        .await?
+        .get("backup_schedule")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let (source, schedule) = match own.as_ref().and_then(|o| o.overridden.clone()) {
+        Some(Some(v)) => ("site", v),
+        Some(None) => ("off", Value::Null),
+        None if global.is_null() => ("off", Value::Null),
+        None => ("global", global),
+    };
+    let next = own.and_then(|o| o.next_run_at).filter(|_| source != "off");
+    Ok(Json(json!({
+        "source": source,
+        "schedule": schedule,
+        "next_run": next.and_then(|n| n.format(&time::format_description::well_known::Rfc3339).ok()),
+    })))
+}
+
+pub async fn set_backup_schedule(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    ApiJson(body): ApiJson<ScheduleBody>,
+) -> ApiResult<Json<Value>> {
+    let site = visible_site(&s, &caller, id).await?;
+    let setting = match &body.schedule {
+        Value::String(x) if x == "inherit" => None,
+        Value::String(x) if x == "off" => Some(None),
+        v => {
+            domain::backup_policy::Schedule::parse(v)
+                .map_err(|e| ApiError::field("schedule", e))?;
+            Some(Some(v.clone()))
+        }
+    };
+    s.store.set_site_schedule(site.id, setting).await?;
+    backup_schedule(State(s), caller, Path(id)).await
+}

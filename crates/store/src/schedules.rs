@@ -1,0 +1,148 @@
+//! Scheduled backups and retention: what the backupper's scheduler reads and writes.
+
+use crate::tasks::create_task_tx;
+use crate::{NewTask, Result, Store};
+use domain::{SiteId, TaskType};
+use sqlx::Row;
+use time::OffsetDateTime;
+
+pub const AUTOMATED_BACKUP: &str = "Automated backup";
+
+#[derive(Debug, Clone)]
+pub struct SiteSchedule {
+    pub site: SiteId,
+    /// `None`: the site follows the global schedule.
+    pub overridden: Option<Option<serde_json::Value>>,
+    pub next_run_at: Option<OffsetDateTime>,
+}
+
+impl Store {
+    /// Sites that can be backed up, with their schedule override and next run.
+    pub async fn site_schedules(&self) -> Result<Vec<SiteSchedule>> {
+        let rows = sqlx::query(
+            "SELECT s.id, b.overridden, b.schedule, b.next_run_at FROM sites s
+             LEFT JOIN backup_schedules b ON b.site_id = s.id
+             WHERE s.status IN ('enabled', 'disabled') ORDER BY s.id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let overridden: Option<bool> = r.try_get("overridden")?;
+                Ok(SiteSchedule {
+                    site: SiteId(r.try_get("id")?),
+                    overridden: if overridden == Some(true) {
+                        Some(r.try_get("schedule")?)
+                    } else {
+                        None
+                    },
+                    next_run_at: r.try_get("next_run_at")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn set_next_backup_at(&self, site: SiteId, at: OffsetDateTime) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO backup_schedules (site_id, next_run_at) VALUES ($1, $2)
+             ON CONFLICT (site_id) DO UPDATE SET next_run_at = EXCLUDED.next_run_at",
+        )
+        .bind(site.0)
+        .bind(at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Sets (Some) or clears (None: follow the global schedule) a site's own schedule; its
+    /// next run is computed again.
+    pub async fn set_site_schedule(
+        &self,
+        site: SiteId,
+        schedule: Option<Option<serde_json::Value>>,
+    ) -> Result<()> {
+        let (overridden, value) = match schedule {
+            None => (false, None),
+            Some(v) => (true, v),
+        };
+        sqlx::query(
+            "INSERT INTO backup_schedules (site_id, overridden, schedule, next_run_at) VALUES ($1, $2, $3, NULL)
+             ON CONFLICT (site_id) DO UPDATE SET overridden = EXCLUDED.overridden, schedule = EXCLUDED.schedule, next_run_at = NULL",
+        )
+        .bind(site.0)
+        .bind(overridden)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Queues an automated backup if the site's next run is still `due` (another scheduler
+    /// may have taken it) and moves the next run to `next`. Returns whether it queued one.
+    pub async fn queue_scheduled_backup(
+        &self,
+        site: SiteId,
+        due: OffsetDateTime,
+        next: OffsetDateTime,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let current: Option<OffsetDateTime> = sqlx::query_scalar(
+            "SELECT next_run_at FROM backup_schedules WHERE site_id = $1 FOR UPDATE",
+        )
+        .bind(site.0)
+        .fetch_optional(&mut *tx)
+        .await?
+        .flatten();
+        if current != Some(due) {
+            return Ok(false);
+        }
+        let busy: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM tasks WHERE site_id = $1 AND type = 'backup' AND status IN ('queued', 'processing'))",
+        )
+        .bind(site.0)
+        .fetch_one(&mut *tx)
+        .await?;
+        if !busy {
+            let task = NewTask::for_site(
+                TaskType::Backup,
+                site,
+                serde_json::json!({"description": AUTOMATED_BACKUP}),
+                "scheduler",
+            );
+            create_task_tx(&mut tx, &task).await?;
+        }
+        sqlx::query("UPDATE backup_schedules SET next_run_at = $2 WHERE site_id = $1")
+            .bind(site.0)
+            .bind(next)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(!busy)
+    }
+
+    /// Queues a backup-delete task for retention unless one is already waiting or running.
+    pub async fn queue_purge(&self, site: SiteId, backups: &[i64]) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT id FROM sites WHERE id = $1 FOR UPDATE")
+            .bind(site.0)
+            .execute(&mut *tx)
+            .await?;
+        let busy: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM tasks WHERE site_id = $1 AND type = 'backup-delete' AND status IN ('queued', 'processing'))",
+        )
+        .bind(site.0)
+        .fetch_one(&mut *tx)
+        .await?;
+        if !busy {
+            let task = NewTask::for_site(
+                TaskType::BackupDelete,
+                site,
+                serde_json::json!({"backups": backups}),
+                "retention",
+            );
+            create_task_tx(&mut tx, &task).await?;
+        }
+        tx.commit().await?;
+        Ok(!busy)
+    }
+}
