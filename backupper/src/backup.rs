@@ -51,6 +51,16 @@ pub async fn make_backup(
         user: st.site.db_user.clone(),
         password: st.password(&b.store).await?,
     };
+    // Counted just before the dump; verify-backup compares a restored copy against them (a
+    // site written to during the backup may differ slightly, which verify reports).
+    let rows = crate::rows::count(
+        &creds.host,
+        creds.port,
+        &creds.user,
+        &creds.password,
+        &st.site.db_name,
+    )
+    .await?;
     let args = mysql::dump_args(&st.site.db_name);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut child = mysql::spawn(
@@ -106,7 +116,9 @@ pub async fn make_backup(
                  "language": st.site.language, "db_name": st.site.db_name},
         "platform": {"id": st.platform.id, "name": st.platform.name, "root": st.platform.root},
         "packages": b.store.site_packages(st.site.id).await?,
+        "rows": rows,
     });
+    let manifest_base_rows = manifest_base["rows"].clone();
     let writer = {
         let (partial, site_dir) = (partial.clone(), st.site_dir.to_path_buf());
         let (level, workers) = (b.settings.zstd_level, b.settings.zstd_workers);
@@ -133,6 +145,8 @@ pub async fn make_backup(
                             dump_sha256: dump_sha.into(),
                             dump_bytes,
                             dump_parts: parts,
+                            rows: serde_json::from_value(manifest_base["rows"].clone())
+                                .unwrap_or_default(),
                         },
                         files: *files,
                         created: time::OffsetDateTime::now_utc()
@@ -172,6 +186,7 @@ pub async fn make_backup(
     .await?;
     tokio::fs::rename(&partial, &path).await?;
     let manifest = serde_json::json!({
+        "rows": manifest_base_rows,
         "files": written.files, "dump_bytes": written.dump_bytes, "dump_sha256": written.dump_sha256, "dump_parts": written.dump_parts,
     });
     let record = b

@@ -3,7 +3,9 @@
 mod backup;
 mod mysql;
 mod restore;
+mod rows;
 mod scheduler;
+mod verify;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -35,6 +37,7 @@ impl TaskHandler for Backupper {
             Backup => self.backup(task, log).await,
             Restore => restore::run(self, task, log).await,
             BackupDelete => self.delete(task, log).await,
+            VerifyBackup => verify::run(self, task, log).await,
             other => Outcome::Error(format!("the backupper cannot run '{other}' tasks yet")),
         }
     }

@@ -234,39 +234,8 @@ impl RestoreSaga<'_> {
             user: self.new_db.clone(),
             password: self.new_password().await?,
         };
-        let mut child = mysql::spawn(
-            &self.b.settings.client_bin,
-            &[self.new_db.as_str()],
-            &creds,
-            Stdio::piped(),
-            Stdio::null(),
-        )?;
-        let archive_path = self.b.settings.backup_dir.join(&self.backup.key);
-        let (checksum, fresh, limits) = (
-            self.backup.checksum.clone(),
-            self.fresh_dir.clone(),
-            self.b.settings.limits,
-        );
-        let extracted = tokio::task::spawn_blocking(move || {
-            let mut stdin = child.stdin.take();
-            let result = match stdin.as_mut() {
-                Some(sink) => archive::extract(&archive_path, &checksum, &fresh, limits, sink)
-                    .map_err(anyhow::Error::from),
-                None => Err(anyhow::anyhow!("no stdin for the import")),
-            };
-            drop(stdin);
-            let mut err = String::new();
-            if let Some(mut e) = child.stderr.take() {
-                let _ = std::io::Read::read_to_string(&mut e, &mut err);
-            }
-            let status = child.wait()?;
-            let extracted = result?;
-            if !status.success() {
-                bail!("importing the dump failed ({status}): {}", err.trim());
-            }
-            anyhow::Ok(extracted)
-        })
-        .await??;
+        let extracted =
+            unpack_and_import(self.b, &self.backup, &self.fresh_dir, &self.new_db, &creds).await?;
         site::set_web_permissions(&self.fresh_dir, 0o750).await?;
         let files = self.fresh_dir.join("files");
         if tokio::fs::try_exists(&files).await? {
@@ -430,4 +399,48 @@ impl Saga for RestoreSaga<'_> {
         }
         Ok(())
     }
+}
+
+/// Checks and unpacks a backup's site files into `dest` (which must not exist) and imports its
+/// dump into `database`, in one pass over the archive.
+pub async fn unpack_and_import(
+    b: &Backupper,
+    backup: &Backup,
+    dest: &std::path::Path,
+    database: &DbIdent,
+    creds: &Credentials,
+) -> anyhow::Result<archive::Extracted> {
+    let mut child = mysql::spawn(
+        &b.settings.client_bin,
+        &[database.as_str()],
+        creds,
+        Stdio::piped(),
+        Stdio::null(),
+    )?;
+    let archive_path = b.settings.backup_dir.join(&backup.key);
+    let (checksum, dest, limits) = (
+        backup.checksum.clone(),
+        dest.to_path_buf(),
+        b.settings.limits,
+    );
+    tokio::task::spawn_blocking(move || {
+        let mut stdin = child.stdin.take();
+        let result = match stdin.as_mut() {
+            Some(sink) => archive::extract(&archive_path, &checksum, &dest, limits, sink)
+                .map_err(anyhow::Error::from),
+            None => Err(anyhow::anyhow!("no stdin for the import")),
+        };
+        drop(stdin);
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut err);
+        }
+        let status = child.wait()?;
+        let extracted = result?;
+        if !status.success() {
+            bail!("importing the dump failed ({status}): {}", err.trim());
+        }
+        anyhow::Ok(extracted)
+    })
+    .await?
 }

@@ -568,3 +568,88 @@ async fn schedules_make_automated_backups_and_retention_keeps_exactly_the_expect
     );
     stack.teardown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_backup_proves_a_backup_restorable_and_cleans_up() {
+    let stack = Stack::spawn().await;
+    let (site, _) = site_with_a_file(&stack).await;
+    let done = stack.run_site_task(site, json!({"type": "backup"})).await;
+    let id = done["result"]["backup"].clone();
+    let done = stack
+        .run_site_task(site, json!({"type": "verify-backup", "backup": id}))
+        .await;
+    assert_eq!(
+        done["status"],
+        "success",
+        "{done}\n{}",
+        stack
+            .task_log_text(done["id"].as_i64().unwrap_or_default())
+            .await
+    );
+    assert!(
+        done["result"]["tables"].as_i64().unwrap_or_default() >= 4,
+        "{done}"
+    );
+    assert!(
+        done["result"]["rows"].as_i64().unwrap_or_default() >= 3,
+        "{done}"
+    );
+    assert_eq!(
+        done["result"]["files"], 3,
+        "settings.php, .hosting-site and files/note.txt: {done}"
+    );
+    let (_, list) = stack
+        .call("GET", &format!("/sites/{site}/backups"), None)
+        .await;
+    assert!(list[0]["verified"].is_string(), "{list}");
+    let (dbs, users) = stack.mariadb_leftovers().await;
+    assert_eq!(
+        (dbs.len(), users.len()),
+        (1, 1),
+        "scratch database left behind: {dbs:?}"
+    );
+    let scratch: Vec<_> = std::fs::read_dir(stack.backup_dir())
+        .expect("store")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".verify"))
+        .collect();
+    assert!(scratch.is_empty());
+
+    // A damaged archive is not proven.
+    let done = stack.run_site_task(site, json!({"type": "backup"})).await;
+    let damaged = done["result"]["backup"].clone();
+    let (_, list) = stack
+        .call("GET", &format!("/sites/{site}/backups"), None)
+        .await;
+    let key = list
+        .as_array()
+        .and_then(|l| l.iter().find(|b| b["id"] == damaged))
+        .map(|b| b["key"].as_str().unwrap_or_default().to_owned())
+        .expect("record");
+    let path = stack.backup_dir().join(key);
+    let mut bytes = std::fs::read(&path).expect("archive");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&path, bytes).expect("damaging the archive");
+    let done = stack
+        .run_site_task(site, json!({"type": "verify-backup", "backup": damaged}))
+        .await;
+    assert_eq!(done["status"], "error", "{done}");
+    assert!(
+        done["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("checksum"),
+        "{done}"
+    );
+    let (_, list) = stack
+        .call("GET", &format!("/sites/{site}/backups"), None)
+        .await;
+    assert!(list
+        .as_array()
+        .and_then(|l| l.iter().find(|b| b["id"] == damaged))
+        .is_some_and(|b| b["verified"].is_null()));
+    let (dbs, _) = stack.mariadb_leftovers().await;
+    assert_eq!(dbs.len(), 1, "{dbs:?}");
+    stack.teardown().await;
+}

@@ -174,7 +174,7 @@ impl Nginx {
                 })
                 .unwrap_or_default();
             let fpm_conf = format!(
-                "; Managed by webconf; rewritten at every start.\n[global]\npid = {d}/php-fpm.pid\nerror_log = {d}/logs/php-fpm.log\ndaemonize = yes\n\n[sites]\n{owner}listen = {sock}\nlisten.mode = 0660\npm = ondemand\npm.max_children = {max}\npm.process_idle_timeout = 30s\ncatch_workers_output = yes\nphp_admin_flag[log_errors] = on\n",
+                "; Managed by webconf; rewritten at every start.\n[global]\npid = {d}/php-fpm.pid\nerror_log = {d}/logs/php-fpm.log\ndaemonize = yes\n\n[sites]\n{owner}listen = {sock}\nlisten.mode = 0660\npm = ondemand\npm.max_children = {max}\npm.process_idle_timeout = 30s\ncatch_workers_output = yes\nphp_admin_flag[log_errors] = on\n; Settings files change under running sites (install, restore, migrate): OPcache must see\n; it at once, not up to revalidate_freq seconds later with the old database credentials.\nphp_admin_value[opcache.revalidate_freq] = 0\n",
                 sock = self.settings.php_socket,
                 max = self.settings.php_max_children,
             );

@@ -55,6 +55,9 @@ pub struct DatabaseInfo {
     pub dump_sha256: String,
     pub dump_bytes: u64,
     pub dump_parts: u32,
+    /// Rows per table when the dump started.
+    #[serde(default)]
+    pub rows: std::collections::BTreeMap<String, i64>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]

@@ -281,6 +281,7 @@ mod tests {
                 dump_sha256: sha.into(),
                 dump_bytes: bytes,
                 dump_parts: parts,
+                rows: Default::default(),
             },
             files: *files,
             created: "now".into(),

@@ -111,10 +111,25 @@ pub async fn write_settings(path: &std::path::Path, content: &str) -> anyhow::Re
         return Ok(false);
     }
     let tmp = path.with_extension("tmp");
+    // PHP's OPcache notices a changed file by its modification time, in whole seconds: the new
+    // file must be strictly newer than the one PHP may have cached, even when both were
+    // written within the same second.
+    let previous = tokio::fs::metadata(path)
+        .await
+        .and_then(|m| m.modified())
+        .ok();
     tokio::fs::write(&tmp, content)
         .await
         .with_context(|| format!("writing {}", tmp.display()))?;
     set_web_permissions(&tmp, 0o640).await?;
+    let now = std::time::SystemTime::now();
+    let stamp = match previous {
+        Some(p) if p + Duration::from_secs(1) > now => p + Duration::from_secs(1),
+        _ => now,
+    };
+    let file = std::fs::OpenOptions::new().write(true).open(&tmp)?;
+    file.set_modified(stamp)?;
+    drop(file);
     tokio::fs::rename(&tmp, path)
         .await
         .with_context(|| format!("renaming to {}", path.display()))?;

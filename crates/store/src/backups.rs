@@ -105,6 +105,14 @@ impl Store {
         row.as_ref().map(backup).transpose()
     }
 
+    pub async fn mark_backup_verified(&self, id: BackupId) -> Result<()> {
+        sqlx::query("UPDATE backups SET verified_at = now() WHERE id = $1")
+            .bind(id.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     pub async fn delete_backup_record(&self, id: BackupId) -> Result<()> {
         sqlx::query("DELETE FROM backups WHERE id = $1")
             .bind(id.0)

@@ -34,7 +34,7 @@ fn available_tasks(site: &Site, delete_pending: bool, has_backups: bool) -> Vec<
         _ => vec![],
     };
     if has_backups && matches!(site.status, SiteStatus::Enabled | SiteStatus::Disabled) {
-        tasks.extend(["restore", "backup-delete"]);
+        tasks.extend(["restore", "backup-delete", "verify-backup"]);
     }
     tasks
 }
@@ -310,7 +310,7 @@ async fn task_args(
 ) -> ApiResult<Value> {
     let allowed: &[&str] = match task_type {
         TaskType::Backup => &["description"],
-        TaskType::Restore => &["backup"],
+        TaskType::Restore | TaskType::VerifyBackup => &["backup"],
         TaskType::BackupDelete => &["backups"],
         _ => &[],
     };
@@ -345,7 +345,7 @@ async fn task_args(
                 ))
             }
         },
-        TaskType::Restore => {
+        TaskType::Restore | TaskType::VerifyBackup => {
             let id = args.get("backup").and_then(Value::as_i64).ok_or_else(|| {
                 ApiError::Unprocessable("backup: give the id of the backup to restore".into())
             })?;
