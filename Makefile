@@ -22,7 +22,8 @@ test: deps build
 # Built with the same feature set as the services (one build), then run from target/release.
 bench: deps
 	$(CARGO) build --release --workspace --bins
-	$${CARGO_TARGET_DIR:-target}/release/bench
+		$${CARGO_TARGET_DIR:-target}/release/bench
+	$${CARGO_TARGET_DIR:-target}/release/bench_backup
 
 lint: deps
 	$(CARGO) fmt --all -- --check

@@ -424,23 +424,51 @@ pub async fn unpack_and_import(
         b.settings.limits,
     );
     tokio::task::spawn_blocking(move || {
-        let mut stdin = child.stdin.take();
-        let result = match stdin.as_mut() {
-            Some(sink) => archive::extract(&archive_path, &checksum, &dest, limits, sink)
-                .map_err(anyhow::Error::from),
-            None => Err(anyhow::anyhow!("no stdin for the import")),
-        };
-        drop(stdin);
+        let mut stdin = child
+            .stdin
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stdin for the import"))?;
+        // Up to 64 MiB of dump waits here, so unpacking files goes on while the import works.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(64);
+        let feeder = std::thread::spawn(move || -> std::io::Result<()> {
+            for chunk in rx {
+                std::io::Write::write_all(&mut stdin, &chunk)?;
+            }
+            Ok(())
+        });
+        let mut sink = ChannelWriter(tx);
+        let result = archive::extract(&archive_path, &checksum, &dest, limits, &mut sink)
+            .map_err(anyhow::Error::from);
+        drop(sink);
+        let fed = feeder
+            .join()
+            .map_err(|_| anyhow::anyhow!("the import feeder panicked"))?;
         let mut err = String::new();
         if let Some(mut e) = child.stderr.take() {
             let _ = std::io::Read::read_to_string(&mut e, &mut err);
         }
         let status = child.wait()?;
         let extracted = result?;
+        fed.map_err(|e| anyhow::anyhow!("feeding the import failed: {e}"))?;
         if !status.success() {
             bail!("importing the dump failed ({status}): {}", err.trim());
         }
         anyhow::Ok(extracted)
     })
     .await?
+}
+
+/// Hands written bytes to the import's feeder thread.
+struct ChannelWriter(std::sync::mpsc::SyncSender<Vec<u8>>);
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.send(buf.to_vec()).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the import stopped reading")
+        })?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }

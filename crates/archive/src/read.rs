@@ -23,6 +23,44 @@ pub fn sha256_file(path: &Path) -> Result<String, ArchiveError> {
     Ok(hex::encode(hasher.finalize()))
 }
 
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: io::BufRead> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+impl<R: io::BufRead> io::BufRead for HashingReader<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+    fn consume(&mut self, amt: usize) {
+        if let Ok(buf) = self.inner.fill_buf() {
+            let n = amt.min(buf.len());
+            self.hasher.update(&buf[..n]);
+        }
+        self.inner.consume(amt)
+    }
+}
+
+struct HashSink<'a>(&'a mut Sha256);
+
+impl Write for HashSink<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 #[derive(Debug)]
 pub struct Extracted {
     pub manifest: Manifest,
@@ -83,7 +121,7 @@ fn no_symlink_ancestors(root: &Path, rel: &Path) -> Result<(), ArchiveError> {
     Ok(())
 }
 
-/// Checks the archive against `expected_sha256`, then unpacks its `site/` into `dest` (made
+/// Checks the archive against `expected_sha256` (on error `dest` is removed again), and unpacks its `site/` into `dest` (made
 /// here; it must not exist) and streams its dump, in order, into `dump_sink`. The manifest's
 /// dump checksum is checked at the end. Blocking.
 pub fn extract(
@@ -93,14 +131,45 @@ pub fn extract(
     limits: Limits,
     dump_sink: &mut dyn Write,
 ) -> Result<Extracted, ArchiveError> {
-    let actual = sha256_file(path)?;
-    if actual != expected_sha256 {
+    if dest.exists() {
         return Err(refused(format!(
-            "the archive's checksum is {actual}, but the backup record says {expected_sha256}: the file was changed or damaged"
+            "{} exists already; unpacking needs a fresh directory",
+            dest.display()
         )));
     }
+    extract_streaming(path, expected_sha256, dest, limits, dump_sink).map_err(|e| {
+        // What was unpacked before the error is ours to remove.
+        let _ = std::fs::remove_dir_all(dest);
+        // A damaged file usually fails to decompress before its checksum can be compared:
+        // say that it is damaged, which is what the user needs to know.
+        match sha256_file(path) {
+            Ok(actual) if actual != expected_sha256 => refused(format!(
+                "the archive's checksum is {actual}, but the backup record says {expected_sha256}: the file was changed or damaged"
+            )),
+            _ => match e {
+                ArchiveError::Io(io) => refused(format!("the archive cannot be read ({io}): it is damaged or not a backup made here")),
+                other => other,
+            },
+        }
+    })
+}
+
+fn extract_streaming(
+    path: &Path,
+    expected_sha256: &str,
+    dest: &Path,
+    limits: Limits,
+    dump_sink: &mut dyn Write,
+) -> Result<Extracted, ArchiveError> {
+    // The checksum is computed while the archive streams (one read instead of two) and
+    // checked at the end: everything before that lands in `dest` and `dump_sink`, which are
+    // scratch copies the caller throws away on any error, so the site is untouched either way.
     std::fs::create_dir(dest)?;
-    let decoder = zstd::stream::read::Decoder::new(File::open(path)?)?;
+    let hashing = HashingReader {
+        inner: io::BufReader::with_capacity(1 << 20, File::open(path)?),
+        hasher: Sha256::new(),
+    };
+    let decoder = zstd::stream::read::Decoder::with_buffer(hashing)?;
     let mut archive = tar::Archive::new(decoder);
     let mut entries_seen: u64 = 0;
     let mut bytes_seen: u64 = 0;
@@ -236,6 +305,17 @@ pub fn extract(
                 )))
             }
         }
+    }
+    // Hash whatever follows the tar's end marker too: the checksum covers the whole file.
+    let mut decoder = archive.into_inner();
+    io::copy(&mut decoder, &mut io::sink())?;
+    let mut hashing = decoder.finish();
+    io::copy(&mut hashing.inner, &mut HashSink(&mut hashing.hasher))?;
+    let actual = hex::encode(hashing.hasher.finalize());
+    if actual != expected_sha256 {
+        return Err(refused(format!(
+            "the archive's checksum is {actual}, but the backup record says {expected_sha256}: the file was changed or damaged"
+        )));
     }
     let manifest = manifest.ok_or_else(|| {
         refused("the archive has no hosting-backup.json: it is not a backup made here")
