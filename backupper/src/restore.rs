@@ -91,15 +91,7 @@ pub async fn run(b: &Backupper, task: &Task, log: &TaskLog) -> Outcome {
         if backup.site != site_id {
             bail!("backup {backup_id} belongs to another site");
         }
-        let base = st
-            .site
-            .db_name
-            .as_str()
-            .split("_r")
-            .next()
-            .unwrap_or(st.site.db_name.as_str())
-            .to_owned();
-        let new_db = DbIdent::parse(&format!("{base}_r{}", task.id))?;
+        let new_db = st.site.db_name.for_task('r', task.id.0)?;
         let site_dir = st.site_dir.to_path_buf();
         let name = site_dir
             .file_name()

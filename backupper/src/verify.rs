@@ -8,7 +8,7 @@ use crate::restore::unpack_and_import;
 use crate::Backupper;
 use anyhow::bail;
 use contract::DbprovRequest;
-use domain::{BackupId, DbIdent, DbPassword};
+use domain::{BackupId, DbPassword};
 use site::SiteTask;
 use std::collections::BTreeMap;
 use store::Task;
@@ -28,15 +28,7 @@ pub async fn run(b: &Backupper, task: &Task, log: &TaskLog) -> Outcome {
         Ok(_) => return Outcome::Error(format!("backup {id} belongs to another site")),
         Err(e) => return Outcome::Error(e.to_string()),
     };
-    let base = st
-        .site
-        .db_name
-        .as_str()
-        .split("_r")
-        .next()
-        .unwrap_or(st.site.db_name.as_str())
-        .to_owned();
-    let scratch_db = match DbIdent::parse(&format!("{base}_v{}", task.id)) {
+    let scratch_db = match st.site.db_name.for_task('v', task.id.0) {
         Ok(d) => d,
         Err(e) => return Outcome::Error(e.to_string()),
     };

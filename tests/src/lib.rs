@@ -432,22 +432,11 @@ impl Stack {
         let pool = sqlx::MySqlPool::connect(MYSQL_ADMIN_URL)
             .await
             .expect("MariaDB as root");
-        let pattern = format!("{}\\_%", self.prefix);
-        let dbs: Vec<String> = sqlx::query_scalar(
-            "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE ?",
-        )
-        .bind(&pattern)
-        .fetch_all(&pool)
-        .await
-        .expect("listing databases");
-        let users: Vec<String> =
-            sqlx::query_scalar("SELECT CAST(User AS CHAR) FROM mysql.user WHERE User LIKE ?")
-                .bind(&pattern)
-                .fetch_all(&pool)
-                .await
-                .expect("listing users");
+        let (dbs, users) = site_databases(&pool, &self.prefix)
+            .await
+            .expect("listing site databases and users");
         pool.close().await;
-        (dbs, users)
+        (dbs, users.into_iter().map(|(u, _)| u).collect())
     }
 
     /// Everything the services logged so far.
@@ -485,14 +474,9 @@ impl Stack {
             }
         }
         if let Ok(pool) = sqlx::MySqlPool::connect(MYSQL_ADMIN_URL).await {
-            let pattern = format!("{}\\_%", self.prefix);
-            let dbs: Vec<String> = sqlx::query_scalar(
-                "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE ?",
-            )
-            .bind(&pattern)
-            .fetch_all(&pool)
-            .await
-            .unwrap_or_default();
+            let (dbs, users) = site_databases(&pool, &self.prefix)
+                .await
+                .unwrap_or_default();
             for db in dbs {
                 let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
                     "DROP DATABASE IF EXISTS `{db}`"
@@ -500,13 +484,6 @@ impl Stack {
                 .execute(&pool)
                 .await;
             }
-            let users: Vec<(String, String)> = sqlx::query_as(
-                "SELECT CAST(User AS CHAR), CAST(Host AS CHAR) FROM mysql.user WHERE User LIKE ?",
-            )
-            .bind(&pattern)
-            .fetch_all(&pool)
-            .await
-            .unwrap_or_default();
             for (u, h) in users {
                 let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
                     "DROP USER IF EXISTS '{u}'@'{h}'"
@@ -658,4 +635,25 @@ impl Stack {
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
         pool.close().await;
     }
+}
+
+/// The databases, and the users with their hosts, named with a stack's prefix.
+async fn site_databases(
+    pool: &sqlx::MySqlPool,
+    prefix: &str,
+) -> sqlx::Result<(Vec<String>, Vec<(String, String)>)> {
+    let pattern = format!("{prefix}\\_%");
+    let dbs = sqlx::query_scalar(
+        "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE ?",
+    )
+    .bind(&pattern)
+    .fetch_all(pool)
+    .await?;
+    let users = sqlx::query_as(
+        "SELECT CAST(User AS CHAR), CAST(Host AS CHAR) FROM mysql.user WHERE User LIKE ?",
+    )
+    .bind(&pattern)
+    .fetch_all(pool)
+    .await?;
+    Ok((dbs, users))
 }

@@ -126,6 +126,23 @@ impl DbIdent {
     }
 }
 
+impl DbIdent {
+    /// The identifier a task makes next to a site's database: `<base>_<tag><task>`, where
+    /// base is the site's identifier without the `_r<task>` an earlier restore gave it (so
+    /// names do not grow with every restore).
+    pub fn for_task(&self, tag: char, task: i64) -> Result<DbIdent, ParseError> {
+        let base = match self.0.rsplit_once("_r") {
+            Some((head, digits))
+                if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                head
+            }
+            _ => self.0.as_str(),
+        };
+        DbIdent::parse(&format!("{base}_{tag}{task}"))
+    }
+}
+
 /// A short name for records an operator types: servers, platforms, clients, profiles.
 /// Letters, digits, `.`, `_` and `-`, 1 to 64 characters, starting with a letter or digit.
 /// It appears in AMQP routing keys and file names, so nothing else is allowed.
@@ -314,6 +331,24 @@ mod tests {
         for bad in ["", "1site", "Site", "a-b", "a`b", "a'b", &"a".repeat(33)] {
             assert!(DbIdent::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn task_identifiers_do_not_grow_with_every_restore() {
+        let site = DbIdent::parse("host_reseller_12").unwrap();
+        assert_eq!(
+            site.for_task('r', 40).unwrap().as_str(),
+            "host_reseller_12_r40"
+        );
+        let restored = DbIdent::parse("host_reseller_12_r40").unwrap();
+        assert_eq!(
+            restored.for_task('r', 41).unwrap().as_str(),
+            "host_reseller_12_r41"
+        );
+        assert_eq!(
+            restored.for_task('v', 42).unwrap().as_str(),
+            "host_reseller_12_v42"
+        );
     }
 
     #[test]
