@@ -129,7 +129,7 @@ pub fn extract(
     expected_sha256: &str,
     dest: &Path,
     limits: Limits,
-    dump_sink: &mut dyn Write,
+    dump_sink: &mut (dyn Write + Send),
 ) -> Result<Extracted, ArchiveError> {
     if dest.exists() {
         return Err(refused(format!(
@@ -154,16 +154,112 @@ pub fn extract(
     })
 }
 
+/// Reads the archive twice at once, each pass with its own decoder: one unpacks the site's
+/// files (and checks every entry, the limits and the file's checksum), the other feeds the
+/// dump to `dump_sink`. A backup writes the dump's chunks as they arrive, usually after most
+/// files, so a single pass would leave the import idle while files unpack.
 fn extract_streaming(
     path: &Path,
     expected_sha256: &str,
     dest: &Path,
     limits: Limits,
-    dump_sink: &mut dyn Write,
+    dump_sink: &mut (dyn Write + Send),
 ) -> Result<Extracted, ArchiveError> {
-    // The checksum is computed while the archive streams (one read instead of two) and
-    // checked at the end: everything before that lands in `dest` and `dump_sink`, which are
-    // scratch copies the caller throws away on any error, so the site is untouched either way.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (files, dump) = std::thread::scope(|scope| {
+        let dump = scope.spawn(|| stream_dump(path, limits, dump_sink, &stop));
+        let files = unpack_files(path, expected_sha256, dest, limits);
+        if files.is_err() {
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        (files, dump.join())
+    });
+    let (manifest, files, parts_seen) = files?;
+    let (dump_sha, dump_bytes, dump_parts) =
+        dump.map_err(|_| refused("the dump reader failed"))??;
+    if dump_parts == 0
+        || dump_parts != parts_seen
+        || dump_sha != manifest.database.dump_sha256
+        || dump_bytes != manifest.database.dump_bytes
+    {
+        return Err(refused(format!(
+            "the database dump in the archive ({dump_bytes} bytes in {dump_parts} parts) does not match its manifest ({} bytes)",
+            manifest.database.dump_bytes
+        )));
+    }
+    if files.count != manifest.files.count {
+        return Err(refused(format!(
+            "the archive holds {} site files, its manifest says {}",
+            files.count, manifest.files.count
+        )));
+    }
+    Ok(Extracted { manifest, files })
+}
+
+/// The dump pass: database entries, in order, into `sink`; everything else skipped.
+fn stream_dump(
+    path: &Path,
+    limits: Limits,
+    sink: &mut (dyn Write + Send),
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<(String, u64, u32), ArchiveError> {
+    let decoder = zstd::stream::read::Decoder::new(File::open(path)?)?;
+    let mut archive = tar::Archive::new(decoder);
+    let (mut hasher, mut bytes, mut parts, mut entries) = (Sha256::new(), 0u64, 0u32, 0u64);
+    let mut buf = vec![0u8; 1 << 20];
+    for entry in archive.entries()? {
+        if stop.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(refused("stopped: the files pass refused the archive"));
+        }
+        let mut entry = entry?;
+        entries += 1;
+        if entries > limits.max_entries {
+            return Err(refused(format!(
+                "the archive has more than {} entries (the restore limit)",
+                limits.max_entries
+            )));
+        }
+        let name = entry.path()?.to_string_lossy().into_owned();
+        let Some(part) = name.strip_prefix(DUMP_PREFIX) else {
+            continue;
+        };
+        let expected = format!("{:05}.sql", parts + 1);
+        if part != expected || !entry.header().entry_type().is_file() {
+            return Err(refused(format!(
+                "unexpected database entry '{name}' (expected {DUMP_PREFIX}{expected})"
+            )));
+        }
+        parts += 1;
+        loop {
+            let n = entry.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            bytes += n as u64;
+            if bytes > limits.max_bytes {
+                return Err(refused(format!(
+                    "the archive unpacks to more than {} bytes (the restore limit)",
+                    limits.max_bytes
+                )));
+            }
+            hasher.update(&buf[..n]);
+            sink.write_all(&buf[..n])?;
+        }
+    }
+    Ok((hex::encode(hasher.finalize()), bytes, parts))
+}
+
+/// The files pass: every entry checked, site files unpacked into `dest` (made here), dump
+/// entries counted and skipped, the manifest read, the whole file's checksum compared.
+fn unpack_files(
+    path: &Path,
+    expected_sha256: &str,
+    dest: &Path,
+    limits: Limits,
+) -> Result<(Manifest, FileStats, u32), ArchiveError> {
+    // The checksum is computed while the archive streams and checked at the end: everything
+    // before that lands in `dest` and the dump sink, which are scratch copies the caller
+    // throws away on any error, so the site is untouched either way.
     std::fs::create_dir(dest)?;
     let hashing = HashingReader {
         inner: io::BufReader::with_capacity(1 << 20, File::open(path)?),
@@ -175,8 +271,6 @@ fn extract_streaming(
     let mut bytes_seen: u64 = 0;
     let mut files = FileStats::default();
     let mut manifest: Option<Manifest> = None;
-    let mut dump_hasher = Sha256::new();
-    let mut dump_bytes: u64 = 0;
     let mut dump_parts: u32 = 0;
 
     for entry in archive.entries()? {
@@ -217,17 +311,7 @@ fn extract_streaming(
                     "unexpected database entry '{name}' (expected {DUMP_PREFIX}{expected})"
                 )));
             }
-            dump_parts += 1;
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                let n = entry.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                dump_hasher.update(&buf[..n]);
-                dump_bytes += n as u64;
-                dump_sink.write_all(&buf[..n])?;
-            }
+            dump_parts += 1; // the dump pass reads it
             continue;
         }
         let Ok(inside) = rel.strip_prefix(SITE_PREFIX) else {
@@ -320,23 +404,7 @@ fn extract_streaming(
     let manifest = manifest.ok_or_else(|| {
         refused("the archive has no hosting-backup.json: it is not a backup made here")
     })?;
-    let dump_sha = hex::encode(dump_hasher.finalize());
-    if dump_parts == 0
-        || dump_sha != manifest.database.dump_sha256
-        || dump_bytes != manifest.database.dump_bytes
-    {
-        return Err(refused(format!(
-            "the database dump in the archive ({dump_bytes} bytes in {dump_parts} parts) does not match its manifest ({} bytes)",
-            manifest.database.dump_bytes
-        )));
-    }
-    if files.count != manifest.files.count {
-        return Err(refused(format!(
-            "the archive holds {} site files, its manifest says {}",
-            files.count, manifest.files.count
-        )));
-    }
-    Ok(Extracted { manifest, files })
+    Ok((manifest, files, dump_parts))
 }
 
 #[cfg(test)]
