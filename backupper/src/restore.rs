@@ -314,38 +314,43 @@ impl Saga for RestoreSaga<'_> {
             "cleanup" => {
                 let (name, user, _) = self.previous_db().await?;
                 let st = self.current().await?;
-                if let Err(e) = site::dbprov(
+                let drop = DbprovRequest::DropDatabase {
+                    database: name.clone(),
+                    user,
+                };
+                match site::dbprov(
                     &self.b.rpc,
                     &st.site.db_server,
-                    DbprovRequest::DropDatabase {
-                        database: name.clone(),
-                        user,
-                    },
+                    drop,
                     self.b.settings.rpc_timeout,
                 )
                 .await
                 {
-                    self.log
-                        .warn(format!(
-                            "could not drop the previous database {name}: {e:#}"
-                        ))
-                        .await;
+                    Ok(_) => {
+                        self.log
+                            .info(format!("previous database {name} dropped"))
+                            .await
+                    }
+                    Err(e) => {
+                        self.log
+                            .warn(format!(
+                                "could not drop the previous database {name}: {e:#}"
+                            ))
+                            .await
+                    }
                 }
-                if let Err(e) = tokio::fs::remove_dir_all(&self.previous_dir).await {
-                    if e.kind() != std::io::ErrorKind::NotFound {
+                match tokio::fs::remove_dir_all(&self.previous_dir).await {
+                    Ok(()) => self.log.info("previous site directory removed").await,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
                         self.log
                             .warn(format!(
                                 "could not remove {}: {e}",
                                 self.previous_dir.display()
                             ))
-                            .await;
+                            .await
                     }
                 }
-                self.log
-                    .info(format!(
-                        "previous database {name} dropped and previous directory removed"
-                    ))
-                    .await;
             }
             other => bail!("unknown restore step {other}"),
         }
@@ -394,7 +399,7 @@ impl Saga for RestoreSaga<'_> {
 }
 
 /// Checks and unpacks a backup's site files into `dest` (which must not exist) and imports its
-/// dump into `database`, in one pass over the archive.
+/// dump into `database`, both at once (see `archive::extract`).
 pub async fn unpack_and_import(
     b: &Backupper,
     backup: &Backup,
