@@ -8,6 +8,7 @@ mod scheduler;
 mod verify;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use worker::{Outcome, TaskHandler, TaskLog};
 
@@ -25,9 +26,59 @@ pub struct Settings {
 
 pub struct Backupper {
     pub store: store::Store,
+    pub bus: bus::Bus,
     pub rpc: bus::RpcClient,
     pub settings: Settings,
     pub faults: saga::Faults,
+}
+
+/// One backupper serves both its task queue and the backup RPCs of the other services.
+#[derive(Clone)]
+struct Shared(Arc<Backupper>);
+
+impl TaskHandler for Shared {
+    async fn run(&self, task: &store::Task, log: &TaskLog) -> Outcome {
+        TaskHandler::run(&*self.0, task, log).await
+    }
+}
+
+/// `make-backup` for the installer (pre-disable, pre-delete) and the migrator: the backup is
+/// made here, where the backup store is, and logged in the caller's task.
+impl bus::RpcHandler for Shared {
+    async fn answer(&self, message: &bus::Incoming) -> Option<Vec<u8>> {
+        let request: contract::BackupRequest = match serde_json::from_slice(&message.data) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "unreadable backup request");
+                return None;
+            }
+        };
+        let contract::BackupRequest::MakeBackup {
+            site,
+            task,
+            description,
+        } = request;
+        let b = &self.0;
+        let log = TaskLog::new(b.store.clone(), b.bus.clone(), task);
+        let result = async {
+            let st = site::SiteTask::load(&b.store, site).await?;
+            backup::make_backup(b, &st, task, &description, &log).await
+        }
+        .await;
+        let reply = match result {
+            Ok(made) => contract::RpcReply::Ok {
+                body: contract::BackupReply {
+                    backup: made.id.0,
+                    size: made.size,
+                    checksum: made.checksum,
+                },
+            },
+            Err(e) => contract::RpcReply::Error {
+                message: format!("{e:#}"),
+            },
+        };
+        serde_json::to_vec(&reply).ok()
+    }
 }
 
 impl TaskHandler for Backupper {
@@ -127,12 +178,15 @@ async fn main() -> anyhow::Result<()> {
         contract::Topology::new(&common.prefix),
         "backupper",
     );
-    let backupper = Backupper {
+    let server = domain::Name::parse(&config::string("HOSTING_SERVER", "local"))
+        .map_err(|e| anyhow::anyhow!("HOSTING_SERVER: {e}"))?;
+    let backupper = Shared(Arc::new(Backupper {
         store: store.clone(),
+        bus: bus.clone(),
         rpc: bus::RpcClient::new(bus.clone()),
         settings,
         faults: saga::Faults::from_env(),
-    };
+    }));
     let tick = config::seconds("HOSTING_SCHEDULER_TICK_SECS", 60.0)?;
     let config = worker::WorkerConfig {
         service: "backupper",
@@ -140,7 +194,8 @@ async fn main() -> anyhow::Result<()> {
         lease,
     };
     tokio::select! {
-        _ = worker::Worker::run(store.clone(), bus.clone(), backupper, config) => {},
+        _ = worker::Worker::run(store.clone(), bus.clone(), backupper.clone(), config) => {},
+        _ = bus.serve_rpc("backupper", &server, prefetch, backupper) => {},
         _ = scheduler::run(store, tick) => {},
         _ = telemetry::shutdown_signal() => tracing::info!("stopping"),
     }

@@ -38,6 +38,20 @@ impl Caller {
         }
     }
 
+    /// A token limited to some task types may start (and cancel or retry) only those.
+    pub fn require_task_type(&self, task_type: domain::TaskType) -> Result<(), ApiError> {
+        match &self.0.allowed_task_types {
+            Some(allowed) if !allowed.contains(&task_type) => {
+                let names: Vec<&str> = allowed.iter().map(|t| t.as_str()).collect();
+                Err(ApiError::Forbidden(format!(
+                    "this token may not run '{task_type}' tasks; it may run: {}",
+                    names.join(", ")
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
     pub fn name(&self) -> String {
         format!("token:{}", self.0.name)
     }

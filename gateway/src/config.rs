@@ -11,6 +11,8 @@ pub struct GatewayConfig {
     pub redispatch_after: Duration,
     pub max_attempts: i32,
     pub run_migrations: bool,
+    /// Where browsers reach the gateway: login links and the "site disabled" page.
+    pub public_url: String,
 }
 
 impl GatewayConfig {
@@ -27,6 +29,7 @@ impl GatewayConfig {
             redispatch_after: config::seconds("HOSTING_REDISPATCH_AFTER_SECS", 60.0)?,
             max_attempts: config::parse("HOSTING_MAX_ATTEMPTS", 5)?,
             run_migrations: config::parse("HOSTING_MIGRATE", true)?,
+            public_url: config::public_url()?,
         })
     }
 }

@@ -83,8 +83,12 @@ pub async fn run(inst: &Installer, task: &Task, log: &TaskLog) -> Outcome {
                 .await
                 .ok()
                 .and_then(|s| s.login_link)
-                .map(|l| l.url);
-            Outcome::Success(Some(serde_json::json!({ "login_url": link })))
+                .map(|l| format!("{}/login/{}", inst.settings.public_url, l.token));
+            let result = serde_json::json!({ "login_url": link });
+            match crate::welcome::send(inst, &saga.st, link.as_deref(), log).await {
+                Ok(()) => Outcome::Success(Some(result)),
+                Err(why) => Outcome::Warning(why),
+            }
         }
         Ok(SagaOutcome::Unwound { error }) => {
             let _ = inst
@@ -243,15 +247,13 @@ impl Saga for InstallSaga<'_> {
                     .await;
                 let result = self.run_action(Action::Install).await?;
                 if let Some(url) = result.get("login_url").and_then(|u| u.as_str()) {
-                    self.inst
-                        .store
-                        .add_login_link(
-                            site.id,
-                            url,
-                            &self.task.requested_by,
-                            time::Duration::try_from(self.inst.settings.login_link_ttl)?,
-                        )
-                        .await?;
+                    crate::lifecycle::record_login_link(
+                        self.inst,
+                        &self.st,
+                        url,
+                        &self.task.requested_by,
+                    )
+                    .await?;
                     self.log
                         .info("the install action gave a one-time login link")
                         .await;

@@ -1,9 +1,12 @@
-//! installer: site tasks on a web server (install, verify; later login-reset, disable,
-//! enable, delete) and platform verify.
+//! installer: site tasks on a web server (install, verify, login-reset, disable, enable,
+//! delete) and platform verify.
 
+mod delete;
 mod install;
+mod lifecycle;
 mod platform_verify;
 mod verify;
+mod welcome;
 
 use std::time::Duration;
 use worker::{Outcome, TaskHandler, TaskLog};
@@ -11,7 +14,15 @@ use worker::{Outcome, TaskHandler, TaskLog};
 pub struct Settings {
     pub action_timeout: Duration,
     pub rpc_timeout: Duration,
+    /// How long a backup asked of the backupper may take (the pre-disable and pre-delete
+    /// backups of a large site take minutes).
+    pub backup_timeout: Duration,
+    /// Unless the setting `login_link_ttl_hours` says otherwise.
     pub login_link_ttl: Duration,
+    /// The gateway's address for links in the API and in mail.
+    pub public_url: String,
+    /// The relay for welcome mail; none: mail is skipped.
+    pub smtp: Option<mail::SmtpConfig>,
 }
 
 pub struct Installer {
@@ -28,8 +39,38 @@ impl TaskHandler for Installer {
             PlatformVerify => platform_verify::run(self, task, log).await,
             Install => install::run(self, task, log).await,
             Verify => verify::run(self, task, log).await,
+            LoginReset => lifecycle::login_reset(self, task, log).await,
+            Disable => lifecycle::disable(self, task, log).await,
+            Enable => lifecycle::enable(self, task, log).await,
+            Delete => delete::run(self, task, log).await,
             other => Outcome::Error(format!("the installer cannot run '{other}' tasks yet")),
         }
+    }
+}
+
+impl Installer {
+    /// A boolean from the settings the admin changes through the API.
+    pub async fn setting_bool(&self, key: &str, default: bool) -> bool {
+        match self.store.settings().await {
+            Ok(map) => map.get(key).and_then(|v| v.as_bool()).unwrap_or(default),
+            Err(e) => {
+                tracing::warn!(error = %e, key, "cannot read settings; using the default");
+                default
+            }
+        }
+    }
+
+    /// How long a one-time login link stays valid: the setting `login_link_ttl_hours`, or
+    /// `HOSTING_LOGIN_LINK_TTL_SECS`.
+    pub async fn login_link_ttl(&self) -> Duration {
+        let hours = match self.store.settings().await {
+            Ok(map) => map.get("login_link_ttl_hours").and_then(|v| v.as_f64()),
+            Err(_) => None,
+        };
+        hours
+            .filter(|h| *h > 0.0)
+            .and_then(|h| Duration::try_from_secs_f64(h * 3600.0).ok())
+            .unwrap_or(self.settings.login_link_ttl)
     }
 }
 
@@ -40,7 +81,10 @@ async fn main() -> anyhow::Result<()> {
     let settings = Settings {
         action_timeout: config::seconds("HOSTING_ACTION_TIMEOUT_SECS", 600.0)?,
         rpc_timeout: config::seconds("HOSTING_RPC_TIMEOUT_SECS", 60.0)?,
+        backup_timeout: config::seconds("HOSTING_BACKUP_TIMEOUT_SECS", 3600.0)?,
         login_link_ttl: config::seconds("HOSTING_LOGIN_LINK_TTL_SECS", 86400.0)?,
+        public_url: config::public_url()?,
+        smtp: mail::SmtpConfig::from_env()?,
     };
     let lease = config::seconds("HOSTING_LEASE_SECS", 30.0)?;
     let prefetch = config::parse("HOSTING_PREFETCH", 4u16)?;

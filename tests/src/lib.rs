@@ -8,6 +8,7 @@
 
 pub mod http;
 pub mod proxy;
+pub mod smtp;
 
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
@@ -610,6 +611,25 @@ impl Stack {
             Duration::from_secs(120),
         )
         .await
+    }
+
+    /// Opens a link from the API or a mail as a browser would: the gateway's answer, and, when
+    /// it redirects to a hosted site, that site's page (through the stack's nginx).
+    pub async fn open_link(&self, url: &str) -> (http::Response, Option<http::Response>) {
+        let first = http::request("GET", url, None, &[])
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e:#}"));
+        if first.status != 302 {
+            return (first, None);
+        }
+        let location = first.header("location").unwrap_or_default().to_owned();
+        let rest = location.strip_prefix("http://").unwrap_or(&location);
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let host = authority.split(':').next().unwrap_or_default();
+        let second = self
+            .page(host, if path.is_empty() { "/" } else { path })
+            .await;
+        (first, Some(second))
     }
 
     /// Runs SQL in MariaDB as root (the tests' way to change a site behind its back).

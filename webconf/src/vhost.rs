@@ -1,7 +1,7 @@
 use crate::nginx::Nginx;
 use anyhow::{bail, Context};
 use bus::{Incoming, RpcHandler};
-use contract::{RpcReply, Vhost, WebconfReply, WebconfRequest};
+use contract::{RpcReply, Vhost, VhostMode, WebconfReply, WebconfRequest};
 use domain::DomainName;
 use std::path::PathBuf;
 
@@ -83,6 +83,31 @@ pub fn render(v: &Vhost, s: &crate::nginx::Settings) -> anyhow::Result<String> {
         .map(|d| d.as_str())
         .collect::<Vec<_>>()
         .join(" ");
+    if let VhostMode::Disabled { redirect } = &v.mode {
+        config::check_public_url(redirect)
+            .map_err(|e| anyhow::anyhow!("redirect {redirect:?} for a disabled site: {e}"))?;
+        return Ok(format!(
+            "# Managed by webconf for {domain}: the site is DISABLED; an enable task restores it.
+server {{
+    listen {listen};
+    server_name {names};
+    root {root};
+
+    # Certificates keep renewing while the site is disabled.
+    location ^~ /.well-known/acme-challenge/ {{
+        try_files $uri =404;
+    }}
+
+    location / {{
+        return 302 {redirect};
+    }}
+}}
+",
+            domain = v.domain,
+            listen = s.listen,
+            root = v.document_root,
+        ));
+    }
     Ok(format!(
         "# Managed by webconf for {domain}; a verify task rewrites it.
 server {{

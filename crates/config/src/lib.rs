@@ -81,3 +81,48 @@ impl Common {
         })
     }
 }
+
+/// The gateway's address as browsers and mail readers reach it: login links and the "site
+/// disabled" page are under it. `HOSTING_PUBLIC_URL`, by default the gateway's listen address.
+/// It is written into nginx configuration, so only a plain http(s) URL is accepted.
+pub fn public_url() -> Result<String, ConfigError> {
+    let default = format!("http://{}", string("HOSTING_LISTEN", "127.0.0.1:8080"));
+    let url = string("HOSTING_PUBLIC_URL", &default);
+    let url = url.trim_end_matches('/').to_owned();
+    check_public_url(&url).map_err(|reason| ConfigError {
+        name: "HOSTING_PUBLIC_URL".into(),
+        value: url.clone(),
+        reason,
+    })?;
+    Ok(url)
+}
+
+/// An absolute http(s) URL of unreserved characters, safe to put in a config file or a mail.
+pub fn check_public_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or("it must start with http:// or https://")?;
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err("it has no host".into());
+    }
+    if !rest
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._~:/[]".contains(&b))
+    {
+        return Err("use only letters, digits and - . _ ~ : / [ ]".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn public_urls_are_plain() {
+        assert!(super::check_public_url("https://panel.example.com:8443/hosting").is_ok());
+        assert!(super::check_public_url("http://[::1]:8080").is_ok());
+        assert!(super::check_public_url("ftp://x").is_err());
+        assert!(super::check_public_url("http://x/a;return 200").is_err());
+        assert!(super::check_public_url("http://").is_err());
+    }
+}

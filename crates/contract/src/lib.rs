@@ -55,6 +55,7 @@ pub const TASK_MESSAGE_TYPE: &str = "task.v1";
 pub const WEBCONF_MESSAGE_TYPE: &str = "webconf.v1";
 pub const DBPROV_MESSAGE_TYPE: &str = "dbprov.v1";
 pub const EVENT_MESSAGE_TYPE: &str = "event.v1";
+pub const BACKUP_MESSAGE_TYPE: &str = "backup.v1";
 
 /// "Run this task." The task's arguments live in the state database, which is the source of
 /// truth; the message only names the task, so a stale or duplicated message is harmless.
@@ -87,6 +88,19 @@ pub struct Vhost {
     pub site_dir: HostPath,
     /// Where requests that do not match a file go, relative to the document root.
     pub front_controller: String,
+    /// Serve the site, or send its visitors to the "site disabled" page.
+    #[serde(default)]
+    pub mode: VhostMode,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum VhostMode {
+    #[default]
+    Serve,
+    /// Every request except `/.well-known/acme-challenge/` (so certificates still renew)
+    /// is redirected to `redirect`, the control plane's public "site disabled" page.
+    Disabled { redirect: String },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -113,6 +127,27 @@ pub enum DbprovRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct DbprovReply {
     pub changed: bool,
+}
+
+/// A request to the backupper on the host that holds the site's files: the other services'
+/// way to make the backup their safety rules require before they change anything.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum BackupRequest {
+    /// Back the site up for `task`. Idempotent per task and description: asking again (a
+    /// redelivery, a resumed task) answers with the backup made the first time.
+    MakeBackup {
+        site: domain::SiteId,
+        task: TaskId,
+        description: String,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BackupReply {
+    pub backup: i64,
+    pub size: i64,
+    pub checksum: String,
 }
 
 /// The reply envelope of every RPC: the callee's answer or the reason it failed.

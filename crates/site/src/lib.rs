@@ -96,7 +96,26 @@ impl SiteTask {
             document_root: self.manifest.web_root(&self.platform.root)?,
             site_dir: self.site_dir.clone(),
             front_controller: self.manifest.application.front_controller.clone(),
+            mode: contract::VhostMode::Serve,
         })
+    }
+
+    /// The vhost of a disabled site: visitors go to the control plane's "site disabled" page.
+    pub fn disabled_vhost(&self, public_url: &str) -> anyhow::Result<Vhost> {
+        Ok(Vhost {
+            mode: contract::VhostMode::Disabled {
+                redirect: format!("{public_url}/disabled/{}", self.site.domain),
+            },
+            ..self.vhost()?
+        })
+    }
+
+    /// The vhost the site's status calls for.
+    pub fn vhost_for_status(&self, public_url: &str) -> anyhow::Result<Vhost> {
+        match self.site.status {
+            domain::SiteStatus::Disabled => self.disabled_vhost(public_url),
+            _ => self.vhost(),
+        }
     }
 
     pub fn settings_path(&self) -> std::path::PathBuf {

@@ -20,6 +20,47 @@ impl Principal {
     }
 }
 
+/// A token as the API lists it: never the token itself, which is stored only as a hash.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ApiToken {
+    pub id: i64,
+    pub name: String,
+    pub client: Option<ClientId>,
+    pub task_types: Option<Vec<TaskType>>,
+    pub created_by: String,
+    #[serde(rename = "created", with = "time::serde::rfc3339")]
+    pub created_at: time::OffsetDateTime,
+    #[serde(rename = "revoked", with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<time::OffsetDateTime>,
+}
+
+const TOKEN_COLUMNS: &str =
+    "id, name, client_id, allowed_task_types, created_by, created_at, revoked_at";
+
+fn task_types(row: &sqlx::postgres::PgRow) -> Result<Option<Vec<TaskType>>> {
+    let allowed: Option<Vec<String>> = row.try_get("allowed_task_types")?;
+    Ok(match allowed {
+        None => None,
+        Some(v) => Some(
+            v.iter()
+                .map(|t| TaskType::parse(t))
+                .collect::<std::result::Result<Vec<_>, _>>()?,
+        ),
+    })
+}
+
+fn api_token(row: &sqlx::postgres::PgRow) -> Result<ApiToken> {
+    Ok(ApiToken {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        client: row.try_get::<Option<i64>, _>("client_id")?.map(ClientId),
+        task_types: task_types(row)?,
+        created_by: row.try_get("created_by")?,
+        created_at: row.try_get("created_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
 pub fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
@@ -54,21 +95,60 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = row else { return Ok(None) };
-        let allowed: Option<Vec<String>> = row.try_get("allowed_task_types")?;
-        let allowed_task_types = match allowed {
-            None => None,
-            Some(v) => Some(
-                v.iter()
-                    .map(|t| TaskType::parse(t))
-                    .collect::<Result<Vec<_>, _>>()?,
-            ),
-        };
+        let allowed_task_types = task_types(&row)?;
         Ok(Some(Principal {
             token_id: row.try_get("id")?,
             name: row.try_get("name")?,
             client: row.try_get::<Option<i64>, _>("client_id")?.map(ClientId),
             allowed_task_types,
         }))
+    }
+
+    /// Makes a new token and returns it with its record: the only time the token itself is
+    /// seen. `client` limits it to that client's sites; `task_types` to those task types.
+    pub async fn create_token(
+        &self,
+        name: &str,
+        client: Option<ClientId>,
+        task_types: Option<&[TaskType]>,
+        created_by: &str,
+    ) -> Result<(String, ApiToken)> {
+        let token = format!("hst_{}", domain::DbPassword::generate().expose());
+        let types: Option<Vec<&str>> = task_types.map(|t| t.iter().map(|t| t.as_str()).collect());
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO api_tokens (name, token_hash, client_id, allowed_task_types, created_by)
+             VALUES ($1, $2, $3, $4, $5) RETURNING {TOKEN_COLUMNS}"
+        )))
+        .bind(name)
+        .bind(hash_token(&token))
+        .bind(client.map(|c| c.0))
+        .bind(types)
+        .bind(created_by)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((token, api_token(&row)?))
+    }
+
+    pub async fn tokens(&self) -> Result<Vec<ApiToken>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY id"
+        )))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(api_token).collect()
+    }
+
+    /// Revokes a token; it stops working at once. Revoking twice is harmless.
+    pub async fn revoke_token(&self, id: i64) -> Result<ApiToken> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, now()) WHERE id = $1
+             RETURNING {TOKEN_COLUMNS}"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| crate::StoreError::NotFound(format!("token {id}")))?;
+        api_token(&row)
     }
 
     pub async fn settings(&self) -> Result<serde_json::Map<String, serde_json::Value>> {

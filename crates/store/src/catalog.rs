@@ -102,6 +102,11 @@ fn client(row: &PgRow) -> Result<Client> {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct LoginLink {
+    /// The secret in the gateway's `/login/{token}`, which redirects to `url` once.
+    #[serde(skip)]
+    pub token: String,
+    /// The site's own one-time login URL. Not shown by the API: the gateway's link is.
+    #[serde(skip)]
     pub url: String,
     pub requested_by: String,
     #[serde(with = "time::serde::rfc3339")]
@@ -144,15 +149,16 @@ const SITE_QUERY: &str =
     "SELECT st.id, st.domain, st.aliases, st.status, st.client_id, c.name AS client_name,
         st.platform_id, p.name AS platform_name, st.profile, st.language, st.db_server_id,
         d.name AS db_server_name, st.db_name, st.db_user, st.created_at, st.updated_at,
-        l.url AS link_url, l.requested_by AS link_requested_by, l.created_at AS link_created_at,
+        l.url AS link_url, l.token AS link_token, l.requested_by AS link_requested_by, l.created_at AS link_created_at,
         l.expires_at AS link_expires_at
     FROM sites st
     JOIN clients c ON c.id = st.client_id
     JOIN platforms p ON p.id = st.platform_id
     JOIN servers d ON d.id = st.db_server_id
     LEFT JOIN LATERAL (
-        SELECT url, requested_by, created_at, expires_at FROM login_links
-        WHERE site_id = st.id AND used_at IS NULL AND expires_at > now()
+        SELECT url, token, requested_by, created_at, expires_at FROM login_links
+        WHERE site_id = st.id AND used_at IS NULL AND superseded_at IS NULL
+          AND expires_at > now()
         ORDER BY created_at DESC LIMIT 1
     ) l ON true";
 
@@ -161,6 +167,7 @@ fn site(row: &PgRow) -> Result<Site> {
     let link_url: Option<String> = row.try_get("link_url")?;
     let login_link = match link_url {
         Some(url) => Some(LoginLink {
+            token: row.try_get("link_token")?,
             url,
             requested_by: row.try_get("link_requested_by")?,
             created_at: row.try_get("link_created_at")?,
@@ -596,20 +603,66 @@ impl Store {
         Ok(())
     }
 
+    /// Records a site's new one-time login URL and returns the token of the gateway's link
+    /// to it. Older unused links of the site stop working: only the newest one opens.
     pub async fn add_login_link(
         &self,
         id: SiteId,
         url: &str,
         requested_by: &str,
         valid_for: time::Duration,
-    ) -> Result<()> {
+    ) -> Result<String> {
+        let token = domain::DbPassword::generate().expose().to_owned();
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO login_links (site_id, url, requested_by, expires_at) VALUES ($1, $2, $3, now() + make_interval(secs => $4))",
+            "UPDATE login_links SET superseded_at = now()
+             WHERE site_id = $1 AND used_at IS NULL AND superseded_at IS NULL",
+        )
+        .bind(id.0)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO login_links (site_id, url, token, requested_by, expires_at)
+             VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))",
         )
         .bind(id.0)
         .bind(url)
+        .bind(&token)
         .bind(requested_by)
         .bind(valid_for.as_seconds_f64())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(token)
+    }
+
+    /// Uses a login link: the site's one-time URL if the link is unused, unexpired, not
+    /// superseded and its site enabled; `None` otherwise. A link opens once, even when two
+    /// requests race for it.
+    pub async fn use_login_link(&self, token: &str) -> Result<Option<String>> {
+        let row = sqlx::query(
+            "UPDATE login_links l SET used_at = now()
+             FROM sites s
+             WHERE l.token = $1 AND l.used_at IS NULL AND l.superseded_at IS NULL
+               AND l.expires_at > now() AND s.id = l.site_id AND s.status = 'enabled'
+             RETURNING l.url",
+        )
+        .bind(token)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            Some(r) => Some(r.try_get("url")?),
+            None => None,
+        })
+    }
+
+    /// Ends every open login link of a site (it was disabled or deleted).
+    pub async fn supersede_login_links(&self, id: SiteId) -> Result<()> {
+        sqlx::query(
+            "UPDATE login_links SET superseded_at = now()
+             WHERE site_id = $1 AND used_at IS NULL AND superseded_at IS NULL",
+        )
+        .bind(id.0)
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -39,6 +39,10 @@ pub struct Task {
     pub started_at: Option<OffsetDateTime>,
     #[serde(rename = "finished", with = "time::serde::rfc3339::option")]
     pub finished_at: Option<OffsetDateTime>,
+    /// The failed task this one retries.
+    pub retry_of: Option<TaskId>,
+    /// Who cancelled it before it started (it is then `error`).
+    pub cancelled_by: Option<String>,
 }
 
 impl Task {
@@ -54,7 +58,7 @@ impl Task {
 
 const TASK_COLUMNS: &str =
     "id, type, status, site_id, platform_id, parent_id, args, result, error, requested_by,
-    attempts, created_at, started_at, finished_at";
+    attempts, created_at, started_at, finished_at, retry_of, cancelled_by";
 
 fn task(row: &PgRow) -> Result<Task> {
     Ok(Task {
@@ -74,6 +78,8 @@ fn task(row: &PgRow) -> Result<Task> {
         created_at: row.try_get("created_at")?,
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
+        retry_of: row.try_get::<Option<i64>, _>("retry_of")?.map(TaskId),
+        cancelled_by: row.try_get("cancelled_by")?,
     })
 }
 
@@ -82,6 +88,7 @@ pub struct NewTask {
     pub site: Option<SiteId>,
     pub platform: Option<PlatformId>,
     pub parent: Option<TaskId>,
+    pub retry_of: Option<TaskId>,
     pub args: serde_json::Value,
     pub requested_by: String,
     /// W3C trace context of the request that made the task, so its dispatch joins that trace.
@@ -100,6 +107,7 @@ impl NewTask {
             site: Some(site),
             platform: None,
             parent: None,
+            retry_of: None,
             args,
             requested_by: requested_by.into(),
             traceparent: None,
@@ -112,6 +120,7 @@ impl NewTask {
             site: None,
             platform: Some(platform),
             parent: None,
+            retry_of: None,
             args: serde_json::json!({}),
             requested_by: requested_by.into(),
             traceparent: None,
@@ -121,6 +130,20 @@ impl NewTask {
     pub fn traced(mut self, traceparent: Option<String>) -> Self {
         self.traceparent = traceparent;
         self
+    }
+
+    /// The same task again, for a failed one.
+    pub fn retry(failed: &Task, requested_by: &str) -> Self {
+        Self {
+            task_type: failed.task_type,
+            site: failed.site,
+            platform: failed.platform,
+            parent: failed.parent,
+            retry_of: Some(failed.id),
+            args: failed.args.clone(),
+            requested_by: requested_by.into(),
+            traceparent: None,
+        }
     }
 }
 
@@ -159,8 +182,8 @@ pub enum Claim {
 /// Writes a task and the outbox row that dispatches it, in the caller's transaction.
 pub(crate) async fn create_task_tx(tx: &mut sqlx::PgConnection, new: &NewTask) -> Result<Task> {
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO tasks (type, site_id, platform_id, parent_id, status, args, requested_by)
-         VALUES ($1, $2, $3, $4, 'queued', $5, $6) RETURNING {TASK_COLUMNS}"
+        "INSERT INTO tasks (type, site_id, platform_id, parent_id, retry_of, status, args, requested_by)
+         VALUES ($1, $2, $3, $4, $7, 'queued', $5, $6) RETURNING {TASK_COLUMNS}"
     )))
     .bind(new.task_type.as_str())
     .bind(new.site.map(|s| s.0))
@@ -168,6 +191,7 @@ pub(crate) async fn create_task_tx(tx: &mut sqlx::PgConnection, new: &NewTask) -
     .bind(new.parent.map(|p| p.0))
     .bind(&new.args)
     .bind(&new.requested_by)
+    .bind(new.retry_of.map(|t| t.0))
     .fetch_one(&mut *tx)
     .await?;
     let task = task(&row)?;
@@ -256,6 +280,59 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(task).collect()
+    }
+
+    /// Cancels a task that has not started: it ends as `error`, saying who cancelled it, and
+    /// a worker that receives its message later finds it finished. `None` when it is no longer
+    /// queued (it started or ended meanwhile). An install cancelled before it ran leaves a
+    /// site with nothing made: that site is `failed`, so it can be deleted or retried.
+    pub async fn cancel_task(&self, id: TaskId, by: &str) -> Result<Option<Task>> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE tasks SET status = 'error', finished_at = now(), cancelled_by = $2,
+                 error = 'cancelled by ' || $2 || ' before it started'
+             WHERE id = $1 AND status = 'queued' RETURNING {TASK_COLUMNS}"
+        )))
+        .bind(id.0)
+        .bind(by)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let t = task(&row)?;
+        if let (TaskType::Install, Some(site)) = (t.task_type, t.site) {
+            sqlx::query(
+                "UPDATE sites SET status = 'failed', updated_at = now()
+                 WHERE id = $1 AND status = 'installing'",
+            )
+            .bind(site.0)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("INSERT INTO task_log (task_id, level, message) VALUES ($1, 'error', $2)")
+            .bind(id.0)
+            .bind(format!("cancelled by {by} before it started"))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(t))
+    }
+
+    /// Queues a retry of a failed task. A retried install puts its site back to `installing`
+    /// in the same transaction.
+    pub async fn retry_task(&self, failed: &Task, by: &str) -> Result<Task> {
+        let mut tx = self.pool.begin().await?;
+        if let (TaskType::Install, Some(site)) = (failed.task_type, failed.site) {
+            sqlx::query(
+                "UPDATE sites SET status = 'installing', updated_at = now()
+                 WHERE id = $1 AND status = 'failed'",
+            )
+            .bind(site.0)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let t = create_task_tx(&mut tx, &NewTask::retry(failed, by)).await?;
+        tx.commit().await?;
+        Ok(t)
     }
 
     /// Open (queued or processing) tasks of a site.

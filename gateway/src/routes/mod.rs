@@ -1,9 +1,11 @@
 mod clients;
 mod platforms;
+mod public;
 mod servers;
 mod settings;
-mod sites;
+pub(crate) mod sites;
 mod tasks;
+mod tokens;
 
 use crate::startup::AppState;
 use axum::routing::{get, post};
@@ -28,6 +30,10 @@ pub fn router(state: AppState) -> Router {
         .route("/tasks/{id}", get(tasks::get))
         .route("/tasks/{id}/log", get(tasks::log))
         .route("/tasks/{id}/events", get(tasks::events))
+        .route("/tasks/{id}/cancel", post(tasks::cancel))
+        .route("/tasks/{id}/retry", post(tasks::retry))
+        .route("/tokens", post(tokens::create).get(tokens::list))
+        .route("/tokens/{id}", axum::routing::delete(tokens::revoke))
         .route("/settings", get(settings::get).patch(settings::patch));
     Router::new()
         .route(
@@ -35,6 +41,8 @@ pub fn router(state: AppState) -> Router {
             get(|| async { Json(serde_json::json!({"status": "ok"})) }),
         )
         .route("/readyz", get(readyz))
+        .route("/login/{token}", get(public::login))
+        .route("/disabled/{domain}", get(public::disabled))
         .nest("/api/v1", api)
         .fallback(|| async {
             crate::error::ApiError::NotFound("no such endpoint; the API lives under /api/v1".into())

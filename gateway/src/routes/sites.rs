@@ -22,26 +22,95 @@ pub struct NewSiteBody {
     aliases: Vec<String>,
 }
 
-/// The tasks this build can run on a site in its current state. Tasks queue behind each
-/// other (one runs at a time per site), except that nothing follows a delete.
-fn available_tasks(site: &Site, delete_pending: bool, has_backups: bool) -> Vec<&'static str> {
-    if delete_pending {
+/// What decides which tasks a site offers, besides its status.
+struct SiteState {
+    delete_pending: bool,
+    has_backups: bool,
+    require_disable_before_delete: bool,
+}
+
+async fn site_state(s: &AppState, site: &Site) -> ApiResult<SiteState> {
+    Ok(SiteState {
+        delete_pending: delete_pending(s, site.id).await?,
+        has_backups: !s.store.backups(site.id).await?.is_empty(),
+        require_disable_before_delete: s
+            .store
+            .settings()
+            .await?
+            .get("require_disable_before_delete")
+            .and_then(Value::as_bool)
+            .unwrap_or(true),
+    })
+}
+
+/// The tasks a site offers in its state, as the reference's rules say: an enabled site offers
+/// its everyday tasks and disable (delete too, once `require_disable_before_delete` is off); a
+/// disabled one only enable and delete, plus backups; login-reset only while enabled; a site
+/// that never finished installing only delete (which then removes whatever exists); nothing
+/// while a delete is queued or running. Tasks queue behind each other, one at a time per site.
+fn available_tasks(site: &Site, st: &SiteState) -> Vec<&'static str> {
+    if st.delete_pending {
         return vec![];
     }
     let mut tasks = match site.status {
-        SiteStatus::Enabled => vec!["verify", "backup"],
-        SiteStatus::Disabled => vec!["backup"],
-        _ => vec![],
+        SiteStatus::Enabled => {
+            let mut t = vec!["verify", "login-reset", "backup", "disable"];
+            if !st.require_disable_before_delete {
+                t.push("delete");
+            }
+            if st.has_backups {
+                t.extend(["restore", "backup-delete", "verify-backup"]);
+            }
+            t
+        }
+        SiteStatus::Disabled => {
+            let mut t = vec!["enable", "delete", "backup"];
+            if st.has_backups {
+                t.extend(["backup-delete", "verify-backup"]);
+            }
+            t
+        }
+        SiteStatus::Failed | SiteStatus::Installing => vec!["delete"],
+        SiteStatus::Deleted => vec![],
     };
-    if has_backups && matches!(site.status, SiteStatus::Enabled | SiteStatus::Disabled) {
-        tasks.extend(["restore", "backup-delete", "verify-backup"]);
-    }
+    tasks.sort_unstable();
     tasks
 }
 
+/// Refuses (409, saying why and what to do) a task the site does not offer now. A forced
+/// delete is accepted in every state but while another delete is pending: it is the way out
+/// for a site in any condition, and running it again is harmless.
+pub(crate) async fn ensure_available(
+    s: &AppState,
+    site: &Site,
+    task_type: TaskType,
+    args: &Value,
+) -> ApiResult<()> {
+    let st = site_state(s, site).await?;
+    let available = available_tasks(site, &st);
+    let forced =
+        task_type == TaskType::Delete && args.get("force").and_then(Value::as_bool) == Some(true);
+    if available.contains(&task_type.as_str()) || (forced && !st.delete_pending) {
+        return Ok(());
+    }
+    let why = if st.delete_pending {
+        "a delete task is queued or running on it".to_owned()
+    } else if task_type == TaskType::Delete && site.status == SiteStatus::Enabled {
+        "it is enabled and the setting require_disable_before_delete is on: disable it first \
+         (or PATCH /api/v1/settings {\"require_disable_before_delete\": false})"
+            .to_owned()
+    } else {
+        format!("it is {}", site.status)
+    };
+    Err(ApiError::Conflict(format!(
+        "'{task_type}' is not available for site {} because {why}; available now: [{}]",
+        site.domain,
+        available.join(", ")
+    )))
+}
+
 pub async fn site_json(s: &AppState, site: &Site) -> ApiResult<Value> {
-    let open = delete_pending(s, site.id).await?;
-    let has_backups = !s.store.backups(site.id).await?.is_empty();
+    let state = site_state(s, site).await?;
     let web = s.store.platform(site.platform_id).await?;
     let web_server = s.store.server(web.server_id).await?;
     let goto = if web_server.port == 80 {
@@ -50,9 +119,13 @@ pub async fn site_json(s: &AppState, site: &Site) -> ApiResult<Value> {
         format!("http://{}:{}/", site.domain, web_server.port)
     };
     let link = match (&site.login_link, site.status) {
-        (Some(l), SiteStatus::Enabled) => {
-            json!({"kind": "login", "url": l.url, "expires": l.expires_at.format(&time::format_description::well_known::Rfc3339).ok()})
-        }
+        (Some(l), SiteStatus::Enabled) => json!({
+            "kind": "login",
+            "url": format!("{}/login/{}", s.config.public_url, l.token),
+            "requested_by": l.requested_by,
+            "requested": l.created_at.format(&time::format_description::well_known::Rfc3339).ok(),
+            "expires": l.expires_at.format(&time::format_description::well_known::Rfc3339).ok(),
+        }),
         _ => json!({"kind": "go-to", "url": goto}),
     };
     Ok(json!({
@@ -69,7 +142,7 @@ pub async fn site_json(s: &AppState, site: &Site) -> ApiResult<Value> {
         "db_server": site.db_server,
         "db_name": site.db_name,
         "link": link,
-        "available_tasks": available_tasks(site, open, has_backups),
+        "available_tasks": available_tasks(site, &state),
         "created": site.created_at.format(&time::format_description::well_known::Rfc3339).ok(),
         "updated": site.updated_at.format(&time::format_description::well_known::Rfc3339).ok(),
     }))
@@ -84,7 +157,7 @@ async fn delete_pending(s: &AppState, site: SiteId) -> ApiResult<bool> {
 }
 
 /// Loads a site the caller may see; another client's site is answered as not found.
-async fn visible_site(s: &AppState, caller: &Caller, id: i64) -> ApiResult<Site> {
+pub(crate) async fn visible_site(s: &AppState, caller: &Caller, id: i64) -> ApiResult<Site> {
     let site = s.store.site(SiteId(id)).await?;
     match caller.0.client {
         Some(c) if c != site.client_id => {
@@ -312,6 +385,7 @@ async fn task_args(
         TaskType::Backup => &["description"],
         TaskType::Restore | TaskType::VerifyBackup => &["backup"],
         TaskType::BackupDelete => &["backups"],
+        TaskType::Delete => &["force"],
         _ => &[],
     };
     if let Some(k) = args.keys().find(|k| !allowed.contains(&k.as_str())) {
@@ -365,6 +439,11 @@ async fn task_args(
             }
             json!({"backups": ids})
         }
+        TaskType::Delete => match args.get("force") {
+            None | Some(Value::Null) | Some(Value::Bool(false)) => json!({}),
+            Some(Value::Bool(true)) => json!({"force": true}),
+            Some(_) => return Err(ApiError::Unprocessable("force: give true or false".into())),
+        },
         _ => json!({}),
     })
 }
@@ -377,29 +456,9 @@ pub async fn create_task(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let site = visible_site(&s, &caller, id).await?;
     let task_type = TaskType::parse(&body.task_type).map_err(|e| ApiError::field("type", e))?;
-    if let Some(allowed) = &caller.0.allowed_task_types {
-        if !allowed.contains(&task_type) {
-            return Err(ApiError::Forbidden(format!(
-                "this token may not run '{task_type}' tasks"
-            )));
-        }
-    }
-    let open = delete_pending(&s, site.id).await?;
-    let has_backups = !s.store.backups(site.id).await?.is_empty();
-    let available = available_tasks(&site, open, has_backups);
-    if !available.contains(&task_type.as_str()) {
-        let why = if open {
-            "a delete task is queued or running on it".to_owned()
-        } else {
-            format!("it is {}", site.status)
-        };
-        return Err(ApiError::Conflict(format!(
-            "'{task_type}' is not available for site {} because {why}; available now: [{}]",
-            site.domain,
-            available.join(", ")
-        )));
-    }
+    caller.require_task_type(task_type)?;
     let args = task_args(&s, &site, task_type, &body.args).await?;
+    ensure_available(&s, &site, task_type, &args).await?;
     let task = s
         .store
         .create_task(

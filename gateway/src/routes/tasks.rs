@@ -2,6 +2,7 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::startup::AppState;
 use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Json;
 use domain::{SiteId, TaskId, TaskStatus, TaskType};
@@ -119,4 +120,70 @@ pub async fn events(
         },
     );
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// Cancels a task that has not started. One that runs already is not interrupted: its steps
+/// undo themselves only on failure, and stopping one halfway would leave the site neither
+/// old nor new.
+pub async fn cancel(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<Task>> {
+    let task = visible_task(&s, &caller, id).await?;
+    caller.require_task_type(task.task_type)?;
+    if task.status != TaskStatus::Queued {
+        return Err(ApiError::Conflict(format!(
+            "task {id} is {}; only a queued task can be cancelled",
+            task.status
+        )));
+    }
+    match s.store.cancel_task(task.id, &caller.name()).await? {
+        Some(t) => Ok(Json(t)),
+        None => Err(ApiError::Conflict(format!(
+            "task {id} started meanwhile; only a queued task can be cancelled"
+        ))),
+    }
+}
+
+/// Retries a failed task: a new task with the same type and arguments, pointing at the
+/// failed one (`retry_of`). The site's rules apply as for a new task.
+pub async fn retry(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let task = visible_task(&s, &caller, id).await?;
+    caller.require_task_type(task.task_type)?;
+    if task.status != TaskStatus::Error {
+        return Err(ApiError::Conflict(format!(
+            "task {id} is {}; only a failed (error) task can be retried",
+            task.status
+        )));
+    }
+    match (task.site, task.task_type) {
+        (Some(site), TaskType::Install) => {
+            let site = s.store.site(site).await?;
+            let open = s.store.open_tasks_of_site(site.id).await?;
+            if site.status != domain::SiteStatus::Failed || !open.is_empty() {
+                return Err(ApiError::Conflict(format!(
+                    "the install of {} can be retried only while the site is failed and idle; it is {}{}",
+                    site.domain,
+                    site.status,
+                    if open.is_empty() { "" } else { " with tasks pending" }
+                )));
+            }
+        }
+        (Some(site), t) => {
+            let site = s.store.site(site).await?;
+            crate::routes::sites::ensure_available(&s, &site, t, &task.args).await?;
+        }
+        (None, _) => caller.require_admin()?,
+    }
+    let new = s.store.retry_task(&task, &caller.name()).await?;
+    s.wake_relay.notify_one();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "task": new })),
+    ))
 }

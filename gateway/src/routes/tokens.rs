@@ -1,0 +1,94 @@
+//! API tokens, managed by the admin: a client's token sees and acts on that client's sites
+//! only; a token may be limited to some task types. Tokens are stored as hashes: the token
+//! itself is in the answer to its creation and nowhere else.
+
+use super::Ref;
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiJson, ApiResult};
+use crate::startup::AppState;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use domain::{ClientId, Name, TaskType};
+use serde_json::{json, Value};
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    name: String,
+    /// The client whose sites the token may see; absent: an admin token.
+    client: Option<Ref>,
+    /// The task types the token may start; absent: all.
+    task_types: Option<Vec<String>>,
+}
+
+pub async fn create(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<NewToken>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    caller.require_admin()?;
+    let name = Name::parse(&body.name).map_err(|e| ApiError::field("name", e))?;
+    let client = match &body.client {
+        None => None,
+        Some(r) => Some(
+            match r {
+                Ref::Id(id) => s.store.client(ClientId(*id)).await,
+                Ref::Name(n) => {
+                    s.store
+                        .client_by_name(&Name::parse(n).map_err(|e| ApiError::field("client", e))?)
+                        .await
+                }
+            }
+            .map_err(|_| {
+                ApiError::Unprocessable(format!(
+                    "client: there is no client {r:?}; GET /api/v1/clients lists them"
+                ))
+            })?
+            .id,
+        ),
+    };
+    let task_types = match &body.task_types {
+        None => None,
+        Some(list) if list.is_empty() => {
+            return Err(ApiError::Unprocessable(
+                "task_types: give at least one task type, or leave it out for all".into(),
+            ))
+        }
+        Some(list) => Some(
+            list.iter()
+                .map(|t| TaskType::parse(t))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| ApiError::field("task_types", e))?,
+        ),
+    };
+    let (token, record) = s
+        .store
+        .create_token(name.as_str(), client, task_types.as_deref(), &caller.name())
+        .await?;
+    let mut out = serde_json::to_value(&record).map_err(|e| ApiError::Internal(e.into()))?;
+    out["token"] = json!(token);
+    Ok((StatusCode::CREATED, Json(out)))
+}
+
+pub async fn list(
+    State(s): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<store::ApiToken>>> {
+    caller.require_admin()?;
+    Ok(Json(s.store.tokens().await?))
+}
+
+pub async fn revoke(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<store::ApiToken>> {
+    caller.require_admin()?;
+    if id == caller.0.token_id {
+        return Err(ApiError::Conflict(
+            "this is the token you are calling with; revoke it with another admin token".into(),
+        ));
+    }
+    Ok(Json(s.store.revoke_token(id).await?))
+}

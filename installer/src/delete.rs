@@ -1,0 +1,406 @@
+//! Delete, the reference's "deletion process", as a saga; and force delete, which replaces
+//! the reference's twelve manual steps for a half-installed or broken site.
+//!
+//! The reference drops the database first. Here the steps that can be put back come first
+//! (the vhost, then the site directory, moved aside rather than removed), and the database
+//! is dropped last: if anything fails before that point, the unwind puts the vhost and the
+//! directory back and the site serves as before. Only after the database is gone is the
+//! moved-aside directory removed and the site recorded as deleted.
+//!
+//! Force mode (`{"force": true}`, and always for a site that never finished installing)
+//! removes whatever still exists, in any combination, and does not stop at what is missing:
+//! a backup that cannot be made, a directory or vhost that is gone, a database already
+//! dropped. Running it again is harmless.
+
+use crate::install::SITE_MARK;
+use crate::Installer;
+use anyhow::{bail, Context};
+use contract::{DbprovRequest, WebconfRequest};
+use domain::{SiteStatus, TaskType};
+use saga::{Outcome as SagaOutcome, Saga, Step};
+use site::SiteTask;
+use std::path::PathBuf;
+use store::{NewTask, Task};
+use worker::{Outcome, TaskLog};
+
+pub const BEFORE_DELETE: &str = "Pre-delete backup";
+
+static STEPS: &[Step] = &[
+    // No undo: a backup harms nothing and is kept.
+    Step {
+        name: "backup",
+        undoable: false,
+    },
+    Step {
+        name: "vhost",
+        undoable: true,
+    },
+    Step {
+        name: "site-directory",
+        undoable: true,
+    },
+    // The point of no return, so no undo: once the database is dropped the way out is forward.
+    Step {
+        name: "database",
+        undoable: false,
+    },
+    // No undo: it removes the moved-aside directory and records the outcome.
+    Step {
+        name: "finish",
+        undoable: false,
+    },
+];
+
+struct DeleteSaga<'a> {
+    inst: &'a Installer,
+    st: SiteTask,
+    task: &'a Task,
+    log: &'a TaskLog,
+    force: bool,
+    /// Another live site uses this (deleted) site's domain: its vhost and directory are that
+    /// site's now and are left alone.
+    domain_reused: bool,
+    /// Where the site directory waits while the database is dropped.
+    aside: PathBuf,
+}
+
+pub async fn run(inst: &Installer, task: &Task, log: &TaskLog) -> Outcome {
+    let Some(site_id) = task.site else {
+        return Outcome::Error("a delete task without a site".into());
+    };
+    let st = match SiteTask::load(&inst.store, site_id).await {
+        Ok(st) => st,
+        Err(e) => return Outcome::Error(format!("{e:#}")),
+    };
+    let asked_force = task
+        .args
+        .get("force")
+        .and_then(|f| f.as_bool())
+        .unwrap_or(false);
+    let force = asked_force
+        || matches!(
+            st.site.status,
+            SiteStatus::Installing | SiteStatus::Failed | SiteStatus::Deleted
+        );
+    if force && !asked_force {
+        log.info(format!(
+            "the site is {}: removing whatever of it still exists (force)",
+            st.site.status
+        ))
+        .await;
+    }
+    if !force && !matches!(st.site.status, SiteStatus::Enabled | SiteStatus::Disabled) {
+        return Outcome::Error(format!("a {} site cannot be deleted", st.site.status));
+    }
+    let domain_reused = match inst
+        .store
+        .sites(&store::SiteFilter {
+            domain: Some(st.site.domain.clone()),
+            ..Default::default()
+        })
+        .await
+    {
+        Ok(sites) => sites
+            .iter()
+            .any(|s| s.id != st.site.id && s.status != SiteStatus::Deleted),
+        Err(e) => return Outcome::Error(e.to_string()),
+    };
+    let dir = st.site_dir.as_path();
+    let aside = dir.with_file_name(format!(".{}.deleting-t{}", st.site.domain, task.id));
+    let saga = DeleteSaga {
+        inst,
+        st,
+        task,
+        log,
+        force,
+        domain_reused,
+        aside,
+    };
+    match saga::run(&inst.store, task.id, &saga, &inst.faults).await {
+        Ok(SagaOutcome::Completed) => {
+            let domain = &saga.st.site.domain;
+            Outcome::Success(Some(serde_json::json!({
+                "deleted": domain,
+                "force": force,
+            })))
+        }
+        Ok(SagaOutcome::Unwound { error }) => {
+            if saga.database_dropped().await {
+                Outcome::Error(format!(
+                    "{error}; the database was already dropped, so the site cannot be put back: \
+                     run delete again with {{\"force\": true}} to finish"
+                ))
+            } else {
+                Outcome::Error(format!(
+                    "{error}; the site was put back as it was and still serves"
+                ))
+            }
+        }
+        Ok(SagaOutcome::UnwindFailed { error, undo_error }) => Outcome::Error(format!(
+            "{error}; then {undo_error}: run delete with {{\"force\": true}} to remove what is left"
+        )),
+        Err(e) => Outcome::Error(format!("the delete could not record its progress: {e:#}")),
+    }
+}
+
+impl DeleteSaga<'_> {
+    async fn database_dropped(&self) -> bool {
+        self.inst
+            .store
+            .saga_events(self.task.id)
+            .await
+            .map(|events| {
+                events
+                    .iter()
+                    .any(|(step, event, _)| step == "database" && event == "done")
+            })
+            .unwrap_or(false)
+    }
+
+    fn mark(&self) -> String {
+        format!("site {}\n", self.st.site.id)
+    }
+
+    /// Whether a directory is this site's: it carries this site's mark, or, in force mode, no
+    /// mark at all (the path is this site's by its domain and nobody else's).
+    async fn is_ours(&self, dir: &std::path::Path) -> bool {
+        match tokio::fs::read_to_string(dir.join(SITE_MARK)).await {
+            Ok(m) => m == self.mark(),
+            Err(_) => self.force,
+        }
+    }
+
+    async fn warn_or_fail(&self, e: anyhow::Error, what: &str) -> anyhow::Result<()> {
+        if self.force {
+            self.log
+                .warn(format!("{what}: {e:#} (force: going on)"))
+                .await;
+            Ok(())
+        } else {
+            Err(e.context(what.to_owned()))
+        }
+    }
+}
+
+impl Saga for DeleteSaga<'_> {
+    fn name(&self) -> &'static str {
+        "delete"
+    }
+
+    fn steps(&self) -> &'static [Step] {
+        STEPS
+    }
+
+    async fn action(&self, step: &'static str) -> anyhow::Result<()> {
+        let site = &self.st.site;
+        match step {
+            "backup" => {
+                if site.status == SiteStatus::Deleted {
+                    self.log
+                        .info("the site was deleted before; no backup to make")
+                        .await;
+                    return Ok(());
+                }
+                match crate::lifecycle::backup_first(
+                    self.inst,
+                    &self.st,
+                    self.task,
+                    BEFORE_DELETE,
+                    self.log,
+                )
+                .await
+                {
+                    Ok(b) => {
+                        self.log
+                            .info(format!("backup {} made ({} bytes)", b.backup, b.size))
+                            .await
+                    }
+                    Err(e) => self.warn_or_fail(e, "the pre-delete backup").await?,
+                }
+            }
+            "vhost" => {
+                if self.domain_reused {
+                    self.log
+                        .info(format!(
+                            "{} belongs to another site now: its vhost is left alone",
+                            site.domain
+                        ))
+                        .await;
+                    return Ok(());
+                }
+                let reply = site::webconf(
+                    &self.inst.rpc,
+                    &self.st.web_server,
+                    WebconfRequest::RemoveVhost {
+                        domain: site.domain.clone(),
+                    },
+                    self.inst.settings.rpc_timeout,
+                )
+                .await?;
+                self.log
+                    .info(if reply.changed {
+                        "vhost removed, nginx reloaded"
+                    } else {
+                        "no vhost was there"
+                    })
+                    .await;
+            }
+            "site-directory" => {
+                let dir = self.st.site_dir.as_path();
+                if self.domain_reused {
+                    return Ok(());
+                }
+                if tokio::fs::try_exists(&self.aside).await? {
+                    return Ok(()); // moved aside by an interrupted run
+                }
+                if !tokio::fs::try_exists(dir).await? {
+                    if !self.force {
+                        bail!(
+                            "the site directory {} is missing; delete with {{\"force\": true}} \
+                             removes what is left",
+                            dir.display()
+                        );
+                    }
+                    self.log
+                        .info(format!("no site directory at {}", dir.display()))
+                        .await;
+                    return Ok(());
+                }
+                if !self.is_ours(dir).await {
+                    let e = anyhow::anyhow!(
+                        "{} carries another site's mark ({SITE_MARK}) or none; it is left \
+                         alone, remove it by hand if it is this site's",
+                        dir.display()
+                    );
+                    return self.warn_or_fail(e, "the site directory").await;
+                }
+                tokio::fs::rename(dir, &self.aside)
+                    .await
+                    .with_context(|| format!("moving {} aside", dir.display()))?;
+                self.log
+                    .info(format!(
+                        "site directory moved aside until the database is dropped: {}",
+                        self.aside.display()
+                    ))
+                    .await;
+            }
+            "database" => {
+                site::dbprov(
+                    &self.inst.rpc,
+                    &site.db_server,
+                    DbprovRequest::DropDatabase {
+                        database: site.db_name.clone(),
+                        user: site.db_user.clone(),
+                    },
+                    self.inst.settings.rpc_timeout,
+                )
+                .await?;
+                self.log
+                    .info(format!(
+                        "database {} dropped and user {} removed on {}",
+                        site.db_name, site.db_user, site.db_server
+                    ))
+                    .await;
+            }
+            "finish" => {
+                match tokio::fs::remove_dir_all(&self.aside).await {
+                    Ok(()) => self.log.info("site directory removed").await,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        self.log
+                            .warn(format!(
+                                "could not remove {}: {e}; remove it by hand",
+                                self.aside.display()
+                            ))
+                            .await
+                    }
+                }
+                self.inst
+                    .store
+                    .set_site_status(site.id, SiteStatus::Deleted)
+                    .await?;
+                self.inst.store.supersede_login_links(site.id).await?;
+                if self
+                    .inst
+                    .setting_bool("delete_backups_with_site", false)
+                    .await
+                {
+                    let backups: Vec<i64> = self
+                        .inst
+                        .store
+                        .backups(site.id)
+                        .await?
+                        .iter()
+                        .map(|b| b.id.0)
+                        .collect();
+                    if !backups.is_empty() {
+                        let mut purge = NewTask::for_site(
+                            TaskType::BackupDelete,
+                            site.id,
+                            serde_json::json!({ "backups": backups }),
+                            &self.task.requested_by,
+                        );
+                        purge.parent = Some(self.task.id);
+                        let t = self.inst.store.create_task(&purge).await?;
+                        self.log
+                            .info(format!(
+                                "the setting delete_backups_with_site is on: task {} removes the site's {} backups",
+                                t.id,
+                                backups.len()
+                            ))
+                            .await;
+                    }
+                } else {
+                    self.log
+                        .info("the site's backups are kept (setting delete_backups_with_site)")
+                        .await;
+                }
+                self.log
+                    .info(format!(
+                        "{} is deleted; its record and task history stay, its domain is free",
+                        site.domain
+                    ))
+                    .await;
+            }
+            other => bail!("unknown delete step {other}"),
+        }
+        Ok(())
+    }
+
+    async fn undo(&self, step: &'static str) -> anyhow::Result<()> {
+        match step {
+            "vhost" => {
+                // Only a site that was serving gets its vhost back; a half-installed one
+                // is not brought to life by an unwind.
+                if self.domain_reused
+                    || !matches!(
+                        self.st.site.status,
+                        SiteStatus::Enabled | SiteStatus::Disabled
+                    )
+                {
+                    return Ok(());
+                }
+                let vhost = self.st.vhost_for_status(&self.inst.settings.public_url)?;
+                site::webconf(
+                    &self.inst.rpc,
+                    &self.st.web_server,
+                    WebconfRequest::WriteVhost(vhost),
+                    self.inst.settings.rpc_timeout,
+                )
+                .await?;
+                self.log.info("vhost written back, nginx reloaded").await;
+            }
+            "site-directory" => {
+                let dir = self.st.site_dir.as_path();
+                if tokio::fs::try_exists(&self.aside).await? && !tokio::fs::try_exists(dir).await? {
+                    tokio::fs::rename(&self.aside, dir)
+                        .await
+                        .with_context(|| format!("moving {} back", self.aside.display()))?;
+                    self.log.info("site directory moved back").await;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
