@@ -125,9 +125,9 @@ pub async fn run(inst: &Installer, task: &Task, log: &TaskLog) -> Outcome {
             })))
         }
         Ok(SagaOutcome::Unwound { error }) => {
-            if saga.database_dropped().await {
+            if saga.past_no_return().await {
                 Outcome::Error(format!(
-                    "{error}; the database was already dropped, so the site cannot be put back: \
+                    "{error}; the database drop had begun, so the site cannot be put back: \
                      run delete again with {{\"force\": true}} to finish"
                 ))
             } else {
@@ -144,7 +144,10 @@ pub async fn run(inst: &Installer, task: &Task, log: &TaskLog) -> Outcome {
 }
 
 impl DeleteSaga<'_> {
-    async fn database_dropped(&self) -> bool {
+    /// Whether the database drop was begun. Its reply may have been lost after the drop, so
+    /// from then on nothing is put back: a vhost and directory without their database would
+    /// be a broken site, and a force delete finishes the job instead.
+    async fn past_no_return(&self) -> bool {
         self.inst
             .store
             .saga_events(self.task.id)
@@ -152,9 +155,11 @@ impl DeleteSaga<'_> {
             .map(|events| {
                 events
                     .iter()
-                    .any(|(step, event, _)| step == "database" && event == "done")
+                    .any(|(step, event, _)| step == "database" && event == "started")
             })
-            .unwrap_or(false)
+            // Unknown: assume the worst, which leaves the site for a force delete rather
+            // than half put back.
+            .unwrap_or(true)
     }
 
     fn mark(&self) -> String {
@@ -368,6 +373,14 @@ impl Saga for DeleteSaga<'_> {
     }
 
     async fn undo(&self, step: &'static str) -> anyhow::Result<()> {
+        if matches!(step, "vhost" | "site-directory") && self.past_no_return().await {
+            self.log
+                .warn(format!(
+                    "not undoing '{step}': the database drop had begun; a force delete finishes"
+                ))
+                .await;
+            return Ok(());
+        }
         match step {
             "vhost" => {
                 // Only a site that was serving gets its vhost back; a half-installed one

@@ -583,3 +583,76 @@ async fn client_tokens_see_their_own_sites_and_only_their_task_types() {
     assert_eq!(status, 401);
     stack.teardown().await;
 }
+
+#[tokio::test]
+async fn a_delete_that_fails_before_the_database_leaves_the_site_serving() {
+    const DOMAIN: &str = "keep.acme.example";
+    let mut stack = Stack::spawn().await;
+    stack.create_client("acme").await;
+    let s = stack.install_site(DOMAIN, "acme").await;
+    let sid = id(&s);
+    assert_eq!(
+        stack.run_site_task(sid, json!({"type": "disable"})).await["status"],
+        "success"
+    );
+    for step in ["backup", "vhost", "site-directory"] {
+        stack.kill("installer");
+        let fault = format!("delete:{step}");
+        stack
+            .start_with("installer", &[("HOSTING_SAGA_FAIL_AT", &fault)])
+            .expect("installer");
+        let done = stack.run_site_task(sid, json!({"type": "delete"})).await;
+        assert_eq!(done["status"], "error", "{step}: {done}");
+        assert!(
+            done["error"].to_string().contains("put back"),
+            "{step}: {done}"
+        );
+        let now = site(&stack, sid).await;
+        assert_eq!(now["status"], "disabled", "{step}");
+        assert!(stack.vhost_path(DOMAIN).exists(), "{step}: vhost");
+        assert!(
+            stack.site_dir(&stack.example_root, DOMAIN).exists(),
+            "{step}: directory"
+        );
+        // Still disabled, as it was: enable brings it back.
+        let page = stack.page(DOMAIN, "/").await;
+        assert_eq!(page.status, 302, "{step}: {}", page.body);
+    }
+    assert_eq!(
+        stack.run_site_task(sid, json!({"type": "enable"})).await["status"],
+        "success"
+    );
+    let page = stack.page(DOMAIN, "/").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+
+    // Past the point of no return the delete goes forward only: a force delete finishes it.
+    stack
+        .call(
+            "PATCH",
+            "/settings",
+            Some(json!({"require_disable_before_delete": false})),
+        )
+        .await;
+    stack.kill("installer");
+    stack
+        .start_with("installer", &[("HOSTING_SAGA_FAIL_AT", "delete:database")])
+        .expect("installer");
+    let done = stack.run_site_task(sid, json!({"type": "delete"})).await;
+    assert_eq!(done["status"], "error", "{done}");
+    assert!(done["error"].to_string().contains("force"), "{done}");
+    stack.kill("installer");
+    stack.start("installer").expect("installer");
+    let done = stack
+        .run_site_task(sid, json!({"type": "delete", "force": true}))
+        .await;
+    assert_eq!(done["status"], "success", "{done}");
+    assert_eq!(site(&stack, sid).await["status"], "deleted");
+    assert!(!stack.vhost_path(DOMAIN).exists());
+    assert!(!stack.site_dir(&stack.example_root, DOMAIN).exists());
+    let (dbs, users) = stack.mariadb_leftovers().await;
+    assert!(
+        dbs.is_empty() && users.is_empty(),
+        "left: {dbs:?} {users:?}"
+    );
+    stack.teardown().await;
+}
