@@ -1,6 +1,7 @@
 //! backupper: backup, restore and backup-delete tasks; scheduled backups and retention.
 
 mod backup;
+mod deploy;
 mod mysql;
 mod restore;
 mod rows;
@@ -53,31 +54,49 @@ impl bus::RpcHandler for Shared {
                 return None;
             }
         };
-        let contract::BackupRequest::MakeBackup {
-            site,
-            task,
-            description,
-        } = request;
         let b = &self.0;
-        let log = TaskLog::new(b.store.clone(), b.bus.clone(), task);
-        let result = async {
-            let st = site::SiteTask::load(&b.store, site).await?;
-            backup::make_backup(b, &st, task, &description, &log).await
-        }
-        .await;
-        let reply = match result {
-            Ok(made) => contract::RpcReply::Ok {
-                body: contract::BackupReply {
+        match request {
+            contract::BackupRequest::MakeBackup {
+                site,
+                task,
+                description,
+            } => {
+                let log = TaskLog::new(b.store.clone(), b.bus.clone(), task);
+                let result = async {
+                    let st = site::SiteTask::load(&b.store, site).await?;
+                    backup::make_backup(b, &st, task, &description, &log).await
+                }
+                .await;
+                reply(result.map(|made| contract::BackupReply {
                     backup: made.id.0,
                     size: made.size,
                     checksum: made.checksum,
-                },
-            },
-            Err(e) => contract::RpcReply::Error {
-                message: format!("{e:#}"),
-            },
-        };
-        serde_json::to_vec(&reply).ok()
+                }))
+            }
+            contract::BackupRequest::Deploy {
+                task,
+                backup,
+                dest,
+                db_server,
+                database,
+                user,
+            } => {
+                let log = TaskLog::new(b.store.clone(), b.bus.clone(), task);
+                let request = deploy::DeployRequest {
+                    task,
+                    backup,
+                    dest,
+                    db_server,
+                    database,
+                    user,
+                };
+                reply(
+                    deploy::deploy(b, &request, &log)
+                        .await
+                        .map(|files| contract::DeployReply { files }),
+                )
+            }
+        }
     }
 }
 
@@ -149,6 +168,16 @@ impl Backupper {
         }
         Outcome::Success(Some(serde_json::json!({"deleted": removed})))
     }
+}
+
+fn reply<T: serde::Serialize>(result: anyhow::Result<T>) -> Option<Vec<u8>> {
+    let reply = match result {
+        Ok(body) => contract::RpcReply::Ok { body },
+        Err(e) => contract::RpcReply::Error {
+            message: format!("{e:#}"),
+        },
+    };
+    serde_json::to_vec(&reply).ok()
 }
 
 #[tokio::main]

@@ -12,13 +12,12 @@
 //! a backup that cannot be made, a directory or vhost that is gone, a database already
 //! dropped. Running it again is harmless.
 
-use crate::install::SITE_MARK;
 use crate::Installer;
 use anyhow::{bail, Context};
 use contract::{DbprovRequest, WebconfRequest};
 use domain::{SiteStatus, TaskType};
 use saga::{Outcome as SagaOutcome, Saga, Step};
-use site::SiteTask;
+use site::{SiteTask, SITE_MARK};
 use std::path::PathBuf;
 use store::{NewTask, Task};
 use worker::{Outcome, TaskLog};

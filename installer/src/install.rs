@@ -8,13 +8,9 @@ use contract::{DbprovReply, DbprovRequest, WebconfReply, WebconfRequest};
 use domain::{DbPassword, SiteStatus};
 use platform::Action;
 use saga::{Outcome as SagaOutcome, Saga, Step};
-use site::{give_to_web_user, set_web_permissions, write_settings, SiteTask};
+use site::{give_to_web_user, set_web_permissions, write_settings, SiteTask, SITE_MARK};
 use store::Task;
 use worker::{Outcome, TaskLog};
-
-/// Marks a site directory as made by us for one site: an undo or a force delete only
-/// removes a directory that carries its own site's mark.
-pub const SITE_MARK: &str = ".hosting-site";
 
 static STEPS: &[Step] = &[
     Step {
@@ -286,7 +282,7 @@ impl Saga for InstallSaga<'_> {
                     match self
                         .run_action(Action::Packages)
                         .await
-                        .and_then(crate::verify::packages_from)
+                        .and_then(site::packages_from)
                     {
                         Ok(packages) => {
                             self.inst

@@ -37,6 +37,9 @@ impl TaskHandler for Installer {
         use domain::TaskType::*;
         match task.task_type {
             PlatformVerify => platform_verify::run(self, task, log).await,
+            PlatformLock | PlatformUnlock | PlatformDelete => {
+                platform_verify::set_status(self, task, log).await
+            }
             Install => install::run(self, task, log).await,
             Verify => verify::run(self, task, log).await,
             LoginReset => lifecycle::login_reset(self, task, log).await,

@@ -75,3 +75,56 @@ pub async fn run(inst: &Installer, task: &Task, log: &TaskLog) -> Outcome {
         serde_json::json!({"packages": packages.len(), "profiles": profiles.len()}),
     ))
 }
+
+/// Lock (no new sites, not a migrate target), unlock, or delete (once no live site is on it)
+/// a platform. Its code on disk is the operator's: delete only retires the record.
+pub async fn set_status(inst: &Installer, task: &Task, log: &TaskLog) -> Outcome {
+    use domain::{PlatformStatus, SiteStatus, TaskType};
+    let Some(id) = task.platform else {
+        return Outcome::Error("a platform task without a platform".into());
+    };
+    let result = async {
+        let platform = inst.store.platform(id).await?;
+        let status = match task.task_type {
+            TaskType::PlatformLock => PlatformStatus::Locked,
+            TaskType::PlatformUnlock => PlatformStatus::Enabled,
+            _ => {
+                let live: Vec<_> = inst
+                    .store
+                    .sites(&store::SiteFilter {
+                        platform: Some(id),
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_iter()
+                    .filter(|s| s.status != SiteStatus::Deleted)
+                    .map(|s| s.domain.to_string())
+                    .collect();
+                if !live.is_empty() {
+                    anyhow::bail!(
+                        "platform {} still has sites: {}; migrate or delete them first",
+                        platform.name,
+                        live.join(", ")
+                    );
+                }
+                PlatformStatus::Deleted
+            }
+        };
+        if task.task_type == TaskType::PlatformUnlock && platform.status != PlatformStatus::Locked {
+            anyhow::bail!(
+                "platform {} is {}, not locked",
+                platform.name,
+                platform.status
+            );
+        }
+        inst.store.set_platform_status(id, status).await?;
+        log.info(format!("platform {} is {status}", platform.name))
+            .await;
+        anyhow::Ok(())
+    }
+    .await;
+    match result {
+        Ok(()) => Outcome::Success(None),
+        Err(e) => Outcome::Error(format!("{e:#}")),
+    }
+}

@@ -5,28 +5,10 @@
 use crate::Installer;
 use contract::{WebconfReply, WebconfRequest};
 use domain::SiteStatus;
-use platform::{Action, PackageInfo};
+use platform::Action;
 use site::{write_settings, SiteTask};
-use store::{Package, Task};
+use store::Task;
 use worker::{Outcome, TaskLog};
-
-pub fn packages_from(result: serde_json::Value) -> anyhow::Result<Vec<Package>> {
-    let list = result
-        .get("packages")
-        .cloned()
-        .unwrap_or(serde_json::Value::Array(vec![]));
-    let infos: Vec<PackageInfo> = serde_json::from_value(list)
-        .map_err(|e| anyhow::anyhow!("the packages action must print {{\"packages\": [{{name, type, version, schema_version}}]}}: {e}"))?;
-    Ok(infos
-        .into_iter()
-        .map(|p| Package {
-            name: p.name,
-            package_type: p.package_type.as_str().into(),
-            version: p.version,
-            schema_version: p.schema_version,
-        })
-        .collect())
-}
 
 pub async fn run(inst: &Installer, task: &Task, log: &TaskLog) -> Outcome {
     match verify(inst, task, log).await {
@@ -89,7 +71,7 @@ async fn verify(inst: &Installer, task: &Task, log: &TaskLog) -> anyhow::Result<
         for (level, line) in lines {
             log.line(level, line).await;
         }
-        let list = packages_from(result?)?;
+        let list = site::packages_from(result?)?;
         inst.store.replace_site_packages(site_id, &list).await?;
         log.info(format!("{} packages enabled on the site", list.len()))
             .await;

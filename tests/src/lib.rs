@@ -632,6 +632,19 @@ impl Stack {
         (first, Some(second))
     }
 
+    /// A one-column query in MariaDB as root (the tests' way to look inside a site).
+    pub async fn mariadb_query(&self, sql: &str) -> Vec<String> {
+        let pool = sqlx::MySqlPool::connect(MYSQL_ADMIN_URL)
+            .await
+            .expect("MariaDB as root");
+        let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+            .fetch_all(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        pool.close().await;
+        rows
+    }
+
     /// Runs SQL in MariaDB as root (the tests' way to change a site behind its back).
     pub async fn mariadb_exec(&self, sql: &str) {
         let pool = sqlx::MySqlPool::connect(MYSQL_ADMIN_URL)

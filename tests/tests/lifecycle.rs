@@ -156,7 +156,14 @@ async fn disable_enable_and_delete_follow_the_rules() {
     let dir = stack.site_dir(&stack.example_root, DOMAIN);
     assert_eq!(
         tasks_of(&s),
-        ["backup", "disable", "login-reset", "verify"],
+        [
+            "backup",
+            "clone",
+            "disable",
+            "login-reset",
+            "migrate",
+            "verify"
+        ],
         "{s}"
     );
 

@@ -141,6 +141,26 @@ pub enum BackupRequest {
         task: TaskId,
         description: String,
     },
+    /// Unpack a backup's site files into `dest` (a new directory, marked as deployed by
+    /// `task`) and import its dump into `database` on `db_server` as `user`, whose password
+    /// the task keeps in its secrets as `deploy-db-password` (no password travels on the bus).
+    /// Idempotent: a `dest` this task deployed already is answered as done.
+    Deploy {
+        task: TaskId,
+        backup: i64,
+        dest: HostPath,
+        db_server: Name,
+        database: DbIdent,
+        user: DbIdent,
+    },
+}
+
+/// The task secret holding the password of the database a deploy imports into.
+pub const DEPLOY_PASSWORD_SECRET: &str = "deploy-db-password";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeployReply {
+    pub files: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

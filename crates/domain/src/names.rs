@@ -128,12 +128,14 @@ impl DbIdent {
 
 impl DbIdent {
     /// The identifier a task makes next to a site's database: `<base>_<tag><task>`, where
-    /// base is the site's identifier without the `_r<task>` an earlier restore gave it (so
-    /// names do not grow with every restore).
+    /// base is the site's identifier without the `_<tag><task>` an earlier restore (`r`) or
+    /// migrate (`m`) gave it, so names do not grow with every one.
     pub fn for_task(&self, tag: char, task: i64) -> Result<DbIdent, ParseError> {
-        let base = match self.0.rsplit_once("_r") {
-            Some((head, digits))
-                if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) =>
+        let base = match self.0.rsplit_once('_') {
+            Some((head, tail))
+                if tail.len() > 1
+                    && matches!(tail.as_bytes()[0], b'r' | b'm')
+                    && tail.bytes().skip(1).all(|b| b.is_ascii_digit()) =>
             {
                 head
             }

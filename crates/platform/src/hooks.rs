@@ -232,6 +232,7 @@ impl Manifest {
                 "host": site.db.host, "port": site.db.port, "name": site.db.name,
                 "user": site.db.user, "password": site.db.password.expose(),
             },
+            "previous": site.previous,
         });
         // The password travels on stdin only: the environment and the arguments of a process
         // can be read by other users of the host (/proc/<pid>/environ, /proc/<pid>/cmdline).
@@ -338,6 +339,7 @@ const KNOWN_ACTIONS: &[&str] = &[
     "maintenance_off",
     "login_link",
     "packages",
+    "fix_paths",
 ];
 
 fn join(base: &HostPath, rel: &str) -> Result<HostPath, PlatformError> {

@@ -92,6 +92,15 @@ pub struct SiteContext {
     pub language: Language,
     pub admin_email: Email,
     pub db: DbAccess,
+    /// Where the site was before a rename or clone: what `fix_paths` rewrites from.
+    pub previous: Option<PreviousSite>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PreviousSite {
+    pub domain: DomainName,
+    pub url: String,
+    pub site_dir: HostPath,
 }
 
 /// A site action. Each maps to a command in the manifest.
@@ -104,6 +113,7 @@ pub enum Action {
     MaintenanceOff,
     LoginLink,
     Packages,
+    FixPaths,
 }
 
 impl Action {
@@ -116,6 +126,7 @@ impl Action {
             Action::MaintenanceOff => "maintenance_off",
             Action::LoginLink => "login_link",
             Action::Packages => "packages",
+            Action::FixPaths => "fix_paths",
         }
     }
 }

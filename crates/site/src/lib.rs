@@ -9,6 +9,14 @@ use platform::{DbAccess, Manifest, SiteContext};
 use std::time::Duration;
 use store::{Platform, Site};
 
+/// Marks a site directory as made by us for one site (`site <id>`): an undo, a force delete
+/// or a migrate's cleanup only removes a directory that carries its own site's mark.
+pub const SITE_MARK: &str = ".hosting-site";
+
+/// Marks a directory deployed from a backup by one task (`task <id>`): that task's undo
+/// removes only a directory it deployed.
+pub const DEPLOY_MARK: &str = ".hosting-deployed";
+
 pub struct SiteTask {
     pub site: Site,
     pub platform: Platform,
@@ -21,9 +29,53 @@ pub struct SiteTask {
     pub site_dir: HostPath,
 }
 
+/// Where a site lives: what a migrate changes. A migrate works on the site as it will be
+/// (its target placement) before the record says so.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    pub platform: domain::PlatformId,
+    pub domain: domain::DomainName,
+    pub db_server: domain::ServerId,
+    pub db_name: domain::DbIdent,
+    pub db_user: domain::DbIdent,
+}
+
 impl SiteTask {
     pub async fn load(store: &store::Store, site: domain::SiteId) -> anyhow::Result<Self> {
         let site = store.site(site).await?;
+        Self::resolve(store, site).await
+    }
+
+    /// The site as if its record said `placement`.
+    pub async fn load_as(
+        store: &store::Store,
+        site: domain::SiteId,
+        placement: &Placement,
+    ) -> anyhow::Result<Self> {
+        let mut site = store.site(site).await?;
+        let platform = store.platform(placement.platform).await?;
+        let db = store.server(placement.db_server).await?;
+        site.platform_id = platform.id;
+        site.platform = platform.name;
+        site.domain = placement.domain.clone();
+        site.db_server_id = db.id;
+        site.db_server = db.name;
+        site.db_name = placement.db_name.clone();
+        site.db_user = placement.db_user.clone();
+        Self::resolve(store, site).await
+    }
+
+    pub fn placement(&self) -> Placement {
+        Placement {
+            platform: self.site.platform_id,
+            domain: self.site.domain.clone(),
+            db_server: self.site.db_server_id,
+            db_name: self.site.db_name.clone(),
+            db_user: self.site.db_user.clone(),
+        }
+    }
+
+    async fn resolve(store: &store::Store, site: Site) -> anyhow::Result<Self> {
         let platform = store.platform(site.platform_id).await?;
         let manifest_json = platform
             .manifest
@@ -76,6 +128,7 @@ impl SiteTask {
                 user: self.site.db_user.clone(),
                 password,
             },
+            previous: None,
         }
     }
 
@@ -288,4 +341,23 @@ pub async fn give_tree_to_web_user(root: &std::path::Path) -> anyhow::Result<()>
         }
     }
     Ok(())
+}
+
+/// The package list a `packages` action printed.
+pub fn packages_from(result: serde_json::Value) -> anyhow::Result<Vec<store::Package>> {
+    let list = result
+        .get("packages")
+        .cloned()
+        .unwrap_or(serde_json::Value::Array(vec![]));
+    let infos: Vec<platform::PackageInfo> = serde_json::from_value(list)
+        .map_err(|e| anyhow::anyhow!("the packages action must print {{\"packages\": [{{name, type, version, schema_version}}]}}: {e}"))?;
+    Ok(infos
+        .into_iter()
+        .map(|p| store::Package {
+            name: p.name,
+            package_type: p.package_type.as_str().into(),
+            version: p.version,
+            schema_version: p.schema_version,
+        })
+        .collect())
 }

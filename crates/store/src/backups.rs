@@ -144,6 +144,17 @@ impl Store {
         )
     }
 
+    /// A secret a task stored, if it did.
+    pub async fn task_secret(&self, task: TaskId, name: &str) -> Result<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT value FROM task_secrets WHERE task_id = $1 AND name = $2")
+                .bind(task.0)
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
     /// Points the site at another database (a restore's swap, or its undo).
     pub async fn set_site_database(
         &self,

@@ -481,29 +481,151 @@ impl Store {
     /// requests for one domain cannot both win.
     pub async fn create_site(&self, new: &NewSite) -> Result<(Site, Task)> {
         let mut tx = self.pool.begin().await?;
-        let taken: Option<i64> = sqlx::query_scalar(
-            "SELECT id FROM sites WHERE status <> 'deleted'
-               AND (domain = ANY($1) OR aliases && $1) LIMIT 1",
+        let id = insert_site_tx(&mut tx, new).await?;
+        let task = crate::tasks::create_task_tx(
+            &mut tx,
+            &NewTask::for_site(
+                TaskType::Install,
+                SiteId(id),
+                serde_json::json!({}),
+                &new.requested_by,
+            )
+            .traced(new.traceparent.clone()),
         )
-        .bind(
-            std::iter::once(&new.domain)
-                .chain(&new.aliases)
-                .map(|d| d.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .fetch_optional(&mut *tx)
         .await?;
-        if let Some(other) = taken {
-            return Err(StoreError::Conflict(format!(
+        tx.commit().await?;
+        Ok((self.site(SiteId(id)).await?, task))
+    }
+
+    /// Records the site a clone makes (`installing`, which reserves its domain) and queues
+    /// the clone task on the original site, in one transaction. The task's arguments get
+    /// `"clone_site": <new id>`.
+    pub async fn create_clone(
+        &self,
+        new: &NewSite,
+        source: SiteId,
+        mut args: serde_json::Value,
+    ) -> Result<(Site, Task)> {
+        let mut tx = self.pool.begin().await?;
+        let id = insert_site_tx(&mut tx, new).await?;
+        args["clone_site"] = serde_json::json!(id);
+        let task = crate::tasks::create_task_tx(
+            &mut tx,
+            &NewTask::for_site(TaskType::Clone, source, args, &new.requested_by)
+                .traced(new.traceparent.clone()),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok((self.site(SiteId(id)).await?, task))
+    }
+
+    /// Moves a site's record to another platform, domain or database (a migrate's switch, or
+    /// its undo). A domain another live site took meanwhile is a conflict.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn set_site_location(
+        &self,
+        id: SiteId,
+        platform: PlatformId,
+        domain: &DomainName,
+        db_server: ServerId,
+        db_name: &DbIdent,
+        db_user: &DbIdent,
+        password: &DbPassword,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE sites SET platform_id = $2, domain = $3, db_server_id = $4, db_name = $5,
+                 db_user = $6, db_password = $7, updated_at = now()
+             WHERE id = $1",
+        )
+        .bind(id.0)
+        .bind(platform.0)
+        .bind(domain.as_str())
+        .bind(db_server.0)
+        .bind(db_name.as_str())
+        .bind(db_user.as_str())
+        .bind(password.expose())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| {
+            conflict_on_unique(e, |_| {
+                format!("the domain {domain} was taken by another site meanwhile")
+            })
+        })?;
+        Ok(())
+    }
+
+    /// The platforms a site could move to, with the package check against each: enabled
+    /// (not locked) platforms that offer the site's profile, its current one included (a
+    /// rename stays on it).
+    pub async fn migrate_targets(
+        &self,
+        site: &Site,
+    ) -> Result<Vec<(Platform, domain::package_check::TargetCheck)>> {
+        let installed: Vec<domain::package_check::PackageVersion> = self
+            .site_packages(site.id)
+            .await?
+            .into_iter()
+            .map(Package::into_version)
+            .collect();
+        let mut out = Vec::new();
+        for platform in self.platforms().await? {
+            if platform.status != PlatformStatus::Enabled {
+                continue;
+            }
+            let profiles = self.platform_profiles(platform.id).await?;
+            if !profiles.iter().any(|p| p.name == site.profile.as_str()) {
+                continue;
+            }
+            let offered: Vec<_> = self
+                .platform_packages(platform.id)
+                .await?
+                .into_iter()
+                .map(Package::into_version)
+                .collect();
+            let check = domain::package_check::check(&installed, &offered);
+            out.push((platform, check));
+        }
+        Ok(out)
+    }
+}
+
+impl Package {
+    pub fn into_version(self) -> domain::package_check::PackageVersion {
+        domain::package_check::PackageVersion {
+            name: self.name,
+            package_type: self.package_type,
+            version: self.version,
+            schema_version: self.schema_version,
+        }
+    }
+}
+
+/// Inserts a site `installing`, named `<db_prefix><id>` in the database, if its domain and
+/// aliases are free among live sites.
+async fn insert_site_tx(tx: &mut sqlx::PgConnection, new: &NewSite) -> Result<i64> {
+    let taken: Option<i64> = sqlx::query_scalar(
+        "SELECT id FROM sites WHERE status <> 'deleted'
+               AND (domain = ANY($1) OR aliases && $1) LIMIT 1",
+    )
+    .bind(
+        std::iter::once(&new.domain)
+            .chain(&new.aliases)
+            .map(|d| d.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(other) = taken {
+        return Err(StoreError::Conflict(format!(
                 "the domain {} (or one of its aliases) is already used by site {other}; choose another domain",
                 new.domain
             )));
-        }
-        let id: i64 = sqlx::query_scalar("SELECT nextval('sites_id_seq')")
-            .fetch_one(&mut *tx)
-            .await?;
-        let db_ident = DbIdent::parse(&format!("{}{id}", new.db_prefix))?;
-        sqlx::query(
+    }
+    let id: i64 = sqlx::query_scalar("SELECT nextval('sites_id_seq')")
+        .fetch_one(&mut *tx)
+        .await?;
+    let db_ident = DbIdent::parse(&format!("{}{id}", new.db_prefix))?;
+    sqlx::query(
             "INSERT INTO sites (id, domain, aliases, client_id, platform_id, profile, language, db_server_id,
                                 db_name, db_user, status)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, 'installing')",
@@ -520,20 +642,10 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(|e| conflict_on_unique(e, |_| format!("the domain {} is already used by another site", new.domain)))?;
-        let task = crate::tasks::create_task_tx(
-            &mut tx,
-            &NewTask::for_site(
-                TaskType::Install,
-                SiteId(id),
-                serde_json::json!({}),
-                &new.requested_by,
-            ),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok((self.site(SiteId(id)).await?, task))
-    }
+    Ok(id)
+}
 
+impl Store {
     pub async fn site(&self, id: SiteId) -> Result<Site> {
         let q = format!("{SITE_QUERY} WHERE st.id = $1");
         let row = sqlx::query(sqlx::AssertSqlSafe(q))

@@ -162,6 +162,8 @@ pub struct TaskFilter {
     pub sites_of_client: Option<ClientId>,
     pub status: Option<TaskStatus>,
     pub task_type: Option<TaskType>,
+    /// Children of a task (a batch's).
+    pub parent: Option<TaskId>,
     pub limit: i64,
 }
 
@@ -270,6 +272,7 @@ impl Store {
                AND ($2::bigint IS NULL OR site_id IN (SELECT id FROM sites WHERE client_id = $2))
                AND ($3::text IS NULL OR status = $3)
                AND ($4::text IS NULL OR type = $4)
+               AND ($6::bigint IS NULL OR parent_id = $6)
              ORDER BY id DESC LIMIT $5"
         )))
         .bind(f.site.map(|s| s.0))
@@ -277,6 +280,7 @@ impl Store {
         .bind(f.status.map(|s| s.as_str()))
         .bind(f.task_type.map(|t| t.as_str()))
         .bind(if f.limit > 0 { f.limit } else { 100 })
+        .bind(f.parent.map(|p| p.0))
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(task).collect()

@@ -1,5 +1,5 @@
 mod clients;
-mod platforms;
+pub(crate) mod platforms;
 mod public;
 mod servers;
 mod settings;
@@ -22,6 +22,7 @@ pub fn router(state: AppState) -> Router {
         .route("/sites/{id}", get(sites::get))
         .route("/sites/{id}/tasks", post(sites::create_task))
         .route("/sites/{id}/backups", get(sites::backups))
+        .route("/sites/{id}/migrate-targets", get(sites::migrate_targets))
         .route(
             "/sites/{id}/backup-schedule",
             get(sites::backup_schedule).put(sites::set_backup_schedule),

@@ -91,9 +91,33 @@ pub async fn get(
 }
 
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewPlatformTask {
     #[serde(rename = "type")]
     task_type: String,
+    /// migrate-sites: the platform the sites go to, by name or id.
+    target: Option<Ref>,
+    /// migrate-sites: how many sites move at once (default 4).
+    concurrency: Option<i64>,
+    /// migrate-sites: no new site is started after this many failed (default 3).
+    failure_budget: Option<i64>,
+}
+
+/// Looks a platform up by name or id; `field` names it in the error.
+pub(crate) async fn platform_ref(s: &AppState, r: &Ref, field: &str) -> ApiResult<Platform> {
+    match r {
+        Ref::Id(id) => s.store.platform(PlatformId(*id)).await,
+        Ref::Name(n) => {
+            s.store
+                .platform_by_name(&Name::parse(n).map_err(|e| ApiError::field(field, e))?)
+                .await
+        }
+    }
+    .map_err(|_| {
+        ApiError::Unprocessable(format!(
+            "{field}: there is no platform {r:?}; GET /api/v1/platforms lists them"
+        ))
+    })
 }
 
 pub async fn create_task(
@@ -106,21 +130,55 @@ pub async fn create_task(
     let p = s.store.platform(PlatformId(id)).await?;
     let task_type = match body.task_type.as_str() {
         "verify" => TaskType::PlatformVerify,
-        "lock" | "unlock" | "delete" | "migrate-sites" => {
-            return Err(ApiError::Conflict(format!("the platform task '{}' is not available in this version; available: verify", body.task_type)))
-        }
+        "lock" => TaskType::PlatformLock,
+        "unlock" => TaskType::PlatformUnlock,
+        "delete" => TaskType::PlatformDelete,
+        "migrate-sites" => TaskType::MigrateSites,
         other => return Err(ApiError::Unprocessable(format!("type: '{other}' is not a platform task; use verify, lock, unlock, delete or migrate-sites"))),
     };
     if p.status == domain::PlatformStatus::Deleted {
         return Err(ApiError::Conflict("the platform is deleted".into()));
     }
-    let task = s
-        .store
-        .create_task(
-            &NewTask::for_platform(task_type, p.id, &caller.name())
-                .traced(bus::current_traceparent()),
-        )
-        .await?;
+    let mut args = json!({});
+    if task_type == TaskType::MigrateSites {
+        let target = body.target.as_ref().ok_or_else(|| {
+            ApiError::Unprocessable("target: give the platform the sites move to".into())
+        })?;
+        let target = platform_ref(&s, target, "target").await?;
+        if target.id == p.id {
+            return Err(ApiError::Unprocessable(
+                "target: the sites are on that platform already".into(),
+            ));
+        }
+        if target.status != domain::PlatformStatus::Enabled {
+            return Err(ApiError::Conflict(format!(
+                "platform {} is {}; sites can only move to an enabled platform",
+                target.name, target.status
+            )));
+        }
+        let concurrency = body.concurrency.unwrap_or(4);
+        let budget = body.failure_budget.unwrap_or(3);
+        if !(1..=64).contains(&concurrency) {
+            return Err(ApiError::Unprocessable(
+                "concurrency: give a number from 1 to 64".into(),
+            ));
+        }
+        if budget < 1 {
+            return Err(ApiError::Unprocessable(
+                "failure_budget: give a number of at least 1".into(),
+            ));
+        }
+        args = json!({"target": target.id, "concurrency": concurrency, "failure_budget": budget});
+    } else if body.target.is_some() || body.concurrency.is_some() || body.failure_budget.is_some() {
+        return Err(ApiError::Unprocessable(format!(
+            "target, concurrency and failure_budget are for migrate-sites, not {}",
+            body.task_type
+        )));
+    }
+    let mut new =
+        NewTask::for_platform(task_type, p.id, &caller.name()).traced(bus::current_traceparent());
+    new.args = args;
+    let task = s.store.create_task(&new).await?;
     s.wake_relay.notify_one();
     Ok((StatusCode::ACCEPTED, Json(json!({ "task": task }))))
 }

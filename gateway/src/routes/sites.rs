@@ -27,19 +27,28 @@ struct SiteState {
     delete_pending: bool,
     has_backups: bool,
     require_disable_before_delete: bool,
+    migrate: bool,
+    clone: bool,
 }
 
 async fn site_state(s: &AppState, site: &Site) -> ApiResult<SiteState> {
+    let settings = s.store.settings().await?;
+    let feature = |name: &str| {
+        settings
+            .get("features")
+            .and_then(|f| f.get(name))
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    };
     Ok(SiteState {
         delete_pending: delete_pending(s, site.id).await?,
         has_backups: !s.store.backups(site.id).await?.is_empty(),
-        require_disable_before_delete: s
-            .store
-            .settings()
-            .await?
+        require_disable_before_delete: settings
             .get("require_disable_before_delete")
             .and_then(Value::as_bool)
             .unwrap_or(true),
+        migrate: feature("migrate"),
+        clone: feature("clone"),
     })
 }
 
@@ -61,6 +70,13 @@ fn available_tasks(site: &Site, st: &SiteState) -> Vec<&'static str> {
             if st.has_backups {
                 t.extend(["restore", "backup-delete", "verify-backup"]);
             }
+            // Features the admin switches in settings; clone implies migrate.
+            if st.migrate || st.clone {
+                t.push("migrate");
+            }
+            if st.clone {
+                t.push("clone");
+            }
             t
         }
         SiteStatus::Disabled => {
@@ -70,7 +86,9 @@ fn available_tasks(site: &Site, st: &SiteState) -> Vec<&'static str> {
             }
             t
         }
-        SiteStatus::Failed | SiteStatus::Installing => vec!["delete"],
+        SiteStatus::Failed => vec!["delete"],
+        // Being installed or cloned: its task finishes (or unwinds) first.
+        SiteStatus::Installing => vec![],
         SiteStatus::Deleted => vec![],
     };
     tasks.sort_unstable();
@@ -90,11 +108,20 @@ pub(crate) async fn ensure_available(
     let available = available_tasks(site, &st);
     let forced =
         task_type == TaskType::Delete && args.get("force").and_then(Value::as_bool) == Some(true);
-    if available.contains(&task_type.as_str()) || (forced && !st.delete_pending) {
+    let forceable = !st.delete_pending && site.status != SiteStatus::Installing;
+    if available.contains(&task_type.as_str()) || (forced && forceable) {
         return Ok(());
     }
     let why = if st.delete_pending {
         "a delete task is queued or running on it".to_owned()
+    } else if matches!(task_type, TaskType::Migrate | TaskType::Clone)
+        && site.status == SiteStatus::Enabled
+    {
+        format!(
+            "the {task_type} feature is switched off: PATCH /api/v1/settings {{\"features\": {{\"{task_type}\": true}}}}"
+        )
+    } else if task_type == TaskType::Delete && site.status == SiteStatus::Installing {
+        "it is being installed or cloned; wait for that task to end".to_owned()
     } else if task_type == TaskType::Delete && site.status == SiteStatus::Enabled {
         "it is enabled and the setting require_disable_before_delete is on: disable it first \
          (or PATCH /api/v1/settings {\"require_disable_before_delete\": false})"
@@ -142,6 +169,7 @@ pub async fn site_json(s: &AppState, site: &Site) -> ApiResult<Value> {
         "db_server": site.db_server,
         "db_name": site.db_name,
         "link": link,
+        "packages": s.store.site_packages(site.id).await?,
         "available_tasks": available_tasks(site, &state),
         "created": site.created_at.format(&time::format_description::well_known::Rfc3339).ok(),
         "updated": site.updated_at.format(&time::format_description::well_known::Rfc3339).ok(),
@@ -386,6 +414,7 @@ async fn task_args(
         TaskType::Restore | TaskType::VerifyBackup => &["backup"],
         TaskType::BackupDelete => &["backups"],
         TaskType::Delete => &["force"],
+        TaskType::Migrate | TaskType::Clone => &["platform", "domain", "db_server"],
         _ => &[],
     };
     if let Some(k) = args.keys().find(|k| !allowed.contains(&k.as_str())) {
@@ -439,6 +468,7 @@ async fn task_args(
             }
             json!({"backups": ids})
         }
+        TaskType::Migrate | TaskType::Clone => move_args(s, site, task_type, args).await?,
         TaskType::Delete => match args.get("force") {
             None | Some(Value::Null) | Some(Value::Bool(false)) => json!({}),
             Some(Value::Bool(true)) => json!({"force": true}),
@@ -446,6 +476,140 @@ async fn task_args(
         },
         _ => json!({}),
     })
+}
+
+/// Checks a migrate's or clone's target: the platform (package checks apply: a target with
+/// errors is refused with the list), the domain (a new one = rename; free), the db server.
+async fn move_args(
+    s: &AppState,
+    site: &Site,
+    task_type: TaskType,
+    args: &serde_json::Map<String, Value>,
+) -> ApiResult<Value> {
+    let reference = |key: &str| -> ApiResult<Option<Ref>> {
+        match args.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => serde_json::from_value(v.clone())
+                .map(Some)
+                .map_err(|_| ApiError::Unprocessable(format!("{key}: give a name or an id"))),
+        }
+    };
+    let platform = reference("platform")?.ok_or_else(|| {
+        ApiError::Unprocessable(
+            "platform: give the target platform; GET /api/v1/sites/{id}/migrate-targets lists them"
+                .into(),
+        )
+    })?;
+    let platform = super::platforms::platform_ref(s, &platform, "platform").await?;
+    let domain = match args.get("domain") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(d)) => {
+            Some(DomainName::parse(d).map_err(|e| ApiError::field("domain", e))?)
+        }
+        Some(_) => return Err(ApiError::Unprocessable("domain: give a domain name".into())),
+    };
+    let db_server = match reference("db_server")? {
+        None => None,
+        Some(Ref::Id(id)) => s
+            .store
+            .server(ServerId(id))
+            .await
+            .ok()
+            .filter(|d| d.kind == ServerKind::Db),
+        Some(Ref::Name(n)) => s
+            .store
+            .server_by_name(
+                &Name::parse(&n).map_err(|e| ApiError::field("db_server", e))?,
+                ServerKind::Db,
+            )
+            .await
+            .ok(),
+    }
+    .map(|d| Ok::<_, ApiError>(d.id))
+    .transpose()?;
+    if args.get("db_server").is_some_and(|v| !v.is_null()) && db_server.is_none() {
+        return Err(ApiError::Unprocessable(
+            "db_server: there is no such db server; GET /api/v1/servers lists them".into(),
+        ));
+    }
+    let new_domain = domain.as_ref().filter(|d| **d != site.domain);
+    match task_type {
+        TaskType::Clone if new_domain.is_none() => {
+            return Err(ApiError::Unprocessable(
+                "domain: a clone needs a domain of its own".into(),
+            ))
+        }
+        TaskType::Migrate if new_domain.is_none() && platform.id == site.platform_id => {
+            return Err(ApiError::Unprocessable(
+                "platform: the site is on that platform already; give another platform, or a new domain to rename it".into(),
+            ))
+        }
+        _ => {}
+    }
+    if let Some(d) = new_domain {
+        let taken = s
+            .store
+            .sites(&SiteFilter {
+                domain: Some(d.clone()),
+                ..Default::default()
+            })
+            .await?
+            .into_iter()
+            .any(|o| o.status != SiteStatus::Deleted);
+        if taken {
+            return Err(ApiError::Conflict(format!(
+                "the domain {d} is already used by another site; choose another domain"
+            )));
+        }
+    }
+    let targets = s.store.migrate_targets(site).await?;
+    match targets.iter().find(|(p, _)| p.id == platform.id) {
+        None => {
+            return Err(ApiError::Conflict(format!(
+                "platform {} is not a possible target: it is {} or does not offer the profile {}",
+                platform.name, platform.status, site.profile
+            )))
+        }
+        Some((_, check)) if !check.selectable => {
+            return Err(ApiError::Conflict(format!(
+                "platform {} would downgrade packages of the site: {}",
+                platform.name,
+                check.errors()
+            )))
+        }
+        Some(_) => {}
+    }
+    let mut out = json!({ "platform": platform.id });
+    if let Some(d) = new_domain {
+        out["domain"] = json!(d);
+    }
+    if let Some(d) = db_server {
+        out["db_server"] = json!(d);
+    }
+    Ok(out)
+}
+
+pub async fn migrate_targets(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<Vec<Value>>> {
+    let site = visible_site(&s, &caller, id).await?;
+    let targets = s.store.migrate_targets(&site).await?;
+    Ok(Json(
+        targets
+            .into_iter()
+            .map(|(p, check)| {
+                json!({
+                    "platform": {"id": p.id, "name": p.name},
+                    "current": p.id == site.platform_id,
+                    "selectable": check.selectable,
+                    "counts": check.counts,
+                    "packages": check.packages,
+                })
+            })
+            .collect(),
+    ))
 }
 
 pub async fn create_task(
@@ -459,6 +623,32 @@ pub async fn create_task(
     caller.require_task_type(task_type)?;
     let args = task_args(&s, &site, task_type, &body.args).await?;
     ensure_available(&s, &site, task_type, &args).await?;
+    if task_type == TaskType::Clone {
+        let platform = PlatformId(args["platform"].as_i64().unwrap_or_default());
+        let domain = DomainName::parse(args["domain"].as_str().unwrap_or_default())
+            .map_err(|e| ApiError::field("domain", e))?;
+        let new = NewSite {
+            domain,
+            aliases: vec![], // aliases are not copied
+            client: site.client_id,
+            platform,
+            profile: site.profile.clone(),
+            language: site.language.clone(),
+            db_server: args["db_server"]
+                .as_i64()
+                .map(ServerId)
+                .unwrap_or(site.db_server_id),
+            db_prefix: s.config.db_prefix.clone(),
+            requested_by: caller.name(),
+            traceparent: bus::current_traceparent(),
+        };
+        let (copy, task) = s.store.create_clone(&new, site.id, args).await?;
+        s.wake_relay.notify_one();
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({ "task": task, "site": site_json(&s, &copy).await? })),
+        ));
+    }
     let task = s
         .store
         .create_task(

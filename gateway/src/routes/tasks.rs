@@ -16,6 +16,7 @@ pub struct TaskQuery {
     status: Option<String>,
     #[serde(rename = "type")]
     task_type: Option<String>,
+    parent: Option<i64>,
     limit: Option<i64>,
 }
 
@@ -54,6 +55,7 @@ pub async fn list(
             .map(TaskType::parse)
             .transpose()
             .map_err(|e| ApiError::field("type", e))?,
+        parent: q.parent.map(TaskId),
         limit: q.limit.unwrap_or(100).clamp(1, 1000),
     };
     Ok(Json(s.store.tasks(&filter).await?))

@@ -75,7 +75,7 @@ switch ($action) {
         foreach (CODE_PACKAGES as $name => [$type, $version, $schema]) {
             $current = (int) app_config($pdo, "schema:$name", '0');
             foreach (UPDATES[$name] ?? [] as $n => $fn) {
-                if ($n > $current) {
+                if ($n > $current && $n <= $schema) {
                     $fn($pdo);
                     app_set_config($pdo, "schema:$name", (string) $n);
                     $ran[] = "$name:$n";
@@ -85,6 +85,28 @@ switch ($action) {
             app_set_config($pdo, "version:$name", $version);
         }
         result(['updates' => $ran]);
+        break;
+
+    case 'fix-paths':
+        // After a rename or clone: the site's name and anything stored under the old
+        // address or directory now refer to the new ones.
+        $previous = $input['previous'] ?? null;
+        if (!is_array($previous)) {
+            result(['fixed' => 0]);
+            break;
+        }
+        $fixed = 0;
+        if (app_config($pdo, 'site_name') === $previous['domain']) {
+            app_set_config($pdo, 'site_name', $input['domain']);
+            $fixed++;
+        }
+        foreach ([[$previous['url'], $input['url']], [$previous['site_dir'], $input['site_dir']]] as [$from, $to]) {
+            $q = $pdo->prepare('UPDATE example_pages SET body = REPLACE(body, ?, ?) WHERE body LIKE ?');
+            $q->execute([$from, $to, '%' . $from . '%']);
+            $fixed += $q->rowCount();
+        }
+        echo "rewrote $fixed references to {$previous['domain']}\n";
+        result(['fixed' => $fixed]);
         break;
 
     case 'clear-cache':

@@ -10,8 +10,24 @@ const CODE_PACKAGES = [
     'guestbook' => ['module', '1.0.0', 6003],
 ];
 
-// hook_update_N-style updates: schema version => function. Each is run once, in order.
-const UPDATES = [];
+// hook_update_N-style updates, per package: schema version => function. Each runs once, in
+// order, and only up to the schema version the code declares above: a codebase that still
+// declares guestbook at 6003 does not run its 6004 update, the next release (which declares
+// 6004) does.
+const UPDATES = [
+    'guestbook' => [
+        6004 => 'guestbook_update_6004',
+    ],
+];
+
+// Guestbook 6004: entries get a moderation flag; existing entries count as approved.
+function guestbook_update_6004(PDO $pdo): void
+{
+    $has = $pdo->query("SHOW COLUMNS FROM guestbook_entries LIKE 'approved'")->fetch();
+    if (!$has) {
+        $pdo->exec('ALTER TABLE guestbook_entries ADD COLUMN approved TINYINT NOT NULL DEFAULT 1');
+    }
+}
 
 function app_connect(array $db): PDO
 {

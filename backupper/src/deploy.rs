@@ -1,0 +1,81 @@
+//! Deploy: a backup unpacked into a new site directory and its dump imported into a new
+//! database, for the migrator (the reference's `provision-deploy`, used by migrate and clone).
+//! The directory appears at its place only when complete: it is unpacked beside it and
+//! renamed in.
+
+use crate::mysql::Credentials;
+use crate::restore::unpack_and_import;
+use crate::Backupper;
+use anyhow::{bail, Context};
+use domain::{DbIdent, DbPassword, HostPath, Name, ServerKind, TaskId};
+use site::DEPLOY_MARK;
+use worker::TaskLog;
+
+pub struct DeployRequest {
+    pub task: TaskId,
+    pub backup: i64,
+    pub dest: HostPath,
+    pub db_server: Name,
+    pub database: DbIdent,
+    pub user: DbIdent,
+}
+
+pub async fn deploy(b: &Backupper, r: &DeployRequest, log: &TaskLog) -> anyhow::Result<u64> {
+    let dest = r.dest.as_path();
+    let mark = format!("task {}\n", r.task);
+    if tokio::fs::try_exists(dest).await? {
+        return match tokio::fs::read_to_string(dest.join(DEPLOY_MARK)).await {
+            Ok(m) if m == mark => {
+                log.info(format!("{} was deployed by this task already", r.dest))
+                    .await;
+                Ok(0)
+            }
+            _ => bail!(
+                "{} already exists; a deploy never writes over a directory it did not make",
+                r.dest
+            ),
+        };
+    }
+    let backup = b.store.backup(domain::BackupId(r.backup)).await?;
+    let server = b.store.server_by_name(&r.db_server, ServerKind::Db).await?;
+    let password = b
+        .store
+        .task_secret(r.task, contract::DEPLOY_PASSWORD_SECRET)
+        .await?
+        .context("the task keeps no password for the database to deploy into")?;
+    let creds = Credentials {
+        host: server.host.clone(),
+        port: u16::try_from(server.port).context("db server port")?,
+        user: r.user.clone(),
+        password: DbPassword::parse(&password)?,
+    };
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let staging = dest.with_file_name(format!(".{name}.deploy-t{}", r.task));
+    if tokio::fs::try_exists(&staging).await? {
+        tokio::fs::remove_dir_all(&staging).await?; // from an interrupted run
+    }
+    if let Some(parent) = dest.parent() {
+        tokio::fs::create_dir_all(parent)
+            .await
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let extracted = unpack_and_import(b, &backup, &staging, &r.database, &creds).await?;
+    site::set_web_permissions(&staging, 0o750).await?;
+    let files = staging.join("files");
+    if tokio::fs::try_exists(&files).await? {
+        site::give_tree_to_web_user(&files).await?;
+    }
+    tokio::fs::write(staging.join(DEPLOY_MARK), &mark).await?;
+    tokio::fs::rename(&staging, dest)
+        .await
+        .with_context(|| format!("moving the deployed directory to {}", r.dest))?;
+    log.info(format!(
+        "backup {} deployed: {} files into {}, its database imported into {} on {}",
+        backup.id, extracted.files.count, r.dest, r.database, r.db_server
+    ))
+    .await;
+    Ok(extracted.files.count)
+}

@@ -1,0 +1,805 @@
+//! Migrate (upgrade, move, rename) and clone, the reference's "migration process" and
+//! "cloning process", as sagas whose progress is stored, so a migrator killed midway resumes
+//! or unwinds when the task is taken up again.
+//!
+//! Migrate: maintenance on → backup → a new database → deploy the backup onto the target (new
+//! site directory, import) → the target platform's database updates → fix paths → clear
+//! caches → switch (settings, vhost with the new root and credentials, the record; a rename
+//! removes the old domain's vhost) → maintenance off → only then remove the old copy. A
+//! failure undoes the completed steps in reverse: the site serves from its original platform
+//! with its original data, out of maintenance.
+//!
+//! Clone: backup → a new database → deploy as the new site → updates, fix paths, caches →
+//! switch (the new site's settings and vhost; it is enabled). The original is not touched.
+
+use crate::Migrator;
+use anyhow::{bail, Context};
+use contract::{
+    BackupReply, BackupRequest, DbprovRequest, DeployReply, WebconfRequest, DEPLOY_PASSWORD_SECRET,
+};
+use domain::{DbIdent, DbPassword, DomainName, PlatformId, ServerId, SiteId, SiteStatus};
+use platform::{Action, PreviousSite};
+use saga::{Outcome as SagaOutcome, Saga, Step};
+use serde::{Deserialize, Serialize};
+use site::{Placement, SiteTask, DEPLOY_MARK, SITE_MARK};
+use store::Task;
+use worker::{Outcome, TaskLog};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Migrate,
+    Clone,
+}
+
+pub const BEFORE_MIGRATE: &str = "Generated before being migrated";
+pub const BEFORE_CLONE: &str = "Generated before being cloned";
+
+static MIGRATE_STEPS: &[Step] = &[
+    Step {
+        name: "maintenance-on",
+        undoable: true,
+    },
+    // No undo: the backup is kept; it is the way back if a migrate is regretted later.
+    Step {
+        name: "backup",
+        undoable: false,
+    },
+    Step {
+        name: "database",
+        undoable: true,
+    },
+    Step {
+        name: "deploy",
+        undoable: true,
+    },
+    // No undo for the next three: they change only the deployed copy, which the deploy's
+    // and the database's undos remove.
+    Step {
+        name: "update-db",
+        undoable: false,
+    },
+    Step {
+        name: "fix-paths",
+        undoable: false,
+    },
+    Step {
+        name: "clear-cache",
+        undoable: false,
+    },
+    Step {
+        name: "switch",
+        undoable: true,
+    },
+    // No undo: coming out of maintenance is what every path ends with.
+    Step {
+        name: "maintenance-off",
+        undoable: false,
+    },
+    // No undo, and it cannot fail the migrate: the site serves from the target already.
+    Step {
+        name: "cleanup",
+        undoable: false,
+    },
+];
+
+static CLONE_STEPS: &[Step] = &[
+    Step {
+        name: "backup",
+        undoable: false,
+    },
+    Step {
+        name: "database",
+        undoable: true,
+    },
+    Step {
+        name: "deploy",
+        undoable: true,
+    },
+    Step {
+        name: "update-db",
+        undoable: false,
+    },
+    Step {
+        name: "fix-paths",
+        undoable: false,
+    },
+    Step {
+        name: "clear-cache",
+        undoable: false,
+    },
+    Step {
+        name: "switch",
+        undoable: true,
+    },
+];
+
+/// Where the site was when the task began, kept in the task's secrets (it holds the old
+/// database password), so a resumed task knows it even after the record was switched.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Origin {
+    platform: PlatformId,
+    domain: DomainName,
+    db_server: ServerId,
+    db_name: DbIdent,
+    db_user: DbIdent,
+    password: DbPassword,
+}
+
+impl Origin {
+    fn placement(&self) -> Placement {
+        Placement {
+            platform: self.platform,
+            domain: self.domain.clone(),
+            db_server: self.db_server,
+            db_name: self.db_name.clone(),
+            db_user: self.db_user.clone(),
+        }
+    }
+}
+
+struct MoveSaga<'a> {
+    m: &'a Migrator,
+    task: &'a Task,
+    log: &'a TaskLog,
+    mode: Mode,
+    /// The site migrated, or the original of a clone.
+    site: SiteId,
+    origin: Origin,
+    /// The site as it will be: the same site on its target (migrate), or the new site.
+    target_site: SiteId,
+    target: Placement,
+    target_password: DbPassword,
+}
+
+fn arg_i64(task: &Task, key: &str) -> anyhow::Result<i64> {
+    task.args
+        .get(key)
+        .and_then(|v| v.as_i64())
+        .with_context(|| format!("the task has no \"{key}\""))
+}
+
+pub async fn run(m: &Migrator, task: &Task, log: &TaskLog, mode: Mode) -> Outcome {
+    let saga = match prepare(m, task, log, mode).await {
+        Ok(s) => s,
+        Err(e) => {
+            if mode == Mode::Clone {
+                discard_clone_record(m, task).await;
+            }
+            return Outcome::Error(format!("{e:#}; nothing was changed"));
+        }
+    };
+    match saga::run(&m.store, task.id, &saga, &m.faults).await {
+        Ok(SagaOutcome::Completed) => Outcome::Success(Some(serde_json::json!({
+            "site": saga.target_site,
+            "platform": saga.target.platform,
+            "domain": saga.target.domain,
+        }))),
+        Ok(SagaOutcome::Unwound { error }) => match mode {
+            Mode::Migrate => Outcome::Error(format!(
+                "{error}; the site was put back on its original platform and serves as before"
+            )),
+            Mode::Clone => {
+                discard_clone_record(m, task).await;
+                Outcome::Error(format!(
+                    "{error}; everything the clone had made was removed, the original is untouched"
+                ))
+            }
+        },
+        Ok(SagaOutcome::UnwindFailed { error, undo_error }) => {
+            Outcome::Error(format!("{error}; then {undo_error}"))
+        }
+        Err(e) => Outcome::Error(format!("the task could not record its progress: {e:#}")),
+    }
+}
+
+/// A clone that did not happen leaves no site: its record (which reserved the domain) is
+/// marked deleted, so the domain is free again and the history stays.
+async fn discard_clone_record(m: &Migrator, task: &Task) {
+    if let Ok(id) = arg_i64(task, "clone_site") {
+        let id = SiteId(id);
+        if let Ok(s) = m.store.site(id).await {
+            if s.status == SiteStatus::Installing {
+                let _ = m.store.set_site_status(id, SiteStatus::Deleted).await;
+            }
+        }
+    }
+}
+
+async fn prepare<'a>(
+    m: &'a Migrator,
+    task: &'a Task,
+    log: &'a TaskLog,
+    mode: Mode,
+) -> anyhow::Result<MoveSaga<'a>> {
+    let site_id = task
+        .site
+        .context("a migrate or clone task without a site")?;
+    let site = m.store.site(site_id).await?;
+    let st = SiteTask::load(&m.store, site_id).await?;
+    let current = Origin {
+        platform: site.platform_id,
+        domain: site.domain.clone(),
+        db_server: site.db_server_id,
+        db_name: site.db_name.clone(),
+        db_user: site.db_user.clone(),
+        password: st.password(&m.store).await?,
+    };
+    let stored = m
+        .store
+        .ensure_task_secret(task.id, "origin", &serde_json::to_string(&current)?)
+        .await?;
+    let origin: Origin = serde_json::from_str(&stored).context("the task's recorded origin")?;
+    let resumed = stored != serde_json::to_string(&current)?;
+    if !resumed && site.status != SiteStatus::Enabled {
+        bail!(
+            "only an enabled site can be moved; this one is {}",
+            site.status
+        );
+    }
+    let platform = PlatformId(arg_i64(task, "platform")?);
+    let db_server = match task.args.get("db_server").and_then(|v| v.as_i64()) {
+        Some(id) => ServerId(id),
+        None => origin.db_server,
+    };
+    let (target_site, target, target_password) = match mode {
+        Mode::Migrate => {
+            let domain = match task.args.get("domain").and_then(|v| v.as_str()) {
+                Some(d) => DomainName::parse(d)?,
+                None => origin.domain.clone(),
+            };
+            // Names do not grow with every migrate: `<base>_m<task>`.
+            let db_name = origin.db_name.for_task('m', task.id.0)?;
+            let target = Placement {
+                platform,
+                domain,
+                db_server,
+                db_user: db_name.clone(),
+                db_name,
+            };
+            let password = DbPassword::parse(
+                &m.store
+                    .ensure_task_secret(
+                        task.id,
+                        DEPLOY_PASSWORD_SECRET,
+                        DbPassword::generate().expose(),
+                    )
+                    .await?,
+            )?;
+            (site_id, target, password)
+        }
+        Mode::Clone => {
+            let new = SiteId(arg_i64(task, "clone_site")?);
+            let record = m.store.site(new).await?;
+            if !resumed && record.status != SiteStatus::Installing {
+                bail!(
+                    "the clone's site {} is {}, not being made",
+                    record.domain,
+                    record.status
+                );
+            }
+            let password = m
+                .store
+                .ensure_db_password(new, &DbPassword::generate())
+                .await?;
+            let password = DbPassword::parse(
+                &m.store
+                    .ensure_task_secret(task.id, DEPLOY_PASSWORD_SECRET, password.expose())
+                    .await?,
+            )?;
+            let target = Placement {
+                platform: record.platform_id,
+                domain: record.domain.clone(),
+                db_server: record.db_server_id,
+                db_name: record.db_name.clone(),
+                db_user: record.db_user.clone(),
+            };
+            (new, target, password)
+        }
+    };
+    let saga = MoveSaga {
+        m,
+        task,
+        log,
+        mode,
+        site: site_id,
+        origin,
+        target_site,
+        target,
+        target_password,
+    };
+    let (source, dest) = (saga.source().await?, saga.destination().await?);
+    if source.site_dir == dest.site_dir {
+        bail!(
+            "the target is the site's own directory {}: move it to another platform or domain",
+            source.site_dir
+        );
+    }
+    if !resumed {
+        // The registry may have changed since the request: check the packages again.
+        let targets = m.store.migrate_targets(&site).await?;
+        match targets.iter().find(|(p, _)| p.id == dest.platform.id) {
+            Some((_, check)) if !check.selectable => bail!(
+                "platform {} would downgrade the site: {}",
+                dest.platform.name,
+                check.errors()
+            ),
+            Some(_) => {}
+            None => bail!(
+                "platform {} is not enabled or does not offer the profile {}",
+                dest.platform.name,
+                site.profile
+            ),
+        }
+        log.info(format!(
+            "{} {} from {} ({}) to {} ({}) on {}",
+            if mode == Mode::Migrate {
+                "migrating"
+            } else {
+                "cloning"
+            },
+            source.site.domain,
+            source.platform.name,
+            source.site_dir,
+            dest.platform.name,
+            dest.site_dir,
+            dest.site.domain,
+        ))
+        .await;
+    }
+    Ok(saga)
+}
+
+impl MoveSaga<'_> {
+    /// The site where it was.
+    async fn source(&self) -> anyhow::Result<SiteTask> {
+        SiteTask::load_as(&self.m.store, self.site, &self.origin.placement()).await
+    }
+
+    /// The site where it goes.
+    async fn destination(&self) -> anyhow::Result<SiteTask> {
+        SiteTask::load_as(&self.m.store, self.target_site, &self.target).await
+    }
+
+    fn renamed(&self) -> bool {
+        self.target.domain != self.origin.domain
+    }
+
+    async fn action_on(
+        &self,
+        st: &SiteTask,
+        password: &DbPassword,
+        action: Action,
+        previous: Option<PreviousSite>,
+    ) -> anyhow::Result<Option<serde_json::Value>> {
+        if !st.manifest.actions.contains_key(action.key()) {
+            self.log
+                .info(format!(
+                    "platform {} has no {} action; skipped",
+                    st.platform.name,
+                    action.key()
+                ))
+                .await;
+            return Ok(None);
+        }
+        let mut ctx = st.context(password.clone());
+        ctx.previous = previous;
+        Ok(Some(
+            site::run_action(st, action, &ctx, self.m.settings.action_timeout, self.log).await?,
+        ))
+    }
+
+    async fn backup(&self) -> anyhow::Result<BackupReply> {
+        let source = self.source().await?;
+        let description = match self.mode {
+            Mode::Migrate => BEFORE_MIGRATE,
+            Mode::Clone => BEFORE_CLONE,
+        };
+        Ok(self
+            .m
+            .rpc
+            .call(
+                "backupper",
+                &source.web_server,
+                contract::BACKUP_MESSAGE_TYPE,
+                &BackupRequest::MakeBackup {
+                    site: self.site,
+                    task: self.task.id,
+                    description: description.to_owned(),
+                },
+                self.m.settings.backup_timeout,
+            )
+            .await?)
+    }
+
+    async fn webconf(&self, st: &SiteTask, request: WebconfRequest) -> anyhow::Result<bool> {
+        Ok(site::webconf(
+            &self.m.rpc,
+            &st.web_server,
+            request,
+            self.m.settings.rpc_timeout,
+        )
+        .await?
+        .changed)
+    }
+
+    async fn cleanup(&self) -> anyhow::Result<()> {
+        let (source, dest) = (self.source().await?, self.destination().await?);
+        self.refresh_packages(&dest).await;
+        let _ = tokio::fs::remove_file(dest.site_dir.as_path().join(DEPLOY_MARK)).await;
+        let old = source.site_dir.as_path();
+        match tokio::fs::read_to_string(old.join(SITE_MARK)).await {
+            Ok(m) if m == format!("site {}\n", self.site) => {
+                match tokio::fs::remove_dir_all(old).await {
+                    Ok(()) => {
+                        self.log
+                            .info(format!("old copy {} removed", source.site_dir))
+                            .await
+                    }
+                    Err(e) => {
+                        self.log
+                            .warn(format!(
+                                "could not remove the old copy {}: {e}",
+                                source.site_dir
+                            ))
+                            .await
+                    }
+                }
+            }
+            Ok(_) => {
+                self.log
+                    .warn(format!(
+                        "{} carries another site's mark; left alone",
+                        source.site_dir
+                    ))
+                    .await
+            }
+            Err(_) => {}
+        }
+        match site::dbprov(
+            &self.m.rpc,
+            &source.site.db_server,
+            DbprovRequest::DropDatabase {
+                database: self.origin.db_name.clone(),
+                user: self.origin.db_user.clone(),
+            },
+            self.m.settings.rpc_timeout,
+        )
+        .await
+        {
+            Ok(_) => {
+                self.log
+                    .info(format!(
+                        "old database {} and its user dropped",
+                        self.origin.db_name
+                    ))
+                    .await
+            }
+            Err(e) => {
+                self.log
+                    .warn(format!(
+                        "could not drop the old database {}: {e:#}",
+                        self.origin.db_name
+                    ))
+                    .await
+            }
+        }
+        Ok(())
+    }
+
+    async fn refresh_packages(&self, dest: &SiteTask) {
+        let result = self
+            .action_on(dest, &self.target_password, Action::Packages, None)
+            .await;
+        match result.and_then(|r| r.map(site::packages_from).transpose()) {
+            Ok(Some(list)) => {
+                if let Err(e) = self
+                    .m
+                    .store
+                    .replace_site_packages(self.target_site, &list)
+                    .await
+                {
+                    self.log
+                        .warn(format!("could not record the packages: {e}"))
+                        .await;
+                } else {
+                    self.log
+                        .info(format!("{} packages enabled on the site", list.len()))
+                        .await;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                self.log
+                    .warn(format!("could not read the site's packages: {e:#}"))
+                    .await
+            }
+        }
+    }
+}
+
+impl Saga for MoveSaga<'_> {
+    fn name(&self) -> &'static str {
+        match self.mode {
+            Mode::Migrate => "migrate",
+            Mode::Clone => "clone",
+        }
+    }
+
+    fn steps(&self) -> &'static [Step] {
+        match self.mode {
+            Mode::Migrate => MIGRATE_STEPS,
+            Mode::Clone => CLONE_STEPS,
+        }
+    }
+
+    async fn action(&self, step: &'static str) -> anyhow::Result<()> {
+        match step {
+            "maintenance-on" => {
+                let source = self.source().await?;
+                self.action_on(&source, &self.origin.password, Action::MaintenanceOn, None)
+                    .await?;
+            }
+            "backup" => {
+                let b = self.backup().await?;
+                self.log
+                    .info(format!("backup {} made ({} bytes)", b.backup, b.size))
+                    .await;
+            }
+            "database" => {
+                let dest = self.destination().await?;
+                site::dbprov(
+                    &self.m.rpc,
+                    &dest.site.db_server,
+                    DbprovRequest::CreateDatabase {
+                        database: self.target.db_name.clone(),
+                        user: self.target.db_user.clone(),
+                        password: self.target_password.clone(),
+                    },
+                    self.m.settings.rpc_timeout,
+                )
+                .await?;
+                self.log
+                    .info(format!(
+                        "database {} and user {} ready on {}",
+                        self.target.db_name, self.target.db_user, dest.site.db_server
+                    ))
+                    .await;
+            }
+            "deploy" => {
+                // The backup step's archive: asking again answers with the same backup.
+                let backup = self.backup().await?;
+                let dest = self.destination().await?;
+                let _: DeployReply = self
+                    .m
+                    .rpc
+                    .call(
+                        "backupper",
+                        &dest.web_server,
+                        contract::BACKUP_MESSAGE_TYPE,
+                        &BackupRequest::Deploy {
+                            task: self.task.id,
+                            backup: backup.backup,
+                            dest: dest.site_dir.clone(),
+                            db_server: dest.site.db_server.clone(),
+                            database: self.target.db_name.clone(),
+                            user: self.target.db_user.clone(),
+                        },
+                        self.m.settings.backup_timeout,
+                    )
+                    .await?;
+                if self.mode == Mode::Clone {
+                    // The copy is a site of its own now.
+                    tokio::fs::write(
+                        dest.site_dir.as_path().join(SITE_MARK),
+                        format!("site {}\n", self.target_site),
+                    )
+                    .await?;
+                }
+                // Settings for the copy's own database before any action runs on it.
+                let settings = dest
+                    .manifest
+                    .render_settings(&dest.context(self.target_password.clone()))?;
+                site::write_settings(&dest.settings_path(), &settings).await?;
+            }
+            "update-db" => {
+                let dest = self.destination().await?;
+                if let Some(r) = self
+                    .action_on(&dest, &self.target_password, Action::UpdateDb, None)
+                    .await?
+                {
+                    self.log.info(format!("database updates: {r}")).await;
+                }
+            }
+            "fix-paths" => {
+                let (source, dest) = (self.source().await?, self.destination().await?);
+                let previous = PreviousSite {
+                    domain: source.site.domain.clone(),
+                    url: source.url.clone(),
+                    site_dir: source.site_dir.clone(),
+                };
+                self.action_on(
+                    &dest,
+                    &self.target_password,
+                    Action::FixPaths,
+                    Some(previous),
+                )
+                .await?;
+            }
+            "clear-cache" => {
+                let dest = self.destination().await?;
+                self.action_on(&dest, &self.target_password, Action::ClearCache, None)
+                    .await?;
+            }
+            "switch" => {
+                let dest = self.destination().await?;
+                let settings = dest
+                    .manifest
+                    .render_settings(&dest.context(self.target_password.clone()))?;
+                site::write_settings(&dest.settings_path(), &settings).await?;
+                self.webconf(&dest, WebconfRequest::WriteVhost(dest.vhost()?))
+                    .await?;
+                match self.mode {
+                    Mode::Migrate => {
+                        self.m
+                            .store
+                            .set_site_location(
+                                self.site,
+                                self.target.platform,
+                                &self.target.domain,
+                                self.target.db_server,
+                                &self.target.db_name,
+                                &self.target.db_user,
+                                &self.target_password,
+                            )
+                            .await?;
+                        if self.renamed() {
+                            self.webconf(
+                                &dest,
+                                WebconfRequest::RemoveVhost {
+                                    domain: self.origin.domain.clone(),
+                                },
+                            )
+                            .await?;
+                            self.log
+                                .info(format!("{} no longer serves the site", self.origin.domain))
+                                .await;
+                        }
+                    }
+                    Mode::Clone => {
+                        self.m
+                            .store
+                            .set_site_status(self.target_site, SiteStatus::Enabled)
+                            .await?;
+                        self.refresh_packages(&dest).await;
+                    }
+                }
+                self.log
+                    .info(format!(
+                        "{} serves from {} ({})",
+                        dest.site.domain, dest.platform.name, dest.site_dir
+                    ))
+                    .await;
+            }
+            "maintenance-off" => {
+                let dest = self.destination().await?;
+                self.action_on(&dest, &self.target_password, Action::MaintenanceOff, None)
+                    .await?;
+            }
+            // Never fails: the site serves from the target already, so what cannot be
+            // removed is logged, and an unwind from here would be worse than leftovers.
+            "cleanup" => {
+                if let Err(e) = self.cleanup().await {
+                    self.log
+                        .warn(format!("the old copy was not fully removed: {e:#}"))
+                        .await;
+                }
+            }
+            other => bail!("unknown step {other}"),
+        }
+        Ok(())
+    }
+
+    async fn undo(&self, step: &'static str) -> anyhow::Result<()> {
+        match step {
+            "maintenance-on" => {
+                let source = self.source().await?;
+                self.action_on(&source, &self.origin.password, Action::MaintenanceOff, None)
+                    .await?;
+            }
+            "database" => {
+                let dest = self.destination().await?;
+                site::dbprov(
+                    &self.m.rpc,
+                    &dest.site.db_server,
+                    DbprovRequest::DropDatabase {
+                        database: self.target.db_name.clone(),
+                        user: self.target.db_user.clone(),
+                    },
+                    self.m.settings.rpc_timeout,
+                )
+                .await?;
+                self.log
+                    .info(format!("database {} dropped", self.target.db_name))
+                    .await;
+            }
+            "deploy" => {
+                let dest = self.destination().await?;
+                let dir = dest.site_dir.as_path();
+                let name = dir
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let staging = dir.with_file_name(format!(".{name}.deploy-t{}", self.task.id));
+                if tokio::fs::try_exists(&staging).await? {
+                    tokio::fs::remove_dir_all(&staging).await?;
+                }
+                let ours = format!("task {}\n", self.task.id);
+                if tokio::fs::read_to_string(dir.join(DEPLOY_MARK)).await.ok() == Some(ours) {
+                    tokio::fs::remove_dir_all(dir)
+                        .await
+                        .with_context(|| format!("removing {}", dest.site_dir))?;
+                    self.log
+                        .info(format!("deployed copy {} removed", dest.site_dir))
+                        .await;
+                }
+            }
+            "switch" => {
+                let (source, dest) = (self.source().await?, self.destination().await?);
+                match self.mode {
+                    Mode::Migrate => {
+                        self.m
+                            .store
+                            .set_site_location(
+                                self.site,
+                                self.origin.platform,
+                                &self.origin.domain,
+                                self.origin.db_server,
+                                &self.origin.db_name,
+                                &self.origin.db_user,
+                                &self.origin.password,
+                            )
+                            .await?;
+                        if self.renamed() {
+                            self.webconf(
+                                &dest,
+                                WebconfRequest::RemoveVhost {
+                                    domain: self.target.domain.clone(),
+                                },
+                            )
+                            .await?;
+                        }
+                        // The original vhost, root and credentials again (for the same
+                        // domain this replaces the target's vhost).
+                        let settings = source
+                            .manifest
+                            .render_settings(&source.context(self.origin.password.clone()))?;
+                        site::write_settings(&source.settings_path(), &settings).await?;
+                        self.webconf(&source, WebconfRequest::WriteVhost(source.vhost()?))
+                            .await?;
+                        self.log
+                            .info(format!(
+                                "{} serves from {} again",
+                                source.site.domain, source.platform.name
+                            ))
+                            .await;
+                    }
+                    Mode::Clone => {
+                        self.webconf(
+                            &dest,
+                            WebconfRequest::RemoveVhost {
+                                domain: self.target.domain.clone(),
+                            },
+                        )
+                        .await?;
+                        self.m
+                            .store
+                            .set_site_status(self.target_site, SiteStatus::Installing)
+                            .await?;
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}

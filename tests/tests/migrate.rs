@@ -1,0 +1,460 @@
+//! Migrate and clone against the real services: package checks for the reference's four
+//! cases, an upgrade that changes the site's schema and keeps its content, rename, clone,
+//! features, a batch, and the sagas: every action twice, and a failure at each step unwinds.
+
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::time::Duration;
+use tests::{Stack, StackOptions};
+
+const DOMAIN: &str = "move.acme.example";
+
+fn id(v: &Value) -> i64 {
+    v["id"].as_i64().unwrap_or_default()
+}
+
+async fn site(stack: &Stack, site: i64) -> Value {
+    let (status, s) = stack.call("GET", &format!("/sites/{site}"), None).await;
+    assert_eq!(status, 200, "{s}");
+    s
+}
+
+/// The reference's platforms: the site's guestbook is at schema 6003; A offers 6002, B lacks
+/// it, C offers 6003, D 6004 with an update that changes the site's database.
+async fn reference_platforms(stack: &Stack) {
+    let gb = "[[packages]]\nname = \"guestbook\"\ntype = \"module\"\nversion = \"1.0.0\"\nschema_version = 6003\n";
+    stack
+        .fixture_platform("a", |m| {
+            m.replace(
+                "version = \"1.0.0\"\nschema_version = 6003",
+                "version = \"0.9.0\"\nschema_version = 6002",
+            )
+        })
+        .await;
+    stack
+        .fixture_platform("b", move |m| m.replace(gb, ""))
+        .await;
+    stack.fixture_platform("c", |m| m).await;
+    stack
+        .fixture_platform("d", |m| {
+            m.replace(
+                "version = \"1.0.0\"\nschema_version = 6003",
+                "version = \"1.1.0\"\nschema_version = 6004",
+            )
+        })
+        .await;
+    // D's code is the next release: it declares guestbook 6004, so its update runs.
+    let app = stack.dir.join("platforms/d/lib/app.php");
+    let code = std::fs::read_to_string(&app).expect("d's app.php");
+    let newer = code.replace(
+        "'guestbook' => ['module', '1.0.0', 6003]",
+        "'guestbook' => ['module', '1.1.0', 6004]",
+    );
+    assert_ne!(
+        code, newer,
+        "the example's package list moved; update this fixture"
+    );
+    std::fs::write(&app, newer).expect("writing d's app.php");
+}
+
+fn root(stack: &Stack, platform: &str) -> PathBuf {
+    if platform == "example" {
+        stack.example_root.clone()
+    } else {
+        stack.dir.join("platforms").join(platform)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn package_checks_upgrade_rename_and_clone() {
+    let stack = Stack::spawn().await;
+    stack.create_client("acme").await;
+    let s = stack.install_site(DOMAIN, "acme").await;
+    let sid = id(&s);
+    let old_db = s["db_name"].as_str().unwrap_or_default().to_owned();
+    stack
+        .mariadb_exec(&format!(
+            "INSERT INTO `{old_db}`.guestbook_entries (author, message) VALUES ('ada', 'first!')"
+        ))
+        .await;
+    reference_platforms(&stack).await;
+
+    // The package checks: A is an error, B a warning, C the same, D an upgrade.
+    let (status, targets) = stack
+        .call("GET", &format!("/sites/{sid}/migrate-targets"), None)
+        .await;
+    assert_eq!(status, 200, "{targets}");
+    let target = |name: &str| {
+        targets
+            .as_array()
+            .and_then(|t| t.iter().find(|t| t["platform"]["name"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("no target {name}: {targets}"))
+    };
+    let guestbook = |t: &Value| {
+        t["packages"]
+            .as_array()
+            .and_then(|p| p.iter().find(|p| p["name"] == "guestbook"))
+            .map(|p| p["status"].clone())
+            .unwrap_or(Value::Null)
+    };
+    for (name, selectable, status, count) in [
+        ("a", false, "error", "error"),
+        ("b", true, "warning", "warning"),
+        ("c", true, "same", "same"),
+        ("d", true, "upgrade", "upgrade"),
+    ] {
+        let t = target(name);
+        assert_eq!(t["selectable"], selectable, "{name}: {t}");
+        assert_eq!(guestbook(&t), status, "{name}: {t}");
+        assert!(t["counts"][count].as_u64() >= Some(1), "{name}: {t}");
+    }
+    assert_eq!(target("example")["current"], true);
+
+    // A migrate to A is refused with the reason.
+    let (status, r) = stack
+        .call(
+            "POST",
+            &format!("/sites/{sid}/tasks"),
+            Some(json!({"type": "migrate", "platform": "a"})),
+        )
+        .await;
+    assert_eq!(status, 409, "{r}");
+    assert!(r.to_string().contains("guestbook"), "{r}");
+
+    // To D: the site's schema changes, its content stays, it serves from D's root.
+    let done = stack
+        .run_site_task(sid, json!({"type": "migrate", "platform": "d"}))
+        .await;
+    assert_eq!(
+        done["status"],
+        "success",
+        "{done}\n{}",
+        stack.task_log_text(id(&done)).await
+    );
+    let moved = site(&stack, sid).await;
+    assert_eq!(moved["platform"], "d");
+    let new_db = moved["db_name"].as_str().unwrap_or_default().to_owned();
+    assert_ne!(new_db, old_db);
+    let columns = stack.mariadb_query(
+        &format!("SELECT column_name FROM information_schema.columns WHERE table_schema = '{new_db}' AND table_name = 'guestbook_entries' AND column_name = 'approved'"),
+    )
+    .await;
+    assert_eq!(columns, ["approved"], "the 6004 update did not run");
+    let entries = stack
+        .mariadb_query(&format!("SELECT message FROM `{new_db}`.guestbook_entries"))
+        .await;
+    assert_eq!(entries, ["first!"]);
+    assert!(
+        moved["packages"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p["name"] == "guestbook"
+                && p["schema_version"] == 6004
+                && p["version"] == "1.1.0")),
+        "{moved}"
+    );
+    let vhost = std::fs::read_to_string(stack.vhost_path(DOMAIN)).expect("vhost");
+    assert!(
+        vhost.contains(&format!("root {}/public;", root(&stack, "d").display())),
+        "{vhost}"
+    );
+    let page = stack.page(DOMAIN, "/").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains(&new_db), "{}", page.body);
+    // The old copy is gone only now.
+    assert!(!stack.site_dir(&root(&stack, "example"), DOMAIN).exists());
+    let (dbs, _) = stack.mariadb_leftovers().await;
+    assert!(!dbs.contains(&old_db), "{dbs:?}");
+    let (_, backups) = stack
+        .call("GET", &format!("/sites/{sid}/backups"), None)
+        .await;
+    assert!(backups
+        .to_string()
+        .contains("Generated before being migrated"));
+
+    // Rename on the same platform: the old domain stops serving the site.
+    let done = stack
+        .run_site_task(
+            sid,
+            json!({"type": "migrate", "platform": "d", "domain": "renamed.acme.example"}),
+        )
+        .await;
+    assert_eq!(
+        done["status"],
+        "success",
+        "{done}\n{}",
+        stack.task_log_text(id(&done)).await
+    );
+    assert_eq!(stack.page(DOMAIN, "/").await.status, 404);
+    let page = stack.page("renamed.acme.example", "/").await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains("<h1>renamed.acme.example</h1>"),
+        "fix_paths renamed the site: {}",
+        page.body
+    );
+    assert_eq!(site(&stack, sid).await["domain"], "renamed.acme.example");
+
+    // Clone: a new site at its own domain; the original is untouched.
+    let (status, r) = stack
+        .call(
+            "POST",
+            &format!("/sites/{sid}/tasks"),
+            Some(json!({"type": "clone", "platform": "d", "domain": "copy.acme.example"})),
+        )
+        .await;
+    assert_eq!(status, 202, "{r}");
+    let copy = id(&r["site"]);
+    assert_ne!(copy, sid);
+    let done = stack
+        .wait_task(id(&r["task"]), Duration::from_secs(120))
+        .await;
+    assert_eq!(
+        done["status"],
+        "success",
+        "{done}\n{}",
+        stack.task_log_text(id(&r["task"])).await
+    );
+    let copied = site(&stack, copy).await;
+    assert_eq!(copied["status"], "enabled", "{copied}");
+    assert_eq!(copied["aliases"], json!([]));
+    let page = stack.page("copy.acme.example", "/").await;
+    assert!(
+        page.body.contains("<h1>copy.acme.example</h1>"),
+        "{}",
+        page.body
+    );
+    let original = stack.page("renamed.acme.example", "/").await;
+    assert!(original.body.contains("<h1>renamed.acme.example</h1>"));
+    let copy_db = copied["db_name"].as_str().unwrap_or_default();
+    let entries = stack
+        .mariadb_query(&format!(
+            "SELECT message FROM `{copy_db}`.guestbook_entries"
+        ))
+        .await;
+    assert_eq!(entries, ["first!"], "the clone has the original's content");
+
+    // Features: with migrate and clone off they are not offered, and asking is a 409.
+    stack
+        .call(
+            "PATCH",
+            "/settings",
+            Some(json!({"features": {"migrate": false, "clone": false}})),
+        )
+        .await;
+    let now = site(&stack, sid).await;
+    let offered = now["available_tasks"].to_string();
+    assert!(
+        !offered.contains("migrate") && !offered.contains("clone"),
+        "{now}"
+    );
+    let (status, r) = stack
+        .call(
+            "POST",
+            &format!("/sites/{sid}/tasks"),
+            Some(json!({"type": "migrate", "platform": "c"})),
+        )
+        .await;
+    assert_eq!(status, 409, "{r}");
+    // Switching clone on switches migrate on.
+    let (_, settings) = stack
+        .call(
+            "PATCH",
+            "/settings",
+            Some(json!({"features": {"clone": true}})),
+        )
+        .await;
+    assert_eq!(
+        settings["features"],
+        json!({"clone": true, "migrate": true})
+    );
+    stack.teardown().await;
+}
+
+/// What a site looks like from outside: its record, its page, the databases and the site
+/// directories of every platform.
+async fn assert_as_before(stack: &Stack, sid: i64, db: &str, context: &str) {
+    let now = site(stack, sid).await;
+    assert_eq!(now["platform"], "example", "{context}: {now}");
+    assert_eq!(now["domain"], DOMAIN, "{context}");
+    assert_eq!(now["db_name"], db, "{context}");
+    assert_eq!(now["status"], "enabled", "{context}");
+    let page = stack.page(DOMAIN, "/").await;
+    assert_eq!(page.status, 200, "{context}: {}", page.body);
+    assert!(
+        page.body.contains(&format!("<h1>{DOMAIN}</h1>")),
+        "{context}: {}",
+        page.body
+    );
+    let (dbs, users) = stack.mariadb_leftovers().await;
+    assert_eq!(dbs, [db.to_owned()], "{context}: databases");
+    assert_eq!(users, [db.to_owned()], "{context}: users");
+    for p in ["c", "copy"] {
+        let sites = root(stack, p).join("sites");
+        let extra: Vec<_> = std::fs::read_dir(&sites)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name())
+                    .filter(|n| n != ".gitkeep")
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(
+            extra.is_empty(),
+            "{context}: left in {}: {extra:?}",
+            sites.display()
+        );
+    }
+    assert!(
+        !stack.vhost_path("copy.acme.example").exists(),
+        "{context}: the clone's vhost"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_at_each_step_unwinds_and_every_action_can_run_twice() {
+    let mut stack = Stack::spawn().await;
+    stack.create_client("acme").await;
+    let s = stack.install_site(DOMAIN, "acme").await;
+    let sid = id(&s);
+    let db = s["db_name"].as_str().unwrap_or_default().to_owned();
+    stack.fixture_platform("c", |m| m).await;
+
+    // Cleanup is left out: it runs after the site serves from its target and cannot fail
+    // (what it cannot remove is logged); an injected failure there would test the injector.
+    let migrate = [
+        "maintenance-on",
+        "backup",
+        "database",
+        "deploy",
+        "update-db",
+        "fix-paths",
+        "clear-cache",
+        "switch",
+        "maintenance-off",
+    ];
+    let clone = [
+        "backup",
+        "database",
+        "deploy",
+        "update-db",
+        "fix-paths",
+        "clear-cache",
+        "switch",
+    ];
+    let cases = migrate
+        .iter()
+        .map(|s| ("migrate", *s))
+        .chain(clone.iter().map(|s| ("clone", *s)));
+    for (saga, step) in cases {
+        stack.kill("migrator");
+        let fault = format!("{saga}:{step}");
+        stack
+            .start_with("migrator", &[("HOSTING_SAGA_FAIL_AT", &fault)])
+            .expect("migrator");
+        let body = if saga == "migrate" {
+            json!({"type": "migrate", "platform": "c"})
+        } else {
+            json!({"type": "clone", "platform": "c", "domain": "copy.acme.example"})
+        };
+        let done = stack.run_site_task(sid, body).await;
+        assert_eq!(done["status"], "error", "{fault}: {done}");
+        assert!(
+            done["error"].to_string().contains("injected"),
+            "{fault}: {done}"
+        );
+        assert_as_before(&stack, sid, &db, &fault).await;
+        if saga == "clone" {
+            let (_, copies) = stack
+                .call("GET", "/sites?domain=copy.acme.example", None)
+                .await;
+            assert!(
+                copies
+                    .as_array()
+                    .is_some_and(|c| c.iter().all(|c| c["status"] == "deleted")),
+                "{fault}: {copies}"
+            );
+        }
+    }
+
+    // Every action run twice: both sagas still succeed.
+    stack.kill("migrator");
+    stack
+        .start_with("migrator", &[("HOSTING_SAGA_REPEAT_ACTIONS", "1")])
+        .expect("migrator");
+    let done = stack
+        .run_site_task(
+            sid,
+            json!({"type": "clone", "platform": "c", "domain": "copy.acme.example"}),
+        )
+        .await;
+    assert_eq!(
+        done["status"],
+        "success",
+        "{done}\n{}",
+        stack.task_log_text(id(&done)).await
+    );
+    assert_eq!(stack.page("copy.acme.example", "/").await.status, 200);
+    let done = stack
+        .run_site_task(sid, json!({"type": "migrate", "platform": "c"}))
+        .await;
+    assert_eq!(
+        done["status"],
+        "success",
+        "{done}\n{}",
+        stack.task_log_text(id(&done)).await
+    );
+    assert_eq!(site(&stack, sid).await["platform"], "c");
+    let page = stack.page(DOMAIN, "/").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    stack.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_moves_every_site_of_a_platform() {
+    let stack = Stack::spawn_with(StackOptions::default()).await;
+    stack.create_client("acme").await;
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        ids.push(id(&stack
+            .install_site(&format!("s{n}.acme.example"), "acme")
+            .await));
+    }
+    stack.fixture_platform("c", |m| m).await;
+    let (_, platforms) = stack.call("GET", "/platforms", None).await;
+    let example = platforms
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["name"] == "example"))
+        .map(id)
+        .unwrap_or_default();
+    let (status, r) = stack
+        .call(
+            "POST",
+            &format!("/platforms/{example}/tasks"),
+            Some(json!({"type": "migrate-sites", "target": "c", "concurrency": 2})),
+        )
+        .await;
+    assert_eq!(status, 202, "{r}");
+    let done = stack
+        .wait_task(id(&r["task"]), Duration::from_secs(300))
+        .await;
+    assert_eq!(
+        done["status"],
+        "success",
+        "{done}\n{}",
+        stack.task_log_text(id(&r["task"])).await
+    );
+    assert_eq!(done["result"]["migrated"], 5, "{done}");
+    let (_, children) = stack
+        .call("GET", &format!("/tasks?parent={}", id(&r["task"])), None)
+        .await;
+    assert_eq!(children.as_array().map(Vec::len), Some(5), "{children}");
+    for (n, sid) in ids.iter().enumerate() {
+        assert_eq!(site(&stack, *sid).await["platform"], "c");
+        assert_eq!(
+            stack.page(&format!("s{n}.acme.example"), "/").await.status,
+            200
+        );
+    }
+    stack.teardown().await;
+}
