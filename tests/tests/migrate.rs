@@ -458,3 +458,44 @@ async fn a_batch_moves_every_site_of_a_platform() {
     }
     stack.teardown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drupal_codebase_is_scanned_into_the_registry() {
+    let stack = Stack::spawn().await;
+    let root = stack.dir.join("platforms/drupal-10");
+    let files = [
+        ("web/core/lib/Drupal.php", "<?php\nfinal class Drupal {\n  const VERSION = '10.1.5';\n}\n"),
+        ("web/core/modules/node/node.info.yml", "name: Node\ntype: module\npackage: Core\nversion: VERSION\n"),
+        ("web/core/modules/node/node.install", "<?php\nfunction node_update_10001() {}\nfunction node_update_10100() {}\n"),
+        ("web/core/profiles/standard/standard.info.yml", "name: Standard\ntype: profile\nversion: VERSION\n"),
+        ("web/modules/contrib/pathauto/pathauto.info.yml", "name: Pathauto\ntype: module\nversion: '8.x-1.11'\n"),
+        ("web/modules/contrib/pathauto/pathauto.install", "<?php\nfunction pathauto_update_8108() {}\n"),
+        ("web/themes/contrib/gin/gin.info.yml", "name: Gin\ntype: theme\nversion: 8.x-3.0-rc6\n"),
+    ];
+    for (rel, text) in files {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, text).expect("write");
+    }
+    let body = json!({"name": "drupal-10", "server": "local", "root": root.to_string_lossy(), "driver": "drupal"});
+    let (status, r) = stack.call("POST", "/platforms", Some(body)).await;
+    assert_eq!(status, 202, "{r}");
+    let p = stack.wait_platform("drupal-10").await.expect("verified");
+    assert_eq!(p["driver"], "drupal");
+    let packages = p["packages"].to_string();
+    for expected in [
+        json!({"name": "drupal", "type": "core", "version": "10.1.5", "schema_version": null}),
+        json!({"name": "node", "type": "module", "version": "10.1.5", "schema_version": 10100}),
+        json!({"name": "pathauto", "type": "module", "version": "8.x-1.11", "schema_version": 8108}),
+        json!({"name": "gin", "type": "theme", "version": "8.x-3.0-rc6", "schema_version": null}),
+    ] {
+        assert!(
+            p["packages"]
+                .as_array()
+                .is_some_and(|list| list.iter().any(|k| *k == expected)),
+            "{expected} not in {packages}"
+        );
+    }
+    assert_eq!(p["profiles"], json!([{"name": "standard", "languages": ["en"]}]));
+    stack.teardown().await;
+}

@@ -66,6 +66,8 @@ pub enum SettingsFormat {
     #[default]
     Php,
     Json,
+    /// Drupal's `settings.php`: `$databases`, `$settings`, `$base_url`.
+    Drupal,
 }
 
 fn dot() -> String {
@@ -118,6 +120,12 @@ impl Manifest {
 
     pub fn parse(text: &str) -> Result<Self, String> {
         let m: Manifest = toml::from_str(text).map_err(|e| e.to_string())?;
+        m.check()
+    }
+
+    /// The checks every manifest passes, read from a file or made by a driver's scan.
+    pub fn check(self) -> Result<Self, String> {
+        let m = self;
         check_relative("application.web_root", &m.application.web_root)?;
         check_relative(
             "application.front_controller",
@@ -183,6 +191,7 @@ impl Manifest {
                 user = site.db.user,
                 password = site.db.password.expose(),
             ),
+            SettingsFormat::Drupal => crate::drupal::render_settings(site),
             SettingsFormat::Json => {
                 let v = serde_json::json!({
                     "site": {
@@ -244,6 +253,10 @@ impl Manifest {
             .env("HOSTING_SITE_URL", &site.url)
             .env("HOSTING_SITE_DIR", site.site_dir.as_str())
             .env("HOSTING_PLATFORM_ROOT", root.as_str())
+            // Not secrets, and what CMS command-line tools take as options.
+            .env("HOSTING_SITE_PROFILE", site.profile.as_str())
+            .env("HOSTING_SITE_LANGUAGE", site.language.as_str())
+            .env("HOSTING_ADMIN_EMAIL", site.admin_email.as_str())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

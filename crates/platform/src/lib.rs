@@ -4,7 +4,10 @@
 //!
 //! The `hooks` driver is the general one: the platform root holds `hosting.toml`, a manifest
 //! that declares the packages, profiles and one command per action (see `docs/manifest.md`).
+//! The other drivers scan a known codebase and produce the same manifest, so everything after
+//! platform verify works the same for every driver.
 
+pub mod drupal;
 mod hooks;
 
 pub use hooks::*;
