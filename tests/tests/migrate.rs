@@ -492,7 +492,7 @@ async fn a_drupal_codebase_is_scanned_into_the_registry() {
         assert!(
             p["packages"]
                 .as_array()
-                .is_some_and(|list| list.iter().any(|k| *k == expected)),
+                .is_some_and(|list| list.contains(&expected)),
             "{expected} not in {packages}"
         );
     }
