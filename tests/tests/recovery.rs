@@ -112,3 +112,66 @@ async fn a_task_accepted_while_the_broker_is_unreachable_runs_when_it_returns() 
     );
     stack.teardown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migrator_killed_mid_migrate_resumes_it() {
+    let options = StackOptions {
+        env: vec![("*", "HOSTING_LEASE_SECS".into(), "3".into())],
+        ..Default::default()
+    };
+    let mut stack = Stack::spawn_with(options).await;
+    stack.create_client("acme").await;
+    let site = stack.install_site("moving.acme.example", "acme").await;
+    let sid = site["id"].as_i64().unwrap_or_default();
+    stack
+        .fixture_platform("slow", |m| {
+            m.replace(
+                r#"update_db = ["php", "bin/site.php", "update-db"]"#,
+                r#"update_db = ["sh", "-c", "sleep 2 && exec php bin/site.php update-db"]"#,
+            )
+        })
+        .await;
+    let (status, r) = stack
+        .call(
+            "POST",
+            &format!("/sites/{sid}/tasks"),
+            Some(serde_json::json!({"type": "migrate", "platform": "slow"})),
+        )
+        .await;
+    assert_eq!(status, 202, "{r}");
+    let id = r["task"]["id"].as_i64().unwrap_or_default();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !stack
+        .task_log_text(id)
+        .await
+        .contains("step 'update-db' started")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the migrate never reached its update-db step:\n{}",
+            stack.task_log_text(id).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stack.kill("migrator");
+    stack.start("migrator").expect("restarting the migrator");
+    let done = stack.wait_task(id, Duration::from_secs(120)).await;
+    assert_eq!(
+        done["status"],
+        "success",
+        "{done}\n{}",
+        stack.task_log_text(id).await
+    );
+    assert!(done["attempts"].as_i64().unwrap_or_default() >= 2, "{done}");
+    assert!(stack
+        .task_log_text(id)
+        .await
+        .contains("resuming step 'update-db'"));
+    let (_, now) = stack.call("GET", &format!("/sites/{sid}"), None).await;
+    assert_eq!(now["platform"], "slow");
+    assert_eq!(stack.page("moving.acme.example", "/").await.status, 200);
+    // One database: the new one; the old was removed after the switch.
+    let (dbs, _) = stack.mariadb_leftovers().await;
+    assert_eq!(dbs, [now["db_name"].as_str().unwrap_or_default().to_owned()]);
+    stack.teardown().await;
+}
