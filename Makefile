@@ -24,6 +24,7 @@ bench: deps
 	$(CARGO) build --release --workspace --bins
 		$${CARGO_TARGET_DIR:-target}/release/bench
 	$${CARGO_TARGET_DIR:-target}/release/bench_backup
+	$${CARGO_TARGET_DIR:-target}/release/bench_migrate
 
 lint: deps
 	$(CARGO) fmt --all -- --check

@@ -217,6 +217,8 @@ async fn main() -> anyhow::Result<()> {
         faults: saga::Faults::from_env(),
     }));
     let tick = config::seconds("HOSTING_SCHEDULER_TICK_SECS", 60.0)?;
+    // Backups and deploys other services ask for (a batch migrate asks for several at once).
+    let rpc_prefetch = config::parse("HOSTING_BACKUP_RPC_PREFETCH", 4u16)?;
     let config = worker::WorkerConfig {
         service: "backupper",
         prefetch,
@@ -224,7 +226,7 @@ async fn main() -> anyhow::Result<()> {
     };
     tokio::select! {
         _ = worker::Worker::run(store.clone(), bus.clone(), backupper.clone(), config) => {},
-        _ = bus.serve_rpc("backupper", &server, prefetch, backupper) => {},
+        _ = bus.serve_rpc("backupper", &server, rpc_prefetch, backupper) => {},
         _ = scheduler::run(store, tick) => {},
         _ = telemetry::shutdown_signal() => tracing::info!("stopping"),
     }

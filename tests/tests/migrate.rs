@@ -464,13 +464,34 @@ async fn a_drupal_codebase_is_scanned_into_the_registry() {
     let stack = Stack::spawn().await;
     let root = stack.dir.join("platforms/drupal-10");
     let files = [
-        ("web/core/lib/Drupal.php", "<?php\nfinal class Drupal {\n  const VERSION = '10.1.5';\n}\n"),
-        ("web/core/modules/node/node.info.yml", "name: Node\ntype: module\npackage: Core\nversion: VERSION\n"),
-        ("web/core/modules/node/node.install", "<?php\nfunction node_update_10001() {}\nfunction node_update_10100() {}\n"),
-        ("web/core/profiles/standard/standard.info.yml", "name: Standard\ntype: profile\nversion: VERSION\n"),
-        ("web/modules/contrib/pathauto/pathauto.info.yml", "name: Pathauto\ntype: module\nversion: '8.x-1.11'\n"),
-        ("web/modules/contrib/pathauto/pathauto.install", "<?php\nfunction pathauto_update_8108() {}\n"),
-        ("web/themes/contrib/gin/gin.info.yml", "name: Gin\ntype: theme\nversion: 8.x-3.0-rc6\n"),
+        (
+            "web/core/lib/Drupal.php",
+            "<?php\nfinal class Drupal {\n  const VERSION = '10.1.5';\n}\n",
+        ),
+        (
+            "web/core/modules/node/node.info.yml",
+            "name: Node\ntype: module\npackage: Core\nversion: VERSION\n",
+        ),
+        (
+            "web/core/modules/node/node.install",
+            "<?php\nfunction node_update_10001() {}\nfunction node_update_10100() {}\n",
+        ),
+        (
+            "web/core/profiles/standard/standard.info.yml",
+            "name: Standard\ntype: profile\nversion: VERSION\n",
+        ),
+        (
+            "web/modules/contrib/pathauto/pathauto.info.yml",
+            "name: Pathauto\ntype: module\nversion: '8.x-1.11'\n",
+        ),
+        (
+            "web/modules/contrib/pathauto/pathauto.install",
+            "<?php\nfunction pathauto_update_8108() {}\n",
+        ),
+        (
+            "web/themes/contrib/gin/gin.info.yml",
+            "name: Gin\ntype: theme\nversion: 8.x-3.0-rc6\n",
+        ),
     ];
     for (rel, text) in files {
         let p = root.join(rel);
@@ -496,6 +517,9 @@ async fn a_drupal_codebase_is_scanned_into_the_registry() {
             "{expected} not in {packages}"
         );
     }
-    assert_eq!(p["profiles"], json!([{"name": "standard", "languages": ["en"]}]));
+    assert_eq!(
+        p["profiles"],
+        json!([{"name": "standard", "languages": ["en"]}])
+    );
     stack.teardown().await;
 }

@@ -172,6 +172,9 @@ async fn a_migrator_killed_mid_migrate_resumes_it() {
     assert_eq!(stack.page("moving.acme.example", "/").await.status, 200);
     // One database: the new one; the old was removed after the switch.
     let (dbs, _) = stack.mariadb_leftovers().await;
-    assert_eq!(dbs, [now["db_name"].as_str().unwrap_or_default().to_owned()]);
+    assert_eq!(
+        dbs,
+        [now["db_name"].as_str().unwrap_or_default().to_owned()]
+    );
     stack.teardown().await;
 }
