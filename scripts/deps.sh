@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs (apt-get, Debian 12) and starts what the stack needs: RabbitMQ, PostgreSQL,
-# MariaDB, nginx, php-fpm with the PHP CLI and its MySQL extension, zstd, curl. Whatever is
+# MariaDB, nginx, php-fpm with the PHP CLI and its MySQL extension, zstd, curl, and Debian's
+# WordPress (with a theme and its translations) for the wordpress platform. Whatever is
 # installed already is kept, and whatever answers on its port already is reused.
 # Then makes sure the state database role exists (hosting/hosting, allowed to create the
 # per-test databases).
@@ -27,6 +28,9 @@ command -v php >/dev/null 2>&1 || need+=(php-cli)
 php -m 2>/dev/null | grep -qi '^pdo_mysql$' || need+=(php-mysql)
 command -v zstd >/dev/null 2>&1 || need+=(zstd)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+[ -f /usr/share/wordpress/wp-includes/version.php ] || need+=(wordpress)
+[ -d /usr/share/wordpress/wp-content/themes/twentytwentythree ] || need+=(wordpress-theme-twentytwentythree)
+ls /usr/share/wordpress/wp-content/languages/fr_FR.mo >/dev/null 2>&1 || need+=(wordpress-l10n)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   as_root apt-get update -qq

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Starts the six services in the background (logs in .stack/logs/), bootstraps the local
-# servers, the example platform and an admin token. Running it again is harmless: running
+# servers, the example platform, a WordPress platform (from Debian's packages) and an admin
+# token. Running it again is harmless: running
 # services are kept, and bootstrap only adds what is missing.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
@@ -10,6 +11,8 @@ mkdir -p "$STACK/logs" "$STACK/pids" "$STACK/platforms"
 # its sites' directories are made inside it. Existing sites are kept.
 mkdir -p "$STACK/platforms/example"
 cp -r "$ROOT/platforms/example/." "$STACK/platforms/example/"
+# WordPress from Debian's packages, with the control plane's wp-config.php (sites are kept).
+"$ROOT/platforms/wordpress/build.sh" "$STACK/platforms/wordpress" >/dev/null
 
 running() { [ -f "$STACK/pids/$1.pid" ] && kill -0 "$(cat "$STACK/pids/$1.pid")" 2>/dev/null; }
 for svc in $SERVICES; do
@@ -32,9 +35,16 @@ curl -fsS "http://$HOSTING_LISTEN/healthz" >/dev/null || { echo "error: the gate
   --web-port "${HOSTING_HTTP_LISTEN##*:}"
 TOKEN=$(cat "$STACK/admin.token")
 
-printf 'waiting for the example platform to be verified'
+API="http://$HOSTING_LISTEN/api/v1"
+AUTH="Authorization: Bearer $TOKEN"
+if ! curl -fsS -H "$AUTH" "$API/platforms" | grep -q '"name":"wordpress"'; then
+  curl -fsS -H "$AUTH" -X POST "$API/platforms" -d "{\"name\": \"wordpress\", \"server\": \"local\",
+    \"root\": \"$STACK/platforms/wordpress\", \"driver\": \"wordpress\"}" >/dev/null
+fi
+
+printf 'waiting for the example and wordpress platforms to be verified'
 for _ in $(seq 1 120); do
-  if curl -fsS -H "Authorization: Bearer $TOKEN" "http://$HOSTING_LISTEN/api/v1/platforms" | grep -q '"status":"enabled"'; then
+  if [ "$(curl -fsS -H "$AUTH" "$API/platforms" | grep -o '"status":"enabled"' | wc -l)" -ge 2 ]; then
     echo " ok"; break
   fi
   printf '.'; sleep 0.5

@@ -17,20 +17,20 @@ pub async fn run(inst: &Installer, task: &Task, log: &TaskLog) -> Outcome {
         .await;
     let result = match p.driver {
         Driver::Hooks => Manifest::read(&p.root).await,
-        Driver::Drupal => {
-            let root = p.root.clone();
-            tokio::task::spawn_blocking(move || platform::drupal::scan(&root))
-                .await
-                .unwrap_or_else(|e| {
-                    Err(platform::PlatformError::Manifest {
-                        path: p.root.to_string(),
-                        reason: format!("the scan stopped: {e}"),
-                    })
+        Driver::Drupal | Driver::Wordpress => {
+            let (root, driver) = (p.root.clone(), p.driver);
+            tokio::task::spawn_blocking(move || match driver {
+                Driver::Drupal => platform::drupal::scan(&root),
+                _ => platform::wordpress::scan(&root),
+            })
+            .await
+            .unwrap_or_else(|e| {
+                Err(platform::PlatformError::Manifest {
+                    path: p.root.to_string(),
+                    reason: format!("the scan stopped: {e}"),
                 })
+            })
         }
-        other => Err(platform::PlatformError::DriverUnavailable(
-            other.to_string(),
-        )),
     };
     let manifest = match result {
         Ok(m) => m,

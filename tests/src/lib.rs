@@ -297,15 +297,10 @@ impl Stack {
     }
 
     /// GET on the stack's nginx with a Host header, as a browser at that domain would.
+    /// The Host header carries the port, as a browser's does for a port other than 80 (a
+    /// CMS that compares it with its own address, like WordPress, would redirect otherwise).
     pub async fn page(&self, domain: &str, path: &str) -> http::Response {
-        http::request(
-            "GET",
-            &format!("http://127.0.0.1:{}{path}", self.http_port),
-            None,
-            &[("Host", domain)],
-        )
-        .await
-        .unwrap_or_else(|e| panic!("GET {domain}{path}: {e:#}"))
+        self.page_with(domain, path, &[]).await
     }
 
     pub async fn wait_platform(&self, name: &str) -> anyhow::Result<Value> {
@@ -416,6 +411,48 @@ impl Stack {
         self.wait_platform(name)
             .await
             .expect("fixture platform verified")
+    }
+
+    /// A WordPress platform built from Debian's packages by `platforms/wordpress/build.sh`
+    /// (then changed by `tweak`, given its root), registered and verified.
+    pub async fn wordpress_platform(&self, name: &str, tweak: impl FnOnce(&Path)) -> Value {
+        let root = self.dir.join("platforms").join(name);
+        let out = Command::new(repo_root().join("platforms/wordpress/build.sh"))
+            .arg(&root)
+            .output()
+            .expect("running platforms/wordpress/build.sh");
+        assert!(
+            out.status.success(),
+            "build.sh: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tweak(&root);
+        let body = json!({"name": name, "server": "local", "root": root.to_string_lossy(), "driver": "wordpress"});
+        let (status, r) = self.call("POST", "/platforms", Some(body)).await;
+        assert_eq!(status, 202, "{r}");
+        self.wait_platform(name)
+            .await
+            .expect("wordpress platform verified")
+    }
+
+    /// GET on the stack's nginx with a Host header and more headers (a cookie).
+    pub async fn page_with(
+        &self,
+        domain: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> http::Response {
+        let host = format!("{domain}:{}", self.http_port);
+        let mut all = vec![("Host", host.as_str())];
+        all.extend_from_slice(headers);
+        http::request(
+            "GET",
+            &format!("http://127.0.0.1:{}{path}", self.http_port),
+            None,
+            &all,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("GET {domain}{path}: {e:#}"))
     }
 
     pub fn vhost_path(&self, domain: &str) -> PathBuf {

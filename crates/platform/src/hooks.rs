@@ -68,6 +68,8 @@ pub enum SettingsFormat {
     Json,
     /// Drupal's `settings.php`: `$databases`, `$settings`, `$base_url`.
     Drupal,
+    /// What the wordpress platform's wp-config.php loads: `define('DB_NAME', ...)`, keys.
+    Wordpress,
 }
 
 fn dot() -> String {
@@ -192,6 +194,7 @@ impl Manifest {
                 password = site.db.password.expose(),
             ),
             SettingsFormat::Drupal => crate::drupal::render_settings(site),
+            SettingsFormat::Wordpress => crate::wordpress::render_settings(site),
             SettingsFormat::Json => {
                 let v = serde_json::json!({
                     "site": {

@@ -9,6 +9,7 @@
 
 pub mod drupal;
 mod hooks;
+pub mod wordpress;
 
 pub use hooks::*;
 
@@ -26,8 +27,6 @@ pub enum PlatformError {
         action: &'static str,
         reason: String,
     },
-    #[error("the {0} driver is not available yet; use the hooks driver")]
-    DriverUnavailable(String),
 }
 
 /// One package as a platform offers it or a site has it enabled.
