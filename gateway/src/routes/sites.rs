@@ -621,8 +621,9 @@ pub async fn create_task(
     let site = visible_site(&s, &caller, id).await?;
     let task_type = TaskType::parse(&body.task_type).map_err(|e| ApiError::field("type", e))?;
     caller.require_task_type(task_type)?;
+    // Whether the site offers the task comes first (409), then its arguments (422).
+    ensure_available(&s, &site, task_type, &Value::Object(body.args.clone())).await?;
     let args = task_args(&s, &site, task_type, &body.args).await?;
-    ensure_available(&s, &site, task_type, &args).await?;
     if task_type == TaskType::Clone {
         let platform = PlatformId(args["platform"].as_i64().unwrap_or_default());
         let domain = DomainName::parse(args["domain"].as_str().unwrap_or_default())
