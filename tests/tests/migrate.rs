@@ -523,3 +523,57 @@ async fn a_drupal_codebase_is_scanned_into_the_registry() {
     );
     stack.teardown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_stops_starting_sites_once_its_failure_budget_is_spent() {
+    let stack = Stack::spawn().await;
+    stack.create_client("acme").await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        ids.push(id(&stack
+            .install_site(&format!("b{n}.acme.example"), "acme")
+            .await));
+    }
+    // A target whose database update always fails: every migrate to it unwinds.
+    stack
+        .fixture_platform("broken", |m| {
+            m.replace(
+                r#"update_db = ["php", "bin/site.php", "update-db"]"#,
+                r#"update_db = ["sh", "-c", "echo 'schema conflict' >&2; exit 3"]"#,
+            )
+        })
+        .await;
+    let (_, platforms) = stack.call("GET", "/platforms", None).await;
+    let example = platforms
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["name"] == "example"))
+        .map(id)
+        .unwrap_or_default();
+    let (status, r) = stack
+        .call(
+            "POST",
+            &format!("/platforms/{example}/tasks"),
+            Some(json!({"type": "migrate-sites", "target": "broken", "concurrency": 1, "failure_budget": 1})),
+        )
+        .await;
+    assert_eq!(status, 202, "{r}");
+    let done = stack
+        .wait_task(id(&r["task"]), Duration::from_secs(120))
+        .await;
+    assert_eq!(done["status"], "error", "{done}");
+    let error = done["error"].as_str().unwrap_or_default();
+    assert!(error.contains("stopped after 1 failures"), "{error}");
+    assert!(error.contains(r#""not_started":2"#), "{error}");
+    let (_, children) = stack
+        .call("GET", &format!("/tasks?parent={}", id(&r["task"])), None)
+        .await;
+    assert_eq!(children.as_array().map(Vec::len), Some(1), "{children}");
+    for (n, sid) in ids.iter().enumerate() {
+        assert_eq!(site(&stack, *sid).await["platform"], "example");
+        assert_eq!(
+            stack.page(&format!("b{n}.acme.example"), "/").await.status,
+            200
+        );
+    }
+    stack.teardown().await;
+}
