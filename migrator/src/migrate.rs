@@ -169,11 +169,18 @@ pub async fn run(m: &Migrator, task: &Task, log: &TaskLog, mode: Mode) -> Outcom
         }
     };
     match saga::run(&m.store, task.id, &saga, &m.faults).await {
-        Ok(SagaOutcome::Completed) => Outcome::Success(Some(serde_json::json!({
-            "site": saga.target_site,
-            "platform": saga.target.platform,
-            "domain": saga.target.domain,
-        }))),
+        Ok(SagaOutcome::Completed) => {
+            // The deploy's mark lets its undo remove what it made; with nothing left to undo
+            // it goes (a migrate's cleanup does the same).
+            if let Ok(dest) = saga.destination().await {
+                let _ = tokio::fs::remove_file(dest.site_dir.as_path().join(DEPLOY_MARK)).await;
+            }
+            Outcome::Success(Some(serde_json::json!({
+                "site": saga.target_site,
+                "platform": saga.target.platform,
+                "domain": saga.target.domain,
+            })))
+        }
         Ok(SagaOutcome::Unwound { error }) => match mode {
             Mode::Migrate => Outcome::Error(format!(
                 "{error}; the site was put back on its original platform and serves as before"
@@ -660,6 +667,8 @@ impl Saga for MoveSaga<'_> {
                                 },
                             )
                             .await?;
+                            // Open login links lead to the old address.
+                            self.m.store.supersede_login_links(self.site).await?;
                             self.log
                                 .info(format!("{} no longer serves the site", self.origin.domain))
                                 .await;

@@ -435,6 +435,27 @@ async fn cancel_a_queued_task_and_retry_a_failed_one() {
         .await;
     assert_eq!(status, 409);
 
+    // A clone cancelled before it ran frees its new site's domain; it is not retried.
+    stack.kill("migrator");
+    let (status, r) = stack
+        .call(
+            "POST",
+            &format!("/sites/{}/tasks", id(&s)),
+            Some(json!({"type": "clone", "platform": "example", "domain": "twin.acme.example"})),
+        )
+        .await;
+    assert_eq!(status, 202, "{r}");
+    let (status, _) = stack
+        .call("POST", &format!("/tasks/{}/cancel", id(&r["task"])), None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(site(&stack, id(&r["site"])).await["status"], "deleted");
+    let (status, _) = stack
+        .call("POST", &format!("/tasks/{}/retry", id(&r["task"])), None)
+        .await;
+    assert_eq!(status, 409);
+    stack.start("migrator").expect("migrator");
+
     // An install that fails (injected at its vhost step) leaves a failed site; a retry
     // with the fault gone installs it.
     stack

@@ -289,7 +289,8 @@ impl Store {
     /// Cancels a task that has not started: it ends as `error`, saying who cancelled it, and
     /// a worker that receives its message later finds it finished. `None` when it is no longer
     /// queued (it started or ended meanwhile). An install cancelled before it ran leaves a
-    /// site with nothing made: that site is `failed`, so it can be deleted or retried.
+    /// site with nothing made: that site is `failed`, so it can be deleted or retried; a
+    /// cancelled clone's new site is `deleted`.
     pub async fn cancel_task(&self, id: TaskId, by: &str) -> Result<Option<Task>> {
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -309,6 +310,19 @@ impl Store {
                  WHERE id = $1 AND status = 'installing'",
             )
             .bind(site.0)
+            .execute(&mut *tx)
+            .await?;
+        }
+        // A clone that never ran made nothing: its new site's record frees the domain.
+        if let (TaskType::Clone, Some(copy)) = (
+            t.task_type,
+            t.args.get("clone_site").and_then(|v| v.as_i64()),
+        ) {
+            sqlx::query(
+                "UPDATE sites SET status = 'deleted', deleted_at = now(), updated_at = now()
+                 WHERE id = $1 AND status = 'installing'",
+            )
+            .bind(copy)
             .execute(&mut *tx)
             .await?;
         }

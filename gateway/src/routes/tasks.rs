@@ -164,6 +164,11 @@ pub async fn retry(
         )));
     }
     match (task.site, task.task_type) {
+        (Some(_), TaskType::Clone) => {
+            return Err(ApiError::Conflict(
+                "a clone's new site is gone with its failed task; start a new clone".into(),
+            ))
+        }
         (Some(site), TaskType::Install) => {
             let site = s.store.site(site).await?;
             let open = s.store.open_tasks_of_site(site.id).await?;
