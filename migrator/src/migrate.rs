@@ -236,7 +236,9 @@ async fn prepare<'a>(
         .ensure_task_secret(task.id, "origin", &serde_json::to_string(&current)?)
         .await?;
     let origin: Origin = serde_json::from_str(&stored).context("the task's recorded origin")?;
-    let resumed = stored != serde_json::to_string(&current)?;
+    // Taken up again after a crash: the saga's stored progress decides what happens next,
+    // not the site's state, which the task itself changed.
+    let resumed = !m.store.saga_events(task.id).await?.is_empty();
     if !resumed && site.status != SiteStatus::Enabled {
         bail!(
             "only an enabled site can be moved; this one is {}",
