@@ -141,17 +141,9 @@ impl RestoreSaga<'_> {
 
     async fn maintenance(&self, action: Action) -> anyhow::Result<()> {
         let st = self.current().await?;
-        if !st.manifest.actions.contains_key(action.key()) {
-            self.log
-                .info(format!(
-                    "the platform has no {} action; skipped",
-                    action.key()
-                ))
-                .await;
-            return Ok(());
-        }
         let ctx = st.context(st.password(&self.b.store).await?);
-        site::run_action(&st, action, &ctx, self.b.settings.action_timeout, self.log).await?;
+        site::run_declared_action(&st, action, &ctx, self.b.settings.action_timeout, self.log)
+            .await?;
         Ok(())
     }
 

@@ -79,7 +79,7 @@ pub async fn run(inst: &Installer, task: &Task, log: &TaskLog) -> Outcome {
                 .await
                 .ok()
                 .and_then(|s| s.login_link)
-                .map(|l| format!("{}/login/{}", inst.settings.public_url, l.token));
+                .map(|l| contract::login_url(&inst.settings.public_url, &l.token));
             let result = serde_json::json!({ "login_url": link });
             match crate::welcome::send(inst, &saga.st, link.as_deref(), log).await {
                 Ok(()) => Outcome::Success(Some(result)),
@@ -273,29 +273,14 @@ impl Saga for InstallSaga<'_> {
                     .await;
             }
             "enable" => {
-                if self
-                    .st
-                    .manifest
-                    .actions
-                    .contains_key(Action::Packages.key())
-                {
-                    match self
-                        .run_action(Action::Packages)
+                let ctx = self.st.context(self.st.password(&self.inst.store).await?);
+                let timeout = self.inst.settings.action_timeout;
+                let packages =
+                    site::record_packages(&self.inst.store, &self.st, &ctx, timeout, self.log);
+                if let Err(e) = packages.await {
+                    self.log
+                        .warn(format!("could not record the site's packages: {e:#}"))
                         .await
-                        .and_then(site::packages_from)
-                    {
-                        Ok(packages) => {
-                            self.inst
-                                .store
-                                .replace_site_packages(site.id, &packages)
-                                .await?
-                        }
-                        Err(e) => {
-                            self.log
-                                .warn(format!("could not read the site's packages: {e:#}"))
-                                .await
-                        }
-                    }
                 }
                 self.inst
                     .store

@@ -37,22 +37,18 @@ pub async fn backup_first(
 ) -> anyhow::Result<BackupReply> {
     log.info(format!("backing the site up first: \"{description}\""))
         .await;
-    let reply: BackupReply = inst
-        .rpc
-        .call(
-            "backupper",
-            &st.web_server,
-            contract::BACKUP_MESSAGE_TYPE,
-            &BackupRequest::MakeBackup {
-                site: st.site.id,
-                task: task.id,
-                description: description.to_owned(),
-            },
-            inst.settings.backup_timeout,
-        )
-        .await
-        .context("the backup before the change failed, so nothing was changed")?;
-    Ok(reply)
+    site::backupper(
+        &inst.rpc,
+        &st.web_server,
+        BackupRequest::MakeBackup {
+            site: st.site.id,
+            task: task.id,
+            description: description.to_owned(),
+        },
+        inst.settings.backup_timeout,
+    )
+    .await
+    .context("the backup before the change failed, so nothing was changed")
 }
 
 /// A fresh one-time login link for the site's admin account. The link the API and the mail
@@ -124,7 +120,7 @@ pub async fn record_login_link(
             time::Duration::try_from(inst.login_link_ttl().await)?,
         )
         .await?;
-    Ok(format!("{}/login/{token}", inst.settings.public_url))
+    Ok(contract::login_url(&inst.settings.public_url, &token))
 }
 
 fn humanize(d: std::time::Duration) -> String {
@@ -163,8 +159,8 @@ pub async fn disable(inst: &Installer, task: &Task, log: &TaskLog) -> Outcome {
             )
             .await?;
             log.info(format!(
-                "vhost now sends visitors to {}/disabled/{}",
-                inst.settings.public_url, st.site.domain
+                "vhost now sends visitors to {}",
+                contract::disabled_url(&inst.settings.public_url, &st.site.domain)
             ))
             .await;
             if let Err(e) = async {

@@ -5,7 +5,6 @@
 use crate::Installer;
 use contract::{WebconfReply, WebconfRequest};
 use domain::SiteStatus;
-use platform::Action;
 use site::{write_settings, SiteTask};
 use store::Task;
 use worker::{Outcome, TaskLog};
@@ -55,28 +54,14 @@ async fn verify(inst: &Installer, task: &Task, log: &TaskLog) -> anyhow::Result<
     })
     .await;
 
-    let mut packages = None;
-    if st.manifest.actions.contains_key(Action::Packages.key()) {
-        let mut lines = Vec::new();
-        let result = st
-            .manifest
-            .run_action(
-                &st.platform.root,
-                Action::Packages,
-                &st.context(password),
-                inst.settings.action_timeout,
-                |level, line| lines.push((level, line)),
-            )
-            .await;
-        for (level, line) in lines {
-            log.line(level, line).await;
-        }
-        let list = site::packages_from(result?)?;
-        inst.store.replace_site_packages(site_id, &list).await?;
-        log.info(format!("{} packages enabled on the site", list.len()))
-            .await;
-        packages = Some(list.len());
-    }
+    let packages = site::record_packages(
+        &inst.store,
+        &st,
+        &st.context(password),
+        inst.settings.action_timeout,
+        log,
+    )
+    .await?;
     Ok(
         serde_json::json!({ "settings_changed": settings_changed, "vhost_changed": reply.changed, "packages": packages }),
     )

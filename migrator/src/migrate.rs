@@ -34,83 +34,49 @@ pub enum Mode {
 pub const BEFORE_MIGRATE: &str = "Generated before being migrated";
 pub const BEFORE_CLONE: &str = "Generated before being cloned";
 
+const fn step(name: &'static str, undoable: bool) -> Step {
+    Step { name, undoable }
+}
+
+// Undone by the maintenance-off of the unwind.
+const MAINTENANCE_ON: Step = step("maintenance-on", true);
+// No undo: the backup is kept; it is the way back if a migrate is regretted later.
+const BACKUP: Step = step("backup", false);
+const DATABASE: Step = step("database", true);
+const DEPLOY: Step = step("deploy", true);
+// No undo for the next three: they change only the deployed copy, which the deploy's and the
+// database's undos remove.
+const UPDATE_DB: Step = step("update-db", false);
+const FIX_PATHS: Step = step("fix-paths", false);
+const CLEAR_CACHE: Step = step("clear-cache", false);
+const SWITCH: Step = step("switch", true);
+// No undo: coming out of maintenance is what every path ends with.
+const MAINTENANCE_OFF: Step = step("maintenance-off", false);
+// No undo, and it cannot fail the migrate: the site serves from the target already.
+const CLEANUP: Step = step("cleanup", false);
+
 static MIGRATE_STEPS: &[Step] = &[
-    Step {
-        name: "maintenance-on",
-        undoable: true,
-    },
-    // No undo: the backup is kept; it is the way back if a migrate is regretted later.
-    Step {
-        name: "backup",
-        undoable: false,
-    },
-    Step {
-        name: "database",
-        undoable: true,
-    },
-    Step {
-        name: "deploy",
-        undoable: true,
-    },
-    // No undo for the next three: they change only the deployed copy, which the deploy's
-    // and the database's undos remove.
-    Step {
-        name: "update-db",
-        undoable: false,
-    },
-    Step {
-        name: "fix-paths",
-        undoable: false,
-    },
-    Step {
-        name: "clear-cache",
-        undoable: false,
-    },
-    Step {
-        name: "switch",
-        undoable: true,
-    },
-    // No undo: coming out of maintenance is what every path ends with.
-    Step {
-        name: "maintenance-off",
-        undoable: false,
-    },
-    // No undo, and it cannot fail the migrate: the site serves from the target already.
-    Step {
-        name: "cleanup",
-        undoable: false,
-    },
+    MAINTENANCE_ON,
+    BACKUP,
+    DATABASE,
+    DEPLOY,
+    UPDATE_DB,
+    FIX_PATHS,
+    CLEAR_CACHE,
+    SWITCH,
+    MAINTENANCE_OFF,
+    CLEANUP,
 ];
 
+/// A clone leaves the original as it is: no maintenance, no cleanup.
 static CLONE_STEPS: &[Step] = &[
-    Step {
-        name: "backup",
-        undoable: false,
-    },
-    Step {
-        name: "database",
-        undoable: true,
-    },
-    Step {
-        name: "deploy",
-        undoable: true,
-    },
-    Step {
-        name: "update-db",
-        undoable: false,
-    },
-    Step {
-        name: "fix-paths",
-        undoable: false,
-    },
-    Step {
-        name: "clear-cache",
-        undoable: false,
-    },
-    Step {
-        name: "switch",
-        undoable: true,
-    },
+    BACKUP,
+    DATABASE,
+    DEPLOY,
+    UPDATE_DB,
+    FIX_PATHS,
+    CLEAR_CACHE,
+    SWITCH,
 ];
 
 /// Where the site was when the task began, kept in the task's secrets (it holds the old
@@ -380,21 +346,9 @@ impl MoveSaga<'_> {
         action: Action,
         previous: Option<PreviousSite>,
     ) -> anyhow::Result<Option<serde_json::Value>> {
-        if !st.manifest.actions.contains_key(action.key()) {
-            self.log
-                .info(format!(
-                    "platform {} has no {} action; skipped",
-                    st.platform.name,
-                    action.key()
-                ))
-                .await;
-            return Ok(None);
-        }
         let mut ctx = st.context(password.clone());
         ctx.previous = previous;
-        Ok(Some(
-            site::run_action(st, action, &ctx, self.m.settings.action_timeout, self.log).await?,
-        ))
+        site::run_declared_action(st, action, &ctx, self.m.settings.action_timeout, self.log).await
     }
 
     async fn backup(&self) -> anyhow::Result<BackupReply> {
@@ -403,21 +357,34 @@ impl MoveSaga<'_> {
             Mode::Migrate => BEFORE_MIGRATE,
             Mode::Clone => BEFORE_CLONE,
         };
-        Ok(self
-            .m
-            .rpc
-            .call(
-                "backupper",
-                &source.web_server,
-                contract::BACKUP_MESSAGE_TYPE,
-                &BackupRequest::MakeBackup {
-                    site: self.site,
-                    task: self.task.id,
-                    description: description.to_owned(),
-                },
-                self.m.settings.backup_timeout,
-            )
-            .await?)
+        site::backupper(
+            &self.m.rpc,
+            &source.web_server,
+            BackupRequest::MakeBackup {
+                site: self.site,
+                task: self.task.id,
+                description: description.to_owned(),
+            },
+            self.m.settings.backup_timeout,
+        )
+        .await
+    }
+
+    async fn backupper_deploy(&self, dest: &SiteTask, backup: i64) -> anyhow::Result<DeployReply> {
+        site::backupper(
+            &self.m.rpc,
+            &dest.web_server,
+            BackupRequest::Deploy {
+                task: self.task.id,
+                backup,
+                dest: dest.site_dir.clone(),
+                db_server: dest.site.db_server.clone(),
+                database: self.target.db_name.clone(),
+                user: self.target.db_user.clone(),
+            },
+            self.m.settings.backup_timeout,
+        )
+        .await
     }
 
     async fn webconf(&self, st: &SiteTask, request: WebconfRequest) -> anyhow::Result<bool> {
@@ -496,32 +463,12 @@ impl MoveSaga<'_> {
     }
 
     async fn refresh_packages(&self, dest: &SiteTask) {
-        let result = self
-            .action_on(dest, &self.target_password, Action::Packages, None)
-            .await;
-        match result.and_then(|r| r.map(site::packages_from).transpose()) {
-            Ok(Some(list)) => {
-                if let Err(e) = self
-                    .m
-                    .store
-                    .replace_site_packages(self.target_site, &list)
-                    .await
-                {
-                    self.log
-                        .warn(format!("could not record the packages: {e}"))
-                        .await;
-                } else {
-                    self.log
-                        .info(format!("{} packages enabled on the site", list.len()))
-                        .await;
-                }
-            }
-            Ok(None) => {}
-            Err(e) => {
-                self.log
-                    .warn(format!("could not read the site's packages: {e:#}"))
-                    .await
-            }
+        let ctx = dest.context(self.target_password.clone());
+        let timeout = self.m.settings.action_timeout;
+        if let Err(e) = site::record_packages(&self.m.store, dest, &ctx, timeout, self.log).await {
+            self.log
+                .warn(format!("could not record the site's packages: {e:#}"))
+                .await
         }
     }
 }
@@ -578,24 +525,7 @@ impl Saga for MoveSaga<'_> {
                 // The backup step's archive: asking again answers with the same backup.
                 let backup = self.backup().await?;
                 let dest = self.destination().await?;
-                let _: DeployReply = self
-                    .m
-                    .rpc
-                    .call(
-                        "backupper",
-                        &dest.web_server,
-                        contract::BACKUP_MESSAGE_TYPE,
-                        &BackupRequest::Deploy {
-                            task: self.task.id,
-                            backup: backup.backup,
-                            dest: dest.site_dir.clone(),
-                            db_server: dest.site.db_server.clone(),
-                            database: self.target.db_name.clone(),
-                            user: self.target.db_user.clone(),
-                        },
-                        self.m.settings.backup_timeout,
-                    )
-                    .await?;
+                let _: DeployReply = self.backupper_deploy(&dest, backup.backup).await?;
                 if self.mode == Mode::Clone {
                     // The copy is a site of its own now.
                     tokio::fs::write(

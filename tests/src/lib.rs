@@ -70,6 +70,25 @@ pub fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The `id` of an API object.
+pub fn id(v: &Value) -> i64 {
+    v["id"].as_i64().unwrap_or_default()
+}
+
+/// What is in a platform's `sites/` directory besides the placeholder the repository keeps.
+pub fn entries_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n != ".gitkeep")
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
 #[derive(Default)]
 pub struct StackOptions {
     /// Extra environment per service ("installer", ...) or for all ("*").
@@ -648,6 +667,49 @@ impl Stack {
             Duration::from_secs(120),
         )
         .await
+    }
+
+    /// A site as the API shows it.
+    pub async fn site(&self, id: i64) -> Value {
+        let (status, s) = self.call("GET", &format!("/sites/{id}"), None).await;
+        assert_eq!(status, 200, "GET /sites/{id}: {s}");
+        s
+    }
+
+    pub async fn platform_id(&self, name: &str) -> i64 {
+        let (_, list) = self.call("GET", "/platforms", None).await;
+        list.as_array()
+            .and_then(|l| l.iter().find(|p| p["name"] == name))
+            .map(id)
+            .unwrap_or_else(|| panic!("no platform {name}: {list}"))
+    }
+
+    /// Asserts that a finished task succeeded; its log is in the message when it did not.
+    pub async fn assert_success(&self, task: &Value) {
+        if task["status"] != "success" {
+            panic!(
+                "task {} ended {}: {task}\n{}",
+                task["id"],
+                task["status"],
+                self.task_log_text(id(task)).await
+            );
+        }
+    }
+
+    /// Waits until a line containing `text` is in a task's log.
+    pub async fn wait_log(&self, task: i64, text: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.task_log_text(task).await;
+            if log.contains(text) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "task {task} never logged {text:?}:\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Opens a link from the API or a mail as a browser would: the gateway's answer, and, when

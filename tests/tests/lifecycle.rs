@@ -5,11 +5,7 @@
 use serde_json::{json, Value};
 use std::time::Duration;
 use tests::smtp::SmtpListener;
-use tests::{Stack, StackOptions};
-
-fn id(v: &Value) -> i64 {
-    v["id"].as_i64().unwrap_or_default()
-}
+use tests::{id, Stack, StackOptions};
 
 fn tasks_of(site: &Value) -> Vec<String> {
     site["available_tasks"]
@@ -20,12 +16,6 @@ fn tasks_of(site: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-async fn site(stack: &Stack, site: i64) -> Value {
-    let (status, s) = stack.call("GET", &format!("/sites/{site}"), None).await;
-    assert_eq!(status, 200, "{s}");
-    s
 }
 
 #[tokio::test]
@@ -87,14 +77,14 @@ async fn welcome_mail_and_login_reset_give_links_that_open_once() {
     assert_eq!(gateway.status, 302, "{}", gateway.body);
     let page = page.expect("redirected to the site");
     assert!(page.body.contains("Logged in"), "{}", page.body);
-    assert_eq!(site(&stack, id(&s)).await["link"]["kind"], "go-to");
+    assert_eq!(stack.site(id(&s)).await["link"]["kind"], "go-to");
 
     // login-reset: a fresh link that opens once, then the site shows go-to again.
     let done = stack
         .run_site_task(id(&s), json!({"type": "login-reset"}))
         .await;
     assert_eq!(done["status"], "success", "{done}");
-    let now = site(&stack, id(&s)).await;
+    let now = stack.site(id(&s)).await;
     assert_eq!(now["link"]["kind"], "login", "{now}");
     assert_eq!(now["link"]["requested_by"], "token:admin", "{now}");
     let url = now["link"]["url"].as_str().unwrap_or_default().to_owned();
@@ -117,7 +107,7 @@ async fn welcome_mail_and_login_reset_give_links_that_open_once() {
     let (again, _) = stack.open_link(newest).await;
     assert_eq!(again.status, 410);
     assert!(again.body.contains("Login link expired"), "{}", again.body);
-    assert_eq!(site(&stack, id(&s)).await["link"]["kind"], "go-to");
+    assert_eq!(stack.site(id(&s)).await["link"]["kind"], "go-to");
     stack.teardown().await;
 }
 
@@ -134,14 +124,14 @@ async fn without_a_relay_the_install_succeeds_and_says_the_mail_was_skipped() {
     assert!(log.contains("the welcome mail was skipped"), "{log}");
 
     // Links expire: an expired one does not open, and the site shows go-to.
-    let s = site(&stack, done["site"].as_i64().unwrap_or_default()).await;
+    let s = stack.site(done["site"].as_i64().unwrap_or_default()).await;
     let url = s["link"]["url"].as_str().unwrap_or_default().to_owned();
     stack
         .state_exec("UPDATE login_links SET expires_at = now() - interval '1 second'")
         .await;
     let (gateway, _) = stack.open_link(&url).await;
     assert_eq!(gateway.status, 410);
-    assert_eq!(site(&stack, id(&s)).await["link"]["kind"], "go-to");
+    assert_eq!(stack.site(id(&s)).await["link"]["kind"], "go-to");
     stack.teardown().await;
 }
 
@@ -202,7 +192,7 @@ async fn disable_enable_and_delete_follow_the_rules() {
             .is_some_and(|b| b.iter().any(|b| b["description"] == "Pre-disable backup")),
         "{backups}"
     );
-    let now = site(&stack, sid).await;
+    let now = stack.site(sid).await;
     assert_eq!(now["status"], "disabled");
     assert_eq!(
         tasks_of(&now),
@@ -245,20 +235,15 @@ async fn disable_enable_and_delete_follow_the_rules() {
         .await;
     assert_eq!(status, 202, "{r}");
     // Nothing is offered while the delete is pending.
-    let pending = site(&stack, sid).await;
+    let pending = stack.site(sid).await;
     if pending["status"] == "disabled" {
         assert!(tasks_of(&pending).is_empty(), "{pending}");
     }
     let done = stack
         .wait_task(id(&r["task"]), Duration::from_secs(120))
         .await;
-    assert_eq!(
-        done["status"],
-        "success",
-        "{done}\n{}",
-        stack.task_log_text(id(&r["task"])).await
-    );
-    let gone = site(&stack, sid).await;
+    stack.assert_success(&done).await;
+    let gone = stack.site(sid).await;
     assert_eq!(gone["status"], "deleted");
     assert!(tasks_of(&gone).is_empty());
     let (dbs, users) = stack.mariadb_leftovers().await;
@@ -342,10 +327,10 @@ async fn force_delete_cleans_sites_broken_in_any_way() {
     assert_eq!(failed["status"], "error", "{failed}");
     assert!(stack.vhost_path(broken[1]).exists());
     assert!(stack.site_dir(&stack.example_root, broken[1]).exists());
-    assert_eq!(site(&stack, id(&sites[1])).await["status"], "enabled");
+    assert_eq!(stack.site(id(&sites[1])).await["status"], "enabled");
 
     // A failed site offers delete, which removes whatever exists.
-    assert_eq!(tasks_of(&site(&stack, id(&sites[3])).await), ["delete"]);
+    assert_eq!(tasks_of(&stack.site(id(&sites[3])).await), ["delete"]);
     for (s, domain) in sites.iter().zip(broken) {
         let args = if domain.starts_with("half") {
             json!({"type": "delete"})
@@ -358,7 +343,7 @@ async fn force_delete_cleans_sites_broken_in_any_way() {
             "{domain}: {done}\n{}",
             stack.task_log_text(id(&done)).await
         );
-        assert_eq!(site(&stack, id(s)).await["status"], "deleted", "{domain}");
+        assert_eq!(stack.site(id(s)).await["status"], "deleted", "{domain}");
         assert!(
             !stack.site_dir(&stack.example_root, domain).exists(),
             "{domain}"
@@ -395,14 +380,7 @@ async fn force_delete_cleans_sites_broken_in_any_way() {
         .await;
     assert_eq!(backups, json!([]));
     // No directory of any of them was left aside either.
-    let leftovers: Vec<_> = std::fs::read_dir(stack.example_root.join("sites"))
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name())
-                .filter(|n| n != ".gitkeep")
-                .collect()
-        })
-        .unwrap_or_default();
+    let leftovers = tests::entries_in(&stack.example_root.join("sites"));
     assert!(leftovers.is_empty(), "{leftovers:?}");
     stack.teardown().await;
 }
@@ -449,7 +427,7 @@ async fn cancel_a_queued_task_and_retry_a_failed_one() {
         .call("POST", &format!("/tasks/{}/cancel", id(&r["task"])), None)
         .await;
     assert_eq!(status, 200);
-    assert_eq!(site(&stack, id(&r["site"])).await["status"], "deleted");
+    assert_eq!(stack.site(id(&r["site"])).await["status"], "deleted");
     let (status, _) = stack
         .call("POST", &format!("/tasks/{}/retry", id(&r["task"])), None)
         .await;
@@ -466,7 +444,7 @@ async fn cancel_a_queued_task_and_retry_a_failed_one() {
         .await;
     let failed = stack.wait_task(id(&task), Duration::from_secs(60)).await;
     assert_eq!(failed["status"], "error", "{failed}");
-    assert_eq!(site(&stack, id(&bad)).await["status"], "failed");
+    assert_eq!(stack.site(id(&bad)).await["status"], "failed");
     // The cancelled verify was never run by the restarted installer.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (_, v) = stack.call("GET", &format!("/tasks/{verify}"), None).await;
@@ -484,7 +462,7 @@ async fn cancel_a_queued_task_and_retry_a_failed_one() {
         .wait_task(id(&r["task"]), Duration::from_secs(60))
         .await;
     assert_eq!(done["status"], "success", "{done}");
-    assert_eq!(site(&stack, id(&bad)).await["status"], "enabled");
+    assert_eq!(stack.site(id(&bad)).await["status"], "enabled");
     assert_eq!(stack.page("again.acme.example", "/").await.status, 200);
     // A retried task cannot be retried again, nor a successful one.
     let (status, _) = stack
@@ -635,7 +613,7 @@ async fn a_delete_that_fails_before_the_database_leaves_the_site_serving() {
             done["error"].to_string().contains("put back"),
             "{step}: {done}"
         );
-        let now = site(&stack, sid).await;
+        let now = stack.site(sid).await;
         assert_eq!(now["status"], "disabled", "{step}");
         assert!(stack.vhost_path(DOMAIN).exists(), "{step}: vhost");
         assert!(
@@ -674,7 +652,7 @@ async fn a_delete_that_fails_before_the_database_leaves_the_site_serving() {
         .run_site_task(sid, json!({"type": "delete", "force": true}))
         .await;
     assert_eq!(done["status"], "success", "{done}");
-    assert_eq!(site(&stack, sid).await["status"], "deleted");
+    assert_eq!(stack.site(sid).await["status"], "deleted");
     assert!(!stack.vhost_path(DOMAIN).exists());
     assert!(!stack.site_dir(&stack.example_root, DOMAIN).exists());
     let (dbs, users) = stack.mariadb_leftovers().await;

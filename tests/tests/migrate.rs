@@ -5,19 +5,9 @@
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::time::Duration;
-use tests::{Stack, StackOptions};
+use tests::{id, Stack, StackOptions};
 
 const DOMAIN: &str = "move.acme.example";
-
-fn id(v: &Value) -> i64 {
-    v["id"].as_i64().unwrap_or_default()
-}
-
-async fn site(stack: &Stack, site: i64) -> Value {
-    let (status, s) = stack.call("GET", &format!("/sites/{site}"), None).await;
-    assert_eq!(status, 200, "{s}");
-    s
-}
 
 /// The reference's platforms: the site's guestbook is at schema 6003; A offers 6002, B lacks
 /// it, C offers 6003, D 6004 with an update that changes the site's database.
@@ -126,13 +116,8 @@ async fn package_checks_upgrade_rename_and_clone() {
     let done = stack
         .run_site_task(sid, json!({"type": "migrate", "platform": "d"}))
         .await;
-    assert_eq!(
-        done["status"],
-        "success",
-        "{done}\n{}",
-        stack.task_log_text(id(&done)).await
-    );
-    let moved = site(&stack, sid).await;
+    stack.assert_success(&done).await;
+    let moved = stack.site(sid).await;
     assert_eq!(moved["platform"], "d");
     let new_db = moved["db_name"].as_str().unwrap_or_default().to_owned();
     assert_ne!(new_db, old_db);
@@ -179,12 +164,7 @@ async fn package_checks_upgrade_rename_and_clone() {
             json!({"type": "migrate", "platform": "d", "domain": "renamed.acme.example"}),
         )
         .await;
-    assert_eq!(
-        done["status"],
-        "success",
-        "{done}\n{}",
-        stack.task_log_text(id(&done)).await
-    );
+    stack.assert_success(&done).await;
     assert_eq!(stack.page(DOMAIN, "/").await.status, 404);
     let page = stack.page("renamed.acme.example", "/").await;
     assert_eq!(page.status, 200);
@@ -193,7 +173,7 @@ async fn package_checks_upgrade_rename_and_clone() {
         "fix_paths renamed the site: {}",
         page.body
     );
-    assert_eq!(site(&stack, sid).await["domain"], "renamed.acme.example");
+    assert_eq!(stack.site(sid).await["domain"], "renamed.acme.example");
 
     // Clone: a new site at its own domain; the original is untouched.
     let (status, r) = stack
@@ -209,13 +189,8 @@ async fn package_checks_upgrade_rename_and_clone() {
     let done = stack
         .wait_task(id(&r["task"]), Duration::from_secs(120))
         .await;
-    assert_eq!(
-        done["status"],
-        "success",
-        "{done}\n{}",
-        stack.task_log_text(id(&r["task"])).await
-    );
-    let copied = site(&stack, copy).await;
+    stack.assert_success(&done).await;
+    let copied = stack.site(copy).await;
     assert_eq!(copied["status"], "enabled", "{copied}");
     assert_eq!(copied["aliases"], json!([]));
     let page = stack.page("copy.acme.example", "/").await;
@@ -242,7 +217,7 @@ async fn package_checks_upgrade_rename_and_clone() {
             Some(json!({"features": {"migrate": false, "clone": false}})),
         )
         .await;
-    let now = site(&stack, sid).await;
+    let now = stack.site(sid).await;
     let offered = now["available_tasks"].to_string();
     assert!(
         !offered.contains("migrate") && !offered.contains("clone"),
@@ -274,7 +249,7 @@ async fn package_checks_upgrade_rename_and_clone() {
 /// What a site looks like from outside: its record, its page, the databases and the site
 /// directories of every platform.
 async fn assert_as_before(stack: &Stack, sid: i64, db: &str, context: &str) {
-    let now = site(stack, sid).await;
+    let now = stack.site(sid).await;
     assert_eq!(now["platform"], "example", "{context}: {now}");
     assert_eq!(now["domain"], DOMAIN, "{context}");
     assert_eq!(now["db_name"], db, "{context}");
@@ -289,22 +264,12 @@ async fn assert_as_before(stack: &Stack, sid: i64, db: &str, context: &str) {
     let (dbs, users) = stack.mariadb_leftovers().await;
     assert_eq!(dbs, [db.to_owned()], "{context}: databases");
     assert_eq!(users, [db.to_owned()], "{context}: users");
-    for p in ["c", "copy"] {
-        let sites = root(stack, p).join("sites");
-        let extra: Vec<_> = std::fs::read_dir(&sites)
-            .map(|d| {
-                d.filter_map(|e| e.ok())
-                    .map(|e| e.file_name())
-                    .filter(|n| n != ".gitkeep")
-                    .collect()
-            })
-            .unwrap_or_default();
-        assert!(
-            extra.is_empty(),
-            "{context}: left in {}: {extra:?}",
-            sites.display()
-        );
-    }
+    // Nothing was left on the target, nor beside the site on its own platform (a staging or
+    // moved-aside directory).
+    let target = tests::entries_in(&root(stack, "c").join("sites"));
+    assert!(target.is_empty(), "{context}: left on c: {target:?}");
+    let own = tests::entries_in(&root(stack, "example").join("sites"));
+    assert_eq!(own, [DOMAIN], "{context}: beside the site");
     assert!(
         !stack.vhost_path("copy.acme.example").exists(),
         "{context}: the clone's vhost"
@@ -388,23 +353,13 @@ async fn a_failure_at_each_step_unwinds_and_every_action_can_run_twice() {
             json!({"type": "clone", "platform": "c", "domain": "copy.acme.example"}),
         )
         .await;
-    assert_eq!(
-        done["status"],
-        "success",
-        "{done}\n{}",
-        stack.task_log_text(id(&done)).await
-    );
+    stack.assert_success(&done).await;
     assert_eq!(stack.page("copy.acme.example", "/").await.status, 200);
     let done = stack
         .run_site_task(sid, json!({"type": "migrate", "platform": "c"}))
         .await;
-    assert_eq!(
-        done["status"],
-        "success",
-        "{done}\n{}",
-        stack.task_log_text(id(&done)).await
-    );
-    assert_eq!(site(&stack, sid).await["platform"], "c");
+    stack.assert_success(&done).await;
+    assert_eq!(stack.site(sid).await["platform"], "c");
     let page = stack.page(DOMAIN, "/").await;
     assert_eq!(page.status, 200, "{}", page.body);
     stack.teardown().await;
@@ -421,12 +376,7 @@ async fn a_batch_moves_every_site_of_a_platform() {
             .await));
     }
     stack.fixture_platform("c", |m| m).await;
-    let (_, platforms) = stack.call("GET", "/platforms", None).await;
-    let example = platforms
-        .as_array()
-        .and_then(|p| p.iter().find(|p| p["name"] == "example"))
-        .map(id)
-        .unwrap_or_default();
+    let example = stack.platform_id("example").await;
     let (status, r) = stack
         .call(
             "POST",
@@ -438,19 +388,14 @@ async fn a_batch_moves_every_site_of_a_platform() {
     let done = stack
         .wait_task(id(&r["task"]), Duration::from_secs(300))
         .await;
-    assert_eq!(
-        done["status"],
-        "success",
-        "{done}\n{}",
-        stack.task_log_text(id(&r["task"])).await
-    );
+    stack.assert_success(&done).await;
     assert_eq!(done["result"]["migrated"], 5, "{done}");
     let (_, children) = stack
         .call("GET", &format!("/tasks?parent={}", id(&r["task"])), None)
         .await;
     assert_eq!(children.as_array().map(Vec::len), Some(5), "{children}");
     for (n, sid) in ids.iter().enumerate() {
-        assert_eq!(site(&stack, *sid).await["platform"], "c");
+        assert_eq!(stack.site(*sid).await["platform"], "c");
         assert_eq!(
             stack.page(&format!("s{n}.acme.example"), "/").await.status,
             200
@@ -543,12 +488,7 @@ async fn a_batch_stops_starting_sites_once_its_failure_budget_is_spent() {
             )
         })
         .await;
-    let (_, platforms) = stack.call("GET", "/platforms", None).await;
-    let example = platforms
-        .as_array()
-        .and_then(|p| p.iter().find(|p| p["name"] == "example"))
-        .map(id)
-        .unwrap_or_default();
+    let example = stack.platform_id("example").await;
     let (status, r) = stack
         .call(
             "POST",
@@ -569,7 +509,7 @@ async fn a_batch_stops_starting_sites_once_its_failure_budget_is_spent() {
         .await;
     assert_eq!(children.as_array().map(Vec::len), Some(1), "{children}");
     for (n, sid) in ids.iter().enumerate() {
-        assert_eq!(site(&stack, *sid).await["platform"], "example");
+        assert_eq!(stack.site(*sid).await["platform"], "example");
         assert_eq!(
             stack.page(&format!("b{n}.acme.example"), "/").await.status,
             200

@@ -25,30 +25,16 @@ async fn an_installer_killed_mid_install_resumes_the_task() {
         .create_site("crash.acme.example", "acme", "slow")
         .await;
     let id = task["id"].as_i64().unwrap_or_default();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !stack
-        .task_log_text(id)
-        .await
-        .contains("step 'install' started")
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the install never reached its install step"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    stack
+        .wait_log(id, "step 'install' started", Duration::from_secs(30))
+        .await;
     stack.kill("installer");
     let (_, during) = stack.call("GET", &format!("/tasks/{id}"), None).await;
     assert_eq!(during["status"], "processing", "{during}");
     stack.start("installer").expect("restarting the installer");
 
     let done = stack.wait_task(id, Duration::from_secs(60)).await;
-    assert_eq!(
-        done["status"],
-        "success",
-        "{done}\n{}",
-        stack.task_log_text(id).await
-    );
+    stack.assert_success(&done).await;
     assert!(done["attempts"].as_i64().unwrap_or_default() >= 2, "{done}");
     assert!(stack
         .task_log_text(id)
@@ -140,28 +126,13 @@ async fn a_migrator_killed_mid_migrate_resumes_it() {
         .await;
     assert_eq!(status, 202, "{r}");
     let id = r["task"]["id"].as_i64().unwrap_or_default();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !stack
-        .task_log_text(id)
-        .await
-        .contains("step 'update-db' started")
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the migrate never reached its update-db step:\n{}",
-            stack.task_log_text(id).await
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    stack
+        .wait_log(id, "step 'update-db' started", Duration::from_secs(60))
+        .await;
     stack.kill("migrator");
     stack.start("migrator").expect("restarting the migrator");
     let done = stack.wait_task(id, Duration::from_secs(120)).await;
-    assert_eq!(
-        done["status"],
-        "success",
-        "{done}\n{}",
-        stack.task_log_text(id).await
-    );
+    stack.assert_success(&done).await;
     assert!(done["attempts"].as_i64().unwrap_or_default() >= 2, "{done}");
     assert!(stack
         .task_log_text(id)

@@ -4,21 +4,12 @@
 
 use serde_json::{json, Value};
 use std::time::Duration;
-use tests::Stack;
-
-fn id(v: &Value) -> i64 {
-    v["id"].as_i64().unwrap_or_default()
-}
+use tests::{id, Stack};
 
 async fn install(stack: &Stack, domain: &str) -> Value {
     let (site, task) = stack.create_site(domain, "acme", "wordpress").await;
     let done = stack.wait_task(id(&task), Duration::from_secs(120)).await;
-    assert_eq!(
-        done["status"],
-        "success",
-        "{done}\n{}",
-        stack.task_log_text(id(&task)).await
-    );
+    stack.assert_success(&done).await;
     let (_, site) = stack
         .call("GET", &format!("/sites/{}", id(&site)), None)
         .await;
@@ -117,12 +108,7 @@ async fn a_wordpress_site_installs_logs_in_restores_and_goes() {
             json!({"type": "restore", "backup": backup["result"]["backup"]}),
         )
         .await;
-    assert_eq!(
-        restored["status"],
-        "success",
-        "{restored}\n{}",
-        stack.task_log_text(id(&restored)).await
-    );
+    stack.assert_success(&restored).await;
     let home = stack.page(DOMAIN, "/").await;
     assert_eq!(home.status, 200, "{}", home.body);
     assert!(!home.body.contains("A post to lose"), "{}", home.body);
@@ -192,12 +178,7 @@ async fn a_wordpress_site_clones_and_migrates_to_a_platform_with_another_plugin(
     let done = stack
         .wait_task(id(&r["task"]), Duration::from_secs(180))
         .await;
-    assert_eq!(
-        done["status"],
-        "success",
-        "{done}\n{}",
-        stack.task_log_text(id(&r["task"])).await
-    );
+    stack.assert_success(&done).await;
     let original = stack.page(DOMAIN, "/").await;
     assert!(
         original.body.contains(&format!("<title>{DOMAIN}")),
@@ -220,12 +201,7 @@ async fn a_wordpress_site_clones_and_migrates_to_a_platform_with_another_plugin(
             json!({"type": "migrate", "platform": "wordpress-plus"}),
         )
         .await;
-    assert_eq!(
-        done["status"],
-        "success",
-        "{done}\n{}",
-        stack.task_log_text(id(&done)).await
-    );
+    stack.assert_success(&done).await;
     let (_, now) = stack.call("GET", &format!("/sites/{sid}"), None).await;
     assert_eq!(now["platform"], "wordpress-plus");
     assert!(

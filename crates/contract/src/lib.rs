@@ -155,6 +155,16 @@ pub enum BackupRequest {
     },
 }
 
+/// The gateway's public pages, which other services write into links and vhosts: a one-time
+/// login link (`/login/{token}`) and the page a disabled site sends its visitors to.
+pub fn login_url(public_url: &str, token: &str) -> String {
+    format!("{public_url}/login/{token}")
+}
+
+pub fn disabled_url(public_url: &str, domain: &DomainName) -> String {
+    format!("{public_url}/disabled/{domain}")
+}
+
 /// The task secret holding the password of the database a deploy imports into.
 pub const DEPLOY_PASSWORD_SECRET: &str = "deploy-db-password";
 

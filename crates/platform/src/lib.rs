@@ -29,6 +29,16 @@ pub enum PlatformError {
     },
 }
 
+/// A directory's entries in name order (scans report packages in a stable order); none for a
+/// directory that cannot be read.
+pub(crate) fn sorted_entries(dir: &std::path::Path) -> Vec<std::fs::DirEntry> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| e.ok()).collect())
+        .unwrap_or_default();
+    entries.sort_by_key(|e| e.file_name());
+    entries
+}
+
 /// One package as a platform offers it or a site has it enabled.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PackageInfo {

@@ -113,27 +113,15 @@ fn slug_ok(s: &str) -> bool {
 
 fn plugins(dir: &Path) -> Vec<PackageInfo> {
     let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    let mut entries: Vec<_> = entries.filter_map(|e| e.ok()).collect();
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
+    for e in crate::sorted_entries(dir) {
         let name = e.file_name().to_string_lossy().into_owned();
         let path = e.path();
         let (slug, main) = if path.is_dir() {
             // The plugin's main file is the .php file in its folder with a Plugin Name header.
-            let Ok(files) = std::fs::read_dir(&path) else {
-                continue;
-            };
-            let mut files: Vec<_> = files
-                .filter_map(|f| f.ok())
+            let Some(main) = crate::sorted_entries(&path)
+                .into_iter()
                 .map(|f| f.path())
                 .filter(|p| p.extension().is_some_and(|x| x == "php"))
-                .collect();
-            files.sort();
-            let Some(main) = files
-                .into_iter()
                 .find(|f| headers(f).contains_key("Plugin Name"))
             else {
                 continue;
@@ -160,12 +148,7 @@ fn plugins(dir: &Path) -> Vec<PackageInfo> {
 
 fn themes(dir: &Path) -> Vec<PackageInfo> {
     let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    let mut entries: Vec<_> = entries.filter_map(|e| e.ok()).collect();
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
+    for e in crate::sorted_entries(dir) {
         let slug = e.file_name().to_string_lossy().into_owned();
         let h = headers(&e.path().join("style.css"));
         if !h.contains_key("Theme Name") || !slug_ok(&slug) {

@@ -157,7 +157,7 @@ impl SiteTask {
     pub fn disabled_vhost(&self, public_url: &str) -> anyhow::Result<Vhost> {
         Ok(Vhost {
             mode: contract::VhostMode::Disabled {
-                redirect: format!("{public_url}/disabled/{}", self.site.domain),
+                redirect: contract::disabled_url(public_url, &self.site.domain),
             },
             ..self.vhost()?
         })
@@ -289,6 +289,46 @@ pub async fn run_action(
     Ok(result?)
 }
 
+/// Runs an action the platform may not declare (all but install are optional): `None`, and a
+/// line in the task log, when it does not.
+pub async fn run_declared_action(
+    st: &SiteTask,
+    action: platform::Action,
+    ctx: &SiteContext,
+    timeout: Duration,
+    log: &worker::TaskLog,
+) -> anyhow::Result<Option<serde_json::Value>> {
+    if !st.manifest.actions.contains_key(action.key()) {
+        log.info(format!(
+            "platform {} has no {} action; skipped",
+            st.platform.name,
+            action.key()
+        ))
+        .await;
+        return Ok(None);
+    }
+    run_action(st, action, ctx, timeout, log).await.map(Some)
+}
+
+/// Calls the backupper on the site's web server (where its files are): a backup or a deploy,
+/// which can take minutes, hence a timeout of its own.
+pub async fn backupper<T: serde::de::DeserializeOwned>(
+    rpc: &bus::RpcClient,
+    web_server: &domain::Name,
+    request: contract::BackupRequest,
+    timeout: Duration,
+) -> anyhow::Result<T> {
+    Ok(rpc
+        .call(
+            "backupper",
+            web_server,
+            contract::BACKUP_MESSAGE_TYPE,
+            &request,
+            timeout,
+        )
+        .await?)
+}
+
 /// Calls dbprov on the site's db server.
 pub async fn dbprov(
     rpc: &bus::RpcClient,
@@ -341,6 +381,27 @@ pub async fn give_tree_to_web_user(root: &std::path::Path) -> anyhow::Result<()>
         }
     }
     Ok(())
+}
+
+/// Asks the site for its enabled packages (the platform's `packages` action, if declared) and
+/// records them in the registry. The number recorded, or `None` without such an action.
+pub async fn record_packages(
+    store: &store::Store,
+    st: &SiteTask,
+    ctx: &SiteContext,
+    timeout: Duration,
+    log: &worker::TaskLog,
+) -> anyhow::Result<Option<usize>> {
+    let Some(result) =
+        run_declared_action(st, platform::Action::Packages, ctx, timeout, log).await?
+    else {
+        return Ok(None);
+    };
+    let list = packages_from(result)?;
+    store.replace_site_packages(st.site.id, &list).await?;
+    log.info(format!("{} packages enabled on the site", list.len()))
+        .await;
+    Ok(Some(list.len()))
 }
 
 /// The package list a `packages` action printed.

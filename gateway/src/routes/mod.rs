@@ -7,6 +7,7 @@ pub(crate) mod sites;
 mod tasks;
 mod tokens;
 
+use crate::error::{ApiError, ApiResult};
 use crate::startup::AppState;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -77,6 +78,59 @@ async fn readyz(
 pub enum Ref {
     Id(i64),
     Name(String),
+}
+
+/// The client a request names; `field` names it in the error.
+pub(crate) async fn client_ref(s: &AppState, r: &Ref, field: &str) -> ApiResult<store::Client> {
+    match r {
+        Ref::Id(id) => s.store.client(domain::ClientId(*id)).await,
+        Ref::Name(n) => s.store.client_by_name(&parse_name(n, field)?).await,
+    }
+    .map_err(|_| {
+        ApiError::Unprocessable(format!(
+            "{field}: there is no client {r:?}; GET /api/v1/clients lists them, POST creates one"
+        ))
+    })
+}
+
+/// The platform a request names.
+pub(crate) async fn platform_ref(s: &AppState, r: &Ref, field: &str) -> ApiResult<store::Platform> {
+    match r {
+        Ref::Id(id) => s.store.platform(domain::PlatformId(*id)).await,
+        Ref::Name(n) => s.store.platform_by_name(&parse_name(n, field)?).await,
+    }
+    .map_err(|_| {
+        ApiError::Unprocessable(format!(
+            "{field}: there is no platform {r:?}; GET /api/v1/platforms lists them"
+        ))
+    })
+}
+
+/// The db server a request names (a web server of that name or id is not one).
+pub(crate) async fn db_server_ref(s: &AppState, r: &Ref, field: &str) -> ApiResult<store::Server> {
+    let kind = domain::ServerKind::Db;
+    match r {
+        Ref::Id(id) => s
+            .store
+            .server(domain::ServerId(*id))
+            .await
+            .ok()
+            .filter(|d| d.kind == kind),
+        Ref::Name(n) => s
+            .store
+            .server_by_name(&parse_name(n, field)?, kind)
+            .await
+            .ok(),
+    }
+    .ok_or_else(|| {
+        ApiError::Unprocessable(format!(
+            "{field}: there is no db server {r:?}; GET /api/v1/servers lists them"
+        ))
+    })
+}
+
+fn parse_name(n: &str, field: &str) -> ApiResult<domain::Name> {
+    domain::Name::parse(n).map_err(|e| ApiError::field(field, e))
 }
 
 /// One span per request: tasks it creates carry its trace context through the outbox.

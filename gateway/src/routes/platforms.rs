@@ -103,23 +103,6 @@ pub struct NewPlatformTask {
     failure_budget: Option<i64>,
 }
 
-/// Looks a platform up by name or id; `field` names it in the error.
-pub(crate) async fn platform_ref(s: &AppState, r: &Ref, field: &str) -> ApiResult<Platform> {
-    match r {
-        Ref::Id(id) => s.store.platform(PlatformId(*id)).await,
-        Ref::Name(n) => {
-            s.store
-                .platform_by_name(&Name::parse(n).map_err(|e| ApiError::field(field, e))?)
-                .await
-        }
-    }
-    .map_err(|_| {
-        ApiError::Unprocessable(format!(
-            "{field}: there is no platform {r:?}; GET /api/v1/platforms lists them"
-        ))
-    })
-}
-
 pub async fn create_task(
     State(s): State<AppState>,
     caller: Caller,
@@ -144,7 +127,7 @@ pub async fn create_task(
         let target = body.target.as_ref().ok_or_else(|| {
             ApiError::Unprocessable("target: give the platform the sites move to".into())
         })?;
-        let target = platform_ref(&s, target, "target").await?;
+        let target = super::platform_ref(&s, target, "target").await?;
         if target.id == p.id {
             return Err(ApiError::Unprocessable(
                 "target: the sites are on that platform already".into(),

@@ -148,7 +148,7 @@ pub async fn site_json(s: &AppState, site: &Site) -> ApiResult<Value> {
     let link = match (&site.login_link, site.status) {
         (Some(l), SiteStatus::Enabled) => json!({
             "kind": "login",
-            "url": format!("{}/login/{}", s.config.public_url, l.token),
+            "url": contract::login_url(&s.config.public_url, &l.token),
             "requested_by": l.requested_by,
             "requested": l.created_at.format(&time::format_description::well_known::Rfc3339).ok(),
             "expires": l.expires_at.format(&time::format_description::well_known::Rfc3339).ok(),
@@ -215,39 +215,13 @@ pub async fn create(
     let profile = Name::parse(&body.profile).map_err(|e| ApiError::field("profile", e))?;
     let language = Language::parse(&body.language).map_err(|e| ApiError::field("language", e))?;
 
-    let client = match &body.client {
-        Ref::Id(id) => s.store.client(ClientId(*id)).await,
-        Ref::Name(n) => {
-            s.store
-                .client_by_name(&Name::parse(n).map_err(|e| ApiError::field("client", e))?)
-                .await
-        }
-    }
-    .map_err(|_| {
-        ApiError::Unprocessable(format!(
-            "client: there is no client {:?}; create it with POST /api/v1/clients",
-            body.client
-        ))
-    })?;
+    let client = super::client_ref(&s, &body.client, "client").await?;
     if caller.0.client.is_some_and(|c| c != client.id) {
         return Err(ApiError::Unprocessable(
             "client: your token may only create sites for its own client".into(),
         ));
     }
-    let platform = match &body.platform {
-        Ref::Id(id) => s.store.platform(PlatformId(*id)).await,
-        Ref::Name(n) => {
-            s.store
-                .platform_by_name(&Name::parse(n).map_err(|e| ApiError::field("platform", e))?)
-                .await
-        }
-    }
-    .map_err(|_| {
-        ApiError::Unprocessable(format!(
-            "platform: there is no platform {:?}; GET /api/v1/platforms lists them",
-            body.platform
-        ))
-    })?;
+    let platform = super::platform_ref(&s, &body.platform, "platform").await?;
     match platform.status {
         PlatformStatus::Enabled => {}
         PlatformStatus::Queued => {
@@ -278,28 +252,7 @@ pub async fn create(
             offered.languages.join(", ")
         )));
     }
-    let db_server = match &body.db_server {
-        Ref::Id(id) => s
-            .store
-            .server(ServerId(*id))
-            .await
-            .ok()
-            .filter(|d| d.kind == ServerKind::Db),
-        Ref::Name(n) => s
-            .store
-            .server_by_name(
-                &Name::parse(n).map_err(|e| ApiError::field("db_server", e))?,
-                ServerKind::Db,
-            )
-            .await
-            .ok(),
-    }
-    .ok_or_else(|| {
-        ApiError::Unprocessable(format!(
-            "db_server: there is no db server {:?}; GET /api/v1/servers lists them",
-            body.db_server
-        ))
-    })?;
+    let db_server = super::db_server_ref(&s, &body.db_server, "db_server").await?;
 
     let new = NewSite {
         domain,
@@ -500,7 +453,7 @@ async fn move_args(
                 .into(),
         )
     })?;
-    let platform = super::platforms::platform_ref(s, &platform, "platform").await?;
+    let platform = super::platform_ref(s, &platform, "platform").await?;
     let domain = match args.get("domain") {
         None | Some(Value::Null) => None,
         Some(Value::String(d)) => {
@@ -510,28 +463,8 @@ async fn move_args(
     };
     let db_server = match reference("db_server")? {
         None => None,
-        Some(Ref::Id(id)) => s
-            .store
-            .server(ServerId(id))
-            .await
-            .ok()
-            .filter(|d| d.kind == ServerKind::Db),
-        Some(Ref::Name(n)) => s
-            .store
-            .server_by_name(
-                &Name::parse(&n).map_err(|e| ApiError::field("db_server", e))?,
-                ServerKind::Db,
-            )
-            .await
-            .ok(),
-    }
-    .map(|d| Ok::<_, ApiError>(d.id))
-    .transpose()?;
-    if args.get("db_server").is_some_and(|v| !v.is_null()) && db_server.is_none() {
-        return Err(ApiError::Unprocessable(
-            "db_server: there is no such db server; GET /api/v1/servers lists them".into(),
-        ));
-    }
+        Some(r) => Some(super::db_server_ref(s, &r, "db_server").await?.id),
+    };
     let new_domain = domain.as_ref().filter(|d| **d != site.domain);
     match task_type {
         TaskType::Clone if new_domain.is_none() => {

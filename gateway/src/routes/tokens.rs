@@ -9,7 +9,7 @@ use crate::startup::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use domain::{ClientId, Name, TaskType};
+use domain::{Name, TaskType};
 use serde_json::{json, Value};
 
 #[derive(serde::Deserialize)]
@@ -31,22 +31,7 @@ pub async fn create(
     let name = Name::parse(&body.name).map_err(|e| ApiError::field("name", e))?;
     let client = match &body.client {
         None => None,
-        Some(r) => Some(
-            match r {
-                Ref::Id(id) => s.store.client(ClientId(*id)).await,
-                Ref::Name(n) => {
-                    s.store
-                        .client_by_name(&Name::parse(n).map_err(|e| ApiError::field("client", e))?)
-                        .await
-                }
-            }
-            .map_err(|_| {
-                ApiError::Unprocessable(format!(
-                    "client: there is no client {r:?}; GET /api/v1/clients lists them"
-                ))
-            })?
-            .id,
-        ),
+        Some(r) => Some(super::client_ref(&s, r, "client").await?.id),
     };
     let task_types = match &body.task_types {
         None => None,

@@ -18,14 +18,6 @@ fn ts(v: &serde_json::Value, key: &str) -> OffsetDateTime {
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
-async fn platform_id(stack: &Stack, name: &str) -> i64 {
-    let (_, list) = stack.call("GET", "/platforms", None).await;
-    list.as_array()
-        .and_then(|l| l.iter().find(|p| p["name"] == name))
-        .and_then(|p| p["id"].as_i64())
-        .unwrap_or_default()
-}
-
 /// Runs a batch; returns (seconds from accepted to finished, its result).
 async fn batch(
     stack: &Stack,
@@ -37,7 +29,7 @@ async fn batch(
     if let Some(c) = concurrency {
         body["concurrency"] = json!(c);
     }
-    let from = platform_id(stack, from).await;
+    let from = stack.platform_id(from).await;
     let (status, r) = stack
         .call("POST", &format!("/platforms/{from}/tasks"), Some(body))
         .await;
