@@ -6,6 +6,7 @@ use crate::mysql::{self, Credentials};
 use crate::Backupper;
 use anyhow::{bail, Context};
 use site::SiteTask;
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -51,16 +52,6 @@ pub async fn make_backup(
         user: st.site.db_user.clone(),
         password: st.password(&b.store).await?,
     };
-    // Counted just before the dump; verify-backup compares a restored copy against them (a
-    // site written to during the backup may differ slightly, which verify reports).
-    let rows = crate::rows::count(
-        &creds.host,
-        creds.port,
-        &creds.user,
-        &creds.password,
-        &st.site.db_name,
-    )
-    .await?;
     let args = mysql::dump_args(&st.site.db_name);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut child = mysql::spawn(
@@ -73,40 +64,66 @@ pub async fn make_backup(
     let mut stdout = child.stdout.take().context("dump stdout")?;
     let mut stderr = child.stderr.take().context("dump stderr")?;
 
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<archive::DumpPiece>(2);
     let version: Arc<Mutex<Option<String>>> = Arc::default();
-    let chunk_bytes = b.settings.dump_chunk_bytes;
+    let (chunk_bytes, level, workers) = (
+        b.settings.dump_chunk_bytes,
+        b.settings.zstd_level,
+        b.settings.zstd_workers,
+    );
     let reader = {
         let version = version.clone();
         tokio::task::spawn_blocking(move || -> anyhow::Result<(bool, u64)> {
             let mut total = 0u64;
             let mut tail: Vec<u8> = Vec::new();
-            loop {
-                let mut chunk = Vec::with_capacity(chunk_bytes);
-                let n = (&mut stdout)
-                    .take(chunk_bytes as u64)
-                    .read_to_end(&mut chunk)?;
-                if n == 0 {
-                    break;
-                }
-                if total == 0 {
-                    if let Ok(mut v) = version.lock() {
-                        *v = Some(mysql::server_version(&chunk));
+            let (raw_tx, raw_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
+            // Chunks are compressed on a thread of their own, so the dump streams on while one
+            // is compressed (as `mariadb-dump | zstd` would), and alongside the files.
+            let compressor = std::thread::spawn(move || -> anyhow::Result<()> {
+                let mut encoder = archive::DumpEncoder::new(level, workers);
+                for chunk in raw_rx {
+                    let piece = archive::DumpPiece::Chunk(encoder.chunk(&chunk)?);
+                    if tx.send(piece).is_err() {
+                        bail!("the archive writer stopped");
                     }
                 }
-                total += n as u64;
-                tail = chunk[chunk.len().saturating_sub(512)..].to_vec();
-                if tx.send(chunk).is_err() {
-                    bail!("the archive writer stopped");
+                // The writer checks this against the chunks it got: a dump cut short fails.
+                let _ = tx.send(archive::DumpPiece::End(encoder.finish()));
+                Ok(())
+            });
+            let read = (|| {
+                loop {
+                    let mut chunk = Vec::with_capacity(chunk_bytes);
+                    let n = (&mut stdout)
+                        .take(chunk_bytes as u64)
+                        .read_to_end(&mut chunk)?;
+                    if n == 0 {
+                        return anyhow::Ok(());
+                    }
+                    if total == 0 {
+                        if let Ok(mut v) = version.lock() {
+                            *v = Some(mysql::server_version(&chunk));
+                        }
+                    }
+                    total += n as u64;
+                    tail = chunk[chunk.len().saturating_sub(512)..].to_vec();
+                    if raw_tx.send(chunk).is_err() {
+                        return Ok(()); // the compressor stopped; it says why
+                    }
                 }
-            }
-            drop(tx);
+            })();
+            drop(raw_tx);
+            let compressed = compressor
+                .join()
+                .map_err(|_| anyhow::anyhow!("the dump's compressor panicked"))?;
             let mut err = String::new();
             let _ = stderr.read_to_string(&mut err);
             let status = child.wait()?;
             if !status.success() {
                 bail!("mariadb-dump failed ({status}): {}", err.trim());
             }
+            read?;
+            compressed?;
             Ok((mysql::dump_is_complete(&tail), total))
         })
     };
@@ -116,69 +133,82 @@ pub async fn make_backup(
                  "language": st.site.language, "db_name": st.site.db_name},
         "platform": {"id": st.platform.id, "name": st.platform.name, "root": st.platform.root},
         "packages": b.store.site_packages(st.site.id).await?,
-        "rows": rows,
     });
-    let manifest_base_rows = manifest_base["rows"].clone();
+    // Rows are counted while the dump starts, each in its own consistent snapshot (they were
+    // never one: a site written to during the backup may differ slightly, which verify-backup
+    // reports); the manifest, written last, waits for the count.
+    let (rows_tx, rows_rx) = std::sync::mpsc::sync_channel::<BTreeMap<String, i64>>(1);
+    let counting = async {
+        let rows = crate::rows::count(
+            &creds.host,
+            creds.port,
+            &creds.user,
+            &creds.password,
+            &st.site.db_name,
+        )
+        .await;
+        if let Ok(rows) = &rows {
+            let _ = rows_tx.send(rows.clone());
+        }
+        drop(rows_tx);
+        rows
+    };
     let writer = {
         let (partial, site_dir) = (partial.clone(), st.site_dir.to_path_buf());
         let (level, workers) = (b.settings.zstd_level, b.settings.zstd_workers);
         tokio::task::spawn_blocking(move || {
-            archive::write_archive(
-                &partial,
-                &site_dir,
-                rx,
-                level,
-                workers,
-                |files, dump_sha, dump_bytes, parts| {
-                    let m = archive::Manifest {
-                        format: 1,
-                        site: manifest_base["site"].clone(),
-                        platform: manifest_base["platform"].clone(),
-                        packages: manifest_base["packages"].clone(),
-                        database: archive::DatabaseInfo {
-                            engine: "mariadb".into(),
-                            version: version
-                                .lock()
-                                .ok()
-                                .and_then(|v| v.clone())
-                                .unwrap_or_else(|| "unknown".into()),
-                            dump_sha256: dump_sha.into(),
-                            dump_bytes,
-                            dump_parts: parts,
-                            rows: serde_json::from_value(manifest_base["rows"].clone())
-                                .unwrap_or_default(),
-                        },
-                        files: *files,
-                        created: time::OffsetDateTime::now_utc()
-                            .format(&time::format_description::well_known::Rfc3339)
-                            .unwrap_or_default(),
-                    };
-                    serde_json::to_vec_pretty(&m)
-                        .map_err(|e| archive::ArchiveError::Refused(e.to_string()))
-                },
-            )
+            archive::write_archive(&partial, &site_dir, rx, level, workers, |files, dump| {
+                let m = archive::Manifest {
+                    format: 1,
+                    site: manifest_base["site"].clone(),
+                    platform: manifest_base["platform"].clone(),
+                    packages: manifest_base["packages"].clone(),
+                    database: archive::DatabaseInfo {
+                        engine: "mariadb".into(),
+                        version: version
+                            .lock()
+                            .ok()
+                            .and_then(|v| v.clone())
+                            .unwrap_or_else(|| "unknown".into()),
+                        dump_sha256: dump.sha256.clone(),
+                        dump_bytes: dump.bytes,
+                        dump_parts: dump.parts,
+                        rows: rows_rx.recv().map_err(|_| {
+                            archive::ArchiveError::Refused(
+                                "the rows of the database could not be counted".into(),
+                            )
+                        })?,
+                    },
+                    files: *files,
+                    created: time::OffsetDateTime::now_utc()
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .unwrap_or_default(),
+                };
+                serde_json::to_vec_pretty(&m)
+                    .map_err(|e| archive::ArchiveError::Refused(e.to_string()))
+            })
         })
     };
-    let dump = reader.await.context("dump reader")?;
-    let written = writer.await.context("archive writer")?;
-    let (complete, dump_bytes) = match dump {
-        Ok(d) => d,
+    let (rows, dump, written) = tokio::join!(counting, reader, writer);
+    // The dump's own error says most (its stderr), so it is reported first.
+    let finished = (|| {
+        let (complete, dump_bytes) = dump.context("dump reader")??;
+        let written = written
+            .context("archive writer")?
+            .context("writing the archive failed")?;
+        let rows = rows.context("counting the rows of the database")?;
+        if dump_bytes == 0 || !complete {
+            bail!("the database dump is incomplete ({dump_bytes} bytes, no completion trailer); no backup was recorded");
+        }
+        Ok((rows, written))
+    })();
+    let (rows, written) = match finished {
+        Ok(done) => done,
         Err(e) => {
             let _ = tokio::fs::remove_file(&partial).await;
             return Err(e);
         }
     };
-    let written = match written {
-        Ok(w) => w,
-        Err(e) => {
-            let _ = tokio::fs::remove_file(&partial).await;
-            bail!("writing the archive failed: {e}");
-        }
-    };
-    if dump_bytes == 0 || !complete {
-        let _ = tokio::fs::remove_file(&partial).await;
-        bail!("the database dump is incomplete ({dump_bytes} bytes, no completion trailer); no backup was recorded");
-    }
     tokio::fs::set_permissions(
         &partial,
         std::os::unix::fs::PermissionsExt::from_mode(0o600),
@@ -186,8 +216,8 @@ pub async fn make_backup(
     .await?;
     tokio::fs::rename(&partial, &path).await?;
     let manifest = serde_json::json!({
-        "rows": manifest_base_rows,
-        "files": written.files, "dump_bytes": written.dump_bytes, "dump_sha256": written.dump_sha256, "dump_parts": written.dump_parts,
+        "rows": rows,
+        "files": written.files, "dump_bytes": written.dump.bytes, "dump_sha256": written.dump.sha256, "dump_parts": written.dump.parts,
     });
     let record = b
         .store
@@ -203,7 +233,7 @@ pub async fn make_backup(
         .await?;
     log.info(format!(
         "backup {} of {domain}: {} files ({} bytes) and {} bytes of database in {} bytes ({key})",
-        record.id, written.files.count, written.files.bytes, written.dump_bytes, written.size
+        record.id, written.files.count, written.files.bytes, written.dump.bytes, written.size
     ))
     .await;
     Ok(record)

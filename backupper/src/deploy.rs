@@ -4,7 +4,7 @@
 //! renamed in.
 
 use crate::mysql::Credentials;
-use crate::restore::unpack_and_import;
+use crate::restore::{unpack_and_import, Unpacked};
 use crate::Backupper;
 use anyhow::{bail, Context};
 use domain::{DbIdent, DbPassword, HostPath, Name, ServerKind, TaskId};
@@ -62,12 +62,15 @@ pub async fn deploy(b: &Backupper, r: &DeployRequest, log: &TaskLog) -> anyhow::
             .await
             .with_context(|| format!("creating {}", parent.display()))?;
     }
-    let extracted = unpack_and_import(b, &backup, &staging, &r.database, &creds).await?;
-    site::set_web_permissions(&staging, 0o750).await?;
-    let files = staging.join("files");
-    if tokio::fs::try_exists(&files).await? {
-        site::give_tree_to_web_user(&files).await?;
-    }
+    let extracted = unpack_and_import(
+        b,
+        &backup,
+        &staging,
+        &r.database,
+        &creds,
+        Unpacked::ForTheWeb,
+    )
+    .await?;
     tokio::fs::write(staging.join(DEPLOY_MARK), &mark).await?;
     tokio::fs::rename(&staging, dest)
         .await

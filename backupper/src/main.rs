@@ -190,7 +190,7 @@ async fn main() -> anyhow::Result<()> {
         client_bin: config::string("HOSTING_MARIADB_BIN", "mariadb"),
         zstd_level: config::parse("HOSTING_BACKUP_ZSTD_LEVEL", 3)?,
         zstd_workers: config::parse("HOSTING_BACKUP_ZSTD_WORKERS", 2)?,
-        dump_chunk_bytes: config::parse("HOSTING_BACKUP_DUMP_CHUNK_BYTES", 8usize << 20)?,
+        dump_chunk_bytes: config::parse("HOSTING_BACKUP_DUMP_CHUNK_BYTES", 4usize << 20)?,
         limits: archive::Limits {
             max_entries: config::parse("HOSTING_RESTORE_MAX_ENTRIES", 1_000_000)?,
             max_bytes: config::parse("HOSTING_RESTORE_MAX_BYTES", 50u64 << 30)?,

@@ -218,13 +218,15 @@ impl RestoreSaga<'_> {
             user: self.new_db.clone(),
             password: self.new_password().await?,
         };
-        let extracted =
-            unpack_and_import(self.b, &self.backup, &self.fresh_dir, &self.new_db, &creds).await?;
-        site::set_web_permissions(&self.fresh_dir, 0o750).await?;
-        let files = self.fresh_dir.join("files");
-        if tokio::fs::try_exists(&files).await? {
-            site::give_tree_to_web_user(&files).await?;
-        }
+        let extracted = unpack_and_import(
+            self.b,
+            &self.backup,
+            &self.fresh_dir,
+            &self.new_db,
+            &creds,
+            Unpacked::ForTheWeb,
+        )
+        .await?;
         self.log
             .info(format!(
                 "unpacked {} files and imported the database into {}",
@@ -390,6 +392,16 @@ impl Saga for RestoreSaga<'_> {
     }
 }
 
+/// Whom an unpacked site directory is for.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Unpacked {
+    /// A site that will serve: the directory is the web group's to read, `files/` the web
+    /// user's to write.
+    ForTheWeb,
+    /// A scratch copy only we read (verify-backup).
+    Scratch,
+}
+
 /// Checks and unpacks a backup's site files into `dest` (which must not exist) and imports its
 /// dump into `database`, both at once (see `archive::extract`).
 pub async fn unpack_and_import(
@@ -398,6 +410,7 @@ pub async fn unpack_and_import(
     dest: &std::path::Path,
     database: &DbIdent,
     creds: &Credentials,
+    unpacked: Unpacked,
 ) -> anyhow::Result<archive::Extracted> {
     let mut child = mysql::spawn(
         &b.settings.client_bin,
@@ -407,12 +420,21 @@ pub async fn unpack_and_import(
         Stdio::null(),
     )?;
     let archive_path = b.settings.backup_dir.join(&backup.key);
-    let (checksum, dest, limits) = (
+    let (checksum, dest_dir, limits) = (
         backup.checksum.clone(),
         dest.to_path_buf(),
         b.settings.limits,
     );
-    tokio::task::spawn_blocking(move || {
+    // Handed over as each entry is made, not by a second walk over thousands of files.
+    let handover = match unpacked {
+        Unpacked::ForTheWeb => site::web_owner().map(|(uid, gid)| archive::Handover {
+            subtree: "files".into(),
+            uid,
+            gid,
+        }),
+        Unpacked::Scratch => None,
+    };
+    let extracted = tokio::task::spawn_blocking(move || {
         let mut stdin = child
             .stdin
             .take()
@@ -426,8 +448,15 @@ pub async fn unpack_and_import(
             Ok(())
         });
         let mut sink = ChannelWriter(tx);
-        let result = archive::extract(&archive_path, &checksum, &dest, limits, &mut sink)
-            .map_err(anyhow::Error::from);
+        let result = archive::extract(
+            &archive_path,
+            &checksum,
+            &dest_dir,
+            limits,
+            handover.as_ref(),
+            &mut sink,
+        )
+        .map_err(anyhow::Error::from);
         drop(sink);
         let fed = feeder
             .join()
@@ -444,7 +473,11 @@ pub async fn unpack_and_import(
         }
         anyhow::Ok(extracted)
     })
-    .await?
+    .await??;
+    if unpacked == Unpacked::ForTheWeb {
+        site::set_web_permissions(dest, 0o750).await?;
+    }
+    Ok(extracted)
 }
 
 /// Hands written bytes to the import's feeder thread.

@@ -4,7 +4,7 @@
 //! records the proof. The scratch copies are removed whatever happens.
 
 use crate::mysql::Credentials;
-use crate::restore::unpack_and_import;
+use crate::restore::{unpack_and_import, Unpacked};
 use crate::Backupper;
 use anyhow::bail;
 use contract::DbprovRequest;
@@ -65,7 +65,15 @@ pub async fn run(b: &Backupper, task: &Task, log: &TaskLog) -> Outcome {
             password: password.clone(),
         };
         site::dbprov(&b.rpc, &st.site.db_server, create, b.settings.rpc_timeout).await?;
-        let extracted = unpack_and_import(b, &backup, &scratch_dir, &scratch_db, &creds).await?;
+        let extracted = unpack_and_import(
+            b,
+            &backup,
+            &scratch_dir,
+            &scratch_db,
+            &creds,
+            Unpacked::Scratch,
+        )
+        .await?;
         let restored =
             crate::rows::count(&creds.host, creds.port, &scratch_db, &password, &scratch_db)
                 .await?;

@@ -95,6 +95,9 @@ pub struct StackOptions {
     pub env: Vec<(&'static str, String, String)>,
     /// The gateway reaches the broker through this URL (a proxy the test controls).
     pub gateway_amqp_url: Option<String>,
+    /// Where the stack's directory (platforms, sites, backups, logs) goes; by default
+    /// /tmp/hosting-tests.
+    pub root: Option<PathBuf>,
 }
 
 pub struct Stack {
@@ -126,7 +129,11 @@ impl Stack {
     async fn try_spawn(options: StackOptions) -> anyhow::Result<Self> {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let prefix = format!("t{}", &id[..10]);
-        let dir = PathBuf::from("/tmp/hosting-tests").join(&prefix);
+        let dir = options
+            .root
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/tmp/hosting-tests"))
+            .join(&prefix);
         std::fs::create_dir_all(dir.join("logs"))?;
         let example_root = dir.join("platforms/example");
         copy_dir(&repo_root().join("platforms/example"), &example_root)?;

@@ -61,6 +61,23 @@ async fn backup_change_restore_serves_the_original_again() {
             .permissions(),
     );
     assert_eq!(mode & 0o777, 0o600, "archives hold credentials");
+    // An ordinary .tar.zst: the standard tools read it (the dump's frames spliced in between
+    // the files' included).
+    let listing = std::process::Command::new("bash")
+        .arg("-o")
+        .arg("pipefail")
+        .arg("-c")
+        .arg(format!("zstd -d -q -c '{}' | tar -tf -", archive.display()))
+        .output()
+        .expect("zstd and tar run");
+    assert!(listing.status.success(), "{listing:?}");
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    for entry in ["site/", "database/dump-00001.sql", "hosting-backup.json"] {
+        assert!(
+            listing.lines().any(|l| l.starts_with(entry)),
+            "{entry} missing from:\n{listing}"
+        );
+    }
 
     change_the_site(&stack, site, &dir).await;
     serves(&stack, "Changed name", "after").await;

@@ -7,7 +7,12 @@
 //! - `hosting-backup.json`: the manifest, last, since it records counts and checksums.
 //!
 //! The dump's chunks are interleaved with the site's files as they arrive, so dumping and
-//! reading files overlap. The whole archive is hashed (SHA-256) while it is written.
+//! reading files overlap. Each chunk's entry is compressed as a zstd frame of its own, on the
+//! dump's side, and spliced in between the frames of the files, so the two are compressed at
+//! the same time; the file is an ordinary `.tar.zst` (`zstd -d | tar -x` reads it). A file that
+//! changes while it is archived is cut or padded to the size its header records. The whole
+//! archive is hashed (SHA-256) while it is written, and its writeback to disk starts as it is
+//! written, so the final `fsync` is short.
 //!
 //! Reading is for untrusted input: the archive's checksum must match the record, every entry
 //! must be a plain file, directory or symlink under `site/` or `database/`, with no `..`,

@@ -61,6 +61,31 @@ impl Write for HashSink<'_> {
     }
 }
 
+/// Who owns what a restore unpacks under one directory of the site, such as `files/`, where
+/// the web server writes uploads; everything else stays the restoring user's. Given as each
+/// entry is created, not by a second walk over the tree.
+#[derive(Debug, Clone)]
+pub struct Handover {
+    /// Relative to the site directory.
+    pub subtree: PathBuf,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Handover {
+    /// Gives `target` (the entry at `inside`, already checked not to be reached through a
+    /// symlink) to the owner when it lies in the subtree. `lchown`: a symlink itself, never
+    /// what it points to.
+    fn apply(handover: Option<&Handover>, inside: &Path, target: &Path) -> io::Result<()> {
+        match handover {
+            Some(h) if inside.starts_with(&h.subtree) => {
+                std::os::unix::fs::lchown(target, Some(h.uid), Some(h.gid))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Extracted {
     pub manifest: Manifest,
@@ -89,15 +114,31 @@ fn plain_relative(path: &Path) -> Result<PathBuf, ArchiveError> {
 }
 
 /// Checks that no existing ancestor of `path` below `root` is a symlink, so creating `path`
-/// cannot be redirected outside `root` by an entry unpacked earlier.
-fn no_symlink_ancestors(root: &Path, rel: &Path) -> Result<(), ArchiveError> {
+/// cannot be redirected outside `root` by an entry unpacked earlier; missing ones are made
+/// (and handed over where they should be). `checked` remembers the directories already seen
+/// to be real: an entry can only add new paths (a symlink onto an existing directory fails),
+/// so a directory once checked stays one, and thousands of files in one directory cost one
+/// check, not one per file and ancestor.
+fn no_symlink_ancestors(
+    root: &Path,
+    rel: &Path,
+    checked: &mut std::collections::HashSet<PathBuf>,
+    handover: Option<&Handover>,
+) -> Result<(), ArchiveError> {
+    let Some(parent) = rel.parent() else {
+        return Ok(());
+    };
+    if parent.as_os_str().is_empty() || checked.contains(parent) {
+        return Ok(());
+    }
     let mut current = root.to_path_buf();
-    let parents: Vec<_> = rel
-        .parent()
-        .map(|p| p.components().collect())
-        .unwrap_or_default();
-    for part in parents {
+    let mut inside = PathBuf::new();
+    for part in parent.components() {
         current.push(part);
+        inside.push(part);
+        if checked.contains(&inside) {
+            continue;
+        }
         match std::fs::symlink_metadata(&current) {
             Ok(m) if m.file_type().is_symlink() => {
                 return Err(refused(format!(
@@ -114,21 +155,27 @@ fn no_symlink_ancestors(root: &Path, rel: &Path) -> Result<(), ArchiveError> {
                 )))
             }
             Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => std::fs::create_dir(&current)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                std::fs::create_dir(&current)?;
+                Handover::apply(handover, &inside, &current)?;
+            }
             Err(e) => return Err(e.into()),
         }
+        checked.insert(inside.clone());
     }
     Ok(())
 }
 
-/// Checks the archive against `expected_sha256` (on error `dest` is removed again), and unpacks its `site/` into `dest` (made
-/// here; it must not exist) and streams its dump, in order, into `dump_sink`. The manifest's
-/// dump checksum is checked at the end. Blocking.
+/// Checks the archive against `expected_sha256` (on error `dest` is removed again), and
+/// unpacks its `site/` into `dest` (made here; it must not exist), handing the entries under
+/// `handover`'s subtree to its owner, and streams its dump, in order, into `dump_sink`. The
+/// manifest's dump checksum is checked at the end. Blocking.
 pub fn extract(
     path: &Path,
     expected_sha256: &str,
     dest: &Path,
     limits: Limits,
+    handover: Option<&Handover>,
     dump_sink: &mut (dyn Write + Send),
 ) -> Result<Extracted, ArchiveError> {
     if dest.exists() {
@@ -137,7 +184,7 @@ pub fn extract(
             dest.display()
         )));
     }
-    extract_streaming(path, expected_sha256, dest, limits, dump_sink).map_err(|e| {
+    extract_streaming(path, expected_sha256, dest, limits, handover, dump_sink).map_err(|e| {
         // What was unpacked before the error is ours to remove.
         let _ = std::fs::remove_dir_all(dest);
         // A damaged file usually fails to decompress before its checksum can be compared:
@@ -163,12 +210,13 @@ fn extract_streaming(
     expected_sha256: &str,
     dest: &Path,
     limits: Limits,
+    handover: Option<&Handover>,
     dump_sink: &mut (dyn Write + Send),
 ) -> Result<Extracted, ArchiveError> {
     let stop = std::sync::atomic::AtomicBool::new(false);
     let (files, dump) = std::thread::scope(|scope| {
         let dump = scope.spawn(|| stream_dump(path, limits, dump_sink, &stop));
-        let files = unpack_files(path, expected_sha256, dest, limits);
+        let files = unpack_files(path, expected_sha256, dest, limits, handover);
         if files.is_err() {
             stop.store(true, std::sync::atomic::Ordering::SeqCst);
         }
@@ -256,6 +304,7 @@ fn unpack_files(
     expected_sha256: &str,
     dest: &Path,
     limits: Limits,
+    handover: Option<&Handover>,
 ) -> Result<(Manifest, FileStats, u32), ArchiveError> {
     // The checksum is computed while the archive streams and checked at the end: everything
     // before that lands in `dest` and the dump sink, which are scratch copies the caller
@@ -272,6 +321,9 @@ fn unpack_files(
     let mut files = FileStats::default();
     let mut manifest: Option<Manifest> = None;
     let mut dump_parts: u32 = 0;
+    let mut checked_dirs = std::collections::HashSet::new();
+    // One buffer for every file: io::copy's own is 8 KiB, a write per 8 KiB of media.
+    let mut buf = vec![0u8; 1 << 20];
 
     for entry in archive.entries()? {
         let mut entry = entry?;
@@ -322,7 +374,7 @@ fn unpack_files(
         if inside.as_os_str().is_empty() {
             continue; // the site/ directory itself
         }
-        no_symlink_ancestors(dest, inside)?;
+        no_symlink_ancestors(dest, inside, &mut checked_dirs, handover)?;
         let target = dest.join(inside);
         let mode = entry.header().mode().unwrap_or(0o644) & 0o777; // no setuid, setgid or sticky
         match kind {
@@ -337,6 +389,8 @@ fn unpack_files(
                     Err(_) => std::fs::create_dir(&target)?,
                 }
                 std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode | 0o700))?;
+                Handover::apply(handover, inside, &target)?;
+                checked_dirs.insert(inside.to_path_buf());
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 let mut out = OpenOptions::new()
@@ -352,7 +406,16 @@ fn unpack_files(
                             e.into()
                         }
                     })?;
-                io::copy(&mut entry, &mut out)?;
+                if let Some(h) = handover.filter(|h| inside.starts_with(&h.subtree)) {
+                    std::os::unix::fs::fchown(&out, Some(h.uid), Some(h.gid))?;
+                }
+                loop {
+                    let n = entry.read(&mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    out.write_all(&buf[..n])?;
+                }
                 files.count += 1;
                 files.bytes += size;
             }
@@ -372,6 +435,7 @@ fn unpack_files(
                     )));
                 }
                 std::os::unix::fs::symlink(&link, &target)?;
+                Handover::apply(handover, inside, &target)?;
                 files.count += 1;
             }
             tar::EntryType::Link => {
@@ -410,7 +474,7 @@ fn unpack_files(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{write_archive, DatabaseInfo};
+    use crate::{write_archive, DatabaseInfo, DumpEncoder, DumpPiece};
 
     fn manifest_for(
         files: &FileStats,
@@ -446,16 +510,24 @@ mod tests {
         std::fs::write(site.join("files/sub/a.txt"), "hello").unwrap();
         std::os::unix::fs::symlink("sub/a.txt", site.join("files/link")).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
-        tx.send(b"CREATE TABLE t (x int);\n".to_vec()).unwrap();
-        tx.send(b"-- Dump completed\n".to_vec()).unwrap();
+        let mut dump = DumpEncoder::new(3, 2);
+        let chunk =
+            |data: &[u8], dump: &mut DumpEncoder| DumpPiece::Chunk(dump.chunk(data).unwrap());
+        tx.send(chunk(b"CREATE TABLE t (x int);\n", &mut dump))
+            .unwrap();
+        tx.send(chunk(b"-- Dump completed\n", &mut dump)).unwrap();
+        tx.send(DumpPiece::End(dump.finish())).unwrap();
         drop(tx);
         let path = dir.path().join("b.tar.zst");
-        let w = write_archive(&path, &site, rx, 3, 1, manifest_for).unwrap();
+        let w = write_archive(&path, &site, rx, 3, 2, |files, d| {
+            manifest_for(files, &d.sha256, d.bytes, d.parts)
+        })
+        .unwrap();
         assert_eq!(w.files.count, 3);
-        assert_eq!(w.dump_parts, 2);
+        assert_eq!(w.dump.parts, 2);
         let mut dump = Vec::new();
         let out = dir.path().join("restored");
-        let x = extract(&path, &w.sha256, &out, Limits::default(), &mut dump).unwrap();
+        let x = extract(&path, &w.sha256, &out, Limits::default(), None, &mut dump).unwrap();
         assert_eq!(x.files.count, 3);
         assert_eq!(dump, b"CREATE TABLE t (x int);\n-- Dump completed\n");
         assert_eq!(
@@ -472,6 +544,7 @@ mod tests {
             &w.sha256,
             &dir.path().join("again"),
             Limits::default(),
+            None,
             &mut Vec::new(),
         )
         .unwrap_err();

@@ -5,6 +5,49 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, TryRecvError};
 
+/// How much of the archive is written before the kernel is asked to start writing it to disk.
+const WRITEBACK_STRETCH: u64 = 8 << 20;
+
+/// The archive file, with its writeback started stretch by stretch as it is written
+/// (`sync_file_range`), so the final `fsync` waits for the last stretch only, not for the whole
+/// archive at once (0.1 s of a 1.3 s backup of 73 MB here).
+struct WritebackFile {
+    file: File,
+    written: u64,
+    started: u64,
+}
+
+impl Write for WritebackFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.written += n as u64;
+        if self.written - self.started >= WRITEBACK_STRETCH {
+            start_writeback(&self.file, self.started, self.written - self.started);
+            self.started = self.written;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn start_writeback(file: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: a valid open descriptor and a range of it. Only starts writeback; its errors
+    // show again in the final fsync, which is what decides.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_: &File, _: u64, _: u64) {}
+
 /// Counts and hashes what goes to the file.
 struct HashingWriter<W> {
     inner: W,
@@ -28,41 +71,184 @@ pub struct Written {
     pub size: u64,
     pub sha256: String,
     pub files: FileStats,
-    pub dump_sha256: String,
-    pub dump_bytes: u64,
-    pub dump_parts: u32,
+    pub dump: DumpSummary,
+}
+
+/// What the archive's writer receives from the dump's side: its chunks, then, once the whole
+/// dump went by, its summary. A sender that closes without `End` cut the dump short.
+pub enum DumpPiece {
+    Chunk(DumpChunk),
+    End(DumpSummary),
+}
+
+/// One chunk of the dump, already made into its archive entry and compressed as a zstd frame
+/// of its own (see [`DumpEncoder`]).
+pub struct DumpChunk {
+    len: u64,
+    frame: Vec<u8>,
+}
+
+/// What a whole dump was: its checksum, size and number of chunks.
+#[derive(Debug, Clone, Default)]
+pub struct DumpSummary {
+    pub sha256: String,
+    pub bytes: u64,
+    pub parts: u32,
+}
+
+/// Turns the dump, chunk by chunk, into compressed archive entries, on the thread that reads
+/// the dump. The archive then splices these frames in between the frames of the site's files:
+/// the dump is compressed alongside the files, as two `zstd` processes would, rather than
+/// after them through the one encoder (which made the files, not the dump, finish last). A
+/// zstd file may hold any number of frames; `zstd -d` and every decoder read them as one stream.
+pub struct DumpEncoder {
+    level: i32,
+    workers: u32,
+    hasher: Sha256,
+    bytes: u64,
+    parts: u32,
+}
+
+impl DumpEncoder {
+    /// `workers` as for the files: once the files are in, the dump has the machine to itself.
+    pub fn new(level: i32, workers: u32) -> Self {
+        Self {
+            level,
+            workers,
+            hasher: Sha256::new(),
+            bytes: 0,
+            parts: 0,
+        }
+    }
+
+    /// The next chunk's entry (`database/dump-NNNNN.sql`), compressed.
+    pub fn chunk(&mut self, data: &[u8]) -> Result<DumpChunk, ArchiveError> {
+        self.parts += 1;
+        self.bytes += data.len() as u64;
+        self.hasher.update(data);
+        let header = entry_header(&format!("{DUMP_PREFIX}{:05}.sql", self.parts), data.len())?;
+        let padding = (512 - data.len() % 512) % 512;
+        let mut encoder = zstd::stream::write::Encoder::new(
+            Vec::with_capacity(data.len() / 2 + 1024),
+            self.level,
+        )?;
+        if self.workers > 1 {
+            encoder.multithread(self.workers)?;
+            // Jobs small enough that a chunk of a few MiB is shared among the workers.
+            encoder.set_parameter(zstd::stream::raw::CParameter::JobSize(1 << 20))?;
+        }
+        encoder.write_all(header.as_bytes())?;
+        encoder.write_all(data)?;
+        encoder.write_all(&[0u8; 512][..padding])?;
+        Ok(DumpChunk {
+            len: data.len() as u64,
+            frame: encoder.finish()?,
+        })
+    }
+
+    pub fn finish(self) -> DumpSummary {
+        DumpSummary {
+            sha256: hex::encode(self.hasher.finalize()),
+            bytes: self.bytes,
+            parts: self.parts,
+        }
+    }
+}
+
+type ArchiveFile = HashingWriter<io::BufWriter<WritebackFile>>;
+
+/// The archive's zstd stream: the site's files compressed here (multithreaded), frame after
+/// frame, with the dump's frames, compressed elsewhere, spliced in between.
+struct Frames {
+    encoder: Option<zstd::stream::write::Encoder<'static, ArchiveFile>>,
+    level: i32,
+    workers: u32,
+}
+
+impl Frames {
+    fn new(file: ArchiveFile, level: i32, workers: u32) -> io::Result<Self> {
+        let mut frames = Self {
+            encoder: None,
+            level,
+            workers,
+        };
+        frames.encoder = Some(frames.encoder_for(file)?);
+        Ok(frames)
+    }
+
+    fn encoder_for(
+        &self,
+        file: ArchiveFile,
+    ) -> io::Result<zstd::stream::write::Encoder<'static, ArchiveFile>> {
+        let mut encoder = zstd::stream::write::Encoder::new(file, self.level)?;
+        if self.workers > 1 {
+            encoder.multithread(self.workers)?;
+        }
+        Ok(encoder)
+    }
+
+    fn finish(&mut self) -> io::Result<ArchiveFile> {
+        self.encoder
+            .take()
+            .ok_or_else(|| io::Error::other("the archive was finished already"))?
+            .finish()
+    }
+
+    /// Ends the current frame, writes `frame` as it is, and starts the next.
+    fn splice(&mut self, frame: &[u8]) -> io::Result<()> {
+        let mut file = self.finish()?;
+        file.write_all(frame)?;
+        self.encoder = Some(self.encoder_for(file)?);
+        Ok(())
+    }
+}
+
+impl Write for Frames {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &mut self.encoder {
+            Some(e) => e.write(buf),
+            None => Err(io::Error::other("the archive was finished already")),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.encoder {
+            Some(e) => e.flush(),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Writes an archive to `path`: the site directory `site_dir` as `site/`, the dump chunks that
-/// arrive on `dump` as `database/dump-NNNNN.sql` (interleaved with the files), and finally the
-/// manifest that `manifest` builds from the totals. Blocking: run it on a blocking thread.
+/// arrive on `dump` (from a [`DumpEncoder`]) as `database/dump-NNNNN.sql`, interleaved with the
+/// files as they come, and finally the manifest that `manifest` builds from the site's files
+/// and the dump's summary. Blocking: run it on a blocking thread.
 pub fn write_archive(
     path: &Path,
     site_dir: &Path,
-    dump: Receiver<Vec<u8>>,
+    dump: Receiver<DumpPiece>,
     level: i32,
     workers: u32,
-    manifest: impl FnOnce(&FileStats, &str, u64, u32) -> Result<Vec<u8>, ArchiveError>,
+    manifest: impl FnOnce(&FileStats, &DumpSummary) -> Result<Vec<u8>, ArchiveError>,
 ) -> Result<Written, ArchiveError> {
-    let file = File::create(path)?;
+    let file = WritebackFile {
+        file: File::create(path)?,
+        written: 0,
+        started: 0,
+    };
     let hashing = HashingWriter {
         inner: io::BufWriter::with_capacity(1 << 20, file),
         hasher: Sha256::new(),
         bytes: 0,
     };
-    let mut encoder = zstd::stream::write::Encoder::new(hashing, level)?;
-    if workers > 1 {
-        encoder.multithread(workers)?;
-    }
-    let mut tar = tar::Builder::new(encoder);
+    let mut tar = tar::Builder::new(Frames::new(hashing, level, workers)?);
     tar.mode(tar::HeaderMode::Complete);
     tar.follow_symlinks(false);
 
     let mut dump_state = DumpState {
-        hasher: Sha256::new(),
         bytes: 0,
         parts: 0,
         open: true,
+        summary: None,
     };
     let mut files = FileStats::default();
     let mut stack: Vec<PathBuf> = vec![PathBuf::new()];
@@ -73,45 +259,115 @@ pub fn write_archive(
         for entry in entries {
             let rel_child = rel.join(entry.file_name());
             let name = Path::new(SITE_PREFIX).join(&rel_child);
-            let meta = entry.path().symlink_metadata()?;
-            let ft = meta.file_type();
+            let ft = entry.file_type()?;
             if ft.is_dir() {
                 tar.append_dir(&name, entry.path())?;
                 stack.push(rel_child);
-            } else if ft.is_file() || ft.is_symlink() {
+            } else if ft.is_file() {
+                files.bytes += append_file(&mut tar, &entry.path(), &name)?;
+                files.count += 1;
+            } else if ft.is_symlink() {
                 tar.append_path_with_name(entry.path(), &name)?;
                 files.count += 1;
-                files.bytes += meta.len();
             }
             // Sockets, fifos and devices in a site directory are not site data: skipped.
             dump_state.drain(&mut tar, &dump, false)?;
         }
     }
     dump_state.drain(&mut tar, &dump, true)?;
-    let dump_sha256 = hex::encode(dump_state.hasher.clone().finalize());
-    let manifest_bytes = manifest(&files, &dump_sha256, dump_state.bytes, dump_state.parts)?;
+    let summary = match dump_state.summary {
+        Some(s) if s.bytes == dump_state.bytes && s.parts == dump_state.parts => s,
+        _ => {
+            return Err(ArchiveError::Refused(
+                "the database dump was cut short".into(),
+            ))
+        }
+    };
+    let manifest_bytes = manifest(&files, &summary)?;
     append_bytes(&mut tar, MANIFEST_NAME, &manifest_bytes)?;
-    let encoder = tar.into_inner()?;
-    let mut hashing = encoder.finish()?;
+    let mut hashing = tar.into_inner()?.finish()?;
     hashing.flush()?;
     let sha256 = hex::encode(hashing.hasher.finalize());
     hashing
         .inner
         .into_inner()
         .map_err(|e| e.into_error())?
+        .file
         .sync_all()?;
     Ok(Written {
         size: hashing.bytes,
         sha256,
         files,
-        dump_sha256,
-        dump_bytes: dump_state.bytes,
-        dump_parts: dump_state.parts,
+        dump: summary,
     })
 }
 
+/// Appends the regular file at `path` as `name`; returns the size recorded. The header is made
+/// from the open file's own metadata, and exactly that many bytes follow it: a file that grows
+/// while it is read (a log being written) is cut there, one that shrinks is padded with zeros,
+/// as GNU tar does; copying whatever the file holds by then would write more or fewer bytes
+/// than the header says and leave an archive no one can read.
+fn append_file<W: Write>(
+    tar: &mut tar::Builder<W>,
+    path: &Path,
+    name: &Path,
+) -> Result<u64, ArchiveError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // O_NOFOLLOW: if it was swapped for a symlink since the directory was read, it fails
+    // here rather than archiving what the link points to.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    let meta = file.metadata()?;
+    let mut header = tar::Header::new_gnu();
+    header.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
+    let declared = meta.len();
+    // Large reads: tar copies through an 8 KiB buffer, a read call per 8 KiB of media.
+    let capacity = usize::try_from(declared.clamp(512, 256 << 10)).unwrap_or(256 << 10);
+    let body = Exactly {
+        inner: io::BufReader::with_capacity(capacity, file),
+        left: declared,
+        shrank: false,
+    };
+    tar.append_data(&mut header, name, body)?;
+    Ok(declared)
+}
+
+/// Exactly `left` bytes of `inner`, zeros once it runs out.
+struct Exactly<R> {
+    inner: R,
+    left: u64,
+    shrank: bool,
+}
+
+impl<R: io::Read> io::Read for Exactly<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = if self.shrank {
+            0
+        } else {
+            self.inner.read(&mut buf[..want])?
+        };
+        let n = if n == 0 {
+            self.shrank = true;
+            buf[..want].fill(0);
+            want
+        } else {
+            n
+        };
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
 struct DumpState {
-    hasher: Sha256,
+    summary: Option<DumpSummary>,
     bytes: u64,
     parts: u32,
     open: bool,
@@ -120,10 +376,10 @@ struct DumpState {
 impl DumpState {
     /// Appends the dump chunks that are ready; with `wait`, all of them until the sender
     /// closes.
-    fn drain<W: Write>(
+    fn drain(
         &mut self,
-        tar: &mut tar::Builder<W>,
-        rx: &Receiver<Vec<u8>>,
+        tar: &mut tar::Builder<Frames>,
+        rx: &Receiver<DumpPiece>,
         wait: bool,
     ) -> Result<(), ArchiveError> {
         while self.open {
@@ -145,10 +401,18 @@ impl DumpState {
                     }
                 }
             };
+            let chunk = match chunk {
+                DumpPiece::Chunk(c) => c,
+                DumpPiece::End(summary) => {
+                    self.summary = Some(summary);
+                    continue;
+                }
+            };
+            // Between two entries: the tar stream is at an entry boundary, so the chunk's
+            // frame, one whole entry, fits in here.
             self.parts += 1;
-            self.bytes += chunk.len() as u64;
-            self.hasher.update(&chunk);
-            append_bytes(tar, &format!("{DUMP_PREFIX}{:05}.sql", self.parts), &chunk)?;
+            self.bytes += chunk.len;
+            tar.get_mut().splice(&chunk.frame)?;
         }
         Ok(())
     }
@@ -159,8 +423,16 @@ fn append_bytes<W: Write>(
     name: &str,
     data: &[u8],
 ) -> Result<(), ArchiveError> {
+    let header = entry_header(name, data.len())?;
+    tar.append(&header, data)?;
+    Ok(())
+}
+
+/// The header of a generated entry (the dump's chunks, the manifest): a plain file, 0600, now.
+fn entry_header(name: &str, len: usize) -> Result<tar::Header, ArchiveError> {
     let mut header = tar::Header::new_gnu();
-    header.set_size(data.len() as u64);
+    header.set_path(name)?;
+    header.set_size(len as u64);
     header.set_mode(0o600);
     header.set_mtime(
         std::time::SystemTime::now()
@@ -169,6 +441,30 @@ fn append_bytes<W: Write>(
             .unwrap_or(0),
     );
     header.set_entry_type(tar::EntryType::Regular);
-    tar.append_data(&mut header, name, data)?;
-    Ok(())
+    header.set_cksum();
+    Ok(header)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn a_file_that_changes_while_read_gives_exactly_its_declared_size() {
+        let read_all = |inner: &[u8], declared: u64| {
+            let mut out = Vec::new();
+            Exactly {
+                inner,
+                left: declared,
+                shrank: false,
+            }
+            .read_to_end(&mut out)
+            .unwrap();
+            out
+        };
+        assert_eq!(read_all(b"hello world", 5), b"hello"); // grew: cut
+        assert_eq!(read_all(b"hi", 5), b"hi\0\0\0"); // shrank: padded
+        assert_eq!(read_all(b"", 0), b"");
+    }
 }

@@ -242,20 +242,30 @@ pub async fn give_to_web_user(path: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The gid of `www-data` when we run as root (we can and must hand files to it).
+/// The gid of `www-data` when we run as root (we can and must hand files to it). Read once:
+/// a restore hands thousands of files over.
 fn web_group() -> Option<u32> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return None;
-    }
-    let group = std::fs::read_to_string("/etc/group").ok()?;
-    group
-        .lines()
-        .find(|l| l.starts_with("www-data:"))?
-        .split(':')
-        .nth(2)?
-        .parse()
-        .ok()
+    static GID: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    *GID.get_or_init(|| {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return None;
+        }
+        let group = std::fs::read_to_string("/etc/group").ok()?;
+        group
+            .lines()
+            .find(|l| l.starts_with("www-data:"))?
+            .split(':')
+            .nth(2)?
+            .parse()
+            .ok()
+    })
+}
+
+/// The web user's uid and gid (equal on Debian), when we run as root and so must give it
+/// what it writes to, such as a site's `files/`.
+pub fn web_owner() -> Option<(u32, u32)> {
+    web_group().map(|gid| (gid, gid))
 }
 
 /// Runs a platform action for a site, its output going to the task log as it comes.
@@ -363,24 +373,6 @@ pub async fn webconf(
             timeout,
         )
         .await?)
-}
-
-/// Gives a directory tree (a restored `files/`) to the web user.
-pub async fn give_tree_to_web_user(root: &std::path::Path) -> anyhow::Result<()> {
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        give_to_web_user(&dir).await?;
-        let mut entries = tokio::fs::read_dir(&dir).await?;
-        while let Some(e) = entries.next_entry().await? {
-            let ft = e.file_type().await?;
-            if ft.is_dir() {
-                stack.push(e.path());
-            } else if ft.is_file() {
-                give_to_web_user(&e.path()).await?;
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Asks the site for its enabled packages (the platform's `packages` action, if declared) and
