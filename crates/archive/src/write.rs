@@ -9,8 +9,8 @@ use std::sync::mpsc::{Receiver, TryRecvError};
 const WRITEBACK_STRETCH: u64 = 8 << 20;
 
 /// The archive file, with its writeback started stretch by stretch as it is written
-/// (`sync_file_range`), so the final `fsync` waits for the last stretch only, not for the whole
-/// archive at once (0.1 s of a 1.3 s backup of 73 MB here).
+/// (`sync_file_range`), so the final `fsync` waits mostly for the last stretch, not for the
+/// whole archive at once (here: 50-90 ms instead of 110-170 ms for 73 MB).
 struct WritebackFile {
     file: File,
     written: u64,
