@@ -13,6 +13,18 @@ use std::sync::{Arc, Mutex};
 use store::{Backup, NewBackup};
 use worker::TaskLog;
 
+/// The dump's reader stopped because the archive's writer stopped taking chunks.
+#[derive(Debug)]
+struct WriterStopped;
+
+impl std::fmt::Display for WriterStopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the archive writer stopped")
+    }
+}
+
+impl std::error::Error for WriterStopped {}
+
 pub const ON_REQUEST: &str = "Generated on request";
 pub const BEFORE_RESTORE: &str = "Generated before being restored to a previous version";
 
@@ -84,7 +96,7 @@ pub async fn make_backup(
                 for chunk in raw_rx {
                     let piece = archive::DumpPiece::Chunk(encoder.chunk(&chunk)?);
                     if tx.send(piece).is_err() {
-                        bail!("the archive writer stopped");
+                        return Err(WriterStopped.into());
                     }
                 }
                 // The writer checks this against the chunks it got: a dump cut short fails.
@@ -113,9 +125,15 @@ pub async fn make_backup(
                 }
             })();
             drop(raw_tx);
+            // If reading stopped early, mariadb-dump must see its pipe close (and exit) before
+            // its stderr and exit status are waited for.
+            drop(stdout);
             let compressed = compressor
                 .join()
                 .map_err(|_| anyhow::anyhow!("the dump's compressor panicked"))?;
+            // Checked before mariadb-dump's status: when the writer stopped, the dump died of
+            // its closed pipe, which is not the cause.
+            compressed?;
             let mut err = String::new();
             let _ = stderr.read_to_string(&mut err);
             let status = child.wait()?;
@@ -123,7 +141,6 @@ pub async fn make_backup(
                 bail!("mariadb-dump failed ({status}): {}", err.trim());
             }
             read?;
-            compressed?;
             Ok((mysql::dump_is_complete(&tail), total))
         })
     };
@@ -190,12 +207,19 @@ pub async fn make_backup(
         })
     };
     let (rows, dump, written) = tokio::join!(counting, reader, writer);
-    // The dump's own error says most (its stderr), so it is reported first.
     let finished = (|| {
-        let (complete, dump_bytes) = dump.context("dump reader")??;
-        let written = written
-            .context("archive writer")?
-            .context("writing the archive failed")?;
+        let dump = dump.context("dump reader")?;
+        let written = written.context("archive writer")?;
+        // The dump's own error says most (its stderr), unless it only stopped because the
+        // archive's writer did; then the writer's error is the cause.
+        let (complete, dump_bytes) = match dump {
+            Err(e) if e.is::<WriterStopped>() => {
+                return Err(written.err().map(anyhow::Error::from).unwrap_or(e))
+                    .context("writing the archive failed")
+            }
+            other => other?,
+        };
+        let written = written.context("writing the archive failed")?;
         let rows = rows.context("counting the rows of the database")?;
         if dump_bytes == 0 || !complete {
             bail!("the database dump is incomplete ({dump_bytes} bytes, no completion trailer); no backup was recorded");
