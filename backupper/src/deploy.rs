@@ -7,18 +7,10 @@ use crate::mysql::Credentials;
 use crate::restore::{unpack_and_import, Unpacked};
 use crate::Backupper;
 use anyhow::{bail, Context};
-use domain::{DbIdent, DbPassword, HostPath, Name, ServerKind, TaskId};
+use contract::DeployRequest;
+use domain::{DbPassword, ServerKind};
 use site::DEPLOY_MARK;
 use worker::TaskLog;
-
-pub struct DeployRequest {
-    pub task: TaskId,
-    pub backup: i64,
-    pub dest: HostPath,
-    pub db_server: Name,
-    pub database: DbIdent,
-    pub user: DbIdent,
-}
 
 pub async fn deploy(b: &Backupper, r: &DeployRequest, log: &TaskLog) -> anyhow::Result<u64> {
     let dest = r.dest.as_path();

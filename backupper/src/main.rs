@@ -73,23 +73,8 @@ impl bus::RpcHandler for Shared {
                     checksum: made.checksum,
                 }))
             }
-            contract::BackupRequest::Deploy {
-                task,
-                backup,
-                dest,
-                db_server,
-                database,
-                user,
-            } => {
-                let log = TaskLog::new(b.store.clone(), b.bus.clone(), task);
-                let request = deploy::DeployRequest {
-                    task,
-                    backup,
-                    dest,
-                    db_server,
-                    database,
-                    user,
-                };
+            contract::BackupRequest::Deploy(request) => {
+                let log = TaskLog::new(b.store.clone(), b.bus.clone(), request.task);
                 reply(
                     deploy::deploy(b, &request, &log)
                         .await

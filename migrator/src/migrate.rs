@@ -15,7 +15,8 @@
 use crate::Migrator;
 use anyhow::{bail, Context};
 use contract::{
-    BackupReply, BackupRequest, DbprovRequest, DeployReply, WebconfRequest, DEPLOY_PASSWORD_SECRET,
+    BackupReply, BackupRequest, DbprovRequest, DeployReply, DeployRequest, WebconfRequest,
+    DEPLOY_PASSWORD_SECRET,
 };
 use domain::{DbIdent, DbPassword, DomainName, PlatformId, ServerId, SiteId, SiteStatus};
 use platform::{Action, PreviousSite};
@@ -374,14 +375,14 @@ impl MoveSaga<'_> {
         site::backupper(
             &self.m.rpc,
             &dest.web_server,
-            BackupRequest::Deploy {
+            BackupRequest::Deploy(DeployRequest {
                 task: self.task.id,
                 backup,
                 dest: dest.site_dir.clone(),
                 db_server: dest.site.db_server.clone(),
                 database: self.target.db_name.clone(),
                 user: self.target.db_user.clone(),
-            },
+            }),
             self.m.settings.backup_timeout,
         )
         .await

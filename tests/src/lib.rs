@@ -663,11 +663,15 @@ impl Stack {
         self.dir.join("backups")
     }
 
+    /// Asks for a site task (`POST /sites/{site}/tasks`); the status and the answer.
+    pub async fn post_site_task(&self, site: i64, body: Value) -> (u16, Value) {
+        self.call("POST", &format!("/sites/{site}/tasks"), Some(body))
+            .await
+    }
+
     /// Runs a site task and waits for it; returns the finished task.
     pub async fn run_site_task(&self, site: i64, body: Value) -> Value {
-        let (status, r) = self
-            .call("POST", &format!("/sites/{site}/tasks"), Some(body.clone()))
-            .await;
+        let (status, r) = self.post_site_task(site, body.clone()).await;
         assert_eq!(status, 202, "{body} -> {r}");
         self.wait_task(
             r["task"]["id"].as_i64().unwrap_or_default(),

@@ -136,11 +136,7 @@ async fn backup_change_restore_serves_the_original_again() {
         .is_some_and(|b| b.iter().all(|b| b["id"] != first["id"])));
     // Arguments are checked: another site's or an unknown backup is refused.
     let (status, r) = stack
-        .call(
-            "POST",
-            &format!("/sites/{site}/tasks"),
-            Some(json!({"type": "restore", "backup": 999999})),
-        )
+        .post_site_task(site, json!({"type": "restore", "backup": 999999}))
         .await;
     assert_eq!(status, 422, "{r}");
     stack.teardown().await;

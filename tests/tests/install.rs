@@ -153,13 +153,7 @@ async fn verify_rewrites_only_what_drifted() {
     let before = mtimes();
 
     let run_verify = || async {
-        let (status, r) = stack
-            .call(
-                "POST",
-                &format!("/sites/{id}/tasks"),
-                Some(json!({"type": "verify"})),
-            )
-            .await;
+        let (status, r) = stack.post_site_task(id, json!({"type": "verify"})).await;
         assert_eq!(status, 202, "{r}");
         let task = stack
             .wait_task(
@@ -207,13 +201,7 @@ async fn tasks_on_one_site_never_overlap() {
     let id = site["id"].as_i64().unwrap_or_default();
     let mut ids = Vec::new();
     for _ in 0..6 {
-        let (status, r) = stack
-            .call(
-                "POST",
-                &format!("/sites/{id}/tasks"),
-                Some(json!({"type": "verify"})),
-            )
-            .await;
+        let (status, r) = stack.post_site_task(id, json!({"type": "verify"})).await;
         assert_eq!(status, 202, "{r}");
         ids.push(r["task"]["id"].as_i64().unwrap_or_default());
     }

@@ -158,13 +158,7 @@ async fn disable_enable_and_delete_follow_the_rules() {
     );
 
     // Delete is refused while the site is enabled.
-    let (status, r) = stack
-        .call(
-            "POST",
-            &format!("/sites/{sid}/tasks"),
-            Some(json!({"type": "delete"})),
-        )
-        .await;
+    let (status, r) = stack.post_site_task(sid, json!({"type": "delete"})).await;
     assert_eq!(status, 409, "{r}");
     assert!(r["error"].to_string().contains("disable it first"), "{r}");
 
@@ -206,11 +200,7 @@ async fn disable_enable_and_delete_follow_the_rules() {
         "{now}"
     );
     let (status, r) = stack
-        .call(
-            "POST",
-            &format!("/sites/{sid}/tasks"),
-            Some(json!({"type": "login-reset"})),
-        )
+        .post_site_task(sid, json!({"type": "login-reset"}))
         .await;
     assert_eq!(status, 409, "login-reset is for enabled sites: {r}");
 
@@ -226,13 +216,7 @@ async fn disable_enable_and_delete_follow_the_rules() {
         stack.run_site_task(sid, json!({"type": "disable"})).await["status"],
         "success"
     );
-    let (status, r) = stack
-        .call(
-            "POST",
-            &format!("/sites/{sid}/tasks"),
-            Some(json!({"type": "delete"})),
-        )
-        .await;
+    let (status, r) = stack.post_site_task(sid, json!({"type": "delete"})).await;
     assert_eq!(status, 202, "{r}");
     // Nothing is offered while the delete is pending.
     let pending = stack.site(sid).await;

@@ -55,6 +55,32 @@ fn root(stack: &Stack, platform: &str) -> PathBuf {
     }
 }
 
+/// After a batch: it made `children` child tasks, and every site (`{prefix}{n}.acme.example`)
+/// is on `platform` and serves.
+async fn assert_batch_left(
+    stack: &Stack,
+    batch: i64,
+    children: usize,
+    sites: &[i64],
+    platform: &str,
+    prefix: &str,
+) {
+    let (_, tasks) = stack
+        .call("GET", &format!("/tasks?parent={batch}"), None)
+        .await;
+    assert_eq!(tasks.as_array().map(Vec::len), Some(children), "{tasks}");
+    for (n, sid) in sites.iter().enumerate() {
+        assert_eq!(stack.site(*sid).await["platform"], platform);
+        assert_eq!(
+            stack
+                .page(&format!("{prefix}{n}.acme.example"), "/")
+                .await
+                .status,
+            200
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn package_checks_upgrade_rename_and_clone() {
     let stack = Stack::spawn().await;
@@ -103,11 +129,7 @@ async fn package_checks_upgrade_rename_and_clone() {
 
     // A migrate to A is refused with the reason.
     let (status, r) = stack
-        .call(
-            "POST",
-            &format!("/sites/{sid}/tasks"),
-            Some(json!({"type": "migrate", "platform": "a"})),
-        )
+        .post_site_task(sid, json!({"type": "migrate", "platform": "a"}))
         .await;
     assert_eq!(status, 409, "{r}");
     assert!(r.to_string().contains("guestbook"), "{r}");
@@ -177,10 +199,9 @@ async fn package_checks_upgrade_rename_and_clone() {
 
     // Clone: a new site at its own domain; the original is untouched.
     let (status, r) = stack
-        .call(
-            "POST",
-            &format!("/sites/{sid}/tasks"),
-            Some(json!({"type": "clone", "platform": "d", "domain": "copy.acme.example"})),
+        .post_site_task(
+            sid,
+            json!({"type": "clone", "platform": "d", "domain": "copy.acme.example"}),
         )
         .await;
     assert_eq!(status, 202, "{r}");
@@ -224,11 +245,7 @@ async fn package_checks_upgrade_rename_and_clone() {
         "{now}"
     );
     let (status, r) = stack
-        .call(
-            "POST",
-            &format!("/sites/{sid}/tasks"),
-            Some(json!({"type": "migrate", "platform": "c"})),
-        )
+        .post_site_task(sid, json!({"type": "migrate", "platform": "c"}))
         .await;
     assert_eq!(status, 409, "{r}");
     // Switching clone on switches migrate on.
@@ -390,17 +407,7 @@ async fn a_batch_moves_every_site_of_a_platform() {
         .await;
     stack.assert_success(&done).await;
     assert_eq!(done["result"]["migrated"], 5, "{done}");
-    let (_, children) = stack
-        .call("GET", &format!("/tasks?parent={}", id(&r["task"])), None)
-        .await;
-    assert_eq!(children.as_array().map(Vec::len), Some(5), "{children}");
-    for (n, sid) in ids.iter().enumerate() {
-        assert_eq!(stack.site(*sid).await["platform"], "c");
-        assert_eq!(
-            stack.page(&format!("s{n}.acme.example"), "/").await.status,
-            200
-        );
-    }
+    assert_batch_left(&stack, id(&r["task"]), 5, &ids, "c", "s").await;
     stack.teardown().await;
 }
 
@@ -504,16 +511,6 @@ async fn a_batch_stops_starting_sites_once_its_failure_budget_is_spent() {
     let error = done["error"].as_str().unwrap_or_default();
     assert!(error.contains("stopped after 1 failures"), "{error}");
     assert!(error.contains(r#""not_started":2"#), "{error}");
-    let (_, children) = stack
-        .call("GET", &format!("/tasks?parent={}", id(&r["task"])), None)
-        .await;
-    assert_eq!(children.as_array().map(Vec::len), Some(1), "{children}");
-    for (n, sid) in ids.iter().enumerate() {
-        assert_eq!(stack.site(*sid).await["platform"], "example");
-        assert_eq!(
-            stack.page(&format!("b{n}.acme.example"), "/").await.status,
-            200
-        );
-    }
+    assert_batch_left(&stack, id(&r["task"]), 1, &ids, "example", "b").await;
     stack.teardown().await;
 }

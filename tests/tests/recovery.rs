@@ -118,10 +118,9 @@ async fn a_migrator_killed_mid_migrate_resumes_it() {
         })
         .await;
     let (status, r) = stack
-        .call(
-            "POST",
-            &format!("/sites/{sid}/tasks"),
-            Some(serde_json::json!({"type": "migrate", "platform": "slow"})),
+        .post_site_task(
+            sid,
+            serde_json::json!({"type": "migrate", "platform": "slow"}),
         )
         .await;
     assert_eq!(status, 202, "{r}");

@@ -168,10 +168,9 @@ async fn a_wordpress_site_clones_and_migrates_to_a_platform_with_another_plugin(
 
     // Clone to a new domain: both sites serve, each its own title.
     let (status, r) = stack
-        .call(
-            "POST",
-            &format!("/sites/{sid}/tasks"),
-            Some(json!({"type": "clone", "platform": "wordpress", "domain": "copy.acme.example"})),
+        .post_site_task(
+            sid,
+            json!({"type": "clone", "platform": "wordpress", "domain": "copy.acme.example"}),
         )
         .await;
     assert_eq!(status, 202, "{r}");

@@ -141,18 +141,22 @@ pub enum BackupRequest {
         task: TaskId,
         description: String,
     },
-    /// Unpack a backup's site files into `dest` (a new directory, marked as deployed by
-    /// `task`) and import its dump into `database` on `db_server` as `user`, whose password
-    /// the task keeps in its secrets as `deploy-db-password` (no password travels on the bus).
-    /// Idempotent: a `dest` this task deployed already is answered as done.
-    Deploy {
-        task: TaskId,
-        backup: i64,
-        dest: HostPath,
-        db_server: Name,
-        database: DbIdent,
-        user: DbIdent,
-    },
+    /// See [`DeployRequest`].
+    Deploy(DeployRequest),
+}
+
+/// Unpack a backup's site files into `dest` (a new directory, marked as deployed by `task`)
+/// and import its dump into `database` on `db_server` as `user`, whose password the task
+/// keeps in its secrets as `deploy-db-password` (no password travels on the bus). Idempotent:
+/// a `dest` this task deployed already is answered as done.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeployRequest {
+    pub task: TaskId,
+    pub backup: i64,
+    pub dest: HostPath,
+    pub db_server: Name,
+    pub database: DbIdent,
+    pub user: DbIdent,
 }
 
 /// The gateway's public pages, which other services write into links and vhosts: a one-time
