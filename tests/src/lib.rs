@@ -680,6 +680,13 @@ impl Stack {
         .await
     }
 
+    /// A site's backups as the API lists them (`GET /sites/{site}/backups`).
+    pub async fn backups(&self, site: i64) -> Value {
+        self.call("GET", &format!("/sites/{site}/backups"), None)
+            .await
+            .1
+    }
+
     /// A site as the API shows it.
     pub async fn site(&self, id: i64) -> Value {
         let (status, s) = self.call("GET", &format!("/sites/{id}"), None).await;

@@ -45,9 +45,7 @@ async fn backup_change_restore_serves_the_original_again() {
     let (site, dir) = site_with_a_file(&stack).await;
     let done = stack.run_site_task(site, json!({"type": "backup"})).await;
     assert_eq!(done["status"], "success", "{done}");
-    let (_, backups) = stack
-        .call("GET", &format!("/sites/{site}/backups"), None)
-        .await;
+    let backups = stack.backups(site).await;
     let first = backups[0].clone();
     assert_eq!(first["description"], "Generated on request");
     assert!(first["size"].as_i64().unwrap_or_default() > 0);
@@ -94,9 +92,7 @@ async fn backup_change_restore_serves_the_original_again() {
     );
     serves(&stack, DOMAIN, "before").await;
 
-    let (_, backups) = stack
-        .call("GET", &format!("/sites/{site}/backups"), None)
-        .await;
+    let backups = stack.backups(site).await;
     assert_eq!(backups.as_array().map(Vec::len), Some(2));
     assert_eq!(
         backups[0]["description"],
@@ -128,9 +124,7 @@ async fn backup_change_restore_serves_the_original_again() {
         .await;
     assert_eq!(done["status"], "success", "{done}");
     assert!(!archive.exists());
-    let (_, backups) = stack
-        .call("GET", &format!("/sites/{site}/backups"), None)
-        .await;
+    let backups = stack.backups(site).await;
     assert!(backups
         .as_array()
         .is_some_and(|b| b.iter().all(|b| b["id"] != first["id"])));
@@ -307,9 +301,7 @@ async fn hostile_archives_are_refused_and_nothing_changes() {
                 bytes.len()
             ))
             .await;
-        let (_, list) = stack
-            .call("GET", &format!("/sites/{site}/backups"), None)
-            .await;
+        let list = stack.backups(site).await;
         let id = list
             .as_array()
             .and_then(|l| l.iter().find(|b| b["key"] == key.as_str()))
@@ -339,9 +331,7 @@ async fn hostile_archives_are_refused_and_nothing_changes() {
     stack
         .state_exec("UPDATE backups SET checksum = repeat('0', 64) WHERE description = 'crafted 0'")
         .await;
-    let (_, list) = stack
-        .call("GET", &format!("/sites/{site}/backups"), None)
-        .await;
+    let list = stack.backups(site).await;
     let id = list
         .as_array()
         .and_then(|l| l.iter().find(|b| b["description"] == "crafted 0"))
@@ -467,9 +457,7 @@ async fn schedules_make_automated_backups_and_retention_keeps_exactly_the_expect
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let (_, list) = stack
-            .call("GET", &format!("/sites/{site}/backups"), None)
-            .await;
+        let list = stack.backups(site).await;
         if automated(&list) >= 2 {
             break;
         }
@@ -484,14 +472,10 @@ async fn schedules_make_automated_backups_and_retention_keeps_exactly_the_expect
         .await;
     assert_eq!(r["source"], "off");
     tokio::time::sleep(std::time::Duration::from_secs(2)).await; // a backup queued just before may finish
-    let (_, list) = stack
-        .call("GET", &format!("/sites/{site}/backups"), None)
-        .await;
+    let list = stack.backups(site).await;
     let count = list.as_array().map(Vec::len).unwrap_or(0);
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    let (_, list) = stack
-        .call("GET", &format!("/sites/{site}/backups"), None)
-        .await;
+    let list = stack.backups(site).await;
     assert_eq!(
         list.as_array().map(Vec::len).unwrap_or(0),
         count,
@@ -504,16 +488,12 @@ async fn schedules_make_automated_backups_and_retention_keeps_exactly_the_expect
     while list.as_array().map(Vec::len).unwrap_or(0) < 6 {
         let done = stack.run_site_task(site, json!({"type": "backup"})).await;
         assert_eq!(done["status"], "success");
-        let (_, l) = stack
-            .call("GET", &format!("/sites/{site}/backups"), None)
-            .await;
+        let l = stack.backups(site).await;
         if l.as_array().map(Vec::len).unwrap_or(0) >= 6 {
             break;
         }
     }
-    let (_, list) = stack
-        .call("GET", &format!("/sites/{site}/backups"), None)
-        .await;
+    let list = stack.backups(site).await;
     let ids: Vec<i64> = list
         .as_array()
         .map(|l| l.iter().filter_map(|b| b["id"].as_i64()).collect())
@@ -545,9 +525,7 @@ async fn schedules_make_automated_backups_and_retention_keeps_exactly_the_expect
     assert_eq!(status, 200, "{r}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let remaining = loop {
-        let (_, l) = stack
-            .call("GET", &format!("/sites/{site}/backups"), None)
-            .await;
+        let l = stack.backups(site).await;
         let now: Vec<i64> = l
             .as_array()
             .map(|l| l.iter().filter_map(|b| b["id"].as_i64()).collect())
@@ -611,9 +589,7 @@ async fn verify_backup_proves_a_backup_restorable_and_cleans_up() {
         done["result"]["files"], 3,
         "settings.php, .hosting-site and files/note.txt: {done}"
     );
-    let (_, list) = stack
-        .call("GET", &format!("/sites/{site}/backups"), None)
-        .await;
+    let list = stack.backups(site).await;
     assert!(list[0]["verified"].is_string(), "{list}");
     let (dbs, users) = stack.mariadb_leftovers().await;
     assert_eq!(
@@ -631,9 +607,7 @@ async fn verify_backup_proves_a_backup_restorable_and_cleans_up() {
     // A damaged archive is not proven.
     let done = stack.run_site_task(site, json!({"type": "backup"})).await;
     let damaged = done["result"]["backup"].clone();
-    let (_, list) = stack
-        .call("GET", &format!("/sites/{site}/backups"), None)
-        .await;
+    let list = stack.backups(site).await;
     let key = list
         .as_array()
         .and_then(|l| l.iter().find(|b| b["id"] == damaged))
@@ -655,9 +629,7 @@ async fn verify_backup_proves_a_backup_restorable_and_cleans_up() {
             .contains("checksum"),
         "{done}"
     );
-    let (_, list) = stack
-        .call("GET", &format!("/sites/{site}/backups"), None)
-        .await;
+    let list = stack.backups(site).await;
     assert!(list
         .as_array()
         .and_then(|l| l.iter().find(|b| b["id"] == damaged))

@@ -177,9 +177,7 @@ async fn disable_enable_and_delete_follow_the_rules() {
         .page(DOMAIN, "/.well-known/acme-challenge/token-1")
         .await;
     assert_eq!(acme.status, 404, "{}", acme.body);
-    let (_, backups) = stack
-        .call("GET", &format!("/sites/{sid}/backups"), None)
-        .await;
+    let backups = stack.backups(sid).await;
     assert!(
         backups
             .as_array()
@@ -236,9 +234,7 @@ async fn disable_enable_and_delete_follow_the_rules() {
     assert!(!dir.exists(), "site directory left");
     assert!(!stack.vhost_path(DOMAIN).exists(), "vhost left");
     assert_eq!(stack.page(DOMAIN, "/").await.status, 404);
-    let (_, backups) = stack
-        .call("GET", &format!("/sites/{sid}/backups"), None)
-        .await;
+    let backups = stack.backups(sid).await;
     assert!(
         backups
             .as_array()
@@ -359,9 +355,7 @@ async fn force_delete_cleans_sites_broken_in_any_way() {
         stack.wait_task(purge, Duration::from_secs(60)).await["status"],
         "success"
     );
-    let (_, backups) = stack
-        .call("GET", &format!("/sites/{half}/backups"), None)
-        .await;
+    let backups = stack.backups(half).await;
     assert_eq!(backups, json!([]));
     // No directory of any of them was left aside either.
     let leftovers = tests::entries_in(&stack.example_root.join("sites"));

@@ -172,9 +172,7 @@ async fn package_checks_upgrade_rename_and_clone() {
     assert!(!stack.site_dir(&root(&stack, "example"), DOMAIN).exists());
     let (dbs, _) = stack.mariadb_leftovers().await;
     assert!(!dbs.contains(&old_db), "{dbs:?}");
-    let (_, backups) = stack
-        .call("GET", &format!("/sites/{sid}/backups"), None)
-        .await;
+    let backups = stack.backups(sid).await;
     assert!(backups
         .to_string()
         .contains("Generated before being migrated"));

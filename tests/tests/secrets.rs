@@ -90,10 +90,7 @@ async fn database_passwords_stay_secret() {
                 .1;
             responses.push_str(&log.to_string());
         }
-        let backups = stack
-            .call("GET", &format!("/sites/{site}/backups"), None)
-            .await
-            .1;
+        let backups = stack.backups(site).await;
         responses.push_str(&backups.to_string());
         let restored = settings_of(d);
         assert_ne!(
