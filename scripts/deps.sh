@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs (apt-get, Debian 12) and starts what the stack needs: RabbitMQ, PostgreSQL,
-# MariaDB, nginx, php-fpm with the PHP CLI and its MySQL extension, zstd, curl, and Debian's
+# MariaDB, nginx, php-fpm with the PHP CLI and its MySQL and XML extensions, zstd, curl, and Debian's
 # WordPress (with a theme and its translations) for the wordpress platform. Whatever is
 # installed already is kept, and whatever answers on its port already is reused.
 # Then makes sure the state database role exists (hosting/hosting, allowed to create the
@@ -26,6 +26,8 @@ command -v mariadb >/dev/null 2>&1 || need+=(mariadb-client)
 ls /usr/sbin/php-fpm* >/dev/null 2>&1 || need+=(php-fpm)
 command -v php >/dev/null 2>&1 || need+=(php-cli)
 php -m 2>/dev/null | grep -qi '^pdo_mysql$' || need+=(php-mysql)
+# Drupal's requirements (dom, simplexml, xml): platform verify checks what a platform needs.
+php -m 2>/dev/null | grep -qi '^dom$' || need+=(php-xml)
 command -v zstd >/dev/null 2>&1 || need+=(zstd)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 [ -f /usr/share/wordpress/wp-includes/version.php ] || need+=(wordpress)

@@ -170,40 +170,54 @@ pub async fn make_backup(
         drop(rows_tx);
         rows
     };
+    // The site's temporary files are not kept; its sessions, logs and private files are.
+    let skip = vec![std::path::Path::new(&st.manifest.application.private_dir).join("tmp")];
+    // Read as the site's own user: it owns the directory and could swap a part of it for a
+    // symlink to somewhere only root may read while the backup runs.
+    let read_as = st.owner()?.map(|o| (o.uid, o.gid));
     let writer = {
         let (partial, site_dir) = (partial.clone(), st.site_dir.to_path_buf());
         let (level, workers) = (b.settings.zstd_level, b.settings.zstd_workers);
         tokio::task::spawn_blocking(move || {
-            archive::write_archive(&partial, &site_dir, rx, level, workers, |files, dump| {
-                let m = archive::Manifest {
-                    format: 1,
-                    site: manifest_base["site"].clone(),
-                    platform: manifest_base["platform"].clone(),
-                    packages: manifest_base["packages"].clone(),
-                    database: archive::DatabaseInfo {
-                        engine: "mariadb".into(),
-                        version: version
-                            .lock()
-                            .ok()
-                            .and_then(|v| v.clone())
-                            .unwrap_or_else(|| "unknown".into()),
-                        dump_sha256: dump.sha256.clone(),
-                        dump_bytes: dump.bytes,
-                        dump_parts: dump.parts,
-                        rows: rows_rx.recv().map_err(|_| {
-                            archive::ArchiveError::Refused(
-                                "the rows of the database could not be counted".into(),
-                            )
-                        })?,
-                    },
-                    files: *files,
-                    created: time::OffsetDateTime::now_utc()
-                        .format(&time::format_description::well_known::Rfc3339)
-                        .unwrap_or_default(),
-                };
-                serde_json::to_vec_pretty(&m)
-                    .map_err(|e| archive::ArchiveError::Refused(e.to_string()))
-            })
+            archive::write_archive(
+                &partial,
+                &site_dir,
+                &skip,
+                read_as,
+                rx,
+                level,
+                workers,
+                |files, dump| {
+                    let m = archive::Manifest {
+                        format: 1,
+                        site: manifest_base["site"].clone(),
+                        platform: manifest_base["platform"].clone(),
+                        packages: manifest_base["packages"].clone(),
+                        database: archive::DatabaseInfo {
+                            engine: "mariadb".into(),
+                            version: version
+                                .lock()
+                                .ok()
+                                .and_then(|v| v.clone())
+                                .unwrap_or_else(|| "unknown".into()),
+                            dump_sha256: dump.sha256.clone(),
+                            dump_bytes: dump.bytes,
+                            dump_parts: dump.parts,
+                            rows: rows_rx.recv().map_err(|_| {
+                                archive::ArchiveError::Refused(
+                                    "the rows of the database could not be counted".into(),
+                                )
+                            })?,
+                        },
+                        files: *files,
+                        created: time::OffsetDateTime::now_utc()
+                            .format(&time::format_description::well_known::Rfc3339)
+                            .unwrap_or_default(),
+                    };
+                    serde_json::to_vec_pretty(&m)
+                        .map_err(|e| archive::ArchiveError::Refused(e.to_string()))
+                },
+            )
         })
     };
     let (rows, dump, written) = tokio::join!(counting, reader, writer);

@@ -54,13 +54,17 @@ pub async fn deploy(b: &Backupper, r: &DeployRequest, log: &TaskLog) -> anyhow::
             .await
             .with_context(|| format!("creating {}", parent.display()))?;
     }
+    let owner = match &r.owner {
+        Some(user) => site::owner_of(user)?,
+        None => None,
+    };
     let extracted = unpack_and_import(
         b,
         &backup,
         &staging,
         &r.database,
         &creds,
-        Unpacked::ForTheWeb,
+        Unpacked::ForSite(owner),
     )
     .await?;
     tokio::fs::write(staging.join(DEPLOY_MARK), &mark).await?;

@@ -1,8 +1,10 @@
 //! Restore, the reference's steps as a saga: maintenance on → a safety backup → a new
-//! database and user → unpack the archive into a fresh directory and import the dump → swap
-//! the directory and the site's database → verify (settings, vhost, reload) → maintenance off
-//! → only then drop the old database and remove the old directory. A failure at any step puts
-//! back the old directory, database, settings and vhost, and takes the site out of maintenance.
+//! database and user → prove the archive's checksum, unpack it into a fresh directory (every
+//! entry the site's user's) and import the dump with a client that obeys no client commands →
+//! swap the directory and the site's database → verify (settings, vhost, reload) → maintenance
+//! off → a request to the site → only then drop the old database and remove the old
+//! directory. A failure at any step puts back the old directory, database, settings and
+//! vhost, and takes the site out of maintenance.
 
 use crate::backup::{make_backup, BEFORE_RESTORE};
 use crate::mysql::{self, Credentials};
@@ -50,6 +52,12 @@ static STEPS: &[Step] = &[
     // No undo: taking the site out of maintenance is what every path ends with.
     Step {
         name: "maintenance-off",
+        undoable: false,
+    },
+    // No undo: it only looks. A restored site that answers 5xx is not restored: the unwind
+    // puts the old one back.
+    Step {
+        name: "serve-check",
         undoable: false,
     },
     // No undo, and it cannot fail the restore: the restored site is already serving; what it
@@ -183,14 +191,12 @@ impl RestoreSaga<'_> {
 
     async fn write_config(&self) -> anyhow::Result<()> {
         let st = self.current().await?;
-        let settings = st
-            .manifest
-            .render_settings(&st.context(st.password(&self.b.store).await?))?;
-        site::write_settings(&st.settings_path(), &settings).await?;
+        st.lay_out().await?;
+        st.write_settings(st.password(&self.b.store).await?).await?;
         let reply = site::webconf(
             &self.b.rpc,
             &st.web_server,
-            WebconfRequest::WriteVhost(st.vhost()?),
+            WebconfRequest::WriteVhost(Box::new(st.vhost()?)),
             self.b.settings.rpc_timeout,
         )
         .await?;
@@ -224,7 +230,7 @@ impl RestoreSaga<'_> {
             &self.fresh_dir,
             &self.new_db,
             &creds,
-            Unpacked::ForTheWeb,
+            Unpacked::ForSite(st.owner()?),
         )
         .await?;
         self.log
@@ -260,15 +266,13 @@ impl Saga for RestoreSaga<'_> {
             "database" => {
                 self.previous_db().await?; // recorded before anything changes
                 let st = self.current().await?;
-                let request = DbprovRequest::CreateDatabase {
-                    database: self.new_db.clone(),
-                    user: self.new_db.clone(),
-                    password: self.new_password().await?,
-                };
-                site::dbprov(
+                site::create_database(
                     &self.b.rpc,
-                    &st.site.db_server,
-                    request,
+                    &self.b.store,
+                    st.site.db_server_id,
+                    &self.new_db,
+                    &self.new_db,
+                    &self.new_password().await?,
                     self.b.settings.rpc_timeout,
                 )
                 .await?;
@@ -305,6 +309,13 @@ impl Saga for RestoreSaga<'_> {
             }
             "verify" => self.write_config().await?,
             "maintenance-off" => self.maintenance(Action::MaintenanceOff).await?,
+            "serve-check" => {
+                let st = self.current().await?;
+                let status = st.check_serves(self.b.settings.rpc_timeout).await?;
+                self.log
+                    .info(format!("the restored site answers {status}"))
+                    .await;
+            }
             "cleanup" => {
                 let (name, user, _) = self.previous_db().await?;
                 let st = self.current().await?;
@@ -395,9 +406,9 @@ impl Saga for RestoreSaga<'_> {
 /// Whom an unpacked site directory is for.
 #[derive(Clone, Copy, PartialEq)]
 pub enum Unpacked {
-    /// A site that will serve: the directory is the web group's to read, `files/` the web
-    /// user's to write.
-    ForTheWeb,
+    /// A site that will serve: every entry is its user's, whatever the archive says, and its
+    /// public files the web server's group's (`None` when the services are not root).
+    ForSite(Option<site::Owner>),
     /// A scratch copy only we read (verify-backup).
     Scratch,
 }
@@ -412,9 +423,11 @@ pub async fn unpack_and_import(
     creds: &Credentials,
     unpacked: Unpacked,
 ) -> anyhow::Result<archive::Extracted> {
+    // --sandbox: the client refuses its own commands (`\!` runs a shell, `system`, `source`
+    // reads files) for the whole import; a dump is data, whatever its bytes say.
     let mut child = mysql::spawn(
         &b.settings.client_bin,
-        &[database.as_str()],
+        &["--sandbox", database.as_str()],
         creds,
         Stdio::piped(),
         Stdio::null(),
@@ -427,10 +440,11 @@ pub async fn unpack_and_import(
     );
     // Handed over as each entry is made, not by a second walk over thousands of files.
     let handover = match unpacked {
-        Unpacked::ForTheWeb => site::web_owner().map(|(uid, gid)| archive::Handover {
-            subtree: "files".into(),
-            uid,
-            gid,
+        Unpacked::ForSite(owner) => owner.map(|o| archive::Handover {
+            uid: o.uid,
+            gid: o.gid,
+            web_subtree: site::FILES_DIR.into(),
+            web_gid: o.web_gid,
         }),
         Unpacked::Scratch => None,
     };
@@ -474,9 +488,6 @@ pub async fn unpack_and_import(
         anyhow::Ok(extracted)
     })
     .await??;
-    if unpacked == Unpacked::ForTheWeb {
-        site::set_web_permissions(dest, 0o750).await?;
-    }
     Ok(extracted)
 }
 

@@ -59,12 +59,16 @@ pub async fn run(b: &Backupper, task: &Task, log: &TaskLog) -> Outcome {
         if tokio::fs::try_exists(&scratch_dir).await? {
             tokio::fs::remove_dir_all(&scratch_dir).await?; // from an interrupted run
         }
-        let create = DbprovRequest::CreateDatabase {
-            database: scratch_db.clone(),
-            user: scratch_db.clone(),
-            password: password.clone(),
-        };
-        site::dbprov(&b.rpc, &st.site.db_server, create, b.settings.rpc_timeout).await?;
+        site::create_database(
+            &b.rpc,
+            &b.store,
+            st.site.db_server_id,
+            &scratch_db,
+            &scratch_db,
+            &password,
+            b.settings.rpc_timeout,
+        )
+        .await?;
         let extracted = unpack_and_import(
             b,
             &backup,

@@ -19,6 +19,12 @@ async fn main() -> anyhow::Result<()> {
         "mysql://root@localhost/?socket=/run/mysqld/mysqld.sock",
     );
     let user_host = provision::UserHost::parse(&config::string("HOSTING_DB_USER_HOST", "%"))?;
+    // Database passwords arrive sealed to this key; the control plane learns its public half.
+    let key_file = config::string(
+        "HOSTING_DBPROV_KEY_FILE",
+        &format!("/var/lib/hosting/dbprov-{server}.key"),
+    );
+    let key = seal::KeyPair::load_or_create(std::path::Path::new(&key_file))?;
     // Statements are never logged: CREATE USER carries the new user's password.
     let options = MySqlConnectOptions::from_str(&admin_url)
         .context("HOSTING_MYSQL_ADMIN_URL is not a mysql:// URL")?
@@ -45,7 +51,7 @@ async fn main() -> anyhow::Result<()> {
     bus.wait_until_reachable().await;
     bus.declare_topology(&[]).await?;
     tracing::info!(%server, "dbprov ready");
-    let provisioner = provision::Provisioner::new(pool, user_host);
+    let provisioner = provision::Provisioner::new(pool, user_host, key);
     tokio::select! {
         _ = bus.serve_rpc("dbprov", &server, 4, provisioner) => {},
         _ = telemetry::shutdown_signal() => tracing::info!("stopping"),

@@ -27,11 +27,24 @@ impl UserHost {
 pub struct Provisioner {
     pool: MySqlPool,
     user_host: UserHost,
+    /// Passwords arrive sealed to this key.
+    key: seal::KeyPair,
 }
 
 impl Provisioner {
-    pub fn new(pool: MySqlPool, user_host: UserHost) -> Self {
-        Self { pool, user_host }
+    pub fn new(pool: MySqlPool, user_host: UserHost, key: seal::KeyPair) -> Self {
+        Self {
+            pool,
+            user_host,
+            key,
+        }
+    }
+
+    fn open(&self, sealed: &contract::Sealed) -> anyhow::Result<DbPassword> {
+        let bytes = self.key.open(sealed)?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| anyhow::anyhow!("the sealed password is not text"))?;
+        Ok(DbPassword::parse(&text)?)
     }
 
     // Identifiers and the password are typed (`DbIdent`, `DbPassword`): their alphabets have
@@ -94,6 +107,7 @@ impl RpcHandler for Provisioner {
                 return None;
             }
         };
+        let mut opened: Option<DbPassword> = None;
         let result = match &request {
             DbprovRequest::CreateDatabase {
                 database,
@@ -101,21 +115,38 @@ impl RpcHandler for Provisioner {
                 password,
             } => {
                 tracing::info!(%database, %user, "create database and user");
-                self.create(database, user, password).await
+                match self.open(password) {
+                    Ok(password) => {
+                        let done = self.create(database, user, &password).await;
+                        opened = Some(password);
+                        done.map_err(anyhow::Error::from)
+                    }
+                    Err(e) => Err(e),
+                }
             }
             DbprovRequest::DropDatabase { database, user } => {
                 tracing::info!(%database, %user, "drop database and user");
-                self.drop(database, user).await
+                self.drop(database, user).await.map_err(anyhow::Error::from)
+            }
+            DbprovRequest::PublicKey => {
+                let body = DbprovReply {
+                    changed: false,
+                    public_key: Some(self.key.public()),
+                };
+                return serde_json::to_vec(&RpcReply::Ok { body }).ok();
             }
         };
         let reply = match result {
             Ok(changed) => RpcReply::Ok {
-                body: DbprovReply { changed },
+                body: DbprovReply {
+                    changed,
+                    public_key: None,
+                },
             },
             Err(e) => {
                 // A server error may quote the statement, and with it the password.
-                let mut message = e.to_string();
-                if let DbprovRequest::CreateDatabase { password, .. } = &request {
+                let mut message = format!("{e:#}");
+                if let Some(password) = &opened {
                     message = message.replace(password.expose(), "***");
                 }
                 tracing::error!(error = %message, "dbprov request failed");

@@ -43,6 +43,11 @@ static STEPS: &[Step] = &[
         name: "database",
         undoable: false,
     },
+    // No undo: past the point of no return, the site's PHP pool and unix user go.
+    Step {
+        name: "system-user",
+        undoable: false,
+    },
     // No undo: it removes the moved-aside directory and records the outcome.
     Step {
         name: "finish",
@@ -306,6 +311,32 @@ impl Saga for DeleteSaga<'_> {
                     ))
                     .await;
             }
+            "system-user" => {
+                // The user is the site's by its id, not its domain: it goes even when another
+                // site took the domain over.
+                match site::remove_site_user(
+                    &self.inst.rpc,
+                    &self.st,
+                    self.inst.settings.rpc_timeout,
+                )
+                .await
+                {
+                    Ok(true) => {
+                        self.log
+                            .info(format!(
+                                "PHP pool and system user {} removed",
+                                site.system_user
+                            ))
+                            .await
+                    }
+                    Ok(false) => {
+                        self.log
+                            .info(format!("no system user {} was there", site.system_user))
+                            .await
+                    }
+                    Err(e) => self.warn_or_fail(e, "removing the system user").await?,
+                }
+            }
             "finish" => {
                 match tokio::fs::remove_dir_all(&self.aside).await {
                     Ok(()) => self.log.info("site directory removed").await,
@@ -396,7 +427,7 @@ impl Saga for DeleteSaga<'_> {
                 site::webconf(
                     &self.inst.rpc,
                     &self.st.web_server,
-                    WebconfRequest::WriteVhost(vhost),
+                    WebconfRequest::WriteVhost(Box::new(vhost)),
                     self.inst.settings.rpc_timeout,
                 )
                 .await?;

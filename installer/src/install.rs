@@ -1,6 +1,7 @@
-//! Install, as in the reference's "Installing the site": a database and user, the site
-//! directory with its settings, the platform's install action, the vhost, and the site
-//! enabled with its one-time login link. A saga: a failure undoes what was made.
+//! Install, as in the reference's "Installing the site": the site's own unix user, a database
+//! and user, the site directory with its settings, the platform's install action (as the
+//! site's user), the vhost and the site's PHP pool, a request to the site through them, and
+//! the site enabled with its one-time login link. A saga: a failure undoes what was made.
 
 use crate::Installer;
 use anyhow::{bail, Context};
@@ -8,11 +9,15 @@ use contract::{DbprovReply, DbprovRequest, WebconfReply, WebconfRequest};
 use domain::{DbPassword, SiteStatus};
 use platform::Action;
 use saga::{Outcome as SagaOutcome, Saga, Step};
-use site::{give_to_web_user, set_web_permissions, write_settings, SiteTask, SITE_MARK};
+use site::{SiteTask, SITE_MARK};
 use store::Task;
 use worker::{Outcome, TaskLog};
 
 static STEPS: &[Step] = &[
+    Step {
+        name: "system-user",
+        undoable: true,
+    },
     Step {
         name: "database",
         undoable: true,
@@ -30,6 +35,11 @@ static STEPS: &[Step] = &[
     Step {
         name: "vhost",
         undoable: true,
+    },
+    // No undo: it only looks. A site that answers 5xx is not installed: the unwind removes it.
+    Step {
+        name: "serve-check",
+        undoable: false,
     },
     // No undo: the last step only records the outcome (status, packages).
     Step {
@@ -154,22 +164,20 @@ impl InstallSaga<'_> {
                 bail!("{} already exists and was not made for this site; remove it or choose another domain", dir.display())
             }
             Err(_) => {
-                tokio::fs::create_dir_all(dir)
+                if let Some(parent) = dir.parent() {
+                    tokio::fs::create_dir_all(parent)
+                        .await
+                        .with_context(|| format!("creating {}", parent.display()))?;
+                }
+                // Made (and marked) by us before it is handed to the site's user.
+                tokio::fs::create_dir(dir)
                     .await
                     .with_context(|| format!("creating {}", dir.display()))?;
                 tokio::fs::write(&mark, self.mark()).await?;
             }
         }
-        set_web_permissions(dir, 0o750).await?;
-        let files = dir.join("files");
-        tokio::fs::create_dir_all(&files).await?;
-        give_to_web_user(&files).await?;
-        let password = self.password().await?;
-        let settings = self
-            .st
-            .manifest
-            .render_settings(&self.st.context(password))?;
-        write_settings(&self.st.settings_path(), &settings).await?;
+        self.st.lay_out().await?;
+        self.st.write_settings(self.password().await?).await?;
         Ok(())
     }
 
@@ -210,13 +218,31 @@ impl Saga for InstallSaga<'_> {
     async fn action(&self, step: &'static str) -> anyhow::Result<()> {
         let site = &self.st.site;
         match step {
+            "system-user" => {
+                let (uid, _) = site::ensure_site_user(
+                    &self.inst.rpc,
+                    &self.st,
+                    self.inst.settings.rpc_timeout,
+                )
+                .await?;
+                self.log
+                    .info(format!(
+                        "system user {} (uid {uid}) on {}",
+                        site.system_user, self.st.web_server
+                    ))
+                    .await;
+            }
             "database" => {
                 let password = self.password().await?;
-                self.dbprov(DbprovRequest::CreateDatabase {
-                    database: site.db_name.clone(),
-                    user: site.db_user.clone(),
-                    password,
-                })
+                site::create_database(
+                    &self.inst.rpc,
+                    &self.inst.store,
+                    site.db_server_id,
+                    &site.db_name,
+                    &site.db_user,
+                    &password,
+                    self.inst.settings.rpc_timeout,
+                )
                 .await?;
                 self.log
                     .info(format!(
@@ -257,7 +283,7 @@ impl Saga for InstallSaga<'_> {
             }
             "vhost" => {
                 let reply = self
-                    .webconf(WebconfRequest::WriteVhost(self.st.vhost()?))
+                    .webconf(WebconfRequest::WriteVhost(Box::new(self.st.vhost()?)))
                     .await?;
                 self.log
                     .info(format!(
@@ -269,6 +295,15 @@ impl Saga for InstallSaga<'_> {
                             "unchanged"
                         },
                         self.st.web_server
+                    ))
+                    .await;
+            }
+            "serve-check" => {
+                let status = self.st.check_serves(self.inst.settings.rpc_timeout).await?;
+                self.log
+                    .info(format!(
+                        "{} answers {status} for {}",
+                        site.domain, self.st.manifest.application.health_path
                     ))
                     .await;
             }
@@ -298,6 +333,13 @@ impl Saga for InstallSaga<'_> {
     async fn undo(&self, step: &'static str) -> anyhow::Result<()> {
         let site = &self.st.site;
         match step {
+            "system-user" => {
+                site::remove_site_user(&self.inst.rpc, &self.st, self.inst.settings.rpc_timeout)
+                    .await?;
+                self.log
+                    .info(format!("system user {} removed", site.system_user))
+                    .await;
+            }
             "database" => {
                 self.dbprov(DbprovRequest::DropDatabase {
                     database: site.db_name.clone(),

@@ -6,7 +6,7 @@ use anyhow::{bail, Context};
 use contract::{BackupReply, BackupRequest, WebconfRequest};
 use domain::SiteStatus;
 use platform::Action;
-use site::{write_settings, SiteTask};
+use site::SiteTask;
 use store::Task;
 use worker::{Outcome, TaskLog};
 
@@ -154,7 +154,7 @@ pub async fn disable(inst: &Installer, task: &Task, log: &TaskLog) -> Outcome {
             site::webconf(
                 &inst.rpc,
                 &st.web_server,
-                WebconfRequest::WriteVhost(vhost),
+                WebconfRequest::WriteVhost(Box::new(vhost)),
                 inst.settings.rpc_timeout,
             )
             .await?;
@@ -177,7 +177,7 @@ pub async fn disable(inst: &Installer, task: &Task, log: &TaskLog) -> Outcome {
                 let _ = site::webconf(
                     &inst.rpc,
                     &st.web_server,
-                    WebconfRequest::WriteVhost(st.vhost()?),
+                    WebconfRequest::WriteVhost(Box::new(st.vhost()?)),
                     inst.settings.rpc_timeout,
                 )
                 .await;
@@ -190,38 +190,50 @@ pub async fn disable(inst: &Installer, task: &Task, log: &TaskLog) -> Outcome {
     )
 }
 
-/// Enable: settings and the normal vhost again, then the site is `enabled`.
+/// Enable: settings and the normal vhost again, then the site is `enabled`, and a request to
+/// it through its vhost (a site that does not answer makes the enable a warning: it is
+/// enabled, and the warning says what it answered).
 pub async fn enable(inst: &Installer, task: &Task, log: &TaskLog) -> Outcome {
-    outcome(
-        async {
-            let st = load(inst, task).await?;
-            if st.site.status != SiteStatus::Disabled {
-                bail!(
-                    "only a disabled site can be enabled; this one is {}",
-                    st.site.status
-                );
-            }
-            let password = st.password(&inst.store).await?;
-            let settings = st.manifest.render_settings(&st.context(password))?;
-            if write_settings(&st.settings_path(), &settings).await? {
-                log.info("settings file rewritten").await;
-            }
-            site::webconf(
-                &inst.rpc,
-                &st.web_server,
-                WebconfRequest::WriteVhost(st.vhost()?),
-                inst.settings.rpc_timeout,
-            )
-            .await?;
-            log.info("vhost serves the site again, nginx reloaded")
-                .await;
-            inst.store
-                .set_site_status(st.site.id, SiteStatus::Enabled)
-                .await?;
-            log.info(format!("{} is enabled at {}", st.site.domain, st.url))
-                .await;
-            Ok(serde_json::json!({}))
+    let result = async {
+        let st = load(inst, task).await?;
+        if st.site.status != SiteStatus::Disabled {
+            bail!(
+                "only a disabled site can be enabled; this one is {}",
+                st.site.status
+            );
         }
-        .await,
-    )
+        st.lay_out().await?;
+        let password = st.password(&inst.store).await?;
+        if st.write_settings(password).await? {
+            log.info("settings file rewritten").await;
+        }
+        site::webconf(
+            &inst.rpc,
+            &st.web_server,
+            WebconfRequest::WriteVhost(Box::new(st.vhost()?)),
+            inst.settings.rpc_timeout,
+        )
+        .await?;
+        log.info("vhost serves the site again, nginx reloaded")
+            .await;
+        inst.store
+            .set_site_status(st.site.id, SiteStatus::Enabled)
+            .await?;
+        log.info(format!("{} is enabled at {}", st.site.domain, st.url))
+            .await;
+        anyhow::Ok(st.check_serves(inst.settings.rpc_timeout).await)
+    }
+    .await;
+    match result {
+        Ok(Ok(status)) => {
+            log.info(format!("the site answers {status}")).await;
+            Outcome::Success(Some(serde_json::json!({})))
+        }
+        Ok(Err(e)) => {
+            let why = format!("{e:#}");
+            log.warn(why.clone()).await;
+            Outcome::Warning(why)
+        }
+        Err(e) => Outcome::Error(format!("{e:#}")),
+    }
 }

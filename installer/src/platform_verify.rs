@@ -47,6 +47,17 @@ pub async fn run(inst: &Installer, task: &Task, log: &TaskLog) -> Outcome {
             return Outcome::Error(e.to_string());
         }
     };
+    if let Err(e) = check_php(inst, &p, &manifest, log).await {
+        let why = format!("{e:#}");
+        log.error(why.clone()).await;
+        if p.status == PlatformStatus::Queued {
+            let _ = inst
+                .store
+                .set_platform_status(id, PlatformStatus::Failed)
+                .await;
+        }
+        return Outcome::Error(why);
+    }
     let packages: Vec<Package> = manifest
         .packages
         .iter()
@@ -85,6 +96,51 @@ pub async fn run(inst: &Installer, task: &Task, log: &TaskLog) -> Outcome {
     Outcome::Success(Some(
         serde_json::json!({"packages": packages.len(), "profiles": profiles.len()}),
     ))
+}
+
+/// The PHP the web server's site pools run against what the platform needs: its version and
+/// extensions. webconf reloads a php-fpm that started before an extension was installed, so
+/// the answer is what sites get.
+async fn check_php(
+    inst: &Installer,
+    p: &store::Platform,
+    manifest: &Manifest,
+    log: &TaskLog,
+) -> anyhow::Result<()> {
+    let reply = site::webconf(
+        &inst.rpc,
+        &p.server,
+        contract::WebconfRequest::PhpInfo,
+        inst.settings.rpc_timeout,
+    )
+    .await?;
+    let Some(php) = reply.php else {
+        anyhow::bail!("webconf on {} did not say which PHP it runs", p.server);
+    };
+    if !php.reloaded.is_empty() {
+        log.info(format!(
+            "php-fpm on {} was reloaded: it had started before {} was installed",
+            p.server,
+            php.reloaded.join(", ")
+        ))
+        .await;
+    }
+    let unmet = manifest.php.unmet(&php.version, &php.extensions);
+    if !unmet.is_empty() {
+        anyhow::bail!(
+            "platform {} needs {}; the web server {} has PHP {} without it",
+            p.name,
+            unmet.join(" and "),
+            p.server,
+            php.version
+        );
+    }
+    log.info(format!(
+        "PHP {} on {} has what the platform needs",
+        php.version, p.server
+    ))
+    .await;
+    Ok(())
 }
 
 /// Lock (no new sites, not a migrate target), unlock, or delete (once no live site is on it)

@@ -1,22 +1,29 @@
-//! Site verify: settings and vhost rendered again (written only when they differ), nginx
-//! reloaded only then, and the site's package list refreshed. Running it twice changes
-//! nothing the second time.
+//! Site verify: the site's cell checked and put right (its unix user, its directory's layout
+//! and owners), settings and vhost rendered again (written only when they differ), nginx and
+//! php-fpm reloaded only then, the site's package list refreshed, and a request to the site
+//! through its vhost. Running it twice changes nothing the second time. A site that does not
+//! answer makes the verify a warning: it changes nothing, it reports.
 
 use crate::Installer;
-use contract::{WebconfReply, WebconfRequest};
+use contract::WebconfRequest;
 use domain::SiteStatus;
-use site::{write_settings, SiteTask};
+use site::SiteTask;
 use store::Task;
 use worker::{Outcome, TaskLog};
 
 pub async fn run(inst: &Installer, task: &Task, log: &TaskLog) -> Outcome {
     match verify(inst, task, log).await {
-        Ok(v) => Outcome::Success(Some(v)),
+        Ok((v, None)) => Outcome::Success(Some(v)),
+        Ok((_, Some(warning))) => Outcome::Warning(warning),
         Err(e) => Outcome::Error(format!("{e:#}")),
     }
 }
 
-async fn verify(inst: &Installer, task: &Task, log: &TaskLog) -> anyhow::Result<serde_json::Value> {
+async fn verify(
+    inst: &Installer,
+    task: &Task,
+    log: &TaskLog,
+) -> anyhow::Result<(serde_json::Value, Option<String>)> {
     let site_id = task
         .site
         .ok_or_else(|| anyhow::anyhow!("a verify task without a site"))?;
@@ -27,9 +34,11 @@ async fn verify(inst: &Installer, task: &Task, log: &TaskLog) -> anyhow::Result<
             st.site.status
         );
     }
+    let timeout = inst.settings.rpc_timeout;
+    site::ensure_site_user(&inst.rpc, &st, timeout).await?;
+    st.lay_out().await?;
     let password = st.password(&inst.store).await?;
-    let settings = st.manifest.render_settings(&st.context(password.clone()))?;
-    let settings_changed = write_settings(&st.settings_path(), &settings).await?;
+    let settings_changed = st.write_settings(password.clone()).await?;
     log.info(if settings_changed {
         "settings file rewritten"
     } else {
@@ -37,20 +46,17 @@ async fn verify(inst: &Installer, task: &Task, log: &TaskLog) -> anyhow::Result<
     })
     .await;
 
-    let reply: WebconfReply = inst
-        .rpc
-        .call(
-            "webconf",
-            &st.web_server,
-            contract::WEBCONF_MESSAGE_TYPE,
-            &WebconfRequest::WriteVhost(st.vhost()?),
-            inst.settings.rpc_timeout,
-        )
-        .await?;
+    let reply = site::webconf(
+        &inst.rpc,
+        &st.web_server,
+        WebconfRequest::WriteVhost(Box::new(st.vhost()?)),
+        timeout,
+    )
+    .await?;
     log.info(if reply.changed {
-        "vhost rewritten and nginx reloaded"
+        "vhost and pool rewritten, nginx and php-fpm reloaded"
     } else {
-        "vhost unchanged"
+        "vhost and pool unchanged"
     })
     .await;
 
@@ -62,7 +68,20 @@ async fn verify(inst: &Installer, task: &Task, log: &TaskLog) -> anyhow::Result<
         log,
     )
     .await?;
-    Ok(
+    let warning = match st.check_serves(timeout).await {
+        Ok(status) => {
+            log.info(format!("{} answers {status}", st.site.domain))
+                .await;
+            None
+        }
+        Err(e) => {
+            let why = format!("{e:#}");
+            log.warn(why.clone()).await;
+            Some(why)
+        }
+    };
+    Ok((
         serde_json::json!({ "settings_changed": settings_changed, "vhost_changed": reply.changed, "packages": packages }),
-    )
+        warning,
+    ))
 }

@@ -4,13 +4,14 @@
 //!
 //! Migrate: maintenance on → backup → a new database → deploy the backup onto the target (new
 //! site directory, import) → the target platform's database updates → fix paths → clear
-//! caches → switch (settings, vhost with the new root and credentials, the record; a rename
-//! removes the old domain's vhost) → maintenance off → only then remove the old copy. A
-//! failure undoes the completed steps in reverse: the site serves from its original platform
-//! with its original data, out of maintenance.
+//! caches → switch (settings, vhost and pool with the new root and credentials, the record; a
+//! rename removes the old domain's vhost) → maintenance off → a request to the site → only
+//! then remove the old copy. A failure undoes the completed steps in reverse: the site serves
+//! from its original platform with its original data, out of maintenance.
 //!
-//! Clone: backup → a new database → deploy as the new site → updates, fix paths, caches →
-//! switch (the new site's settings and vhost; it is enabled). The original is not touched.
+//! Clone: the new site's own unix user → backup → a new database → deploy as the new site →
+//! updates, fix paths, caches → switch (the new site's settings, vhost and pool; it is
+//! enabled) → a request to it. The original is not touched.
 
 use crate::Migrator;
 use anyhow::{bail, Context};
@@ -53,6 +54,10 @@ const CLEAR_CACHE: Step = step("clear-cache", false);
 const SWITCH: Step = step("switch", true);
 // No undo: coming out of maintenance is what every path ends with.
 const MAINTENANCE_OFF: Step = step("maintenance-off", false);
+// No undo: it only looks; a site that answers 5xx from its target unwinds the move.
+const SERVE_CHECK: Step = step("serve-check", false);
+// A clone is a site of its own, with its own unix user (a migrated site keeps its user).
+const CLONE_USER: Step = step("clone-user", true);
 // No undo, and it cannot fail the migrate: the site serves from the target already.
 const CLEANUP: Step = step("cleanup", false);
 
@@ -66,11 +71,13 @@ static MIGRATE_STEPS: &[Step] = &[
     CLEAR_CACHE,
     SWITCH,
     MAINTENANCE_OFF,
+    SERVE_CHECK,
     CLEANUP,
 ];
 
 /// A clone leaves the original as it is: no maintenance, no cleanup.
 static CLONE_STEPS: &[Step] = &[
+    CLONE_USER,
     BACKUP,
     DATABASE,
     DEPLOY,
@@ -78,6 +85,7 @@ static CLONE_STEPS: &[Step] = &[
     FIX_PATHS,
     CLEAR_CACHE,
     SWITCH,
+    SERVE_CHECK,
 ];
 
 /// Where the site was when the task began, kept in the task's secrets (it holds the old
@@ -253,6 +261,10 @@ async fn prepare<'a>(
                     record.status
                 );
             }
+            // A copy keeps its original's application secret (its keys and salts), set before
+            // the new site's record is first read as a site (which would make a fresh one).
+            let secret = st.context(current.password.clone()).app_secret;
+            m.store.ensure_app_secret(new, &secret).await?;
             let password = m
                 .store
                 .ensure_db_password(new, &DbPassword::generate())
@@ -294,11 +306,14 @@ async fn prepare<'a>(
         // The registry may have changed since the request: check the packages again.
         let targets = m.store.migrate_targets(&site).await?;
         match targets.iter().find(|(p, _)| p.id == dest.platform.id) {
-            Some((_, check)) if !check.selectable => bail!(
-                "platform {} would downgrade the site: {}",
-                dest.platform.name,
-                check.errors()
-            ),
+            Some((_, check)) if !check.selectable => match &check.reason {
+                Some(reason) => bail!("{reason}"),
+                None => bail!(
+                    "platform {} would downgrade the site: {}",
+                    dest.platform.name,
+                    check.errors()
+                ),
+            },
             Some(_) => {}
             None => bail!(
                 "platform {} is not enabled or does not offer the profile {}",
@@ -382,6 +397,7 @@ impl MoveSaga<'_> {
                 db_server: dest.site.db_server.clone(),
                 database: self.target.db_name.clone(),
                 user: self.target.db_user.clone(),
+                owner: Some(dest.site.system_user.clone()),
             }),
             self.m.settings.backup_timeout,
         )
@@ -491,6 +507,27 @@ impl Saga for MoveSaga<'_> {
 
     async fn action(&self, step: &'static str) -> anyhow::Result<()> {
         match step {
+            "clone-user" => {
+                let dest = self.destination().await?;
+                let (uid, _) =
+                    site::ensure_site_user(&self.m.rpc, &dest, self.m.settings.rpc_timeout).await?;
+                self.log
+                    .info(format!(
+                        "system user {} (uid {uid}) for {} on {}",
+                        dest.site.system_user, dest.site.domain, dest.web_server
+                    ))
+                    .await;
+            }
+            "serve-check" => {
+                let dest = self.destination().await?;
+                let status = dest.check_serves(self.m.settings.rpc_timeout).await?;
+                self.log
+                    .info(format!(
+                        "{} answers {status} from {}",
+                        dest.site.domain, dest.platform.name
+                    ))
+                    .await;
+            }
             "maintenance-on" => {
                 let source = self.source().await?;
                 self.action_on(&source, &self.origin.password, Action::MaintenanceOn, None)
@@ -504,14 +541,13 @@ impl Saga for MoveSaga<'_> {
             }
             "database" => {
                 let dest = self.destination().await?;
-                site::dbprov(
+                site::create_database(
                     &self.m.rpc,
-                    &dest.site.db_server,
-                    DbprovRequest::CreateDatabase {
-                        database: self.target.db_name.clone(),
-                        user: self.target.db_user.clone(),
-                        password: self.target_password.clone(),
-                    },
+                    &self.m.store,
+                    dest.site.db_server_id,
+                    &self.target.db_name,
+                    &self.target.db_user,
+                    &self.target_password,
                     self.m.settings.rpc_timeout,
                 )
                 .await?;
@@ -526,6 +562,8 @@ impl Saga for MoveSaga<'_> {
                 // The backup step's archive: asking again answers with the same backup.
                 let backup = self.backup().await?;
                 let dest = self.destination().await?;
+                // A site made before sites had users of their own gets one now.
+                site::ensure_site_user(&self.m.rpc, &dest, self.m.settings.rpc_timeout).await?;
                 let _: DeployReply = self.backupper_deploy(&dest, backup.backup).await?;
                 if self.mode == Mode::Clone {
                     // The copy is a site of its own now.
@@ -536,10 +574,8 @@ impl Saga for MoveSaga<'_> {
                     .await?;
                 }
                 // Settings for the copy's own database before any action runs on it.
-                let settings = dest
-                    .manifest
-                    .render_settings(&dest.context(self.target_password.clone()))?;
-                site::write_settings(&dest.settings_path(), &settings).await?;
+                dest.lay_out().await?;
+                dest.write_settings(self.target_password.clone()).await?;
             }
             "update-db" => {
                 let dest = self.destination().await?;
@@ -572,11 +608,9 @@ impl Saga for MoveSaga<'_> {
             }
             "switch" => {
                 let dest = self.destination().await?;
-                let settings = dest
-                    .manifest
-                    .render_settings(&dest.context(self.target_password.clone()))?;
-                site::write_settings(&dest.settings_path(), &settings).await?;
-                self.webconf(&dest, WebconfRequest::WriteVhost(dest.vhost()?))
+                dest.lay_out().await?;
+                dest.write_settings(self.target_password.clone()).await?;
+                self.webconf(&dest, WebconfRequest::WriteVhost(Box::new(dest.vhost()?)))
                     .await?;
                 match self.mode {
                     Mode::Migrate => {
@@ -643,6 +677,13 @@ impl Saga for MoveSaga<'_> {
 
     async fn undo(&self, step: &'static str) -> anyhow::Result<()> {
         match step {
+            "clone-user" => {
+                let dest = self.destination().await?;
+                site::remove_site_user(&self.m.rpc, &dest, self.m.settings.rpc_timeout).await?;
+                self.log
+                    .info(format!("system user {} removed", dest.site.system_user))
+                    .await;
+            }
             "maintenance-on" => {
                 let source = self.source().await?;
                 self.action_on(&source, &self.origin.password, Action::MaintenanceOff, None)
@@ -712,12 +753,12 @@ impl Saga for MoveSaga<'_> {
                         }
                         // The original vhost, root and credentials again (for the same
                         // domain this replaces the target's vhost).
-                        let settings = source
-                            .manifest
-                            .render_settings(&source.context(self.origin.password.clone()))?;
-                        site::write_settings(&source.settings_path(), &settings).await?;
-                        self.webconf(&source, WebconfRequest::WriteVhost(source.vhost()?))
-                            .await?;
+                        source.write_settings(self.origin.password.clone()).await?;
+                        self.webconf(
+                            &source,
+                            WebconfRequest::WriteVhost(Box::new(source.vhost()?)),
+                        )
+                        .await?;
                         self.log
                             .info(format!(
                                 "{} serves from {} again",

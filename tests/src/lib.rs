@@ -207,6 +207,10 @@ impl Stack {
                 self.dir.join("backups").to_string_lossy().into_owned(),
             ),
             ("HOSTING_MYSQL_ADMIN_URL".into(), MYSQL_ADMIN_URL.into()),
+            (
+                "HOSTING_DBPROV_KEY_FILE".into(),
+                self.dir.join("dbprov.key").to_string_lossy().into_owned(),
+            ),
             ("HOSTING_PHP_MAX_CHILDREN".into(), "4".into()),
             ("HOSTING_SWEEP_INTERVAL_SECS".into(), "1".into()),
             ("HOSTING_REDISPATCH_AFTER_SECS".into(), "5".into()),
@@ -537,6 +541,7 @@ impl Stack {
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
         }
+        remove_site_users(&self.prefix);
         if let Ok(pool) = sqlx::MySqlPool::connect(MYSQL_ADMIN_URL).await {
             let (dbs, users) = site_databases(&pool, &self.prefix)
                 .await
@@ -784,6 +789,52 @@ impl Stack {
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
         pool.close().await;
+    }
+}
+
+/// The unix users (and their groups) webconf made for this stack's sites: named with its
+/// prefix and marked as the control plane's.
+pub fn site_users(prefix: &str) -> Vec<(String, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    passwd
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() > 4
+                && f[0].starts_with(&format!("{prefix}_"))
+                && f[4].starts_with("hosting control plane site"))
+            .then(|| (f[0].to_owned(), f[2].parse().unwrap_or(0)))
+        })
+        .collect()
+}
+
+fn remove_site_users(prefix: &str) {
+    for (user, uid) in site_users(prefix) {
+        // Processes of the user (a PHP worker of a stopped php-fpm) keep userdel from working.
+        if let Ok(entries) = std::fs::read_dir("/proc") {
+            for pid in entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()) {
+                let owner = std::fs::read_to_string(format!("/proc/{pid}/status"))
+                    .ok()
+                    .and_then(|s| {
+                        s.lines()
+                            .find(|l| l.starts_with("Uid:"))
+                            .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
+                    });
+                if owner.as_deref() == Some(uid.to_string().as_str()) && uid != 0 {
+                    // SAFETY: a process of one of this stack's own site users.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+        }
+        for _ in 0..50 {
+            let out = Command::new("userdel").arg(&user).output();
+            match out {
+                Ok(o) if o.status.success() => break,
+                Ok(o) if String::from_utf8_lossy(&o.stderr).contains("does not exist") => break,
+                _ => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+        let _ = Command::new("groupdel").arg(&user).output();
     }
 }
 

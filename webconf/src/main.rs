@@ -2,7 +2,9 @@
 //! site vhosts for nginx, a configuration test before every reload, and a reload that returns
 //! only once nginx serves the new configuration.
 
+mod fpm;
 mod nginx;
+mod users;
 mod vhost;
 
 use anyhow::Context;
@@ -15,7 +17,6 @@ async fn main() -> anyhow::Result<()> {
         .context("HOSTING_SERVER")?;
     let settings = nginx::Settings::from_env()?;
     let web = nginx::Nginx::new(settings);
-    web.prepare().await.context("preparing the web server")?;
 
     let bus = bus::Bus::new(
         &common.amqp_url,
@@ -24,6 +25,9 @@ async fn main() -> anyhow::Result<()> {
     );
     bus.wait_until_reachable().await;
     bus.declare_topology(&[]).await?;
+    // The queue first: requests sent while nginx and php-fpm start wait in it.
+    bus.declare_rpc_queue("webconf", &server).await?;
+    web.prepare().await.context("preparing the web server")?;
     tracing::info!(%server, "webconf ready");
     tokio::select! {
         _ = bus.serve_rpc("webconf", &server, 8, vhost::VhostService::new(web.clone())) => {},

@@ -5,7 +5,8 @@
 //! stops them when it stops. This is what `make up` and the tests use, so several stacks can
 //! share a host, and no root-owned system configuration is touched.
 //! Unmanaged mode (`HOSTING_MANAGE_NGINX=false`): vhosts are written to `HOSTING_VHOST_DIR`
-//! for a system nginx that includes them, reloaded with `nginx -s reload`.
+//! for a system nginx that includes them, reloaded with `nginx -s reload`, and pools to
+//! `HOSTING_PHP_FPM_POOL_DIR` for the system's php-fpm.
 
 use anyhow::{bail, Context};
 use domain::HostPath;
@@ -25,11 +26,18 @@ pub struct Settings {
     pub php_fpm_bin: Option<String>,
     pub vhost_dir: PathBuf,
     pub fastcgi_params: String,
-    pub php_socket: String,
+    /// One php-fpm pool file per site, and one socket per pool.
+    pub pool_dir: PathBuf,
+    pub socket_dir: PathBuf,
+    pub fpm_pid: PathBuf,
+    /// Unmanaged mode: php-fpm's main configuration file, if not its default.
+    pub fpm_conf: Option<String>,
     /// Unmanaged mode: the main configuration file nginx -t checks.
     pub main_conf: Option<String>,
     pub stop_on_exit: bool,
     pub php_max_children: u32,
+    /// The web server's user and group (nginx's workers run as it; pools' sockets are its).
+    pub web_group: String,
 }
 
 impl Settings {
@@ -45,6 +53,7 @@ impl Settings {
             "127.0.0.1:8088".parse::<std::net::SocketAddr>()?,
         )?;
         let php_fpm_bin = config::optional("HOSTING_PHP_FPM_BIN").or_else(find_php_fpm);
+        let fpm_ver = fpm_version(php_fpm_bin.as_deref());
         let d = dir.as_str();
         Ok(Self {
             managed,
@@ -64,11 +73,29 @@ impl Settings {
             } else {
                 config::string("HOSTING_FASTCGI_PARAMS", "/etc/nginx/fastcgi_params")
             },
-            php_socket: if managed {
-                format!("{d}/php-fpm.sock")
+            pool_dir: if managed {
+                PathBuf::from(format!("{d}/pools"))
             } else {
-                config::string("HOSTING_PHP_FPM_SOCKET", "/run/php/php-fpm.sock")
+                PathBuf::from(config::string(
+                    "HOSTING_PHP_FPM_POOL_DIR",
+                    &format!("/etc/php/{fpm_ver}/fpm/pool.d"),
+                ))
             },
+            socket_dir: if managed {
+                PathBuf::from(format!("{d}/sockets"))
+            } else {
+                PathBuf::from(config::string("HOSTING_PHP_FPM_SOCKET_DIR", "/run/php"))
+            },
+            fpm_pid: if managed {
+                PathBuf::from(format!("{d}/php-fpm.pid"))
+            } else {
+                PathBuf::from(config::string(
+                    "HOSTING_PHP_FPM_PID",
+                    &format!("/run/php/php{fpm_ver}-fpm.pid"),
+                ))
+            },
+            fpm_conf: config::optional("HOSTING_PHP_FPM_CONF"),
+            web_group: WEB_USER.into(),
             main_conf: config::optional("HOSTING_NGINX_CONF"),
             stop_on_exit: config::parse("HOSTING_STOP_WEB_ON_EXIT", true)?,
             php_max_children: config::parse("HOSTING_PHP_MAX_CHILDREN", 8)?,
@@ -76,6 +103,16 @@ impl Settings {
         })
     }
 }
+
+/// `8.2` from `/usr/sbin/php-fpm8.2`, for Debian's paths.
+fn fpm_version(bin: Option<&str>) -> String {
+    bin.and_then(|b| b.rsplit("php-fpm").next())
+        .filter(|v| !v.is_empty())
+        .unwrap_or("8.2")
+        .to_owned()
+}
+
+const WEB_USER: &str = "www-data";
 
 fn find_php_fpm() -> Option<String> {
     let mut found: Vec<String> = std::fs::read_dir("/usr/sbin")
@@ -102,15 +139,19 @@ fn web_user() -> Option<&'static str> {
 #[derive(Clone)]
 pub struct Nginx {
     pub settings: Arc<Settings>,
-    /// One configuration change at a time: test and reload see exactly one new vhost.
+    /// One configuration change at a time (vhosts and pools): test and reload see exactly
+    /// one change.
     pub lock: Arc<Mutex<u64>>,
     started_here: Arc<Mutex<bool>>,
+    pub fpm: crate::fpm::Fpm,
 }
 
 impl Nginx {
     pub fn new(settings: Settings) -> Self {
+        let settings = Arc::new(settings);
         Self {
-            settings: Arc::new(settings),
+            fpm: crate::fpm::Fpm::new(settings.clone()),
+            settings,
             lock: Arc::new(Mutex::new(0)),
             started_here: Arc::default(),
         }
@@ -135,10 +176,18 @@ impl Nginx {
         }
     }
 
-    /// Writes the managed configuration and starts nginx and php-fpm if they are not running.
+    /// Writes the managed configuration and starts nginx and php-fpm if they are not running;
+    /// reloads a php-fpm that runs already, so that it serves the pools as written and what
+    /// it loaded is known.
     pub async fn prepare(&self) -> anyhow::Result<()> {
         tokio::fs::create_dir_all(&self.settings.vhost_dir).await?;
+        tokio::fs::create_dir_all(&self.settings.pool_dir).await?;
+        tokio::fs::create_dir_all(&self.settings.socket_dir).await?;
         if !self.settings.managed {
+            if self.settings.php_fpm_bin.is_some() && self.fpm.running().await {
+                self.fpm.test().await?;
+                self.fpm.reload().await?;
+            }
             return Ok(());
         }
         let d = self.d();
@@ -167,31 +216,13 @@ impl Nginx {
             self.write_generation(0).await?;
         }
 
-        if let Some(fpm) = &self.settings.php_fpm_bin {
-            let owner = user
-                .map(|u| {
-                    format!("user = {u}\ngroup = {u}\nlisten.owner = {u}\nlisten.group = {u}\n")
-                })
-                .unwrap_or_default();
-            let fpm_conf = format!(
-                "; Managed by webconf; rewritten at every start.\n[global]\npid = {d}/php-fpm.pid\nerror_log = {d}/logs/php-fpm.log\ndaemonize = yes\n\n[sites]\n{owner}listen = {sock}\nlisten.mode = 0660\npm = ondemand\npm.max_children = {max}\npm.process_idle_timeout = 30s\ncatch_workers_output = yes\nphp_admin_flag[log_errors] = on\n; Settings files change under running sites (install, restore, migrate): OPcache must see\n; it at once, not up to revalidate_freq seconds later with the old database credentials.\nphp_admin_value[opcache.revalidate_freq] = 0\n",
-                sock = self.settings.php_socket,
-                max = self.settings.php_max_children,
-            );
-            tokio::fs::write(format!("{d}/php-fpm.conf"), fpm_conf).await?;
-            if !pid_alive(&format!("{d}/php-fpm.pid")).await {
-                let out = tokio::process::Command::new(fpm)
-                    .arg("-y")
-                    .arg(format!("{d}/php-fpm.conf"))
-                    .output()
-                    .await
-                    .with_context(|| format!("cannot start {fpm}"))?;
-                if !out.status.success() {
-                    bail!(
-                        "{fpm} did not start: {}",
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    );
-                }
+        if self.settings.php_fpm_bin.is_some() {
+            tokio::fs::write(format!("{d}/php-fpm.conf"), self.fpm.main_conf()).await?;
+            self.fpm.test().await?;
+            if self.fpm.running().await {
+                self.fpm.reload().await?;
+            } else {
+                self.fpm.start().await?;
                 *self.started_here.lock().await = true;
             }
         } else {
@@ -313,7 +344,7 @@ impl Nginx {
             return;
         }
         let _ = self.run_nginx(&["-s", "quit"]).await;
-        if let Some(pid) = read_pid(&format!("{}/php-fpm.pid", self.d())).await {
+        if let Some(pid) = read_pid(&self.settings.fpm_pid.to_string_lossy()).await {
             // SAFETY: sending a signal to a pid we read from our own pid file.
             unsafe { libc::kill(pid, libc::SIGQUIT) };
         }

@@ -1,42 +1,92 @@
 use crate::nginx::Nginx;
+use crate::users::Users;
 use anyhow::{bail, Context};
 use bus::{Incoming, RpcHandler};
 use contract::{RpcReply, Vhost, VhostMode, WebconfReply, WebconfRequest};
-use domain::DomainName;
+use domain::{DomainName, SiteId, SystemUser};
 use std::path::PathBuf;
 
 pub struct VhostService {
     nginx: Nginx,
+    users: Users,
 }
 
 impl VhostService {
     pub fn new(nginx: Nginx) -> Self {
-        Self { nginx }
+        Self {
+            nginx,
+            users: Users::new(),
+        }
     }
 
     fn path(&self, domain: &DomainName) -> PathBuf {
         self.nginx.settings.vhost_dir.join(format!("{domain}.conf"))
     }
 
-    /// Writes the vhost if it differs, tests the whole configuration and reloads. A vhost
-    /// that nginx refuses is rolled back to the previous file, so a bad change never stays.
+    /// Writes the vhost (and the site's pool) if they differ, tests the whole configuration
+    /// of each, and reloads what changed. A change that nginx or php-fpm refuses is rolled
+    /// back to the previous files, so a bad change never stays.
     async fn write(&self, vhost: &Vhost) -> anyhow::Result<bool> {
-        let text = render(vhost, &self.nginx.settings)?;
+        let fpm = &self.nginx.fpm;
+        let socket = vhost.pool.as_ref().map(|p| fpm.socket(&p.user));
+        let text = render(vhost, &self.nginx.settings, socket.as_deref())?;
+        let pool = match &vhost.pool {
+            Some(p) => Some((fpm.pool_path(&p.user), fpm.render_pool(p)?)),
+            None => None,
+        };
         let _guard = self.nginx.lock.lock().await;
         let path = self.path(&vhost.domain);
         let previous = tokio::fs::read_to_string(&path).await.ok();
-        if previous.as_deref() == Some(text.as_str()) {
+        let previous_pool = match &pool {
+            Some((p, _)) => tokio::fs::read_to_string(p).await.ok(),
+            None => None,
+        };
+        let pool_changed = pool
+            .as_ref()
+            .is_some_and(|(_, t)| previous_pool.as_deref() != Some(t.as_str()));
+        let vhost_changed = previous.as_deref() != Some(text.as_str());
+        if !pool_changed && !vhost_changed {
             return Ok(false);
         }
-        write_atomically(&path, &text).await?;
-        if let Err(e) = self.nginx.test().await {
-            match &previous {
-                Some(old) => write_atomically(&path, old).await?,
-                None => tokio::fs::remove_file(&path).await?,
+        let restore_pool = || async {
+            if let Some((p, _)) = &pool {
+                match &previous_pool {
+                    Some(old) => write_atomically(p, old).await,
+                    None => tokio::fs::remove_file(p).await.map_err(Into::into),
+                }
+            } else {
+                Ok(())
             }
-            return Err(e);
+        };
+        if pool_changed {
+            if let Some((p, t)) = &pool {
+                write_atomically(p, t).await?;
+            }
+            if let Err(e) = fpm.test().await {
+                restore_pool().await?;
+                return Err(e);
+            }
         }
-        self.nginx.reload().await?;
+        if vhost_changed {
+            write_atomically(&path, &text).await?;
+            if let Err(e) = self.nginx.test().await {
+                match &previous {
+                    Some(old) => write_atomically(&path, old).await?,
+                    None => tokio::fs::remove_file(&path).await?,
+                }
+                if pool_changed {
+                    restore_pool().await?;
+                }
+                return Err(e);
+            }
+        }
+        // The pool first: the vhost may send requests to its new socket.
+        if pool_changed {
+            fpm.reload().await?;
+        }
+        if vhost_changed {
+            self.nginx.reload().await?;
+        }
         Ok(true)
     }
 
@@ -52,6 +102,26 @@ impl VhostService {
         self.nginx.reload().await?;
         Ok(true)
     }
+
+    /// The site's pool goes first (php-fpm reloaded, so no worker runs as the user any more),
+    /// then the user.
+    async fn remove_site_user(&self, user: &SystemUser, site: SiteId) -> anyhow::Result<bool> {
+        let pool_removed = {
+            let _guard = self.nginx.lock.lock().await;
+            let path = self.nginx.fpm.pool_path(user);
+            match tokio::fs::remove_file(&path).await {
+                Ok(()) => {
+                    self.nginx.fpm.test().await?;
+                    self.nginx.fpm.reload().await?;
+                    true
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+                Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
+            }
+        };
+        let user_removed = self.users.remove(user, site).await?;
+        Ok(pool_removed || user_removed)
+    }
 }
 
 async fn write_atomically(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
@@ -65,9 +135,16 @@ async fn write_atomically(path: &std::path::Path, text: &str) -> anyhow::Result<
     Ok(())
 }
 
+/// Script handlers a request may never reach in a place the site can write.
+const SCRIPTS: &str = "php[0-9]?|phtml|phar|pht|phps|cgi|pl|py|sh";
+
 /// The site's nginx server block. Every interpolated value is a checked type: domains,
 /// normalized paths of a narrow alphabet, and a front controller checked here.
-pub fn render(v: &Vhost, s: &crate::nginx::Settings) -> anyhow::Result<String> {
+pub fn render(
+    v: &Vhost,
+    s: &crate::nginx::Settings,
+    socket: Option<&str>,
+) -> anyhow::Result<String> {
     let fc = &v.front_controller;
     if fc.is_empty()
         || fc.starts_with('/')
@@ -108,6 +185,33 @@ server {{
             root = v.document_root,
         ));
     }
+    let socket = socket.context("a vhost that serves PHP needs the site's own pool")?;
+    // Where the platform keeps site directories inside its web root (`web_root = "."`, as
+    // Drupal does), they are reachable by URL: nothing in them may run, and of a site
+    // directory only its public files are served (never its settings or private directory),
+    // whichever site's it is.
+    let sites_in_web_root = match (v.site_dir.as_path().parent(), v.document_root.as_path()) {
+        (Some(sites), root) if sites.starts_with(root) && sites != root => {
+            let rel = sites
+                .strip_prefix(root)
+                .map(|r| r.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let re = rel.replace('.', "\\.");
+            format!(
+                "
+    # Site directories ({rel}/<domain>/) lie inside the web root: nothing under them runs,
+    # and of each only its public files are served.
+    location ^~ /{rel}/ {{
+        disable_symlinks if_not_owner;
+        location ~* \\.({SCRIPTS})$ {{ return 403; }}
+        location ~ /\\. {{ return 404; }}
+        location ~ ^/{re}/[^/]*\\.[^/]*/(?!files/) {{ return 404; }}
+    }}
+"
+            )
+        }
+        _ => String::new(),
+    };
     Ok(format!(
         "# Managed by webconf for {domain}; a verify task rewrites it.
 server {{
@@ -119,12 +223,15 @@ server {{
     # Hidden files (.git, .env, .htaccess) are never served.
     location ~ /\\. {{ deny all; return 404; }}
 
-    # The site's public files, from its own directory. PHP never runs there.
-    location /files/ {{
+    # The site's public files, from its own directory. Nothing runs there, and a symlink the
+    # site made leads nowhere it does not own.
+    location ^~ /files/ {{
         alias {site_dir}/files/;
-        location ~ \\.php$ {{ deny all; return 404; }}
+        disable_symlinks if_not_owner;
+        location ~* \\.({SCRIPTS})$ {{ return 403; }}
+        location ~ /\\. {{ return 404; }}
     }}
-
+{sites_in_web_root}
     location / {{
         try_files $uri $uri/ /{fc}$is_args$args;
     }}
@@ -144,7 +251,6 @@ server {{
         root = v.document_root,
         site_dir = v.site_dir,
         params = s.fastcgi_params,
-        socket = s.php_socket,
     ))
 }
 
@@ -160,17 +266,37 @@ impl RpcHandler for VhostService {
         let result = match &request {
             WebconfRequest::WriteVhost(v) => {
                 tracing::info!(domain = %v.domain, "write vhost");
-                self.write(v).await
+                self.write(v).await.map(WebconfReply::changed)
             }
             WebconfRequest::RemoveVhost { domain } => {
                 tracing::info!(%domain, "remove vhost");
-                self.remove(domain).await
+                self.remove(domain).await.map(WebconfReply::changed)
+            }
+            WebconfRequest::EnsureSiteUser { user, site } => self
+                .users
+                .ensure(user, *site)
+                .await
+                .map(|(changed, ids)| WebconfReply {
+                    ids: Some(ids),
+                    ..WebconfReply::changed(changed)
+                }),
+            WebconfRequest::RemoveSiteUser { user, site } => {
+                tracing::info!(%user, "remove site user and pool");
+                self.remove_site_user(user, *site)
+                    .await
+                    .map(WebconfReply::changed)
+            }
+            WebconfRequest::PhpInfo => {
+                let _guard = self.nginx.lock.lock().await;
+                self.nginx.fpm.info().await.map(|php| WebconfReply {
+                    changed: !php.reloaded.is_empty(),
+                    php: Some(php),
+                    ..WebconfReply::changed(false)
+                })
             }
         };
         let reply = match result {
-            Ok(changed) => RpcReply::Ok {
-                body: WebconfReply { changed },
-            },
+            Ok(body) => RpcReply::Ok { body },
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "webconf request failed");
                 RpcReply::Error {

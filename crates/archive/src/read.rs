@@ -61,27 +61,36 @@ impl Write for HashSink<'_> {
     }
 }
 
-/// Who owns what a restore unpacks under one directory of the site, such as `files/`, where
-/// the web server writes uploads; everything else stays the restoring user's. Given as each
-/// entry is created, not by a second walk over the tree.
+/// Who owns what a restore unpacks: every entry belongs to the site's own user, whatever uid
+/// the archive records; entries under `web_subtree` (the site's public files) get the web
+/// server's group, so that nginx can serve them. Given as each entry is created, not by a
+/// second walk over the tree.
 #[derive(Debug, Clone)]
 pub struct Handover {
-    /// Relative to the site directory.
-    pub subtree: PathBuf,
     pub uid: u32,
     pub gid: u32,
+    /// Relative to the site directory.
+    pub web_subtree: PathBuf,
+    pub web_gid: u32,
 }
 
 impl Handover {
-    /// Gives `target` (the entry at `inside`, already checked not to be reached through a
-    /// symlink) to the owner when it lies in the subtree. `lchown`: a symlink itself, never
-    /// what it points to.
-    fn apply(handover: Option<&Handover>, inside: &Path, target: &Path) -> io::Result<()> {
-        match handover {
-            Some(h) if inside.starts_with(&h.subtree) => {
-                std::os::unix::fs::lchown(target, Some(h.uid), Some(h.gid))
+    fn owner_of(handover: Option<&Handover>, inside: &Path) -> Option<(u32, u32)> {
+        handover.map(|h| {
+            if inside.starts_with(&h.web_subtree) {
+                (h.uid, h.web_gid)
+            } else {
+                (h.uid, h.gid)
             }
-            _ => Ok(()),
+        })
+    }
+
+    /// Gives `target` (the entry at `inside`, already checked not to be reached through a
+    /// symlink) to its owner. `lchown`: a symlink itself, never what it points to.
+    fn apply(handover: Option<&Handover>, inside: &Path, target: &Path) -> io::Result<()> {
+        match Self::owner_of(handover, inside) {
+            Some((uid, gid)) => std::os::unix::fs::lchown(target, Some(uid), Some(gid)),
+            None => Ok(()),
         }
     }
 }
@@ -166,10 +175,11 @@ fn no_symlink_ancestors(
     Ok(())
 }
 
-/// Checks the archive against `expected_sha256` (on error `dest` is removed again), and
-/// unpacks its `site/` into `dest` (made here; it must not exist), handing the entries under
-/// `handover`'s subtree to its owner, and streams its dump, in order, into `dump_sink`. The
-/// manifest's dump checksum is checked at the end. Blocking.
+/// Proves the archive against `expected_sha256` before any byte of it is used, then unpacks
+/// its `site/` into `dest` (made here; it must not exist; on error it is removed again),
+/// handing every entry to `handover`'s owner, and streams its dump, in order, into
+/// `dump_sink`. The file is hashed again as it streams (so a file changed while it is read
+/// fails too), and the manifest's dump checksum is checked at the end. Blocking.
 pub fn extract(
     path: &Path,
     expected_sha256: &str,
@@ -182,6 +192,13 @@ pub fn extract(
         return Err(refused(format!(
             "{} exists already; unpacking needs a fresh directory",
             dest.display()
+        )));
+    }
+    // Integrity first: a tampered dump must not reach the database, not even a scratch one.
+    let actual = sha256_file(path)?;
+    if actual != expected_sha256 {
+        return Err(refused(format!(
+            "the archive's checksum is {actual}, but the backup record says {expected_sha256}: the file was changed or damaged, nothing of it was used"
         )));
     }
     extract_streaming(path, expected_sha256, dest, limits, handover, dump_sink).map_err(|e| {
@@ -310,6 +327,9 @@ fn unpack_files(
     // before that lands in `dest` and the dump sink, which are scratch copies the caller
     // throws away on any error, so the site is untouched either way.
     std::fs::create_dir(dest)?;
+    // Nobody but us reaches in while entries are made and handed to the site's user (who
+    // could otherwise swap a directory for a symlink between our check and our write).
+    std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o700))?;
     let hashing = HashingReader {
         inner: io::BufReader::with_capacity(1 << 20, File::open(path)?),
         hasher: Sha256::new(),
@@ -406,8 +426,8 @@ fn unpack_files(
                             e.into()
                         }
                     })?;
-                if let Some(h) = handover.filter(|h| inside.starts_with(&h.subtree)) {
-                    std::os::unix::fs::fchown(&out, Some(h.uid), Some(h.gid))?;
+                if let Some((uid, gid)) = Handover::owner_of(handover, inside) {
+                    std::os::unix::fs::fchown(&out, Some(uid), Some(gid))?;
                 }
                 loop {
                     let n = entry.read(&mut buf)?;
@@ -519,7 +539,7 @@ mod tests {
         tx.send(DumpPiece::End(dump.finish())).unwrap();
         drop(tx);
         let path = dir.path().join("b.tar.zst");
-        let w = write_archive(&path, &site, rx, 3, 2, |files, d| {
+        let w = write_archive(&path, &site, &[], None, rx, 3, 2, |files, d| {
             manifest_for(files, &d.sha256, d.bytes, d.parts)
         })
         .unwrap();

@@ -221,10 +221,18 @@ impl Write for Frames {
 /// Writes an archive to `path`: the site directory `site_dir` as `site/`, the dump chunks that
 /// arrive on `dump` (from a [`DumpEncoder`]) as `database/dump-NNNNN.sql`, interleaved with the
 /// files as they come, and finally the manifest that `manifest` builds from the site's files
-/// and the dump's summary. Blocking: run it on a blocking thread.
+/// and the dump's summary. The directories in `skip_contents` (relative to the site directory,
+/// such as its temporary files) are recorded empty. With `read_as`, the site's files are read
+/// with that user's and group's file system identity (the archive itself is opened first, as
+/// the caller): the site owns its directory and can swap a directory for a symlink while it
+/// is read, and must then reach nothing it could not read itself. Blocking: run it on a
+/// blocking thread.
+#[allow(clippy::too_many_arguments)]
 pub fn write_archive(
     path: &Path,
     site_dir: &Path,
+    skip_contents: &[PathBuf],
+    read_as: Option<(u32, u32)>,
     dump: Receiver<DumpPiece>,
     level: i32,
     workers: u32,
@@ -235,6 +243,7 @@ pub fn write_archive(
         written: 0,
         started: 0,
     };
+    let _identity = read_as.map(|(uid, gid)| FsIdentity::assume(uid, gid));
     let hashing = HashingWriter {
         inner: io::BufWriter::with_capacity(1 << 20, file),
         hasher: Sha256::new(),
@@ -262,7 +271,9 @@ pub fn write_archive(
             let ft = entry.file_type()?;
             if ft.is_dir() {
                 tar.append_dir(&name, entry.path())?;
-                stack.push(rel_child);
+                if !skip_contents.contains(&rel_child) {
+                    stack.push(rel_child);
+                }
             } else if ft.is_file() {
                 files.bytes += append_file(&mut tar, &entry.path(), &name)?;
                 files.count += 1;
@@ -300,6 +311,33 @@ pub fn write_archive(
         files,
         dump: summary,
     })
+}
+
+/// This thread's file system identity (Linux's fsuid and fsgid, which are per thread) for as
+/// long as the guard lives. Leaving uid 0 also drops the thread's file system capabilities,
+/// so permissions are checked as for that user.
+struct FsIdentity;
+
+impl FsIdentity {
+    fn assume(uid: u32, gid: u32) -> Self {
+        // SAFETY: setfsgid and setfsuid only change this thread's credentials; the guard puts
+        // them back. The group first: once the uid is not 0, the gid could not be changed.
+        unsafe {
+            libc::setfsgid(gid);
+            libc::setfsuid(uid);
+        }
+        FsIdentity
+    }
+}
+
+impl Drop for FsIdentity {
+    fn drop(&mut self) {
+        // SAFETY: back to this process's own ids (the thread is reused by the pool).
+        unsafe {
+            libc::setfsuid(libc::geteuid());
+            libc::setfsgid(libc::getegid());
+        }
+    }
 }
 
 /// Appends the regular file at `path` as `name`; returns the size recorded. The header is made

@@ -5,7 +5,10 @@
 //! consumer keeps reading newer messages. Names of exchanges, queues and routing keys are built
 //! here too, so no service spells them by hand.
 
-use domain::{DbIdent, DbPassword, DomainName, HostPath, Name, TaskId, TaskStatus, TaskType};
+use domain::{
+    DbIdent, DomainName, HostPath, Name, SiteId, SystemUser, TaskId, TaskStatus, TaskType,
+};
+pub use seal::{RecipientKey, Sealed};
 use serde::{Deserialize, Serialize};
 
 /// The exchanges and queues of one installation. `prefix` namespaces them, so several stacks
@@ -72,9 +75,18 @@ pub struct TaskMessage {
 pub enum WebconfRequest {
     /// Write (or rewrite) a site's vhost, test the configuration, reload. Idempotent: an
     /// unchanged vhost is not rewritten and nginx is not reloaded.
-    WriteVhost(Vhost),
+    WriteVhost(Box<Vhost>),
     /// Remove a site's vhost if present, test, reload.
     RemoveVhost { domain: DomainName },
+    /// Make the site's unix user and group if they do not exist (marked as made for `site`);
+    /// answers their ids. A user of that name made by anyone else is refused.
+    EnsureSiteUser { user: SystemUser, site: SiteId },
+    /// Remove the site's PHP pool (reloading php-fpm), stop its processes, and remove its
+    /// unix user and group, if they exist and were made for `site`.
+    RemoveSiteUser { user: SystemUser, site: SiteId },
+    /// The PHP that site pools run: its version and extensions. A php-fpm started before an
+    /// extension was installed is reloaded first, so the answer is what sites get.
+    PhpInfo,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -91,6 +103,34 @@ pub struct Vhost {
     /// Serve the site, or send its visitors to the "site disabled" page.
     #[serde(default)]
     pub mode: VhostMode,
+    /// The site's own PHP pool, written with the vhost. A vhost that serves PHP needs one.
+    #[serde(default)]
+    pub pool: Option<PhpPool>,
+}
+
+/// A site's php-fpm pool: its own user, socket and limits on what its PHP may open.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PhpPool {
+    pub user: SystemUser,
+    /// The platform's codebase, which the pool may read.
+    pub platform_root: HostPath,
+    /// The site's directory, and its private directory in it (temporary files, sessions,
+    /// the PHP error log), which is never served.
+    pub site_dir: HostPath,
+    pub private_dir: HostPath,
+}
+
+impl PhpPool {
+    pub fn tmp_dir(&self) -> String {
+        format!("{}/tmp", self.private_dir)
+    }
+    pub fn sessions_dir(&self) -> String {
+        format!("{}/sessions", self.private_dir)
+    }
+    /// Where PHP logs the site's errors: read by the tasks that check a site serves.
+    pub fn error_log(&self) -> String {
+        format!("{}/logs/php-errors.log", self.private_dir)
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -107,6 +147,34 @@ pub enum VhostMode {
 pub struct WebconfReply {
     /// Whether the configuration changed (and nginx was reloaded).
     pub changed: bool,
+    /// For `ensure-site-user`: the user's uid and gid.
+    #[serde(default)]
+    pub ids: Option<(u32, u32)>,
+    /// For `php-info`.
+    #[serde(default)]
+    pub php: Option<PhpRuntime>,
+}
+
+impl WebconfReply {
+    pub fn changed(changed: bool) -> Self {
+        Self {
+            changed,
+            ids: None,
+            php: None,
+        }
+    }
+}
+
+/// The PHP a web server's site pools run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PhpRuntime {
+    /// `8.2.36`
+    pub version: String,
+    /// Lowercase extension names (`pdo_mysql`, `mbstring`, `zend opcache`).
+    pub extensions: Vec<String>,
+    /// Whether php-fpm was reloaded to load extensions installed after it started.
+    #[serde(default)]
+    pub reloaded: Vec<String>,
 }
 
 /// A request to the database provisioning service of one db server.
@@ -114,19 +182,26 @@ pub struct WebconfReply {
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum DbprovRequest {
     /// Create the database and its user, granted on that database only. Idempotent: an
-    /// existing database is kept, the user's password is (re)set to this one.
+    /// existing database is kept, the user's password is (re)set to this one. The password
+    /// is sealed to this dbprov's key (`public-key`): the broker keeps persistent messages on
+    /// disk, and no readable password may rest there.
     CreateDatabase {
         database: DbIdent,
         user: DbIdent,
-        password: DbPassword,
+        password: Sealed,
     },
     /// Drop the database and the user if they exist.
     DropDatabase { database: DbIdent, user: DbIdent },
+    /// This dbprov's public key, which passwords are sealed to.
+    PublicKey,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct DbprovReply {
     pub changed: bool,
+    /// For `public-key`.
+    #[serde(default)]
+    pub public_key: Option<RecipientKey>,
 }
 
 /// A request to the backupper on the host that holds the site's files: the other services'
@@ -157,6 +232,10 @@ pub struct DeployRequest {
     pub db_server: Name,
     pub database: DbIdent,
     pub user: DbIdent,
+    /// The unix user the deployed directory belongs to (the clone's own, or the migrated
+    /// site's), whatever the archive records.
+    #[serde(default)]
+    pub owner: Option<SystemUser>,
 }
 
 /// The gateway's public pages, which other services write into links and vhosts: a one-time

@@ -145,6 +145,31 @@ impl DbIdent {
     }
 }
 
+/// A site's own unix user (and group) on its web server, named by the control plane from the
+/// site id (`<prefix><id>`), never from input: a lowercase letter, then lowercase letters,
+/// digits or underscores, at most 32 characters (the Linux limit).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SystemUser(String);
+string_type!(SystemUser);
+
+impl SystemUser {
+    pub fn parse(s: &str) -> Result<Self, ParseError> {
+        let ok = !s.is_empty()
+            && s.len() <= 32
+            && s.as_bytes()[0].is_ascii_lowercase()
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(ParseError::new(format!(
+                "'{s}' is not a system user name: use 1 to 32 lowercase letters, digits or underscores, starting with a letter"
+            )))
+        }
+    }
+}
+
 /// A short name for records an operator types: servers, platforms, clients, profiles.
 /// Letters, digits, `.`, `_` and `-`, 1 to 64 characters, starting with a letter or digit.
 /// It appears in AMQP routing keys and file names, so nothing else is allowed.

@@ -1,12 +1,14 @@
 //! Package checks before a migrate or clone, the reference's logic 1–6: for each package
 //! enabled on the site, compare it with what the target platform offers.
 //!
-//! - `error`: the target's schema version is older than the site's (a site cannot go back);
+//! - `error`: the target's schema version is older than the site's (a site cannot go back), or,
+//!   for a package without schema versions, its version is older;
 //! - `warning`: the target does not have the package (it will probably be disabled);
 //! - `upgrade`: the target has a newer schema version, or the same schema and a newer version;
 //! - `same`: otherwise.
 //!
-//! A target with any error is not selectable.
+//! A target with any error is not selectable, and neither is a platform of another application
+//! (a WordPress site does not migrate onto Drupal, whatever their packages say).
 
 use serde::Serialize;
 use std::cmp::Ordering;
@@ -58,17 +60,37 @@ pub struct Counts {
 #[derive(Debug, Clone, Serialize)]
 pub struct TargetCheck {
     pub selectable: bool,
+    /// Why the target cannot be chosen whatever its packages (another application).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     pub counts: Counts,
     pub packages: Vec<PackageComparison>,
 }
 
 impl TargetCheck {
-    /// The packages that make the target unusable, as a sentence for a 409.
+    /// Marks the target as not selectable, whatever its packages, and says why.
+    pub fn refuse(&mut self, reason: String) {
+        self.selectable = false;
+        self.reason = Some(reason);
+    }
+
+    /// What makes the target unusable, as a sentence for a 409.
     pub fn errors(&self) -> String {
+        if let Some(r) = &self.reason {
+            return r.clone();
+        }
         self.packages
             .iter()
             .filter(|p| p.status == PackageStatus::Error)
             .map(|p| {
+                if p.current.schema_version.is_none() {
+                    return format!(
+                        "{} (site at version {}, target at {})",
+                        p.name,
+                        p.current.version,
+                        p.target.as_ref().map_or("none", |t| t.version.as_str())
+                    );
+                }
                 format!(
                     "{} (site at schema {}, target at {})",
                     p.name,
@@ -102,6 +124,12 @@ pub fn check(site: &[PackageVersion], target: &[PackageVersion]) -> TargetCheck 
                 // be told to be newer, so it is treated as older.
                 (Some(_), None) => PackageStatus::Error,
                 (Some(have), Some(offer)) if offer > have => PackageStatus::Upgrade,
+                // Without schema versions, the versions say whether the target is older.
+                (None, _) => match compare_versions(&t.version, &p.version) {
+                    Ordering::Greater => PackageStatus::Upgrade,
+                    Ordering::Less => PackageStatus::Error,
+                    Ordering::Equal => PackageStatus::Same,
+                },
                 _ => match compare_versions(&t.version, &p.version) {
                     Ordering::Greater => PackageStatus::Upgrade,
                     _ => PackageStatus::Same,
@@ -130,6 +158,7 @@ pub fn check(site: &[PackageVersion], target: &[PackageVersion]) -> TargetCheck 
     }
     TargetCheck {
         selectable: counts.error == 0,
+        reason: None,
         counts,
         packages,
     }

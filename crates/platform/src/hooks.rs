@@ -1,4 +1,4 @@
-use crate::{check_db_host, Action, PackageInfo, PlatformError, ProfileInfo, SiteContext};
+use crate::{check_db_host, Action, PackageInfo, PlatformError, ProfileInfo, RunAs, SiteContext};
 use domain::{DomainName, HostPath};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -21,6 +21,54 @@ pub struct Manifest {
     /// action name → argv (no shell), run from the platform root.
     #[serde(default)]
     pub actions: BTreeMap<String, Vec<String>>,
+    /// What the application needs of PHP; platform verify checks it against the PHP that
+    /// the web server's site pools run.
+    #[serde(default)]
+    pub php: PhpRequirements,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PhpRequirements {
+    /// The lowest PHP version it runs on, `8.1` or `7.4.3`.
+    #[serde(default)]
+    pub min_version: Option<String>,
+    /// Extensions it needs, as `php -m` names them (`pdo_mysql`, `mbstring`, `gd`).
+    #[serde(default)]
+    pub extensions: Vec<String>,
+}
+
+impl PhpRequirements {
+    /// What the given PHP lacks, said so that an operator knows what to install.
+    pub fn unmet(&self, version: &str, extensions: &[String]) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(min) = &self.min_version {
+            if version_parts(version) < version_parts(min) {
+                out.push(format!(
+                    "PHP {min} or newer (the web server runs PHP {version})"
+                ));
+            }
+        }
+        for ext in &self.extensions {
+            let want = ext.to_ascii_lowercase();
+            if !extensions.iter().any(|e| e.eq_ignore_ascii_case(&want)) {
+                out.push(format!(
+                    "the PHP extension {ext} (install it on the web server, for example apt-get install php-{want}, then verify the platform again)"
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// `8.2.36` → [8, 2, 36]; what is not a number ends the list (`8.3.0-dev` → [8, 3, 0]).
+fn version_parts(v: &str) -> Vec<u64> {
+    v.split('.')
+        .map_while(|p| {
+            let digits: String = p.chars().take_while(|c| c.is_ascii_digit()).collect();
+            digits.parse().ok()
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -38,6 +86,13 @@ pub struct Application {
     /// Where site directories are made, relative to the platform root.
     #[serde(default = "sites")]
     pub sites_dir: String,
+    /// Each site's private directory, relative to its site directory: writable by the site,
+    /// never served (temporary files, sessions, private uploads).
+    #[serde(default = "private")]
+    pub private_dir: String,
+    /// What a task requests to see that the site answers (install, restore, migrate, ...).
+    #[serde(default = "slash")]
+    pub health_path: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -83,6 +138,12 @@ fn sites() -> String {
 }
 fn settings_php() -> String {
     "settings.php".into()
+}
+pub(crate) fn private() -> String {
+    "private".into()
+}
+pub(crate) fn slash() -> String {
+    "/".into()
 }
 
 /// A relative path from a manifest: plain segments only, so joining it to the root stays
@@ -135,6 +196,56 @@ impl Manifest {
         )?;
         check_relative("application.sites_dir", &m.application.sites_dir)?;
         check_relative("settings.file", &m.settings.file)?;
+        check_relative("application.private_dir", &m.application.private_dir)?;
+        let app = &m.application;
+        if app.sites_dir == "." {
+            return Err("application.sites_dir cannot be the platform root: site directories need a directory of their own".into());
+        }
+        if app.web_root == app.sites_dir || app.web_root.starts_with(&format!("{}/", app.sites_dir))
+        {
+            return Err(format!(
+                "application.web_root = {:?} lies inside application.sites_dir = {:?}: sites' own files would be the web root",
+                app.web_root, app.sites_dir
+            ));
+        }
+        if matches!(app.private_dir.as_str(), "." | "files")
+            || app.private_dir.starts_with("files/")
+            || app.private_dir == m.settings.file
+        {
+            return Err(format!(
+                "application.private_dir = {:?} must be a directory of its own in the site directory, not its public files",
+                app.private_dir
+            ));
+        }
+        if !app.health_path.starts_with('/')
+            || app.health_path.len() > 512
+            || !app
+                .health_path
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/._~-?=&%+".contains(&b))
+        {
+            return Err(format!(
+                "application.health_path = {:?} must be a path starting with / (letters, digits, / . _ ~ - ? = & % +)",
+                app.health_path
+            ));
+        }
+        if let Some(v) = &m.php.min_version {
+            if version_parts(v).is_empty() || v.len() > 32 {
+                return Err(format!(
+                    "php.min_version = {v:?} must be a version such as \"8.1\""
+                ));
+            }
+        }
+        for ext in &m.php.extensions {
+            if ext.is_empty()
+                || ext.len() > 64
+                || !ext
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b' ')
+            {
+                return Err(format!("php.extensions: {ext:?} is not an extension name"));
+            }
+        }
         if m.settings.file.contains('/') {
             return Err("settings.file must be a file name, not a path".into());
         }
@@ -170,6 +281,11 @@ impl Manifest {
         join(&join(root, &self.application.sites_dir)?, domain.as_str())
     }
 
+    /// A site's private directory, inside its site directory.
+    pub fn private_dir(&self, site_dir: &HostPath) -> Result<HostPath, PlatformError> {
+        join(site_dir, &self.application.private_dir)
+    }
+
     /// The settings file's content for a site.
     pub fn render_settings(&self, site: &SiteContext) -> Result<String, PlatformError> {
         check_db_host(&site.db.host).map_err(|reason| PlatformError::ActionFailed {
@@ -180,11 +296,13 @@ impl Manifest {
         // normalized path, host name), so none of them can break out of a quoted string.
         Ok(match self.settings.format {
             SettingsFormat::Php => format!(
-                "<?php\n// Generated by the hosting control plane; a verify task rewrites it.\nreturn [\n  'site' => [\n    'domain' => '{domain}',\n    'aliases' => [{aliases}],\n    'url' => '{url}',\n    'dir' => '{dir}',\n    'profile' => '{profile}',\n    'language' => '{language}',\n  ],\n  'db' => [\n    'driver' => 'mysql',\n    'host' => '{host}',\n    'port' => {port},\n    'name' => '{name}',\n    'user' => '{user}',\n    'password' => '{password}',\n  ],\n];\n",
+                "<?php\n// Generated by the hosting control plane; a verify task rewrites it.\nreturn [\n  'site' => [\n    'domain' => '{domain}',\n    'aliases' => [{aliases}],\n    'url' => '{url}',\n    'dir' => '{dir}',\n    'private_dir' => '{private}',\n    'profile' => '{profile}',\n    'language' => '{language}',\n    'secret' => '{secret}',\n  ],\n  'db' => [\n    'driver' => 'mysql',\n    'host' => '{host}',\n    'port' => {port},\n    'name' => '{name}',\n    'user' => '{user}',\n    'password' => '{password}',\n  ],\n];\n",
                 domain = site.domain,
                 aliases = site.aliases.iter().map(|a| format!("'{a}'")).collect::<Vec<_>>().join(", "),
                 url = site.url,
                 dir = site.site_dir,
+                private = site.private_dir,
+                secret = crate::derived_key(site, "app"),
                 profile = site.profile,
                 language = site.language,
                 host = site.db.host,
@@ -199,7 +317,8 @@ impl Manifest {
                 let v = serde_json::json!({
                     "site": {
                         "domain": site.domain, "aliases": site.aliases, "url": site.url, "dir": site.site_dir,
-                        "profile": site.profile, "language": site.language,
+                        "private_dir": site.private_dir, "profile": site.profile, "language": site.language,
+                        "secret": crate::derived_key(site, "app"),
                     },
                     "db": {
                         "driver": "mysql", "host": site.db.host, "port": site.db.port, "name": site.db.name,
@@ -236,6 +355,7 @@ impl Manifest {
             "aliases": site.aliases,
             "url": site.url,
             "site_dir": site.site_dir,
+            "private_dir": site.private_dir,
             "settings_file": site.site_dir.as_path().join(&self.settings.file),
             "profile": site.profile,
             "language": site.language,
@@ -248,13 +368,21 @@ impl Manifest {
         });
         // The password travels on stdin only: the environment and the arguments of a process
         // can be read by other users of the host (/proc/<pid>/environ, /proc/<pid>/cmdline).
-        let mut child = tokio::process::Command::new(&argv[0])
+        // The environment is made afresh, so no secret of the calling service (its database
+        // and broker URLs) reaches the platform's code, which runs as the site's own user.
+        let mut command = tokio::process::Command::new(&argv[0]);
+        command
             .args(&argv[1..])
             .current_dir(root.as_path())
+            .env_clear()
+            .env("PATH", ACTION_PATH)
+            .env("HOME", site.private_dir.as_str())
+            .env("LANG", "C.UTF-8")
             .env("HOSTING_ACTION", key)
             .env("HOSTING_SITE_DOMAIN", site.domain.as_str())
             .env("HOSTING_SITE_URL", &site.url)
             .env("HOSTING_SITE_DIR", site.site_dir.as_str())
+            .env("HOSTING_SITE_PRIVATE_DIR", site.private_dir.as_str())
             .env("HOSTING_PLATFORM_ROOT", root.as_str())
             // Not secrets, and what CMS command-line tools take as options.
             .env("HOSTING_SITE_PROFILE", site.profile.as_str())
@@ -263,7 +391,19 @@ impl Manifest {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
+            .kill_on_drop(true);
+        match site.run_as {
+            // `uid` also drops the supplementary groups when we are root (std does setgroups).
+            Some(RunAs { uid, gid }) => {
+                command.uid(uid).gid(gid);
+            }
+            None if running_as_root() => return Err(failed(
+                "refusing to run a platform action as root: the site has no system user of its own"
+                    .into(),
+            )),
+            None => {}
+        }
+        let mut child = command
             .spawn()
             .map_err(|e| failed(format!("cannot start {:?}: {e}", argv[0])))?;
         let mut stdin = child
@@ -345,6 +485,30 @@ impl Manifest {
             ))),
         }
     }
+}
+
+/// The PATH platform actions get: the system's, nothing from the calling service.
+pub const ACTION_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// The environment variables an action may see: these and the `HOSTING_*` ones set above.
+pub const ACTION_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "LANG",
+    "HOSTING_ACTION",
+    "HOSTING_SITE_DOMAIN",
+    "HOSTING_SITE_URL",
+    "HOSTING_SITE_DIR",
+    "HOSTING_SITE_PRIVATE_DIR",
+    "HOSTING_PLATFORM_ROOT",
+    "HOSTING_SITE_PROFILE",
+    "HOSTING_SITE_LANGUAGE",
+    "HOSTING_ADMIN_EMAIL",
+];
+
+fn running_as_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
 }
 
 const KNOWN_ACTIONS: &[&str] = &[

@@ -13,7 +13,7 @@ pub mod wordpress;
 
 pub use hooks::*;
 
-use domain::{DbIdent, DbPassword, DomainName, Email, HostPath, Language, Name};
+use domain::{AppSecret, DbIdent, DbPassword, DomainName, Email, HostPath, Language, Name};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
@@ -100,12 +100,39 @@ pub struct SiteContext {
     /// The URL the site answers on (scheme, host, port).
     pub url: String,
     pub site_dir: HostPath,
+    /// Inside the site directory, never served: temporary files, sessions, private files.
+    pub private_dir: HostPath,
     pub profile: Name,
     pub language: Language,
     pub admin_email: Email,
     pub db: DbAccess,
+    /// What the site's keys and salts derive from: fixed for the site's life, so a restore,
+    /// migrate or rename logs nobody out.
+    pub app_secret: AppSecret,
     /// Where the site was before a rename or clone: what `fix_paths` rewrites from.
     pub previous: Option<PreviousSite>,
+    /// The site's own unix user, which its actions run as. `None` only when the services
+    /// themselves do not run as root (a developer's machine), and then actions run as they do.
+    pub run_as: Option<RunAs>,
+}
+
+/// A site's unix user and group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunAs {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// A key for one purpose derived from the site's application secret: stable for the site's
+/// life, different per purpose, and as secret as the settings file it is written into.
+pub fn derived_key(site: &SiteContext, purpose: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"hosting-site-key:");
+    h.update(purpose.as_bytes());
+    h.update(b":");
+    h.update(site.app_secret.expose().as_bytes());
+    hex::encode(h.finalize())
 }
 
 #[derive(Debug, Clone, serde::Serialize)]

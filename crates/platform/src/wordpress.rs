@@ -7,7 +7,7 @@
 //! PHP command line: `wp_install`, a password-reset key for the one-time login, `wp_upgrade`.
 
 use crate::{Application, Manifest, PackageInfo, PackageType, PlatformError, ProfileInfo};
-use crate::{SettingsFormat, SettingsSpec, SiteContext};
+use crate::{PhpRequirements, SettingsFormat, SettingsSpec, SiteContext};
 use domain::{HostPath, Language, Name};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -59,6 +59,8 @@ pub fn scan(root: &HostPath) -> Result<Manifest, PlatformError> {
             web_root: CODEBASE.into(),
             front_controller: "index.php".into(),
             sites_dir: "sites".into(),
+            private_dir: crate::hooks::private(),
+            health_path: crate::hooks::slash(),
         },
         settings: SettingsSpec {
             file: "settings.php".into(),
@@ -71,6 +73,11 @@ pub fn scan(root: &HostPath) -> Result<Manifest, PlatformError> {
             languages,
         }],
         actions: actions(),
+        // What WordPress 6 needs to run at all (it talks to MySQL through mysqli).
+        php: PhpRequirements {
+            min_version: Some("7.0".into()),
+            extensions: vec!["mysqli".into()],
+        },
     };
     manifest.check().map_err(err)
 }
@@ -212,18 +219,10 @@ fn actions() -> BTreeMap<String, Vec<String>> {
 
 /// The site's `settings.php`, which the platform's wp-config.php loads. Every value is a
 /// checked type (domain, identifiers, alphanumeric password, normalized path, host name), so
-/// none can break out of its quotes. The keys and salts are derived from the site's database
-/// password: stable across verifies, as secret as the password in the same file.
+/// none can break out of its quotes. The keys and salts derive from the site's application
+/// secret: the same through verify, restore, migrate and rename, so sessions survive them.
 pub fn render_settings(site: &SiteContext) -> String {
-    use sha2::{Digest, Sha256};
-    let key = |name: &str| {
-        let mut h = Sha256::new();
-        h.update(b"wordpress-key:");
-        h.update(name.as_bytes());
-        h.update(site.db.password.expose().as_bytes());
-        h.update(site.domain.as_str().as_bytes());
-        hex::encode(h.finalize())
-    };
+    let key = |name: &str| crate::derived_key(site, &format!("wordpress:{name}"));
     let keys = [
         "AUTH_KEY",
         "SECURE_AUTH_KEY",
@@ -250,6 +249,7 @@ define('WP_HOME', '{url}');\n\
 define('WP_SITEURL', '{url}');\n\
 define('HOSTING_SITE_DIR', '{dir}');\n\
 define('HOSTING_SITE_DOMAIN', '{domain}');\n\
+define('HOSTING_PRIVATE_DIR', '{private}');\n\
 // The codebase is shared and managed by the control plane: no updates or installs from a site.\n\
 define('DISALLOW_FILE_MODS', true);\n\
 define('AUTOMATIC_UPDATER_DISABLED', true);\n\
@@ -262,6 +262,7 @@ $table_prefix = 'wp_';\n",
         host = site.db.host,
         port = site.db.port,
         dir = site.site_dir,
+        private = site.private_dir,
         domain = site.domain,
     )
 }

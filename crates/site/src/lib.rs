@@ -1,10 +1,17 @@
 //! What the services acting on a site share: everything a site task needs, gathered from
-//! the state database; its settings file; its vhost; its platform actions with their output
-//! in the task log; the RPCs to dbprov and webconf.
+//! the state database; its cell on the web server (unix user, directory layout, settings
+//! file, pool); its vhost; its platform actions, run as the site's user with their output in
+//! the task log; the check that it serves; the RPCs to dbprov and webconf.
+
+mod cell;
+mod serve;
+
+pub use cell::*;
+pub use serve::{first_lines, request, Answer};
 
 use anyhow::{anyhow, Context};
 use contract::Vhost;
-use domain::{DbPassword, HostPath, ServerKind};
+use domain::{AppSecret, DbPassword, HostPath, ServerKind};
 use platform::{DbAccess, Manifest, SiteContext};
 use std::time::Duration;
 use store::{Platform, Site};
@@ -22,11 +29,16 @@ pub struct SiteTask {
     pub platform: Platform,
     pub manifest: Manifest,
     pub web_server: domain::Name,
+    /// Where the web server serves sites (what the site check connects to).
+    pub web_host: String,
+    pub web_port: u16,
     pub db_host: String,
     pub db_port: u16,
     pub url: String,
     pub admin_email: domain::Email,
     pub site_dir: HostPath,
+    pub private_dir: HostPath,
+    app_secret: AppSecret,
 }
 
 /// Where a site lives: what a migrate changes. A migrate works on the site as it will be
@@ -99,25 +111,51 @@ impl SiteTask {
             format!("http://{}:{}", site.domain, web.port)
         };
         let site_dir = manifest.site_dir(&platform.root, &site.domain)?;
+        let private_dir = manifest.private_dir(&site_dir)?;
+        // Made on first use and kept for the site's life (a clone's is copied from its
+        // original before its record is first loaded).
+        let app_secret = match store.site_secrets(site.id).await?.app_secret {
+            Some(s) => s,
+            None => {
+                store
+                    .ensure_app_secret(site.id, &AppSecret::generate())
+                    .await?
+            }
+        };
         Ok(Self {
             web_server: web.name,
+            web_host: web.host,
+            web_port: u16::try_from(web.port).context("web server port")?,
             db_host: db.host,
             db_port: u16::try_from(db.port).context("db server port")?,
             url,
             admin_email: client.email,
             site_dir,
+            private_dir,
+            app_secret,
             site,
             platform,
             manifest,
         })
     }
 
+    /// What the platform's driver and actions are given. Actions run as the site's own user,
+    /// looked up now: an install makes the user in its first step.
     pub fn context(&self, password: DbPassword) -> SiteContext {
+        let run_as = if running_as_root() {
+            user_ids(self.site.system_user.as_str())
+                .ok()
+                .flatten()
+                .map(|(uid, gid)| platform::RunAs { uid, gid })
+        } else {
+            None
+        };
         SiteContext {
             domain: self.site.domain.clone(),
             aliases: self.site.aliases.clone(),
             url: self.url.clone(),
             site_dir: self.site_dir.clone(),
+            private_dir: self.private_dir.clone(),
             profile: self.site.profile.clone(),
             language: self.site.language.clone(),
             admin_email: self.admin_email.clone(),
@@ -128,7 +166,42 @@ impl SiteTask {
                 user: self.site.db_user.clone(),
                 password,
             },
+            app_secret: self.app_secret.clone(),
             previous: None,
+            run_as,
+        }
+    }
+
+    /// Who the site's files belong to (`None` when the services are not root).
+    pub fn owner(&self) -> anyhow::Result<Option<Owner>> {
+        owner_of(&self.site.system_user)
+    }
+
+    /// The site directory's layout (files, private directory) with its owners and modes.
+    pub async fn lay_out(&self) -> anyhow::Result<()> {
+        let owner = self.owner()?;
+        let (dir, private) = (
+            self.site_dir.to_path_buf(),
+            self.manifest.application.private_dir.clone(),
+        );
+        tokio::task::spawn_blocking(move || lay_out(&dir, &private, owner))
+            .await
+            .context("laying out the site directory")?
+    }
+
+    /// Renders the settings file for `password` and writes it if it changed.
+    pub async fn write_settings(&self, password: DbPassword) -> anyhow::Result<bool> {
+        let settings = self.manifest.render_settings(&self.context(password))?;
+        write_settings(&self.settings_path(), &settings, self.owner()?).await
+    }
+
+    /// The site's PHP pool, written with its vhost.
+    pub fn pool(&self) -> contract::PhpPool {
+        contract::PhpPool {
+            user: self.site.system_user.clone(),
+            platform_root: self.platform.root.clone(),
+            site_dir: self.site_dir.clone(),
+            private_dir: self.private_dir.clone(),
         }
     }
 
@@ -150,6 +223,7 @@ impl SiteTask {
             site_dir: self.site_dir.clone(),
             front_controller: self.manifest.application.front_controller.clone(),
             mode: contract::VhostMode::Serve,
+            pool: Some(self.pool()),
         })
     }
 
@@ -174,98 +248,6 @@ impl SiteTask {
     pub fn settings_path(&self) -> std::path::PathBuf {
         self.site_dir.as_path().join(&self.manifest.settings.file)
     }
-}
-
-/// The web server's workers read settings (group) but cannot change them; the site's
-/// `files/` directory is theirs to write uploads into.
-pub async fn write_settings(path: &std::path::Path, content: &str) -> anyhow::Result<bool> {
-    if tokio::fs::read_to_string(path).await.ok().as_deref() == Some(content) {
-        return Ok(false);
-    }
-    let tmp = path.with_extension("tmp");
-    // PHP's OPcache notices a changed file by its modification time, in whole seconds: the new
-    // file must be strictly newer than the one PHP may have cached, even when both were
-    // written within the same second.
-    let previous = tokio::fs::metadata(path)
-        .await
-        .and_then(|m| m.modified())
-        .ok();
-    tokio::fs::write(&tmp, content)
-        .await
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    set_web_permissions(&tmp, 0o640).await?;
-    let now = std::time::SystemTime::now();
-    let stamp = match previous {
-        Some(p) if p + Duration::from_secs(1) > now => p + Duration::from_secs(1),
-        _ => now,
-    };
-    let file = std::fs::OpenOptions::new().write(true).open(&tmp)?;
-    file.set_modified(stamp)?;
-    drop(file);
-    tokio::fs::rename(&tmp, path)
-        .await
-        .with_context(|| format!("renaming to {}", path.display()))?;
-    Ok(true)
-}
-
-pub async fn set_web_permissions(path: &std::path::Path, mode: u32) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    tokio::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).await?;
-    if let Some(gid) = web_group() {
-        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
-            .context("path with a NUL byte")?;
-        // SAFETY: a valid C string; -1 leaves the owner unchanged.
-        if unsafe { libc::chown(c.as_ptr(), u32::MAX, gid) } != 0 {
-            anyhow::bail!(
-                "cannot give {} to the web group: {}",
-                path.display(),
-                std::io::Error::last_os_error()
-            );
-        }
-    }
-    Ok(())
-}
-
-pub async fn give_to_web_user(path: &std::path::Path) -> anyhow::Result<()> {
-    if let Some(gid) = web_group() {
-        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
-            .context("path with a NUL byte")?;
-        // SAFETY: a valid C string. www-data's uid equals its gid on Debian.
-        if unsafe { libc::chown(c.as_ptr(), gid, gid) } != 0 {
-            anyhow::bail!(
-                "cannot give {} to the web user: {}",
-                path.display(),
-                std::io::Error::last_os_error()
-            );
-        }
-    }
-    Ok(())
-}
-
-/// The gid of `www-data` when we run as root (we can and must hand files to it). Read once:
-/// a restore hands thousands of files over.
-fn web_group() -> Option<u32> {
-    static GID: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
-    *GID.get_or_init(|| {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            return None;
-        }
-        let group = std::fs::read_to_string("/etc/group").ok()?;
-        group
-            .lines()
-            .find(|l| l.starts_with("www-data:"))?
-            .split(':')
-            .nth(2)?
-            .parse()
-            .ok()
-    })
-}
-
-/// The web user's uid and gid (equal on Debian), when we run as root and so must give it
-/// what it writes to, such as a site's `files/`.
-pub fn web_owner() -> Option<(u32, u32)> {
-    web_group().map(|gid| (gid, gid))
 }
 
 /// Runs a platform action for a site, its output going to the task log as it comes.
@@ -373,6 +355,87 @@ pub async fn webconf(
             timeout,
         )
         .await?)
+}
+
+/// Creates a database and its user on a db server (see `DbprovRequest::CreateDatabase`),
+/// the password sealed to that server's key: learnt from its dbprov the first time and
+/// recorded, then taken from the record, so a dbprov that answers with another key later is
+/// not believed (its requests fail to open, with a message that says why).
+pub async fn create_database(
+    rpc: &bus::RpcClient,
+    store: &store::Store,
+    server: domain::ServerId,
+    database: &domain::DbIdent,
+    user: &domain::DbIdent,
+    password: &DbPassword,
+    timeout: Duration,
+) -> anyhow::Result<contract::DbprovReply> {
+    let db = store.server(server).await?;
+    let key = match store.server_public_key(server).await? {
+        Some(k) => k,
+        None => {
+            let reply = dbprov(rpc, &db.name, contract::DbprovRequest::PublicKey, timeout).await?;
+            let key = reply
+                .public_key
+                .with_context(|| format!("dbprov on {} did not say its public key", db.name))?;
+            store.record_server_public_key(server, key.as_str()).await?
+        }
+    };
+    let key = contract::RecipientKey::parse(&key)
+        .with_context(|| format!("the public key recorded for db server {}", db.name))?;
+    let sealed = key.seal(password.expose().as_bytes())?;
+    dbprov(
+        rpc,
+        &db.name,
+        contract::DbprovRequest::CreateDatabase {
+            database: database.clone(),
+            user: user.clone(),
+            password: sealed,
+        },
+        timeout,
+    )
+    .await
+}
+
+/// Makes the site's unix user on its web server (webconf does, as the host's agent) and
+/// answers its uid and gid.
+pub async fn ensure_site_user(
+    rpc: &bus::RpcClient,
+    st: &SiteTask,
+    timeout: Duration,
+) -> anyhow::Result<(u32, u32)> {
+    let reply = webconf(
+        rpc,
+        &st.web_server,
+        contract::WebconfRequest::EnsureSiteUser {
+            user: st.site.system_user.clone(),
+            site: st.site.id,
+        },
+        timeout,
+    )
+    .await?;
+    reply
+        .ids
+        .with_context(|| format!("webconf on {} did not answer the user's ids", st.web_server))
+}
+
+/// Removes the site's pool and unix user from its web server; `true` if there was one.
+pub async fn remove_site_user(
+    rpc: &bus::RpcClient,
+    st: &SiteTask,
+    timeout: Duration,
+) -> anyhow::Result<bool> {
+    Ok(webconf(
+        rpc,
+        &st.web_server,
+        contract::WebconfRequest::RemoveSiteUser {
+            user: st.site.system_user.clone(),
+            site: st.site.id,
+        },
+        timeout,
+    )
+    .await?
+    .changed)
 }
 
 /// Asks the site for its enabled packages (the platform's `packages` action, if declared) and

@@ -58,6 +58,9 @@ pub struct Platform {
     pub verified_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// The application the platform holds (its manifest's `[application] name`), known once
+    /// verified: sites migrate only between platforms of one application.
+    pub application: Option<String>,
     /// What the driver read at the last verify; the installer's business, not the API's.
     #[serde(skip)]
     pub manifest: Option<serde_json::Value>,
@@ -65,7 +68,7 @@ pub struct Platform {
 
 const PLATFORM_COLUMNS: &str =
     "p.id, p.name, s.name AS server_name, p.server_id, p.root, p.driver, p.status,
-     p.verified_at, p.created_at, p.manifest";
+     p.verified_at, p.created_at, p.manifest, p.application";
 
 fn platform(row: &PgRow) -> Result<Platform> {
     Ok(Platform {
@@ -79,6 +82,7 @@ fn platform(row: &PgRow) -> Result<Platform> {
         verified_at: row.try_get("verified_at")?,
         created_at: row.try_get("created_at")?,
         manifest: row.try_get("manifest")?,
+        application: row.try_get("application")?,
     })
 }
 
@@ -132,6 +136,8 @@ pub struct Site {
     pub db_server: Name,
     pub db_name: DbIdent,
     pub db_user: DbIdent,
+    /// The site's own unix user on its web server; fixed for the site's life.
+    pub system_user: SystemUser,
     /// The newest unused, unexpired one-time login link, if any.
     pub login_link: Option<LoginLink>,
     #[serde(with = "time::serde::rfc3339")]
@@ -143,12 +149,13 @@ pub struct Site {
 /// Only for the services that provision the database and render settings.
 pub struct SiteSecrets {
     pub db_password: Option<DbPassword>,
+    pub app_secret: Option<AppSecret>,
 }
 
 const SITE_QUERY: &str =
     "SELECT st.id, st.domain, st.aliases, st.status, st.client_id, c.name AS client_name,
         st.platform_id, p.name AS platform_name, st.profile, st.language, st.db_server_id,
-        d.name AS db_server_name, st.db_name, st.db_user, st.created_at, st.updated_at,
+        d.name AS db_server_name, st.db_name, st.db_user, st.system_user, st.created_at, st.updated_at,
         l.url AS link_url, l.token AS link_token, l.requested_by AS link_requested_by, l.created_at AS link_created_at,
         l.expires_at AS link_expires_at
     FROM sites st
@@ -193,6 +200,7 @@ fn site(row: &PgRow) -> Result<Site> {
         db_server: Name::parse(row.try_get("db_server_name")?)?,
         db_name: DbIdent::parse(row.try_get("db_name")?)?,
         db_user: DbIdent::parse(row.try_get("db_user")?)?,
+        system_user: SystemUser::parse(row.try_get("system_user")?)?,
         login_link,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
@@ -275,6 +283,28 @@ impl Store {
                 .await?
                 .ok_or_else(|| StoreError::NotFound(format!("server {id}")))?;
         server(&row)
+    }
+
+    /// The public key database passwords are sealed to for this (db) server, once learnt.
+    pub async fn server_public_key(&self, id: ServerId) -> Result<Option<String>> {
+        let key: Option<Option<String>> =
+            sqlx::query_scalar("SELECT public_key FROM servers WHERE id = $1")
+                .bind(id.0)
+                .fetch_optional(&self.pool)
+                .await?;
+        key.ok_or_else(|| StoreError::NotFound(format!("server {id}")))
+    }
+
+    /// Records a server's public key unless one is recorded already (trust on first use, as
+    /// SSH does), and returns the recorded one: a key that changes later is not taken over.
+    pub async fn record_server_public_key(&self, id: ServerId, key: &str) -> Result<String> {
+        Ok(sqlx::query_scalar(
+            "UPDATE servers SET public_key = COALESCE(public_key, $2) WHERE id = $1 RETURNING public_key",
+        )
+        .bind(id.0)
+        .bind(key)
+        .fetch_one(&self.pool)
+        .await?)
     }
 
     // --- platforms ---
@@ -414,6 +444,7 @@ impl Store {
         }
         sqlx::query(
             "UPDATE platforms SET manifest = $2, verified_at = now(),
+                 application = $2 -> 'application' ->> 'name',
                  status = CASE WHEN status = 'locked' THEN 'locked' ELSE 'enabled' END
              WHERE id = $1",
         )
@@ -567,6 +598,7 @@ impl Store {
             .into_iter()
             .map(Package::into_version)
             .collect();
+        let application = self.platform(site.platform_id).await?.application;
         let mut out = Vec::new();
         for platform in self.platforms().await? {
             if platform.status != PlatformStatus::Enabled {
@@ -582,7 +614,15 @@ impl Store {
                 .into_iter()
                 .map(Package::into_version)
                 .collect();
-            let check = domain::package_check::check(&installed, &offered);
+            let mut check = domain::package_check::check(&installed, &offered);
+            if let (Some(have), Some(there)) = (&application, &platform.application) {
+                if have != there {
+                    check.refuse(format!(
+                        "platform {} holds the application {there}, and the site runs {have}: a site migrates only between platforms of its own application",
+                        platform.name
+                    ));
+                }
+            }
             out.push((platform, check));
         }
         Ok(out)
@@ -625,10 +665,12 @@ async fn insert_site_tx(tx: &mut sqlx::PgConnection, new: &NewSite) -> Result<i6
         .fetch_one(&mut *tx)
         .await?;
     let db_ident = DbIdent::parse(&format!("{}{id}", new.db_prefix))?;
+    // The same name for the site's unix user: made from the id, never from input.
+    let user = SystemUser::parse(db_ident.as_str())?;
     sqlx::query(
             "INSERT INTO sites (id, domain, aliases, client_id, platform_id, profile, language, db_server_id,
-                                db_name, db_user, status)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, 'installing')",
+                                db_name, db_user, system_user, status)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, 'installing')",
         )
         .bind(id)
         .bind(new.domain.as_str())
@@ -639,6 +681,7 @@ async fn insert_site_tx(tx: &mut sqlx::PgConnection, new: &NewSite) -> Result<i6
         .bind(new.language.as_str())
         .bind(new.db_server.0)
         .bind(db_ident.as_str())
+        .bind(user.as_str())
         .execute(&mut *tx)
         .await
         .map_err(|e| conflict_on_unique(e, |_| format!("the domain {} is already used by another site", new.domain)))?;
@@ -675,13 +718,16 @@ impl Store {
     }
 
     pub async fn site_secrets(&self, id: SiteId) -> Result<SiteSecrets> {
-        let pw: Option<String> = sqlx::query_scalar("SELECT db_password FROM sites WHERE id = $1")
+        let row = sqlx::query("SELECT db_password, app_secret FROM sites WHERE id = $1")
             .bind(id.0)
             .fetch_optional(&self.pool)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("site {id}")))?;
+        let pw: Option<String> = row.try_get("db_password")?;
+        let app: Option<String> = row.try_get("app_secret")?;
         Ok(SiteSecrets {
             db_password: pw.map(|p| DbPassword::parse(&p)).transpose()?,
+            app_secret: app.map(|a| AppSecret::parse(&a)).transpose()?,
         })
     }
 
@@ -700,6 +746,18 @@ impl Store {
         .fetch_one(&self.pool)
         .await?;
         Ok(DbPassword::parse(&pw)?)
+    }
+
+    /// The site's application secret, made on first use and never changed: first write wins.
+    pub async fn ensure_app_secret(&self, id: SiteId, candidate: &AppSecret) -> Result<AppSecret> {
+        let s: String = sqlx::query_scalar(
+            "UPDATE sites SET app_secret = COALESCE(app_secret, $2) WHERE id = $1 RETURNING app_secret",
+        )
+        .bind(id.0)
+        .bind(candidate.expose())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(AppSecret::parse(&s)?)
     }
 
     pub async fn set_site_status(&self, id: SiteId, status: SiteStatus) -> Result<()> {

@@ -504,11 +504,14 @@ async fn move_args(
             )))
         }
         Some((_, check)) if !check.selectable => {
-            return Err(ApiError::Conflict(format!(
-                "platform {} would downgrade packages of the site: {}",
-                platform.name,
-                check.errors()
-            )))
+            return Err(ApiError::Conflict(match &check.reason {
+                Some(reason) => reason.clone(),
+                None => format!(
+                    "platform {} would downgrade packages of the site: {}",
+                    platform.name,
+                    check.errors()
+                ),
+            }))
         }
         Some(_) => {}
     }
@@ -537,6 +540,7 @@ pub async fn migrate_targets(
                     "platform": {"id": p.id, "name": p.name},
                     "current": p.id == site.platform_id,
                     "selectable": check.selectable,
+                    "reason": check.reason,
                     "counts": check.counts,
                     "packages": check.packages,
                 })

@@ -1,0 +1,344 @@
+//! A site as a cell on its web server: its own unix user and group, and a site directory laid
+//! out so that neighbours cannot read it and the web server gets only what it serves.
+//!
+//! ```text
+//! <site dir>/            site user : web group   0710  nginx may pass, not list; others nothing
+//!   settings.php         root      : site group  0640  the site reads it, cannot change it
+//!   files/               site user : web group   2750  public files; new ones keep the web group
+//!   private/             site user : site group  0700  never served
+//!     tmp/ sessions/ logs/                       0700  PHP's temporary files, sessions, errors
+//! ```
+//!
+//! When the services do not run as root (a developer's machine) nothing can be handed to
+//! another user, and ownership is left as it is.
+
+use anyhow::{bail, Context};
+use domain::SystemUser;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+
+pub const SITE_DIR_MODE: u32 = 0o710;
+pub const FILES_MODE: u32 = 0o2750;
+pub const PRIVATE_MODE: u32 = 0o700;
+pub const SETTINGS_MODE: u32 = 0o640;
+/// The site's public files, relative to its directory.
+pub const FILES_DIR: &str = "files";
+/// Inside the private directory: what PHP writes (and what backups leave out: `tmp`).
+pub const PRIVATE_SUBDIRS: [&str; 3] = ["tmp", "sessions", "logs"];
+
+/// The ids a site's files are given: its own user and group, and the web server's group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+    pub web_gid: u32,
+}
+
+pub fn running_as_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A user's uid and gid from the system's user database, if the user exists.
+pub fn user_ids(name: &str) -> anyhow::Result<Option<(u32, u32)>> {
+    let c = std::ffi::CString::new(name).context("a user name with a NUL byte")?;
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call; buf outlives the use of pwd's strings
+    // (only the numeric fields are read).
+    let rc = unsafe {
+        libc::getpwnam_r(
+            c.as_ptr(),
+            &mut pwd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    if rc != 0 {
+        bail!(
+            "looking up the user {name}: {}",
+            std::io::Error::from_raw_os_error(rc)
+        );
+    }
+    if result.is_null() {
+        return Ok(None);
+    }
+    Ok(Some((pwd.pw_uid, pwd.pw_gid)))
+}
+
+/// The web server's group (`www-data`), which may read public files and the pools' sockets.
+pub fn web_gid() -> Option<u32> {
+    static GID: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    *GID.get_or_init(|| user_ids(WEB_USER).ok().flatten().map(|(_, gid)| gid))
+}
+
+pub const WEB_USER: &str = "www-data";
+
+/// The owner of a site's files: `None` when we are not root (nothing can be handed over);
+/// an error when we are root and the site's user does not exist yet.
+pub fn owner_of(user: &SystemUser) -> anyhow::Result<Option<Owner>> {
+    if !running_as_root() {
+        return Ok(None);
+    }
+    let (uid, gid) = user_ids(user.as_str())?.with_context(|| {
+        format!("the site's system user {user} does not exist on this web server (a verify task makes it)")
+    })?;
+    let web_gid =
+        web_gid().with_context(|| format!("the web server's user {WEB_USER} does not exist"))?;
+    Ok(Some(Owner { uid, gid, web_gid }))
+}
+
+// The site's user owns its directory and may rename, replace or symlink anything in it while
+// we work there as root. So nothing below the site directory is reached by path: each
+// directory is opened relative to its parent, without following symlinks, and changed
+// through its descriptor.
+
+fn c_name(name: &str) -> anyhow::Result<std::ffi::CString> {
+    if name.is_empty() || name.contains('/') {
+        bail!("'{name}' is not a single path segment");
+    }
+    std::ffi::CString::new(name).context("a name with a NUL byte")
+}
+
+/// Opens a directory, refusing a symlink as its last component (the site directory's parents
+/// are root's, so only the last one can be the site's doing).
+fn open_dir(path: &Path) -> anyhow::Result<OwnedFd> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .context("a path with a NUL byte")?;
+    // SAFETY: a valid C string; the descriptor returned is owned below.
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        bail!(
+            "opening {}: {} (it must be a directory, not a symlink)",
+            path.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+    // SAFETY: fd was just returned by open and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Opens `name` in `parent` as a directory, making it first if it is missing.
+fn open_subdir(parent: &OwnedFd, name: &str, where_: &Path) -> anyhow::Result<OwnedFd> {
+    let c = c_name(name)?;
+    // SAFETY: a valid descriptor and C string.
+    let made = unsafe { libc::mkdirat(parent.as_raw_fd(), c.as_ptr(), 0o700) };
+    if made != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::AlreadyExists {
+            bail!("creating {}/{name}: {e}", where_.display());
+        }
+    }
+    // SAFETY: as above; the descriptor returned is owned below.
+    let fd = unsafe {
+        libc::openat(
+            parent.as_raw_fd(),
+            c.as_ptr(),
+            libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        bail!(
+            "{}/{name} must be a directory, and is not (a symlink or a file in its place is refused): {}",
+            where_.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+    // SAFETY: fd was just returned by openat and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn set_owner_and_mode(
+    fd: &OwnedFd,
+    mode: u32,
+    owner: Option<(u32, u32)>,
+    what: &Path,
+) -> anyhow::Result<()> {
+    // SAFETY: a valid descriptor.
+    if unsafe { libc::fchmod(fd.as_raw_fd(), mode as libc::mode_t) } != 0 {
+        bail!(
+            "setting the mode of {}: {}",
+            what.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+    if let Some((uid, gid)) = owner {
+        // SAFETY: a valid descriptor.
+        if unsafe { libc::fchown(fd.as_raw_fd(), uid, gid) } != 0 {
+            bail!(
+                "giving {} to uid {uid}, gid {gid}: {}",
+                what.display(),
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Makes what is missing of a site directory's layout and gives every part of it its owner
+/// and mode (the directory itself must exist). Idempotent: verify runs it on every site.
+/// `private` is the private directory's name inside the site directory.
+pub fn lay_out(site_dir: &Path, private: &str, owner: Option<Owner>) -> anyhow::Result<()> {
+    let site = open_dir(site_dir)?;
+    let web = owner.map(|o| (o.uid, o.web_gid));
+    let own = owner.map(|o| (o.uid, o.gid));
+    set_owner_and_mode(&site, SITE_DIR_MODE, web, site_dir)?;
+    let files = open_subdir(&site, FILES_DIR, site_dir)?;
+    set_owner_and_mode(&files, FILES_MODE, web, &site_dir.join(FILES_DIR))?;
+    // The private directory may be nested (`data/private`): each level is the site's.
+    let mut dir = site;
+    let mut path = site_dir.to_path_buf();
+    for part in private.split('/') {
+        dir = open_subdir(&dir, part, &path)?;
+        path.push(part);
+        set_owner_and_mode(&dir, PRIVATE_MODE, own, &path)?;
+    }
+    for sub in PRIVATE_SUBDIRS {
+        let d = open_subdir(&dir, sub, &path)?;
+        set_owner_and_mode(&d, PRIVATE_MODE, own, &path.join(sub))?;
+    }
+    Ok(())
+}
+
+/// Writes a settings file if its content differs (and always puts its owner and mode right):
+/// root's, readable by the site's group only, so the site reads its credentials and cannot
+/// change them, and no neighbour (nor the web server) can read them. The directory is the
+/// site's, so the file is never opened through a symlink, nor read if it is not a plain file.
+pub async fn write_settings(
+    path: &Path,
+    content: &str,
+    owner: Option<Owner>,
+) -> anyhow::Result<bool> {
+    let (path, content) = (path.to_path_buf(), content.to_owned());
+    tokio::task::spawn_blocking(move || write_settings_blocking(&path, &content, owner))
+        .await
+        .context("the settings writer stopped")?
+}
+
+fn write_settings_blocking(
+    path: &Path,
+    content: &str,
+    owner: Option<Owner>,
+) -> anyhow::Result<bool> {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    let group_owner = owner.map(|o| (0, o.gid));
+    let mut previous_mtime = None;
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    {
+        let meta = file.metadata()?;
+        if meta.is_file() {
+            previous_mtime = meta.modified().ok();
+            let mut old = Vec::new();
+            if meta.len() == content.len() as u64
+                && file.read_to_end(&mut old).is_ok()
+                && old == content.as_bytes()
+            {
+                set_owner_and_mode(&OwnedFd::from(file), SETTINGS_MODE, group_owner, path)?;
+                return Ok(false);
+            }
+        }
+    }
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    // create_new is O_EXCL: it fails rather than follow a symlink the site put there.
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    file.write_all(content.as_bytes())?;
+    // PHP's OPcache notices a changed file by its modification time, in whole seconds: the
+    // new file must be strictly newer than the one PHP may have cached, even when both were
+    // written within the same second.
+    let now = std::time::SystemTime::now();
+    let one = std::time::Duration::from_secs(1);
+    let stamp = match previous_mtime {
+        Some(p) if p + one > now => p + one,
+        _ => now,
+    };
+    file.set_modified(stamp)?;
+    let fd = OwnedFd::from(file);
+    set_owner_and_mode(&fd, SETTINGS_MODE, group_owner, path)?;
+    drop(fd);
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(true)
+}
+
+/// Reads up to `max` bytes from `offset` of a file in the site's directory (`parts` are the
+/// path segments below it), as root, never through a symlink and never from anything but a
+/// plain file: the site may have put anything there. `None` when there is no such file.
+pub fn read_site_file(
+    site_dir: &Path,
+    parts: &[&str],
+    offset: u64,
+    max: usize,
+) -> anyhow::Result<Option<Vec<u8>>> {
+    use std::io::{Read, Seek};
+    let Some((name, dirs)) = parts.split_last() else {
+        bail!("no file named");
+    };
+    let mut dir = match open_dir(site_dir) {
+        Ok(d) => d,
+        Err(_) => return Ok(None),
+    };
+    for part in dirs {
+        let c = c_name(part)?;
+        // SAFETY: a valid descriptor and C string; the descriptor returned is owned below.
+        let fd = unsafe {
+            libc::openat(
+                dir.as_raw_fd(),
+                c.as_ptr(),
+                libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Ok(None);
+        }
+        // SAFETY: fd was just returned by openat.
+        dir = unsafe { OwnedFd::from_raw_fd(fd) };
+    }
+    let c = c_name(name)?;
+    // SAFETY: as above.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Ok(None);
+    }
+    // SAFETY: fd was just returned by openat.
+    let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    if !file.metadata()?.is_file() {
+        return Ok(None);
+    }
+    file.seek(std::io::SeekFrom::Start(offset))?;
+    let mut out = Vec::new();
+    file.take(max as u64).read_to_end(&mut out)?;
+    Ok(Some(out))
+}
+
+/// The size of a file in the site's directory, as [`read_site_file`] would see it.
+pub fn site_file_len(site_dir: &Path, parts: &[&str]) -> u64 {
+    // Cheap enough for the small logs this is used on: read to learn the length.
+    read_site_file(site_dir, parts, 0, 64 << 20)
+        .ok()
+        .flatten()
+        .map(|b| b.len() as u64)
+        .unwrap_or(0)
+}
