@@ -480,6 +480,11 @@ pub async fn unpack_and_import(
             let _ = std::io::Read::read_to_string(&mut e, &mut err);
         }
         let status = child.wait()?;
+        // An import that stopped reading (it refused a statement or a client command) is
+        // the cause, not the broken pipe the archive's reader then met.
+        if !status.success() && fed.is_err() {
+            bail!("importing the dump failed ({status}): {}", err.trim());
+        }
         let extracted = result?;
         fed.map_err(|e| anyhow::anyhow!("feeding the import failed: {e}"))?;
         if !status.success() {

@@ -124,6 +124,9 @@ struct MoveSaga<'a> {
     target_site: SiteId,
     target: Placement,
     target_password: DbPassword,
+    /// Packages enabled on the site that the target lacks: the task ends as a warning that
+    /// names them (the reference's warning case).
+    missing: Vec<String>,
 }
 
 fn arg_i64(task: &Task, key: &str) -> anyhow::Result<i64> {
@@ -149,6 +152,19 @@ pub async fn run(m: &Migrator, task: &Task, log: &TaskLog, mode: Mode) -> Outcom
             // it goes (a migrate's cleanup does the same).
             if let Ok(dest) = saga.destination().await {
                 let _ = tokio::fs::remove_file(dest.site_dir.as_path().join(DEPLOY_MARK)).await;
+            }
+            if !saga.missing.is_empty() {
+                let why = format!(
+                    "done, but the target platform lacks {} that the site had enabled: {}",
+                    if saga.missing.len() == 1 {
+                        "a package"
+                    } else {
+                        "packages"
+                    },
+                    saga.missing.join(", ")
+                );
+                log.warn(why.clone()).await;
+                return Outcome::Warning(why);
             }
             Outcome::Success(Some(serde_json::json!({
                 "site": saga.target_site,
@@ -294,7 +310,9 @@ async fn prepare<'a>(
         target_site,
         target,
         target_password,
+        missing: Vec::new(),
     };
+    let mut saga = saga;
     let (source, dest) = (saga.source().await?, saga.destination().await?);
     if source.site_dir == dest.site_dir {
         bail!(
@@ -314,7 +332,14 @@ async fn prepare<'a>(
                     check.errors()
                 ),
             },
-            Some(_) => {}
+            Some((_, check)) => {
+                saga.missing = check
+                    .packages
+                    .iter()
+                    .filter(|p| p.status == domain::package_check::PackageStatus::Warning)
+                    .map(|p| p.name.clone())
+                    .collect();
+            }
             None => bail!(
                 "platform {} is not enabled or does not offer the profile {}",
                 dest.platform.name,

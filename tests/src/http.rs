@@ -26,6 +26,16 @@ pub async fn request(
     body: Option<&str>,
     headers: &[(&str, &str)],
 ) -> anyhow::Result<Response> {
+    request_typed(method, url, body.map(|b| ("application/json", b)), headers).await
+}
+
+/// A request whose body has its own content type (a form: `application/x-www-form-urlencoded`).
+pub async fn request_typed(
+    method: &str,
+    url: &str,
+    body: Option<(&str, &str)>,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<Response> {
     let rest = url.strip_prefix("http://").context("only http:// URLs")?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -43,14 +53,14 @@ pub async fn request(
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
-    if let Some(b) = body {
+    if let Some((content_type, b)) = body {
         req.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            "Content-Type: {content_type}\r\nContent-Length: {}\r\n",
             b.len()
         ));
     }
     req.push_str("\r\n");
-    if let Some(b) = body {
+    if let Some((_, b)) = body {
         req.push_str(b);
     }
     stream.write_all(req.as_bytes()).await?;

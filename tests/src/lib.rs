@@ -485,6 +485,27 @@ impl Stack {
         .unwrap_or_else(|e| panic!("GET {domain}{path}: {e:#}"))
     }
 
+    /// POSTs a form to the stack's nginx with a Host header, as a browser at that domain would.
+    pub async fn post_form(
+        &self,
+        domain: &str,
+        path: &str,
+        form: &str,
+        headers: &[(&str, &str)],
+    ) -> http::Response {
+        let host = format!("{domain}:{}", self.http_port);
+        let mut all = vec![("Host", host.as_str())];
+        all.extend_from_slice(headers);
+        http::request_typed(
+            "POST",
+            &format!("http://127.0.0.1:{}{path}", self.http_port),
+            Some(("application/x-www-form-urlencoded", form)),
+            &all,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("POST {domain}{path}: {e:#}"))
+    }
+
     pub fn vhost_path(&self, domain: &str) -> PathBuf {
         self.dir
             .join("webconf/vhosts")
@@ -806,6 +827,27 @@ pub fn site_users(prefix: &str) -> Vec<(String, u32)> {
             .then(|| (f[0].to_owned(), f[2].parse().unwrap_or(0)))
         })
         .collect()
+}
+
+/// A unix user's uid and gid, from /etc/passwd.
+pub fn user_ids(name: &str) -> Option<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() > 3 && f[0] == name).then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
+    })
+}
+
+/// The gid of the web server's group.
+pub fn web_gid() -> u32 {
+    std::fs::read_to_string("/etc/group")
+        .ok()
+        .and_then(|g| {
+            g.lines()
+                .find(|l| l.starts_with("www-data:"))
+                .and_then(|l| l.split(':').nth(2).and_then(|x| x.parse().ok()))
+        })
+        .unwrap_or(u32::MAX)
 }
 
 fn remove_site_users(prefix: &str) {

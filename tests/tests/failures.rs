@@ -1,5 +1,5 @@
-//! A failed install leaves nothing behind: no database, user, directory or vhost; the site
-//! is failed and the task's log says why.
+//! A failed install leaves nothing behind: no database, user, directory, vhost, system user or
+//! PHP pool; the site is failed and the task's log says why.
 
 use std::time::Duration;
 use tests::Stack;
@@ -17,6 +17,15 @@ async fn assert_nothing_left(stack: &Stack, root: &std::path::Path, domain: &str
     assert!(
         !stack.vhost_path(domain).exists(),
         "the vhost was left behind"
+    );
+    assert!(
+        tests::site_users(&stack.prefix).is_empty(),
+        "system users were left behind: {:?}",
+        tests::site_users(&stack.prefix)
+    );
+    assert!(
+        tests::entries_in(&stack.dir.join("webconf/pools")).is_empty(),
+        "PHP pools were left behind"
     );
     assert_eq!(
         stack.page(domain, "/").await.status,
@@ -71,9 +80,17 @@ async fn a_failure_at_each_install_step_unwinds_cleanly() {
     let mut stack = Stack::spawn().await;
     stack.create_client("acme").await;
     let root = stack.example_root.clone();
-    for (n, step) in ["database", "site-directory", "install", "vhost", "enable"]
-        .iter()
-        .enumerate()
+    for (n, step) in [
+        "system-user",
+        "database",
+        "site-directory",
+        "install",
+        "vhost",
+        "serve-check",
+        "enable",
+    ]
+    .iter()
+    .enumerate()
     {
         stack.signal("installer", libc::SIGTERM);
         let fail_at = format!("install:{step}");

@@ -145,6 +145,49 @@ async fn a_wordpress_site_installs_logs_in_restores_and_goes() {
     stack.teardown().await;
 }
 
+/// Logs into wp-admin as the administrator, as a browser does: the session's cookies.
+async fn log_in(stack: &Stack, domain: &str, db: &str) -> String {
+    // A known password for the administrator (WordPress takes an MD5 hash and rehashes it on
+    // the first login).
+    stack
+        .mariadb_exec(&format!(
+            "UPDATE `{db}`.wp_users SET user_pass = MD5('hosting-test-password') WHERE user_login = 'admin'"
+        ))
+        .await;
+    let response = stack
+        .post_form(
+            domain,
+            "/wp-login.php",
+            "log=admin&pwd=hosting-test-password&testcookie=1&wp-submit=Log+In",
+            &[("Cookie", "wordpress_test_cookie=WP%20Cookie%20check")],
+        )
+        .await;
+    assert_eq!(response.status, 302, "{}", response.body);
+    let cookies: Vec<String> = response
+        .headers
+        .iter()
+        .filter(|(k, v)| k.eq_ignore_ascii_case("set-cookie") && v.starts_with("wordpress_"))
+        .map(|(_, v)| v.split(';').next().unwrap_or_default().to_owned())
+        .filter(|c| !c.ends_with('='))
+        .collect();
+    assert!(
+        cookies
+            .iter()
+            .any(|c| c.starts_with("wordpress_logged_in_")),
+        "{:?}",
+        response.headers
+    );
+    cookies.join("; ")
+}
+
+/// Whether the session's cookies open wp-admin (a logged-out browser is sent to the login).
+async fn opens_wp_admin(stack: &Stack, domain: &str, cookies: &str) -> bool {
+    let page = stack
+        .page_with(domain, "/wp-admin/", &[("Cookie", cookies)])
+        .await;
+    page.status == 200 && page.body.contains("wp-admin-bar")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wordpress_site_clones_and_migrates_to_a_platform_with_another_plugin() {
     const DOMAIN: &str = "shop.acme.example";
@@ -165,6 +208,12 @@ async fn a_wordpress_site_clones_and_migrates_to_a_platform_with_another_plugin(
     assert!(plus["packages"].to_string().contains("hosting-hello"));
     let site = install(&stack, DOMAIN).await;
     let sid = id(&site);
+    let cookies = log_in(&stack, DOMAIN, site["db_name"].as_str().unwrap_or_default()).await;
+    assert!(opens_wp_admin(&stack, DOMAIN, &cookies).await);
+    assert!(
+        !opens_wp_admin(&stack, DOMAIN, "").await,
+        "the check can fail"
+    );
 
     // Clone to a new domain: both sites serve, each its own title.
     let (status, r) = stack
@@ -217,5 +266,24 @@ async fn a_wordpress_site_clones_and_migrates_to_a_platform_with_another_plugin(
     let page = stack.page(DOMAIN, "/").await;
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(page.body.contains(&format!("<title>{DOMAIN}")));
+    // Nobody was logged out: the session from before the migrate still opens wp-admin, and
+    // after a backup and restore too.
+    assert!(
+        opens_wp_admin(&stack, DOMAIN, &cookies).await,
+        "the migrate logged the administrator out"
+    );
+    let backup = stack.run_site_task(sid, json!({"type": "backup"})).await;
+    stack.assert_success(&backup).await;
+    let restored = stack
+        .run_site_task(
+            sid,
+            json!({"type": "restore", "backup": backup["result"]["backup"]}),
+        )
+        .await;
+    stack.assert_success(&restored).await;
+    assert!(
+        opens_wp_admin(&stack, DOMAIN, &cookies).await,
+        "the restore logged the administrator out"
+    );
     stack.teardown().await;
 }

@@ -168,6 +168,7 @@ pub async fn site_json(s: &AppState, site: &Site) -> ApiResult<Value> {
         "language": site.language,
         "db_server": site.db_server,
         "db_name": site.db_name,
+        "system_user": site.system_user,
         "link": link,
         "packages": s.store.site_packages(site.id).await?,
         "available_tasks": available_tasks(site, &state),
