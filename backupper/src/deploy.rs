@@ -16,8 +16,8 @@ pub async fn deploy(b: &Backupper, r: &DeployRequest, log: &TaskLog) -> anyhow::
     let dest = r.dest.as_path();
     let mark = format!("task {}\n", r.task);
     if tokio::fs::try_exists(dest).await? {
-        return match tokio::fs::read_to_string(dest.join(DEPLOY_MARK)).await {
-            Ok(m) if m == mark => {
+        return match site::read_mark(dest, DEPLOY_MARK).await {
+            Some(m) if m == mark => {
                 log.info(format!("{} was deployed by this task already", r.dest))
                     .await;
                 Ok(0)
@@ -67,7 +67,7 @@ pub async fn deploy(b: &Backupper, r: &DeployRequest, log: &TaskLog) -> anyhow::
         Unpacked::ForSite(owner),
     )
     .await?;
-    tokio::fs::write(staging.join(DEPLOY_MARK), &mark).await?;
+    site::write_mark(&staging, DEPLOY_MARK, &mark).await?;
     tokio::fs::rename(&staging, dest)
         .await
         .with_context(|| format!("moving the deployed directory to {}", r.dest))?;

@@ -1,6 +1,7 @@
 //! backupper: backup, restore and backup-delete tasks; scheduled backups and retention.
 
 mod backup;
+mod definer;
 mod deploy;
 mod mysql;
 mod restore;

@@ -1,10 +1,12 @@
 //! Restore, the reference's steps as a saga: maintenance on → a safety backup → a new
 //! database and user → prove the archive's checksum, unpack it into a fresh directory (every
 //! entry the site's user's) and import the dump with a client that obeys no client commands →
-//! swap the directory and the site's database → verify (settings, vhost, reload) → maintenance
-//! off → a request to the site → only then drop the old database and remove the old
-//! directory. A failure at any step puts back the old directory, database, settings and
-//! vhost, and takes the site out of maintenance.
+//! swap the directory → the site's tables aside and the restored ones in, so its database
+//! keeps its name, user and password (or, where RENAME TABLE cannot carry a database's
+//! views, triggers or routines, the site pointed at the restored database) → verify
+//! (settings, vhost, reload) → maintenance off → a request to the site → only then drop the
+//! old tables and remove the old directory. A failure at any step puts back the old
+//! directory, database, settings and vhost, and takes the site out of maintenance.
 
 use crate::backup::{make_backup, BEFORE_RESTORE};
 use crate::mysql::{self, Credentials};
@@ -43,6 +45,16 @@ static STEPS: &[Step] = &[
         name: "swap",
         undoable: true,
     },
+    // With `move-tables`: the site's tables into a database of this task's, then the restored
+    // ones into the site's database (two steps, so that a re-run knows which one it is in).
+    Step {
+        name: "tables-aside",
+        undoable: true,
+    },
+    Step {
+        name: "tables-in",
+        undoable: true,
+    },
     // No undo of its own: the swap's undo puts the old directory and database back and
     // writes the settings and vhost for them.
     Step {
@@ -77,7 +89,10 @@ struct RestoreSaga<'a> {
     site_dir: PathBuf,
     fresh_dir: PathBuf,
     previous_dir: PathBuf,
+    /// The database the dump is imported into.
     new_db: DbIdent,
+    /// Where the site's own tables wait (`move-tables`) until the restore has succeeded.
+    aside_db: DbIdent,
 }
 
 pub async fn run(b: &Backupper, task: &Task, log: &TaskLog) -> Outcome {
@@ -100,6 +115,7 @@ pub async fn run(b: &Backupper, task: &Task, log: &TaskLog) -> Outcome {
             bail!("backup {backup_id} belongs to another site");
         }
         let new_db = st.site.db_name.for_task('r', task.id.0)?;
+        let aside_db = st.site.db_name.for_task('p', task.id.0)?;
         let site_dir = st.site_dir.to_path_buf();
         let name = site_dir
             .file_name()
@@ -117,6 +133,7 @@ pub async fn run(b: &Backupper, task: &Task, log: &TaskLog) -> Outcome {
             fresh_dir,
             previous_dir,
             new_db,
+            aside_db,
         })
     };
     let saga = match prepared.await {
@@ -179,6 +196,59 @@ impl RestoreSaga<'_> {
         )?;
         let password = DbPassword::parse(&self.secret("previous-db-password", pw.expose()).await?)?;
         Ok((name, user, password))
+    }
+
+    /// How the restored database takes the site's place, decided once (in the swap step,
+    /// from both databases as they are then) and kept in the task's secrets.
+    async fn placement(&self) -> anyhow::Result<site::DbPlacement> {
+        let (live, _, _) = self.previous_db().await?;
+        let st = self.current().await?;
+        let stored = match self
+            .b
+            .store
+            .task_secret(self.task.id, "db-placement")
+            .await?
+        {
+            Some(s) => s,
+            None => {
+                let found = site::DbPlacement::for_databases(
+                    &self.b.rpc,
+                    &st.site.db_server,
+                    &[live, self.new_db.clone()],
+                    self.b.settings.rpc_timeout,
+                )
+                .await?;
+                self.secret("db-placement", found.as_str()).await?
+            }
+        };
+        site::DbPlacement::parse(&stored)
+    }
+
+    async fn move_tables(&self, from: &DbIdent, to: &DbIdent) -> anyhow::Result<bool> {
+        let st = self.current().await?;
+        site::move_tables(
+            &self.b.rpc,
+            &st.site.db_server,
+            from,
+            to,
+            self.b.settings.rpc_timeout,
+        )
+        .await
+    }
+
+    async fn drop_database(&self, name: &DbIdent, user: &DbIdent) -> anyhow::Result<()> {
+        let st = self.current().await?;
+        site::dbprov(
+            &self.b.rpc,
+            &st.site.db_server,
+            DbprovRequest::DropDatabase {
+                database: name.clone(),
+                user: user.clone(),
+            },
+            self.b.settings.rpc_timeout,
+        )
+        .await?;
+        Ok(())
     }
 
     async fn new_password(&self) -> anyhow::Result<DbPassword> {
@@ -294,18 +364,48 @@ impl Saga for RestoreSaga<'_> {
                         .await
                         .context("moving the restored directory in")?;
                 }
-                self.b
-                    .store
-                    .set_site_database(
-                        self.site,
-                        &self.new_db,
-                        &self.new_db,
-                        &self.new_password().await?,
-                    )
-                    .await?;
-                self.log
-                    .info("the restored directory and database are now the site's")
-                    .await;
+                self.previous_db().await?;
+                match self.placement().await? {
+                    site::DbPlacement::MoveTables => {}
+                    site::DbPlacement::Repoint => {
+                        self.b
+                            .store
+                            .set_site_database(
+                                self.site,
+                                &self.new_db,
+                                &self.new_db,
+                                &self.new_password().await?,
+                            )
+                            .await?;
+                        self.log
+                            .info(format!(
+                                "the site's database has views, triggers, routines or foreign keys: it now uses {}",
+                                self.new_db
+                            ))
+                            .await;
+                    }
+                }
+                self.log.info("the restored directory is the site's").await;
+            }
+            "tables-aside" => {
+                if self.placement().await? == site::DbPlacement::MoveTables {
+                    let (live, _, _) = self.previous_db().await?;
+                    self.move_tables(&live, &self.aside_db).await?;
+                    self.log
+                        .info(format!("the site's tables wait in {}", self.aside_db))
+                        .await;
+                }
+            }
+            "tables-in" => {
+                if self.placement().await? == site::DbPlacement::MoveTables {
+                    let (live, _, _) = self.previous_db().await?;
+                    self.move_tables(&self.new_db, &live).await?;
+                    self.log
+                        .info(format!(
+                            "the restored tables are in {live}, which keeps its name, user and password"
+                        ))
+                        .await;
+                }
             }
             "verify" => self.write_config().await?,
             "maintenance-off" => self.maintenance(Action::MaintenanceOff).await?,
@@ -318,30 +418,27 @@ impl Saga for RestoreSaga<'_> {
             }
             "cleanup" => {
                 let (name, user, _) = self.previous_db().await?;
-                let st = self.current().await?;
-                let drop = DbprovRequest::DropDatabase {
-                    database: name.clone(),
-                    user,
+                // What held the previous data: the database set aside, and the import's
+                // database, now empty, with its user; or, repointed, the previous database.
+                let leftovers = match self.placement().await? {
+                    site::DbPlacement::MoveTables => vec![
+                        (self.aside_db.clone(), self.aside_db.clone()),
+                        (self.new_db.clone(), self.new_db.clone()),
+                    ],
+                    site::DbPlacement::Repoint => vec![(name, user)],
                 };
-                match site::dbprov(
-                    &self.b.rpc,
-                    &st.site.db_server,
-                    drop,
-                    self.b.settings.rpc_timeout,
-                )
-                .await
-                {
-                    Ok(_) => {
-                        self.log
-                            .info(format!("previous database {name} dropped"))
-                            .await
-                    }
-                    Err(e) => {
-                        self.log
-                            .warn(format!(
-                                "could not drop the previous database {name}: {e:#}"
-                            ))
-                            .await
+                for (db, user) in leftovers {
+                    match self.drop_database(&db, &user).await {
+                        Ok(()) => {
+                            self.log
+                                .info(format!("previous database {db} dropped"))
+                                .await
+                        }
+                        Err(e) => {
+                            self.log
+                                .warn(format!("could not drop the previous database {db}: {e:#}"))
+                                .await
+                        }
                     }
                 }
                 match tokio::fs::remove_dir_all(&self.previous_dir).await {
@@ -383,6 +480,18 @@ impl Saga for RestoreSaga<'_> {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
                 _ => {}
             },
+            "tables-in" if self.placement().await? == site::DbPlacement::MoveTables => {
+                let (live, _, _) = self.previous_db().await?;
+                self.move_tables(&live, &self.new_db).await?;
+            }
+            "tables-aside" if self.placement().await? == site::DbPlacement::MoveTables => {
+                let (live, _, _) = self.previous_db().await?;
+                self.move_tables(&self.aside_db, &live).await?;
+                self.drop_database(&self.aside_db, &self.aside_db).await?;
+                self.log
+                    .info(format!("the site's own tables are back in {live}"))
+                    .await;
+            }
             "swap" => {
                 if tokio::fs::try_exists(&self.previous_dir).await? {
                     if tokio::fs::try_exists(&self.site_dir).await? {
@@ -461,7 +570,7 @@ pub async fn unpack_and_import(
             }
             Ok(())
         });
-        let mut sink = ChannelWriter(tx);
+        let mut sink = crate::definer::DefinerFilter::new(ChannelWriter(tx));
         let result = archive::extract(
             &archive_path,
             &checksum,
@@ -471,7 +580,8 @@ pub async fn unpack_and_import(
             &mut sink,
         )
         .map_err(anyhow::Error::from);
-        drop(sink);
+        // The end of the dump's last line, if it had no newline.
+        let result = result.and_then(|x| sink.into_inner().map(|_| x).map_err(Into::into));
         let fed = feeder
             .join()
             .map_err(|_| anyhow::anyhow!("the import feeder panicked"))?;

@@ -78,6 +78,70 @@ impl Provisioner {
         Ok(existed.is_none())
     }
 
+    /// Whether the databases hold only base tables: views, triggers, routines and events are
+    /// bound to their database's name and cannot be moved by RENAME TABLE, and foreign keys
+    /// name the database of the table they point to.
+    async fn tables_only(&self, databases: &[DbIdent]) -> Result<bool, sqlx::Error> {
+        for db in databases {
+            let name = db.as_str();
+            let others: i64 = sqlx::query_scalar(
+                "SELECT (SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_TYPE <> 'BASE TABLE')
+                      + (SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ?)
+                      + (SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = ?)
+                      + (SELECT COUNT(*) FROM information_schema.EVENTS WHERE EVENT_SCHEMA = ?)
+                      + (SELECT COUNT(*) FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = ?)",
+            )
+            .bind(name)
+            .bind(name)
+            .bind(name)
+            .bind(name)
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await?;
+            if others > 0 {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    async fn move_tables(&self, from: &DbIdent, to: &DbIdent) -> anyhow::Result<bool> {
+        if from == to {
+            anyhow::bail!("moving the tables of {from} into itself");
+        }
+        if !self.tables_only(std::slice::from_ref(from)).await? {
+            anyhow::bail!(
+                "{from} has views, triggers, routines or events: its tables cannot be moved"
+            );
+        }
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT CAST(TABLE_NAME AS CHAR) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? ORDER BY TABLE_NAME",
+        )
+        .bind(from.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        if tables.is_empty() {
+            return Ok(false);
+        }
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "CREATE DATABASE IF NOT EXISTS `{to}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+        )))
+        .execute(&self.pool)
+        .await?;
+        // Table names come from the server and may hold anything but a NUL: each is quoted as
+        // an identifier, its backquotes doubled. One statement: all tables move, or none.
+        let quote = |t: &str| format!("`{}`", t.replace('`', "``"));
+        let pairs = tables
+            .iter()
+            .map(|t| format!("`{from}`.{q} TO `{to}`.{q}", q = quote(t)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("RENAME TABLE {pairs}")))
+            .execute(&self.pool)
+            .await?;
+        Ok(true)
+    }
+
     async fn drop(&self, database: &DbIdent, user: &DbIdent) -> Result<bool, sqlx::Error> {
         let host = &self.user_host.0;
         let existed: Option<String> = sqlx::query_scalar(
@@ -130,18 +194,33 @@ impl RpcHandler for Provisioner {
             }
             DbprovRequest::PublicKey => {
                 let body = DbprovReply {
-                    changed: false,
                     public_key: Some(self.key.public()),
+                    ..DbprovReply::changed(false)
                 };
                 return serde_json::to_vec(&RpcReply::Ok { body }).ok();
+            }
+            DbprovRequest::TablesOnly { databases } => {
+                let reply = match self.tables_only(databases).await {
+                    Ok(only) => RpcReply::Ok {
+                        body: DbprovReply {
+                            tables_only: Some(only),
+                            ..DbprovReply::changed(false)
+                        },
+                    },
+                    Err(e) => RpcReply::Error {
+                        message: e.to_string(),
+                    },
+                };
+                return serde_json::to_vec(&reply).ok();
+            }
+            DbprovRequest::MoveTables { from, to } => {
+                tracing::info!(%from, %to, "move tables");
+                self.move_tables(from, to).await
             }
         };
         let reply = match result {
             Ok(changed) => RpcReply::Ok {
-                body: DbprovReply {
-                    changed,
-                    public_key: None,
-                },
+                body: DbprovReply::changed(changed),
             },
             Err(e) => {
                 // A server error may quote the statement, and with it the password.

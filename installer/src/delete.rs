@@ -173,9 +173,9 @@ impl DeleteSaga<'_> {
     /// Whether a directory is this site's: it carries this site's mark, or, in force mode, no
     /// mark at all (the path is this site's by its domain and nobody else's).
     async fn is_ours(&self, dir: &std::path::Path) -> bool {
-        match tokio::fs::read_to_string(dir.join(SITE_MARK)).await {
-            Ok(m) => m == self.mark(),
-            Err(_) => self.force,
+        match site::read_mark(dir, SITE_MARK).await {
+            Some(m) => m == self.mark(),
+            None => self.force,
         }
     }
 

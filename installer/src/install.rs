@@ -153,17 +153,16 @@ impl InstallSaga<'_> {
 
     async fn make_site_directory(&self) -> anyhow::Result<()> {
         let dir = self.st.site_dir.as_path();
-        let mark = dir.join(SITE_MARK);
-        match tokio::fs::read_to_string(&mark).await {
-            Ok(m) if m == self.mark() => {} // ours, from an interrupted run
-            Ok(_) => bail!(
+        match site::read_mark(dir, SITE_MARK).await {
+            Some(m) if m == self.mark() => {} // ours, from an interrupted run
+            Some(_) => bail!(
                 "{} exists and belongs to another site; remove it or choose another domain",
                 dir.display()
             ),
-            Err(_) if tokio::fs::try_exists(dir).await? => {
+            None if tokio::fs::try_exists(dir).await? => {
                 bail!("{} already exists and was not made for this site; remove it or choose another domain", dir.display())
             }
-            Err(_) => {
+            None => {
                 if let Some(parent) = dir.parent() {
                     tokio::fs::create_dir_all(parent)
                         .await
@@ -173,7 +172,7 @@ impl InstallSaga<'_> {
                 tokio::fs::create_dir(dir)
                     .await
                     .with_context(|| format!("creating {}", dir.display()))?;
-                tokio::fs::write(&mark, self.mark()).await?;
+                site::write_mark(dir, SITE_MARK, &self.mark()).await?;
             }
         }
         self.st.lay_out().await?;
@@ -183,8 +182,8 @@ impl InstallSaga<'_> {
 
     async fn remove_site_directory(&self) -> anyhow::Result<()> {
         let dir = self.st.site_dir.as_path();
-        match tokio::fs::read_to_string(dir.join(SITE_MARK)).await {
-            Ok(m) if m == self.mark() => tokio::fs::remove_dir_all(dir)
+        match site::read_mark(dir, SITE_MARK).await {
+            Some(m) if m == self.mark() => tokio::fs::remove_dir_all(dir)
                 .await
                 .with_context(|| format!("removing {}", dir.display())),
             // Not ours, or never made: nothing of ours to remove.

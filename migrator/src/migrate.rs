@@ -4,9 +4,13 @@
 //!
 //! Migrate: maintenance on → backup → a new database → deploy the backup onto the target (new
 //! site directory, import) → the target platform's database updates → fix paths → clear
-//! caches → switch (settings, vhost and pool with the new root and credentials, the record; a
-//! rename removes the old domain's vhost) → maintenance off → a request to the site → only
-//! then remove the old copy. A failure undoes the completed steps in reverse: the site serves
+//! caches → on the same db server, the site's tables aside and the migrated ones into its own
+//! database, which keeps its name, user and password (unless RENAME TABLE cannot carry it:
+//! views, triggers, routines, foreign keys; then the site is pointed at the new database;
+//! on another db server the new database has the site's name from the start) → switch
+//! (settings, vhost and pool with the new root and credentials, the record; a rename removes
+//! the old domain's vhost) → maintenance off → a request to the site → only then remove the
+//! old copy. A failure undoes the completed steps in reverse: the site serves
 //! from its original platform with its original data, out of maintenance.
 //!
 //! Clone: the new site's own unix user → backup → a new database → deploy as the new site →
@@ -51,6 +55,10 @@ const DEPLOY: Step = step("deploy", true);
 const UPDATE_DB: Step = step("update-db", false);
 const FIX_PATHS: Step = step("fix-paths", false);
 const CLEAR_CACHE: Step = step("clear-cache", false);
+// On the same db server, with `move-tables`: the site's tables aside into a database of the
+// task's, then the migrated ones into the site's own database.
+const TABLES_ASIDE: Step = step("tables-aside", true);
+const TABLES_IN: Step = step("tables-in", true);
 const SWITCH: Step = step("switch", true);
 // No undo: coming out of maintenance is what every path ends with.
 const MAINTENANCE_OFF: Step = step("maintenance-off", false);
@@ -69,6 +77,8 @@ static MIGRATE_STEPS: &[Step] = &[
     UPDATE_DB,
     FIX_PATHS,
     CLEAR_CACHE,
+    TABLES_ASIDE,
+    TABLES_IN,
     SWITCH,
     MAINTENANCE_OFF,
     SERVE_CHECK,
@@ -247,8 +257,14 @@ async fn prepare<'a>(
                 Some(d) => DomainName::parse(d)?,
                 None => origin.domain.clone(),
             };
-            // Names do not grow with every migrate: `<base>_m<task>`.
-            let db_name = origin.db_name.for_task('m', task.id.0)?;
+            // On the same db server the migrated database is prepared beside the site's as
+            // `<base>_m<task>` (names do not grow with every migrate); on another one it has the
+            // site's own name from the start.
+            let db_name = if db_server == origin.db_server {
+                origin.db_name.for_task('m', task.id.0)?
+            } else {
+                origin.db_name.clone()
+            };
             let target = Placement {
                 platform,
                 domain,
@@ -313,7 +329,7 @@ async fn prepare<'a>(
         missing: Vec::new(),
     };
     let mut saga = saga;
-    let (source, dest) = (saga.source().await?, saga.destination().await?);
+    let (source, dest) = (saga.source().await?, saga.staged().await?);
     if source.site_dir == dest.site_dir {
         bail!(
             "the target is the site's own directory {}: move it to another platform or domain",
@@ -371,9 +387,120 @@ impl MoveSaga<'_> {
         SiteTask::load_as(&self.m.store, self.site, &self.origin.placement()).await
     }
 
-    /// The site where it goes.
-    async fn destination(&self) -> anyhow::Result<SiteTask> {
+    /// The site where it is prepared: the target platform, with the database the backup was
+    /// imported into (what the database updates, fix paths and cache clearing run on).
+    async fn staged(&self) -> anyhow::Result<SiteTask> {
         SiteTask::load_as(&self.m.store, self.target_site, &self.target).await
+    }
+
+    /// The site where it ends up (from the switch on).
+    async fn destination(&self) -> anyhow::Result<SiteTask> {
+        let (placement, _) = self.final_placement().await?;
+        SiteTask::load_as(&self.m.store, self.target_site, &placement).await
+    }
+
+    /// How the prepared database takes the site's place: decided once, in the tables-aside
+    /// step, from both databases as they are after the updates, and kept in the task's
+    /// secrets. Only a migrate on the same db server moves tables; a clone is a new site, and
+    /// on another db server the new database has the site's name already.
+    async fn db_placement(&self) -> anyhow::Result<site::DbPlacement> {
+        if !self.may_move_tables() {
+            return Ok(site::DbPlacement::Repoint);
+        }
+        // Until it is decided the site's database is the prepared one, as with `repoint`.
+        match self
+            .m
+            .store
+            .task_secret(self.task.id, "db-placement")
+            .await?
+        {
+            Some(s) => site::DbPlacement::parse(&s),
+            None => Ok(site::DbPlacement::Repoint),
+        }
+    }
+
+    fn may_move_tables(&self) -> bool {
+        self.mode == Mode::Migrate && self.target.db_server == self.origin.db_server
+    }
+
+    /// Decides the placement (once: a re-run keeps the first decision).
+    async fn decide_db_placement(&self) -> anyhow::Result<site::DbPlacement> {
+        if !self.may_move_tables() {
+            return Ok(site::DbPlacement::Repoint);
+        }
+        if self
+            .m
+            .store
+            .task_secret(self.task.id, "db-placement")
+            .await?
+            .is_none()
+        {
+            let source = self.source().await?;
+            let found = site::DbPlacement::for_databases(
+                &self.m.rpc,
+                &source.site.db_server,
+                &[self.origin.db_name.clone(), self.target.db_name.clone()],
+                self.m.settings.rpc_timeout,
+            )
+            .await?;
+            self.m
+                .store
+                .ensure_task_secret(self.task.id, "db-placement", found.as_str())
+                .await?;
+        }
+        self.db_placement().await
+    }
+
+    /// The placement the record ends with, and its database password: with `move-tables`
+    /// the site's own database, user and password on the target platform and domain.
+    async fn final_placement(&self) -> anyhow::Result<(Placement, DbPassword)> {
+        Ok(match self.db_placement().await? {
+            site::DbPlacement::MoveTables => (
+                Placement {
+                    db_name: self.origin.db_name.clone(),
+                    db_user: self.origin.db_user.clone(),
+                    ..self.target.clone()
+                },
+                self.origin.password.clone(),
+            ),
+            site::DbPlacement::Repoint => (self.target.clone(), self.target_password.clone()),
+        })
+    }
+
+    /// Where the site's own tables wait (`move-tables`) until the migrate has succeeded.
+    fn aside_db(&self) -> anyhow::Result<DbIdent> {
+        Ok(self.origin.db_name.for_task('p', self.task.id.0)?)
+    }
+
+    async fn move_tables(&self, from: &DbIdent, to: &DbIdent) -> anyhow::Result<bool> {
+        let source = self.source().await?;
+        site::move_tables(
+            &self.m.rpc,
+            &source.site.db_server,
+            from,
+            to,
+            self.m.settings.rpc_timeout,
+        )
+        .await
+    }
+
+    async fn drop_database(
+        &self,
+        server: &domain::Name,
+        name: &DbIdent,
+        user: &DbIdent,
+    ) -> anyhow::Result<()> {
+        site::dbprov(
+            &self.m.rpc,
+            server,
+            DbprovRequest::DropDatabase {
+                database: name.clone(),
+                user: user.clone(),
+            },
+            self.m.settings.rpc_timeout,
+        )
+        .await?;
+        Ok(())
     }
 
     fn renamed(&self) -> bool {
@@ -445,8 +572,8 @@ impl MoveSaga<'_> {
         self.refresh_packages(&dest).await;
         let _ = tokio::fs::remove_file(dest.site_dir.as_path().join(DEPLOY_MARK)).await;
         let old = source.site_dir.as_path();
-        match tokio::fs::read_to_string(old.join(SITE_MARK)).await {
-            Ok(m) if m == format!("site {}\n", self.site) => {
+        match site::read_mark(old, SITE_MARK).await {
+            Some(m) if m == format!("site {}\n", self.site) => {
                 match tokio::fs::remove_dir_all(old).await {
                     Ok(()) => {
                         self.log
@@ -463,7 +590,7 @@ impl MoveSaga<'_> {
                     }
                 }
             }
-            Ok(_) => {
+            Some(_) => {
                 self.log
                     .warn(format!(
                         "{} carries another site's mark; left alone",
@@ -471,41 +598,47 @@ impl MoveSaga<'_> {
                     ))
                     .await
             }
-            Err(_) => {}
+            None => {}
         }
-        match site::dbprov(
-            &self.m.rpc,
-            &source.site.db_server,
-            DbprovRequest::DropDatabase {
-                database: self.origin.db_name.clone(),
-                user: self.origin.db_user.clone(),
-            },
-            self.m.settings.rpc_timeout,
-        )
-        .await
-        {
-            Ok(_) => {
-                self.log
-                    .info(format!(
-                        "old database {} and its user dropped",
-                        self.origin.db_name
-                    ))
-                    .await
+        // What held the old data: the tables set aside and the emptied import database (with
+        // its user), or, repointed, the old database.
+        let leftovers = match self.db_placement().await? {
+            site::DbPlacement::MoveTables => vec![
+                (self.aside_db()?, self.aside_db()?),
+                (self.target.db_name.clone(), self.target.db_user.clone()),
+            ],
+            site::DbPlacement::Repoint => {
+                vec![(self.origin.db_name.clone(), self.origin.db_user.clone())]
             }
-            Err(e) => {
-                self.log
-                    .warn(format!(
-                        "could not drop the old database {}: {e:#}",
-                        self.origin.db_name
-                    ))
-                    .await
+        };
+        for (db, user) in leftovers {
+            match self.drop_database(&source.site.db_server, &db, &user).await {
+                Ok(()) => {
+                    self.log
+                        .info(format!("old database {db} and its user dropped"))
+                        .await
+                }
+                Err(e) => {
+                    self.log
+                        .warn(format!("could not drop the old database {db}: {e:#}"))
+                        .await
+                }
             }
         }
         Ok(())
     }
 
     async fn refresh_packages(&self, dest: &SiteTask) {
-        let ctx = dest.context(self.target_password.clone());
+        let password = match self.final_placement().await {
+            Ok((_, p)) => p,
+            Err(e) => {
+                return self
+                    .log
+                    .warn(format!("could not record the site's packages: {e:#}"))
+                    .await
+            }
+        };
+        let ctx = dest.context(password);
         let timeout = self.m.settings.action_timeout;
         if let Err(e) = site::record_packages(&self.m.store, dest, &ctx, timeout, self.log).await {
             self.log
@@ -565,7 +698,7 @@ impl Saga for MoveSaga<'_> {
                     .await;
             }
             "database" => {
-                let dest = self.destination().await?;
+                let dest = self.staged().await?;
                 site::create_database(
                     &self.m.rpc,
                     &self.m.store,
@@ -586,15 +719,16 @@ impl Saga for MoveSaga<'_> {
             "deploy" => {
                 // The backup step's archive: asking again answers with the same backup.
                 let backup = self.backup().await?;
-                let dest = self.destination().await?;
+                let dest = self.staged().await?;
                 // A site made before sites had users of their own gets one now.
                 site::ensure_site_user(&self.m.rpc, &dest, self.m.settings.rpc_timeout).await?;
                 let _: DeployReply = self.backupper_deploy(&dest, backup.backup).await?;
                 if self.mode == Mode::Clone {
                     // The copy is a site of its own now.
-                    tokio::fs::write(
-                        dest.site_dir.as_path().join(SITE_MARK),
-                        format!("site {}\n", self.target_site),
+                    site::write_mark(
+                        dest.site_dir.as_path(),
+                        SITE_MARK,
+                        &format!("site {}\n", self.target_site),
                     )
                     .await?;
                 }
@@ -603,7 +737,7 @@ impl Saga for MoveSaga<'_> {
                 dest.write_settings(self.target_password.clone()).await?;
             }
             "update-db" => {
-                let dest = self.destination().await?;
+                let dest = self.staged().await?;
                 if let Some(r) = self
                     .action_on(&dest, &self.target_password, Action::UpdateDb, None)
                     .await?
@@ -612,7 +746,7 @@ impl Saga for MoveSaga<'_> {
                 }
             }
             "fix-paths" => {
-                let (source, dest) = (self.source().await?, self.destination().await?);
+                let (source, dest) = (self.source().await?, self.staged().await?);
                 let previous = PreviousSite {
                     domain: source.site.domain.clone(),
                     url: source.url.clone(),
@@ -627,14 +761,43 @@ impl Saga for MoveSaga<'_> {
                 .await?;
             }
             "clear-cache" => {
-                let dest = self.destination().await?;
+                let dest = self.staged().await?;
                 self.action_on(&dest, &self.target_password, Action::ClearCache, None)
                     .await?;
             }
+            "tables-aside" => {
+                if self.decide_db_placement().await? == site::DbPlacement::MoveTables {
+                    let aside = self.aside_db()?;
+                    self.move_tables(&self.origin.db_name, &aside).await?;
+                    self.log
+                        .info(format!("the site's tables wait in {aside}"))
+                        .await;
+                } else if self.may_move_tables() {
+                    self.log
+                        .info(format!(
+                            "the database has views, triggers, routines or foreign keys: the site will use {}",
+                            self.target.db_name
+                        ))
+                        .await;
+                }
+            }
+            "tables-in" => {
+                if self.db_placement().await? == site::DbPlacement::MoveTables {
+                    self.move_tables(&self.target.db_name, &self.origin.db_name)
+                        .await?;
+                    self.log
+                        .info(format!(
+                            "the migrated tables are in {}, which keeps its name, user and password",
+                            self.origin.db_name
+                        ))
+                        .await;
+                }
+            }
             "switch" => {
                 let dest = self.destination().await?;
+                let (placement, password) = self.final_placement().await?;
                 dest.lay_out().await?;
-                dest.write_settings(self.target_password.clone()).await?;
+                dest.write_settings(password.clone()).await?;
                 self.webconf(&dest, WebconfRequest::WriteVhost(Box::new(dest.vhost()?)))
                     .await?;
                 match self.mode {
@@ -643,12 +806,12 @@ impl Saga for MoveSaga<'_> {
                             .store
                             .set_site_location(
                                 self.site,
-                                self.target.platform,
-                                &self.target.domain,
-                                self.target.db_server,
-                                &self.target.db_name,
-                                &self.target.db_user,
-                                &self.target_password,
+                                placement.platform,
+                                &placement.domain,
+                                placement.db_server,
+                                &placement.db_name,
+                                &placement.db_user,
+                                &password,
                             )
                             .await?;
                         if self.renamed() {
@@ -683,7 +846,8 @@ impl Saga for MoveSaga<'_> {
             }
             "maintenance-off" => {
                 let dest = self.destination().await?;
-                self.action_on(&dest, &self.target_password, Action::MaintenanceOff, None)
+                let (_, password) = self.final_placement().await?;
+                self.action_on(&dest, &password, Action::MaintenanceOff, None)
                     .await?;
             }
             // Never fails: the site serves from the target already, so what cannot be
@@ -714,8 +878,25 @@ impl Saga for MoveSaga<'_> {
                 self.action_on(&source, &self.origin.password, Action::MaintenanceOff, None)
                     .await?;
             }
+            "tables-in" if self.db_placement().await? == site::DbPlacement::MoveTables => {
+                self.move_tables(&self.origin.db_name, &self.target.db_name)
+                    .await?;
+            }
+            "tables-aside" if self.db_placement().await? == site::DbPlacement::MoveTables => {
+                let aside = self.aside_db()?;
+                self.move_tables(&aside, &self.origin.db_name).await?;
+                let source = self.source().await?;
+                self.drop_database(&source.site.db_server, &aside, &aside)
+                    .await?;
+                self.log
+                    .info(format!(
+                        "the site's own tables are back in {}",
+                        self.origin.db_name
+                    ))
+                    .await;
+            }
             "database" => {
-                let dest = self.destination().await?;
+                let dest = self.staged().await?;
                 site::dbprov(
                     &self.m.rpc,
                     &dest.site.db_server,
@@ -731,7 +912,7 @@ impl Saga for MoveSaga<'_> {
                     .await;
             }
             "deploy" => {
-                let dest = self.destination().await?;
+                let dest = self.staged().await?;
                 let dir = dest.site_dir.as_path();
                 let name = dir
                     .file_name()
@@ -742,7 +923,7 @@ impl Saga for MoveSaga<'_> {
                     tokio::fs::remove_dir_all(&staging).await?;
                 }
                 let ours = format!("task {}\n", self.task.id);
-                if tokio::fs::read_to_string(dir.join(DEPLOY_MARK)).await.ok() == Some(ours) {
+                if site::read_mark(dir, DEPLOY_MARK).await == Some(ours) {
                     tokio::fs::remove_dir_all(dir)
                         .await
                         .with_context(|| format!("removing {}", dest.site_dir))?;

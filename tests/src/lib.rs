@@ -800,6 +800,19 @@ impl Stack {
         pool.close().await;
     }
 
+    /// A one-column query on this stack's state database.
+    pub async fn state_query(&self, sql: &str) -> Vec<String> {
+        let pool = sqlx::PgPool::connect(&self.state_db_url)
+            .await
+            .expect("the state database");
+        let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+            .fetch_all(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        pool.close().await;
+        rows
+    }
+
     /// Runs SQL on this stack's state database.
     pub async fn state_exec(&self, sql: &str) {
         let pool = sqlx::PgPool::connect(&self.state_db_url)

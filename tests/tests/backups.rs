@@ -368,8 +368,11 @@ async fn a_failure_at_each_restore_step_leaves_the_site_serving_as_before() {
         "database",
         "unpack",
         "swap",
+        "tables-aside",
+        "tables-in",
         "verify",
         "maintenance-off",
+        "serve-check",
     ] {
         stack.signal("backupper", libc::SIGTERM);
         let fail_at = format!("restore:{step}");
@@ -413,6 +416,12 @@ async fn a_failure_at_each_restore_step_leaves_the_site_serving_as_before() {
         .await;
     assert_eq!(done["status"], "success", "every action run twice: {done}");
     serves(&stack, DOMAIN, "before").await;
+    // The database kept its name through all of it (an application may take its identity
+    // from it, as MediaWiki does).
+    assert_eq!(
+        stack.site(site).await["db_name"],
+        format!("{}_{site}", stack.prefix)
+    );
     stack.teardown().await;
 }
 

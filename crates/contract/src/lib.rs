@@ -194,6 +194,14 @@ pub enum DbprovRequest {
     DropDatabase { database: DbIdent, user: DbIdent },
     /// This dbprov's public key, which passwords are sealed to.
     PublicKey,
+    /// Whether these databases hold only base tables (no views, triggers, routines or
+    /// events), so that their tables can be moved between databases with `move-tables`.
+    TablesOnly { databases: Vec<DbIdent> },
+    /// Moves every table of `from` into `to` (made if missing) in one atomic statement, so a
+    /// site's database keeps its name through a restore or migrate (an application may take
+    /// its identity from it, as MediaWiki does). Idempotent: with nothing left in `from`, it
+    /// is done.
+    MoveTables { from: DbIdent, to: DbIdent },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -202,6 +210,19 @@ pub struct DbprovReply {
     /// For `public-key`.
     #[serde(default)]
     pub public_key: Option<RecipientKey>,
+    /// For `tables-only`.
+    #[serde(default)]
+    pub tables_only: Option<bool>,
+}
+
+impl DbprovReply {
+    pub fn changed(changed: bool) -> Self {
+        Self {
+            changed,
+            public_key: None,
+            tables_only: None,
+        }
+    }
 }
 
 /// A request to the backupper on the host that holds the site's files: the other services'

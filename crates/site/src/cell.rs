@@ -342,3 +342,42 @@ pub fn site_file_len(site_dir: &Path, parts: &[&str]) -> u64 {
         .map(|b| b.len() as u64)
         .unwrap_or(0)
 }
+
+/// Reads a mark file (`.hosting-site`, `.hosting-deployed`) in a directory the site may own:
+/// never through a symlink, never blocking on a fifo, at most a line.
+pub async fn read_mark(dir: &Path, mark: &str) -> Option<String> {
+    let (dir, mark) = (dir.to_path_buf(), mark.to_owned());
+    tokio::task::spawn_blocking(move || read_site_file(&dir, &[&mark], 0, 256))
+        .await
+        .ok()?
+        .ok()
+        .flatten()
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
+/// Writes a mark file, replacing what is there without following a symlink in its place.
+pub async fn write_mark(dir: &Path, mark: &str, content: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(mark);
+    let content = content.to_owned();
+    tokio::task::spawn_blocking(move || {
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(anyhow::Error::from(e).context(format!("removing {}", path.display())))
+            }
+            _ => {}
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        file.write_all(content.as_bytes())?;
+        Ok(())
+    })
+    .await
+    .context("the mark writer stopped")?
+}

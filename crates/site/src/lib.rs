@@ -397,6 +397,78 @@ pub async fn create_database(
     .await
 }
 
+/// How a restore or migrate puts the database it prepared in the place of the site's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbPlacement {
+    /// The prepared database's tables move into the site's database, which keeps its name,
+    /// user and password (an application may take its identity from the name).
+    MoveTables,
+    /// The site is pointed at the prepared database: needed when either holds views,
+    /// triggers, routines, events or foreign keys, which RENAME TABLE cannot carry.
+    Repoint,
+}
+
+impl DbPlacement {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DbPlacement::MoveTables => "move-tables",
+            DbPlacement::Repoint => "repoint",
+        }
+    }
+
+    pub fn parse(s: &str) -> anyhow::Result<Self> {
+        match s {
+            "move-tables" => Ok(DbPlacement::MoveTables),
+            "repoint" => Ok(DbPlacement::Repoint),
+            other => anyhow::bail!("unknown database placement {other:?}"),
+        }
+    }
+
+    /// Which of the two the databases allow, asked of their db server.
+    pub async fn for_databases(
+        rpc: &bus::RpcClient,
+        server: &domain::Name,
+        databases: &[domain::DbIdent],
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let reply = dbprov(
+            rpc,
+            server,
+            contract::DbprovRequest::TablesOnly {
+                databases: databases.to_vec(),
+            },
+            timeout,
+        )
+        .await?;
+        Ok(if reply.tables_only == Some(true) {
+            DbPlacement::MoveTables
+        } else {
+            DbPlacement::Repoint
+        })
+    }
+}
+
+/// Moves every table of `from` into `to` on a db server; `true` if any moved.
+pub async fn move_tables(
+    rpc: &bus::RpcClient,
+    server: &domain::Name,
+    from: &domain::DbIdent,
+    to: &domain::DbIdent,
+    timeout: Duration,
+) -> anyhow::Result<bool> {
+    Ok(dbprov(
+        rpc,
+        server,
+        contract::DbprovRequest::MoveTables {
+            from: from.clone(),
+            to: to.clone(),
+        },
+        timeout,
+    )
+    .await?
+    .changed)
+}
+
 /// Makes the site's unix user on its web server (webconf does, as the host's agent) and
 /// answers its uid and gid.
 pub async fn ensure_site_user(
