@@ -22,9 +22,10 @@ test: deps build
 # Built with the same feature set as the services (one build), then run from target/release.
 bench: deps
 	$(CARGO) build --release --workspace --bins
-		$${CARGO_TARGET_DIR:-target}/release/bench
+	$${CARGO_TARGET_DIR:-target}/release/bench
 	$${CARGO_TARGET_DIR:-target}/release/bench_backup
 	$${CARGO_TARGET_DIR:-target}/release/bench_migrate
+	$${CARGO_TARGET_DIR:-target}/release/bench_cells
 
 lint: deps
 	$(CARGO) fmt --all -- --check

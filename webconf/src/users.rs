@@ -24,7 +24,7 @@ fn running_as_root() -> bool {
 }
 
 /// A user's uid, gid and comment, if it exists.
-fn lookup(name: &str) -> anyhow::Result<Option<(u32, u32, String)>> {
+pub(crate) fn lookup(name: &str) -> anyhow::Result<Option<(u32, u32, String)>> {
     let c = std::ffi::CString::new(name).context("a user name with a NUL byte")?;
     let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
     let mut buf = vec![0 as libc::c_char; 16 * 1024];
@@ -161,6 +161,17 @@ impl Users {
         tracing::info!(%user, "site user removed");
         Ok(true)
     }
+}
+
+/// A group's gid, if it exists.
+pub(crate) fn group_id(name: &str) -> Option<u32> {
+    std::fs::read_to_string("/etc/group")
+        .ok()?
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split(':');
+            (f.next() == Some(name)).then(|| f.nth(1)?.parse().ok())?
+        })
 }
 
 fn group_exists(name: &str) -> bool {

@@ -262,6 +262,25 @@ mod tests {
     }
 
     #[test]
+    fn without_schema_versions_the_versions_decide() {
+        let site = [pkg("plugin", "2.1.0", None)];
+        let older = check(&site, &[pkg("plugin", "2.0.9", None)]);
+        assert_eq!(older.packages[0].status, PackageStatus::Error);
+        assert!(!older.selectable);
+        assert!(older
+            .errors()
+            .contains("plugin (site at version 2.1.0, target at 2.0.9)"));
+        let same = check(&site, &[pkg("plugin", "2.1", None)]);
+        assert_eq!(same.packages[0].status, PackageStatus::Same);
+        let newer = check(&site, &[pkg("plugin", "2.2.0", None)]);
+        assert_eq!(newer.packages[0].status, PackageStatus::Upgrade);
+        let mut other_app = check(&site, &[pkg("plugin", "2.2.0", None)]);
+        other_app.refuse("platform p holds another application".into());
+        assert!(!other_app.selectable);
+        assert_eq!(other_app.errors(), "platform p holds another application");
+    }
+
+    #[test]
     fn drupal_and_semantic_versions_compare() {
         use Ordering::*;
         assert_eq!(compare_versions("7.x-2.11", "7.x-2.9"), Greater);

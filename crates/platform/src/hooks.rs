@@ -566,4 +566,46 @@ install = ["php", "install.php"]
             .unwrap_err()
             .contains("install"));
     }
+
+    #[test]
+    fn layouts_that_would_serve_or_mix_site_data_are_refused() {
+        let with =
+            |line: &str| MINIMAL.replace("name = \"demo\"", &format!("name = \"demo\"\n{line}"));
+        for (line, field) in [
+            ("sites_dir = \".\"", "sites_dir"),
+            ("web_root = \"sites\"", "web_root"),
+            ("web_root = \"sites/x\"", "web_root"),
+            ("private_dir = \"files\"", "private_dir"),
+            ("private_dir = \"../up\"", "private_dir"),
+            ("health_path = \"no-slash\"", "health_path"),
+            ("health_path = \"/a b\"", "health_path"),
+        ] {
+            let err = Manifest::parse(&with(line)).unwrap_err();
+            assert!(err.contains(field), "{line}: {err}");
+        }
+        let ok =
+            Manifest::parse(&with("web_root = \".\"\nprivate_dir = \"data/private\"")).unwrap();
+        assert_eq!(ok.application.private_dir, "data/private");
+        let bad_php = format!("{MINIMAL}[php]\nextensions = [\"pdo;rm\"]\n");
+        assert!(Manifest::parse(&bad_php)
+            .unwrap_err()
+            .contains("php.extensions"));
+    }
+
+    #[test]
+    fn php_requirements_say_what_is_missing() {
+        let needs = PhpRequirements {
+            min_version: Some("8.1".into()),
+            extensions: vec!["pdo_mysql".into(), "Intl".into()],
+        };
+        let have = vec!["pdo_mysql".to_owned(), "core".to_owned()];
+        assert_eq!(needs.unmet("8.2.36", &have).len(), 1);
+        assert!(needs.unmet("8.2.36", &have)[0].contains("extension Intl"));
+        let old = needs.unmet("7.4.33", &[have, vec!["intl".into()]].concat());
+        assert_eq!(old.len(), 1);
+        assert!(old[0].contains("PHP 8.1 or newer"));
+        assert!(needs
+            .unmet("8.1.0", &["pdo_mysql".into(), "intl".into()])
+            .is_empty());
+    }
 }
