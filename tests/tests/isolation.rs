@@ -805,6 +805,7 @@ async fn a_site_migrates_only_within_its_application_and_owns_what_it_gets_back(
     let (uid, gid) = ids_of(&site);
     let dir = stack.example_root.join("sites").join(DOMAIN);
     std::fs::write(dir.join("files/foreign.txt"), "made elsewhere").expect("a file");
+    write_as(&dir.join("private/kept.txt"), "private data", (uid, gid));
     std::os::unix::fs::chown(dir.join("files/foreign.txt"), Some(4242), Some(4242)).expect("chown");
     let backup = stack.run_site_task(sid, json!({"type": "backup"})).await;
     stack.assert_success(&backup).await;
@@ -823,6 +824,11 @@ async fn a_site_migrates_only_within_its_application_and_owns_what_it_gets_back(
     );
     let settings = std::fs::metadata(dir.join("settings.php")).expect("settings");
     assert_eq!((settings.uid(), settings.gid()), (0, gid));
+    // The private directory came back with the rest.
+    assert_eq!(
+        std::fs::read_to_string(dir.join("private/kept.txt")).expect("private file"),
+        "private data"
+    );
 
     let clone = stack
         .run_site_task(
@@ -843,6 +849,13 @@ async fn a_site_migrates_only_within_its_application_and_owns_what_it_gets_back(
     )
     .expect("the clone's file");
     assert_eq!(copied.uid(), copy_uid);
+    let private = std::fs::metadata(
+        stack
+            .example_root
+            .join("sites/copy.acme.example/private/kept.txt"),
+    )
+    .expect("the clone's private file");
+    assert_eq!(private.uid(), copy_uid);
     assert_eq!(stack.page("copy.acme.example", "/").await.status, 200);
     stack.teardown().await;
 }

@@ -270,6 +270,7 @@ async fn force_delete_cleans_sites_broken_in_any_way() {
         "nodb.acme.example",
         "novhost.acme.example",
         "half.acme.example",
+        "nouser.acme.example",
     ];
     let mut sites = Vec::new();
     for d in broken {
@@ -298,6 +299,16 @@ async fn force_delete_cleans_sites_broken_in_any_way() {
             id(&sites[3])
         ))
         .await;
+    // The last one's unix user removed behind the control plane's back (its pool stays).
+    let user = sites[4]["system_user"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let out = std::process::Command::new("userdel")
+        .args(["--force", &user])
+        .output()
+        .expect("userdel");
+    assert!(out.status.success(), "{out:?}");
 
     // A plain delete of a site whose database is gone fails at its backup and changes
     // nothing: the vhost and directory are still there.
@@ -339,6 +350,15 @@ async fn force_delete_cleans_sites_broken_in_any_way() {
     assert!(
         dbs.is_empty() && users.is_empty(),
         "left: {dbs:?} {users:?}"
+    );
+    assert!(
+        tests::site_users(&stack.prefix).is_empty(),
+        "system users left: {:?}",
+        tests::site_users(&stack.prefix)
+    );
+    assert!(
+        tests::entries_in(&stack.dir.join("webconf/pools")).is_empty(),
+        "pools left"
     );
     // With delete_backups_with_site on, the pre-delete backup of the one site that could
     // still be backed up went too, by a backup-delete task.
