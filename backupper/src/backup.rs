@@ -48,7 +48,9 @@ pub async fn make_backup(
             "[year][month][day]-[hour][minute][second]"
         ))
         .context("formatting the time")?;
-    let key = format!("{domain}/{domain}-{stamp}-t{task}.tar.zst");
+    // One directory per domain, for the operator; file names short whatever the domain's
+    // length (a file name has at most 255 bytes, a domain up to 253 characters).
+    let key = format!("{domain}/site{}-{stamp}-t{task}.tar.zst", st.site.id);
     let path = b.settings.backup_dir.join(&key);
     let partial = path.with_extension("partial");
     let dir = path.parent().context("archive path")?.to_path_buf();

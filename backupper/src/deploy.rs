@@ -41,11 +41,7 @@ pub async fn deploy(b: &Backupper, r: &DeployRequest, log: &TaskLog) -> anyhow::
         user: r.user.clone(),
         password: DbPassword::parse(&password)?,
     };
-    let name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let staging = dest.with_file_name(format!(".{name}.deploy-t{}", r.task));
+    let staging = site::beside(dest, "deploy", r.task);
     if tokio::fs::try_exists(&staging).await? {
         tokio::fs::remove_dir_all(&staging).await?; // from an interrupted run
     }

@@ -117,12 +117,8 @@ pub async fn run(b: &Backupper, task: &Task, log: &TaskLog) -> Outcome {
         let new_db = st.site.db_name.for_task('r', task.id.0)?;
         let aside_db = st.site.db_name.for_task('p', task.id.0)?;
         let site_dir = st.site_dir.to_path_buf();
-        let name = site_dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let fresh_dir = site_dir.with_file_name(format!(".{name}.restore-t{}", task.id));
-        let previous_dir = site_dir.with_file_name(format!(".{name}.previous-t{}", task.id));
+        let fresh_dir = site::beside(&site_dir, "restore", task.id);
+        let previous_dir = site::beside(&site_dir, "previous", task.id);
         anyhow::Ok(RestoreSaga {
             b,
             task,
@@ -542,11 +538,17 @@ pub async fn unpack_and_import(
         Stdio::null(),
     )?;
     let archive_path = b.settings.backup_dir.join(&backup.key);
-    let (checksum, dest_dir, limits) = (
-        backup.checksum.clone(),
-        dest.to_path_buf(),
-        b.settings.limits,
-    );
+    // What the record says the archive holds bounds what is unpacked (size first).
+    let recorded = |k: &str| backup.manifest.pointer(k).and_then(|v| v.as_u64());
+    let limits = match (
+        recorded("/files/count"),
+        recorded("/files/bytes"),
+        recorded("/dump_bytes"),
+    ) {
+        (Some(files), Some(bytes), Some(dump)) => b.settings.limits.narrowed_to(files, bytes, dump),
+        _ => b.settings.limits,
+    };
+    let (checksum, dest_dir) = (backup.checksum.clone(), dest.to_path_buf());
     // Handed over as each entry is made, not by a second walk over thousands of files.
     let handover = match unpacked {
         Unpacked::ForSite(owner) => owner.map(|o| archive::Handover {

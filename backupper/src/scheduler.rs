@@ -5,14 +5,23 @@
 //! backuppers may run this at once: the state database decides who queues a run.
 
 use domain::backup_policy::{Retention, Schedule};
+use futures_util::FutureExt;
 use std::time::Duration;
 use store::Store;
 use time::OffsetDateTime;
 
 pub async fn run(store: Store, tick: Duration) {
     loop {
-        if let Err(e) = tick_once(&store, OffsetDateTime::now_utc()).await {
-            tracing::warn!(error = %format!("{e:#}"), "scheduler tick failed");
+        let ticked = std::panic::AssertUnwindSafe(tick_once(&store, OffsetDateTime::now_utc()))
+            .catch_unwind()
+            .await;
+        match ticked {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "scheduler tick failed"),
+            Err(panic) => tracing::error!(
+                panic = %bus::panic_message(&panic),
+                "the scheduler's tick failed; it runs again at the next tick"
+            ),
         }
         tokio::time::sleep(tick).await;
     }
@@ -36,45 +45,90 @@ pub async fn tick_once(store: &Store, now: OffsetDateTime) -> anyhow::Result<()>
     let global = setting(&settings, "backup_schedule", Schedule::parse);
     let retention = setting(&settings, "backup_retention", Retention::parse);
     for s in store.site_schedules().await? {
-        let schedule = match &s.overridden {
-            None => global.clone(),
-            Some(None) => None,
-            Some(Some(v)) => Schedule::parse(v).ok(),
+        // One site's schedule cannot stop the others, even by a bug: a panic ends this site's
+        // turn, marks its schedule invalid with the reason, and the tick goes on.
+        let turn = std::panic::AssertUnwindSafe(one_site(
+            store,
+            &s,
+            global.as_ref(),
+            retention.as_ref(),
+            now,
+        ))
+        .catch_unwind()
+        .await;
+        let failed = match turn {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => {
+                tracing::warn!(site = %s.site, error = %format!("{e:#}"), "scheduling a site failed");
+                None
+            }
+            Err(panic) => Some(format!(
+                "the scheduler failed on this schedule ({}); set the schedule again",
+                bus::panic_message(&panic)
+            )),
         };
-        if let Some(schedule) = schedule {
-            match s.next_run_at {
-                None => {
-                    store
-                        .set_next_backup_at(s.site, schedule.first_run(now, s.site.0))
-                        .await?
-                }
-                Some(due) if now >= due && schedule.in_window(now) => {
-                    if store
-                        .queue_scheduled_backup(s.site, due, schedule.next_after(now))
-                        .await?
-                    {
-                        tracing::info!(site = %s.site, "automated backup queued");
-                    }
-                }
-                Some(due) if now >= due => {
-                    store
-                        .set_next_backup_at(s.site, schedule.into_window(now))
-                        .await?
-                }
-                Some(_) => {}
-            }
+        if let Some(reason) = failed {
+            tracing::error!(site = %s.site, %reason, "a site's schedule is skipped");
+            let _ = store.mark_schedule_invalid(s.site, &reason).await;
         }
-        if let Some(retention) = &retention {
-            let backups: Vec<(i64, OffsetDateTime)> = store
-                .backups(s.site)
-                .await?
-                .iter()
-                .map(|b| (b.id.0, b.created_at))
-                .collect();
-            let purge = retention.purge(&backups, now);
-            if !purge.is_empty() && store.queue_purge(s.site, &purge).await? {
-                tracing::info!(site = %s.site, backups = ?purge, "retention purge queued");
+    }
+    Ok(())
+}
+
+async fn one_site(
+    store: &Store,
+    s: &store::SiteSchedule,
+    global: Option<&Schedule>,
+    retention: Option<&Retention>,
+    now: OffsetDateTime,
+) -> anyhow::Result<()> {
+    let schedule = match &s.overridden {
+        None => global.cloned(),
+        Some(None) => None,
+        Some(Some(v)) => match Schedule::parse(v) {
+            Ok(schedule) => Some(schedule),
+            Err(e) => {
+                let reason = format!("the stored schedule cannot be read: {e}; set it again");
+                if store.mark_schedule_invalid(s.site, &reason).await? {
+                    tracing::warn!(site = %s.site, %reason, "a site's schedule is skipped");
+                }
+                None
             }
+        },
+    };
+    if let Some(schedule) = schedule {
+        match s.next_run_at {
+            None => {
+                store
+                    .set_next_backup_at(s.site, schedule.first_run(now, s.site.0))
+                    .await?
+            }
+            Some(due) if now >= due && schedule.in_window(now) => {
+                if store
+                    .queue_scheduled_backup(s.site, due, schedule.next_after(now))
+                    .await?
+                {
+                    tracing::info!(site = %s.site, "automated backup queued");
+                }
+            }
+            Some(due) if now >= due => {
+                store
+                    .set_next_backup_at(s.site, schedule.into_window(now))
+                    .await?
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(retention) = retention {
+        let backups: Vec<(i64, OffsetDateTime)> = store
+            .backups(s.site)
+            .await?
+            .iter()
+            .map(|b| (b.id.0, b.created_at))
+            .collect();
+        let purge = retention.purge(&backups, now);
+        if !purge.is_empty() && store.queue_purge(s.site, &purge).await? {
+            tracing::info!(site = %s.site, backups = ?purge, "retention purge queued");
         }
     }
     Ok(())

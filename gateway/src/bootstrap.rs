@@ -63,6 +63,19 @@ pub async fn run(config: GatewayConfig, args: &[String]) -> anyhow::Result<()> {
 
     if let Some(root) = opts.get("platform-root") {
         let root = HostPath::parse(root).map_err(|e| anyhow::anyhow!("--platform-root: {e}"))?;
+        // Platforms may live beside the example one, and in /srv/platforms.
+        if let Some(parent) = root.as_path().parent().and_then(|p| p.to_str()) {
+            let parent = HostPath::parse(parent)?;
+            if !web.platform_dirs.contains(&parent) {
+                let mut dirs = vec![parent];
+                dirs.extend(web.platform_dirs.iter().cloned());
+                let srv = HostPath::parse("/srv/platforms")?;
+                if !dirs.contains(&srv) {
+                    dirs.push(srv);
+                }
+                store.set_platform_dirs(web.id, &dirs).await?;
+            }
+        }
         let name = Name::parse(
             opts.get("platform-name")
                 .map(String::as_str)

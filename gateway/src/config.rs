@@ -13,6 +13,8 @@ pub struct GatewayConfig {
     pub run_migrations: bool,
     /// Where browsers reach the gateway: login links and the "site disabled" page.
     pub public_url: String,
+    /// Failed authentications one address may make in a minute before it gets 429.
+    pub auth_failures_per_minute: u32,
 }
 
 impl GatewayConfig {
@@ -30,6 +32,7 @@ impl GatewayConfig {
             max_attempts: config::parse("HOSTING_MAX_ATTEMPTS", 5)?,
             run_migrations: config::parse("HOSTING_MIGRATE", true)?,
             public_url: config::public_url()?,
+            auth_failures_per_minute: config::parse("HOSTING_AUTH_FAILURES_PER_MINUTE", 30)?,
         })
     }
 }

@@ -9,8 +9,11 @@ use tokio::sync::Notify;
 pub struct AppState {
     pub store: store::Store,
     pub bus: bus::Bus,
+    /// For what the gateway asks of a host's agent before it accepts a request.
+    pub rpc: bus::RpcClient,
     pub config: Arc<GatewayConfig>,
     pub wake_relay: Arc<Notify>,
+    pub auth_guard: Arc<crate::auth::AuthGuard>,
 }
 
 pub struct Application {
@@ -36,7 +39,12 @@ impl Application {
             listener,
             state: AppState {
                 store,
+                rpc: bus::RpcClient::new(bus.clone()),
                 bus,
+                auth_guard: Arc::new(crate::auth::AuthGuard::new(
+                    Duration::from_secs(60),
+                    config.auth_failures_per_minute,
+                )),
                 config: Arc::new(config),
                 wake_relay: Arc::new(Notify::new()),
             },
@@ -99,9 +107,12 @@ impl Application {
             })
         };
         let app = routes::router(s.clone());
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(telemetry::shutdown_signal())
-            .await?;
+        axum::serve(
+            self.listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(telemetry::shutdown_signal())
+        .await?;
         background.abort();
         s.bus.close().await;
         Ok(())

@@ -110,7 +110,7 @@ pub async fn run(inst: &Installer, task: &Task, log: &TaskLog) -> Outcome {
         Err(e) => return Outcome::Error(e.to_string()),
     };
     let dir = st.site_dir.as_path();
-    let aside = dir.with_file_name(format!(".{}.deleting-t{}", st.site.domain, task.id));
+    let aside = site::beside(dir, "deleting", task.id);
     let saga = DeleteSaga {
         inst,
         st,

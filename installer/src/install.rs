@@ -90,7 +90,8 @@ pub async fn run(inst: &Installer, task: &Task, log: &TaskLog) -> Outcome {
                 .ok()
                 .and_then(|s| s.login_link)
                 .map(|l| contract::login_url(&inst.settings.public_url, &l.token));
-            let result = serde_json::json!({ "login_url": link });
+            // The link itself lives in the site's record, not in the task's result.
+            let result = serde_json::json!({ "site": site_id });
             match crate::welcome::send(inst, &saga.st, link.as_deref(), log).await {
                 Ok(()) => Outcome::Success(Some(result)),
                 Err(why) => Outcome::Warning(why),

@@ -69,14 +69,16 @@ pub async fn login_reset(inst: &Installer, task: &Task, log: &TaskLog) -> Outcom
                     st.platform.name
                 );
             }
-            let link = new_login_link(inst, &st, &task.requested_by, log).await?;
+            // The link lives in the site's record (GET /sites/{id} shows it to whoever may see
+            // the site), not in the task's result or log, which outlive it.
+            new_login_link(inst, &st, &task.requested_by, log).await?;
             log.info(format!(
                 "one-time login link for the admin account made for {}; it opens once and expires in {}",
                 task.requested_by,
                 humanize(inst.login_link_ttl().await)
             ))
             .await;
-            Ok(serde_json::json!({ "login_url": link }))
+            Ok(serde_json::json!({ "link": format!("GET /api/v1/sites/{} shows it", st.site.id) }))
         }
         .await,
     )

@@ -71,7 +71,7 @@ impl Installer {
             Err(_) => None,
         };
         hours
-            .filter(|h| *h > 0.0)
+            .filter(|h| *h > 0.0 && *h <= 720.0)
             .and_then(|h| Duration::try_from_secs_f64(h * 3600.0).ok())
             .unwrap_or(self.settings.login_link_ttl)
     }

@@ -914,11 +914,7 @@ impl Saga for MoveSaga<'_> {
             "deploy" => {
                 let dest = self.staged().await?;
                 let dir = dest.site_dir.as_path();
-                let name = dir
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                let staging = dir.with_file_name(format!(".{name}.deploy-t{}", self.task.id));
+                let staging = site::beside(dir, "deploy", self.task.id);
                 if tokio::fs::try_exists(&staging).await? {
                     tokio::fs::remove_dir_all(&staging).await?;
                 }

@@ -507,9 +507,10 @@ impl Stack {
     }
 
     pub fn vhost_path(&self, domain: &str) -> PathBuf {
-        self.dir
-            .join("webconf/vhosts")
-            .join(format!("{domain}.conf"))
+        let file = domain::DomainName::parse(domain)
+            .map(|d| contract::vhost_file(&d))
+            .unwrap_or_else(|_| format!("{domain}.conf"));
+        self.dir.join("webconf/vhosts").join(file)
     }
 
     pub fn site_dir(&self, platform_root: &Path, domain: &str) -> PathBuf {

@@ -446,13 +446,21 @@ async fn schedules_make_automated_backups_and_retention_keeps_exactly_the_expect
         )
         .await;
     assert_eq!(status, 422, "{r}");
+    // Every two seconds is below the default floor (5 minutes): refused, naming the setting,
+    // until the admin lowers the floor.
+    let fast = json!({"schedule": {"interval": 2, "jitter": 1}});
+    let (status, r) = stack.call("PUT", &path, Some(fast.clone())).await;
+    assert_eq!(status, 422, "{r}");
+    assert!(r.to_string().contains("backup_interval_floor"), "{r}");
     let (status, r) = stack
         .call(
-            "PUT",
-            &path,
-            Some(json!({"schedule": {"interval": 2, "jitter": 1}})),
+            "PATCH",
+            "/settings",
+            Some(json!({"backup_interval_floor": 1})),
         )
         .await;
+    assert_eq!(status, 200, "{r}");
+    let (status, r) = stack.call("PUT", &path, Some(fast)).await;
     assert_eq!((status, r["source"].as_str()), (200, Some("site")), "{r}");
 
     let automated = |list: &serde_json::Value| {

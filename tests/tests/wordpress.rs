@@ -68,7 +68,11 @@ async fn a_wordpress_site_installs_logs_in_restores_and_goes() {
         .run_site_task(sid, json!({"type": "login-reset"}))
         .await;
     assert_eq!(done["status"], "success", "{done}");
-    let link = done["result"]["login_url"].as_str().unwrap_or_default();
+    let link = stack.site(sid).await["link"]["url"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let link = link.as_str();
     let (gateway, landing) = stack.open_link(link).await;
     assert_eq!(gateway.status, 302, "{}", gateway.body);
     assert!(

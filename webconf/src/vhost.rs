@@ -20,7 +20,10 @@ impl VhostService {
     }
 
     fn path(&self, domain: &DomainName) -> PathBuf {
-        self.nginx.settings.vhost_dir.join(format!("{domain}.conf"))
+        self.nginx
+            .settings
+            .vhost_dir
+            .join(contract::vhost_file(domain))
     }
 
     /// Writes the vhost (and the site's pool) if they differ, tests the whole configuration
@@ -285,6 +288,19 @@ impl RpcHandler for VhostService {
                 self.remove_site_user(user, *site)
                     .await
                     .map(WebconfReply::changed)
+            }
+            WebconfRequest::InspectPath { path } => {
+                let kind = match tokio::fs::symlink_metadata(path.as_path()).await {
+                    Ok(m) if m.file_type().is_symlink() => contract::PathKind::Symlink,
+                    Ok(m) if m.is_dir() => contract::PathKind::Directory,
+                    Ok(m) if m.is_file() => contract::PathKind::File,
+                    Ok(_) => contract::PathKind::Other,
+                    Err(_) => contract::PathKind::Missing,
+                };
+                Ok(WebconfReply {
+                    path: Some(kind),
+                    ..WebconfReply::changed(false)
+                })
             }
             WebconfRequest::PhpInfo => {
                 let _guard = self.nginx.lock.lock().await;

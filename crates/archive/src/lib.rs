@@ -78,6 +78,24 @@ pub struct Limits {
     pub max_bytes: u64,
 }
 
+impl Limits {
+    /// These limits, narrowed to what a backup's record says it holds, with a margin: an
+    /// archive swapped for a bigger one (or a zip bomb behind a matching checksum) is refused
+    /// as soon as an entry's header says it would pass them, before it is written.
+    pub fn narrowed_to(self, files: u64, file_bytes: u64, dump_bytes: u64) -> Self {
+        let bytes = file_bytes
+            .saturating_add(dump_bytes)
+            .saturating_add(file_bytes.saturating_add(dump_bytes) / 10)
+            .saturating_add(64 << 20);
+        // Directories are not counted among the files: room for as many again, and more.
+        let entries = files.saturating_mul(2).saturating_add(10_000);
+        Self {
+            max_entries: self.max_entries.min(entries),
+            max_bytes: self.max_bytes.min(bytes),
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Self {

@@ -295,6 +295,13 @@ fn stream_dump(
             )));
         }
         parts += 1;
+        // Refused by its header's size, before any of it is read.
+        if bytes.saturating_add(entry.header().size()?) > limits.max_bytes {
+            return Err(refused(format!(
+                "the archive unpacks to more than {} bytes (the restore limit, or what its backup record says it holds)",
+                limits.max_bytes
+            )));
+        }
         loop {
             let n = entry.read(&mut buf)?;
             if n == 0 {
@@ -358,7 +365,7 @@ fn unpack_files(
         bytes_seen = bytes_seen.saturating_add(size);
         if bytes_seen > limits.max_bytes {
             return Err(refused(format!(
-                "the archive unpacks to more than {} bytes (the restore limit)",
+                "the archive unpacks to more than {} bytes (the restore limit, or what its backup record says it holds)",
                 limits.max_bytes
             )));
         }

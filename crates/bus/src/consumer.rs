@@ -1,5 +1,5 @@
 use crate::{trace, Bus, BusError};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
 };
@@ -95,7 +95,21 @@ impl Bus {
                     if let Some(kind) = &incoming.message_type {
                         tracing::Span::current().record("message_type", kind.as_str());
                     }
-                    let outcome = handler.handle(incoming).await;
+                    // A handler that panics (a bug) ends this message, never the consumer:
+                    // the message goes to the dead-letter queue with the reason in the log.
+                    let outcome = match std::panic::AssertUnwindSafe(handler.handle(incoming))
+                        .catch_unwind()
+                        .await
+                    {
+                        Ok(d) => d,
+                        Err(panic) => {
+                            tracing::error!(
+                                panic = %crate::panic_message(&panic),
+                                "a message handler panicked; the message is dead-lettered"
+                            );
+                            Disposition::Reject
+                        }
+                    };
                     let result = match outcome {
                         Disposition::Ack => delivery.ack(BasicAckOptions::default()).await,
                         Disposition::Retry => {

@@ -45,6 +45,15 @@ struct Live {
     publisher: Channel,
 }
 
+/// What a caught panic said (its `&str` or `String` payload), for a log line or a task's error.
+pub fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
 /// A handle on the broker for one installation (one topology prefix). Cheap to clone.
 #[derive(Clone)]
 pub struct Bus {
@@ -110,6 +119,14 @@ impl Bus {
             Ok(Err(e)) => Err(BusError::Unreachable(e.to_string())),
             Err(_) => Err(BusError::Unreachable("connection attempt timed out".into())),
         }
+    }
+
+    /// Whether the broker answers now (a connection is made if there is none), within 2 s.
+    pub async fn reachable(&self) -> bool {
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), self.live()).await,
+            Ok(Ok(_))
+        )
     }
 
     /// A fresh channel on the shared connection, for a consumer.

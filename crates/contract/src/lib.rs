@@ -87,6 +87,19 @@ pub enum WebconfRequest {
     /// The PHP that site pools run: its version and extensions. A php-fpm started before an
     /// extension was installed is reloaded first, so the answer is what sites get.
     PhpInfo,
+    /// What is at a path on this host (a platform root about to be registered).
+    InspectPath { path: HostPath },
+}
+
+/// What a path on a host is.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum PathKind {
+    Directory,
+    File,
+    Symlink,
+    Other,
+    Missing,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -153,6 +166,9 @@ pub struct WebconfReply {
     /// For `php-info`.
     #[serde(default)]
     pub php: Option<PhpRuntime>,
+    /// For `inspect-path`.
+    #[serde(default)]
+    pub path: Option<PathKind>,
 }
 
 impl WebconfReply {
@@ -161,6 +177,7 @@ impl WebconfReply {
             changed,
             ids: None,
             php: None,
+            path: None,
         }
     }
 }
@@ -257,6 +274,21 @@ pub struct DeployRequest {
     /// site's), whatever the archive records.
     #[serde(default)]
     pub owner: Option<SystemUser>,
+}
+
+/// A vhost's file name: the domain and `.conf`, or for a name too long for a file name (a
+/// domain may have 253 characters, a file name 255 bytes, and a rewrite writes `.conf.tmp`
+/// beside it) its first 200 characters and a hash of the whole.
+pub fn vhost_file(domain: &DomainName) -> String {
+    let d = domain.as_str();
+    if d.len() <= 240 {
+        return format!("{d}.conf");
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in d.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{}~{h:016x}.conf", &d[..200])
 }
 
 /// The gateway's public pages, which other services write into links and vhosts: a one-time

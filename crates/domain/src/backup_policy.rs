@@ -6,10 +6,27 @@ use crate::ParseError;
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
+/// The longest duration anything here takes: ten years. Beyond it the clock arithmetic of a
+/// schedule would run past the calendar's end.
+pub const MAX_DURATION_SECS: i64 = 10 * 366 * 86_400;
+
 /// `"hourly"`, `"daily"`, `"weekly"`, or a number of seconds; `"30m"`, `"12h"`, `"2d"`, `"1w"`.
+/// Total: any JSON value gives a duration of one second to ten years, or an error that says
+/// what to give.
 pub fn parse_duration(v: &serde_json::Value) -> Result<Duration, ParseError> {
+    let shown = || {
+        let text = v.to_string();
+        if text.chars().count() > 40 {
+            format!("{}...", text.chars().take(40).collect::<String>())
+        } else {
+            text
+        }
+    };
     let bad = || {
-        ParseError::new(format!("{v} is not a duration: use hourly, daily, weekly, seconds, or a number with m, h, d or w"))
+        ParseError::new(format!(
+            "{} is not a duration: use hourly, daily, weekly, a number of seconds, or a number with s, m, h, d or w (\"12h\")",
+            shown()
+        ))
     };
     let secs = match v {
         serde_json::Value::Number(n) => n.as_i64().ok_or_else(bad)?,
@@ -18,24 +35,85 @@ pub fn parse_duration(v: &serde_json::Value) -> Result<Duration, ParseError> {
             "daily" => 86_400,
             "weekly" => 604_800,
             other => {
-                let (num, unit) = other.split_at(other.len().saturating_sub(1));
-                let n: i64 = num.parse().map_err(|_| bad())?;
-                n * match unit {
-                    "s" => 1,
-                    "m" => 60,
-                    "h" => 3600,
-                    "d" => 86_400,
-                    "w" => 604_800,
+                let unit = other.chars().last().ok_or_else(bad)?;
+                let scale: i64 = match unit {
+                    's' => 1,
+                    'm' => 60,
+                    'h' => 3600,
+                    'd' => 86_400,
+                    'w' => 604_800,
                     _ => return Err(bad()),
+                };
+                let digits = &other[..other.len() - unit.len_utf8()];
+                if digits.is_empty()
+                    || digits.len() > 12
+                    || !digits.bytes().all(|b| b.is_ascii_digit())
+                {
+                    return Err(bad());
                 }
+                let n: i64 = digits.parse().map_err(|_| bad())?;
+                n.checked_mul(scale).ok_or_else(bad)?
             }
         },
         _ => return Err(bad()),
     };
     if secs <= 0 {
-        return Err(bad());
+        return Err(ParseError::new(format!(
+            "{}: a duration must be at least one second",
+            shown()
+        )));
+    }
+    if secs > MAX_DURATION_SECS {
+        return Err(ParseError::new(format!(
+            "{}: a duration is at most ten years ({MAX_DURATION_SECS} seconds)",
+            shown()
+        )));
     }
     Ok(Duration::seconds(secs))
+}
+
+/// The intervals automated backups may have: what the admin allows everyone, and what a
+/// client's own token may ask for (less often, not more).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScheduleBounds {
+    pub floor_secs: i64,
+    pub ceiling_secs: i64,
+}
+
+impl ScheduleBounds {
+    /// The defaults: no schedule more often than every 5 minutes (the scheduler's tick is a
+    /// minute) nor less often than yearly; a client's token no more often than hourly.
+    pub const ADMIN: ScheduleBounds = ScheduleBounds {
+        floor_secs: 300,
+        ceiling_secs: 366 * 86_400,
+    };
+    pub const CLIENT_FLOOR_SECS: i64 = 3600;
+
+    pub fn check(&self, schedule: &Schedule) -> Result<(), ParseError> {
+        if schedule.interval_secs < self.floor_secs {
+            return Err(ParseError::new(format!(
+                "interval: backups may run at most every {} here (the limit is the setting backup_interval_floor, and for clients' tokens client_backup_interval_floor)",
+                human(self.floor_secs)
+            )));
+        }
+        if schedule.interval_secs > self.ceiling_secs {
+            return Err(ParseError::new(format!(
+                "interval: backups must run at least every {} here (the limit is the setting backup_interval_ceiling)",
+                human(self.ceiling_secs)
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// `3600` → `1h`, for messages.
+pub fn human(secs: i64) -> String {
+    for (unit, n) in [("w", 604_800), ("d", 86_400), ("h", 3600), ("m", 60)] {
+        if secs >= n && secs % n == 0 {
+            return format!("{}{unit}", secs / n);
+        }
+    }
+    format!("{secs}s")
 }
 
 /// When automated backups run.
@@ -72,8 +150,16 @@ impl Schedule {
         let window = match obj.get("window") {
             None | Some(serde_json::Value::Null) => None,
             Some(w) => {
-                let hours: Vec<u8> = serde_json::from_value(w.clone())
-                    .map_err(|_| ParseError::new("window: give [start hour, end hour], 0 to 23"))?;
+                let hours: Vec<u8> = match w.as_array() {
+                    Some(a) if a.len() == 2 => serde_json::from_value(w.clone()).map_err(|_| {
+                        ParseError::new("window: give [start hour, end hour], 0 to 23")
+                    })?,
+                    _ => {
+                        return Err(ParseError::new(
+                            "window: give [start hour, end hour], 0 to 23",
+                        ))
+                    }
+                };
                 match hours[..] {
                     [s, e] if s < 24 && e < 24 && s != e => Some((s, e)),
                     _ => {
@@ -128,14 +214,21 @@ impl Schedule {
     /// The first run for a site: somewhere in its jitter span, chosen by its id so that it is
     /// stable across restarts and different between sites.
     pub fn first_run(&self, now: OffsetDateTime, site: i64) -> OffsetDateTime {
-        let span = self.jitter_secs.max(1);
+        let span = self.jitter_secs.clamp(1, MAX_DURATION_SECS);
         let offset = (site.unsigned_abs().wrapping_mul(2_654_435_761) % span as u64) as i64;
-        self.into_window(now + Duration::seconds(offset))
+        self.into_window(later(now, offset))
     }
 
     pub fn next_after(&self, ran: OffsetDateTime) -> OffsetDateTime {
-        self.into_window(ran + Duration::seconds(self.interval_secs))
+        self.into_window(later(ran, self.interval_secs))
     }
+}
+
+/// `t` plus `secs`, or the calendar's end: a schedule read back from an older version's record
+/// can hold any number, and clock arithmetic must not panic.
+fn later(t: OffsetDateTime, secs: i64) -> OffsetDateTime {
+    t.checked_add(Duration::seconds(secs.clamp(0, MAX_DURATION_SECS)))
+        .unwrap_or(t)
 }
 
 /// Which backups to keep.
@@ -169,13 +262,31 @@ impl Retention {
                 .ok_or_else(|| ParseError::new("keep_newest: give a whole number"))?
                 as usize,
         };
+        let list = match obj.get("rules") {
+            None | Some(serde_json::Value::Null) => vec![],
+            Some(serde_json::Value::Array(a)) if a.len() <= 32 => a.clone(),
+            Some(serde_json::Value::Array(_)) => {
+                return Err(ParseError::new("rules: at most 32 rules"))
+            }
+            Some(_) => return Err(ParseError::new(
+                "rules: give a list such as [{\"older_than\": \"2d\", \"keep_one_per\": \"1d\"}]",
+            )),
+        };
         let mut rules = Vec::new();
-        for r in obj
-            .get("rules")
-            .and_then(|r| r.as_array())
-            .cloned()
-            .unwrap_or_default()
-        {
+        for r in list {
+            if !r.is_object() {
+                return Err(ParseError::new(
+                    "rules: each rule is an object with older_than and keep_one_per",
+                ));
+            }
+            if let Some(k) = r.as_object().and_then(|o| {
+                o.keys()
+                    .find(|k| !["older_than", "keep_one_per"].contains(&k.as_str()))
+            }) {
+                return Err(ParseError::new(format!(
+                    "rules: {k}: a rule takes older_than and keep_one_per"
+                )));
+            }
             let older = parse_duration(
                 r.get("older_than")
                     .ok_or_else(|| ParseError::new("rules: each needs older_than"))?,
@@ -240,6 +351,48 @@ mod tests {
         assert_eq!(parse_duration(&json!(5)).unwrap(), Duration::seconds(5));
         assert!(parse_duration(&json!("soon")).is_err());
         assert!(parse_duration(&json!(0)).is_err());
+    }
+
+    #[test]
+    fn hostile_durations_are_refused_not_panicked_on() {
+        for v in [
+            json!("é"),
+            json!("1é"),
+            json!("9223372036854775807w"),
+            json!("1000000w"),
+            json!(""),
+            json!("w"),
+            json!("-1h"),
+            json!("+1h"),
+            json!("1.5h"),
+            json!(" 1h"),
+            json!(1e308),
+            json!(-5),
+            json!(i64::MAX),
+            json!([1]),
+            json!({"h": 1}),
+            json!(null),
+            json!(true),
+        ] {
+            assert!(parse_duration(&v).is_err(), "{v}");
+        }
+        assert!(parse_duration(&json!("520w")).is_ok());
+        let s = Schedule::parse(&json!({"interval": "520w", "jitter": 1})).unwrap();
+        // Far in the future, near the calendar's end: no panic.
+        let end = datetime!(9999-12-31 00:00 UTC);
+        assert!(s.next_after(end) >= end);
+        assert!(s.first_run(end, i64::MIN) >= end);
+        let bounds = ScheduleBounds::ADMIN;
+        assert!(bounds
+            .check(&s)
+            .unwrap_err()
+            .0
+            .contains("backup_interval_ceiling"));
+        let often = Schedule::parse(&json!({"interval": 1})).unwrap();
+        assert!(bounds.check(&often).unwrap_err().0.contains("every 5m"));
+        assert!(Retention::parse(&json!({"rules": "x"})).is_err());
+        assert!(Retention::parse(&json!({"rules": [1]})).is_err());
+        assert!(Schedule::parse(&json!({"interval": "daily", "window": [1, 2, 3]})).is_err());
     }
 
     #[test]

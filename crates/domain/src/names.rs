@@ -236,7 +236,17 @@ impl Email {
             return Err(bad());
         }
         let (local, host) = s.split_once('@').ok_or_else(bad)?;
-        if local.is_empty() || host.contains('@') {
+        // A plain address: what mail headers and SMTP take without quoting or comments.
+        if local.is_empty()
+            || local.len() > 64
+            || host.contains('@')
+            || local.starts_with('.')
+            || local.ends_with('.')
+            || local.contains("..")
+            || !local
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._%+-'".contains(&b))
+        {
             return Err(bad());
         }
         DomainName::parse(host).map_err(|_| bad())?;
@@ -406,6 +416,18 @@ mod tests {
         assert!(Email::parse("admin@example.com").is_ok());
         assert!(Email::parse("admin@localhost").is_err());
         assert!(Email::parse("a b@example.com").is_err());
+        for bad in [
+            "<a@example.com>",
+            "a;b@example.com",
+            "a,b@example.com",
+            "a(b)@example.com",
+            "\"a\"@example.com",
+            ".a@example.com",
+            "a..b@example.com",
+        ] {
+            assert!(Email::parse(bad).is_err(), "{bad}");
+        }
+        assert!(Email::parse("o'neil+news@example.com").is_ok());
         assert!(Language::parse("pt-BR").is_ok());
         assert!(Language::parse("e").is_err());
     }

@@ -122,6 +122,34 @@ text_enum!(
     }
 );
 
+text_enum!(
+    /// What a restricted API token may do: the site task types it may start (`install` is
+    /// making a site), and setting a site's backup schedule. Everything else an admin does
+    /// (settings, tokens, servers, platforms, clients) needs an unrestricted admin token.
+    Scope {
+        Install = "install",
+        Verify = "verify",
+        LoginReset = "login-reset",
+        Disable = "disable",
+        Enable = "enable",
+        Delete = "delete",
+        Backup = "backup",
+        Restore = "restore",
+        BackupDelete = "backup-delete",
+        VerifyBackup = "verify-backup",
+        Migrate = "migrate",
+        Clone = "clone",
+        BackupSchedule = "backup-schedule",
+    }
+);
+
+impl Scope {
+    /// The scope a site task type needs; platform tasks have none (admins only).
+    pub fn of_task(t: TaskType) -> Option<Scope> {
+        Scope::parse(t.as_str()).ok()
+    }
+}
+
 /// The services that own task types, as named in routing keys and queue names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Service {

@@ -170,16 +170,50 @@ impl Action {
     }
 }
 
-/// A database host as written into settings: a host name or an IP address.
+/// A database host as written into settings and given to the MariaDB tools: a host name of
+/// RFC 1123 labels, or an IP address. Nothing that could be read as a command-line option
+/// (`-h`, `--skip-ssl`) or break out of a quoted string.
 pub fn check_db_host(host: &str) -> Result<(), String> {
-    if !host.is_empty()
-        && host.len() <= 253
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'))
-    {
+    let bad = || format!("'{host}' is not a host name or IP address");
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
+    }
+    if host.is_empty() || host.len() > 253 {
+        return Err(bad());
+    }
+    let labels_ok = host.trim_end_matches('.').split('.').all(|l| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    });
+    if labels_ok {
         Ok(())
     } else {
-        Err(format!("'{host}' is not a host name or IP address"))
+        Err(bad())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn db_hosts_are_names_or_addresses_never_options() {
+        for ok in ["127.0.0.1", "::1", "db1", "db-2.example.org", "localhost"] {
+            assert!(super::check_db_host(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "-h",
+            "--skip-ssl",
+            "",
+            "a b",
+            "x;y",
+            "a..b",
+            "-db",
+            "db'",
+            "[::1]",
+        ] {
+            assert!(super::check_db_host(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -24,6 +24,13 @@ pub const SITE_MARK: &str = ".hosting-site";
 /// removes only a directory it deployed.
 pub const DEPLOY_MARK: &str = ".hosting-deployed";
 
+/// A directory a task keeps beside a site directory (a restore's fresh copy, a delete's
+/// moved-aside one): named by the task, not by the domain, which may be as long as a file name
+/// can be.
+pub fn beside(site_dir: &std::path::Path, what: &str, task: domain::TaskId) -> std::path::PathBuf {
+    site_dir.with_file_name(format!(".{what}-t{task}"))
+}
+
 pub struct SiteTask {
     pub site: Site,
     pub platform: Platform,

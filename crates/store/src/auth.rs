@@ -1,5 +1,5 @@
 use crate::{Result, Store};
-use domain::{ClientId, TaskType};
+use domain::{ClientId, Scope};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
@@ -10,8 +10,8 @@ pub struct Principal {
     pub name: String,
     /// `None` for an admin token: it sees everything.
     pub client: Option<ClientId>,
-    /// `None`: every task type.
-    pub allowed_task_types: Option<Vec<TaskType>>,
+    /// `None`: everything its client (or, without one, an admin) may do.
+    pub allowed_task_types: Option<Vec<Scope>>,
 }
 
 impl Principal {
@@ -26,7 +26,7 @@ pub struct ApiToken {
     pub id: i64,
     pub name: String,
     pub client: Option<ClientId>,
-    pub task_types: Option<Vec<TaskType>>,
+    pub task_types: Option<Vec<Scope>>,
     pub created_by: String,
     #[serde(rename = "created", with = "time::serde::rfc3339")]
     pub created_at: time::OffsetDateTime,
@@ -37,16 +37,11 @@ pub struct ApiToken {
 const TOKEN_COLUMNS: &str =
     "id, name, client_id, allowed_task_types, created_by, created_at, revoked_at";
 
-fn task_types(row: &sqlx::postgres::PgRow) -> Result<Option<Vec<TaskType>>> {
+/// A token's scopes as stored. One that no longer parses (written by hand, or by a version
+/// that knew other names) is dropped, which narrows the token: never widens it.
+fn task_types(row: &sqlx::postgres::PgRow) -> Result<Option<Vec<Scope>>> {
     let allowed: Option<Vec<String>> = row.try_get("allowed_task_types")?;
-    Ok(match allowed {
-        None => None,
-        Some(v) => Some(
-            v.iter()
-                .map(|t| TaskType::parse(t))
-                .collect::<std::result::Result<Vec<_>, _>>()?,
-        ),
-    })
+    Ok(allowed.map(|v| v.iter().filter_map(|t| Scope::parse(t).ok()).collect()))
 }
 
 fn api_token(row: &sqlx::postgres::PgRow) -> Result<ApiToken> {
@@ -63,6 +58,11 @@ fn api_token(row: &sqlx::postgres::PgRow) -> Result<ApiToken> {
 
 pub fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Whether two byte strings are equal, in time that depends on their length only.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 impl Store {
@@ -87,14 +87,21 @@ impl Store {
     }
 
     pub async fn principal_for_token(&self, token: &str) -> Result<Option<Principal>> {
+        let hash = hash_token(token);
         let row = sqlx::query(
-            "SELECT id, name, client_id, allowed_task_types FROM api_tokens
+            "SELECT id, name, client_id, allowed_task_types, token_hash FROM api_tokens
              WHERE token_hash = $1 AND revoked_at IS NULL",
         )
-        .bind(hash_token(token))
+        .bind(&hash)
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = row else { return Ok(None) };
+        // The database found it by its hash; the hash is checked again here in constant time
+        // (what a timing attack could learn from the lookup is of a hash, not of the token).
+        let stored: String = row.try_get("token_hash")?;
+        if !constant_time_eq(stored.as_bytes(), hash.as_bytes()) {
+            return Ok(None);
+        }
         let allowed_task_types = task_types(&row)?;
         Ok(Some(Principal {
             token_id: row.try_get("id")?,
@@ -110,7 +117,7 @@ impl Store {
         &self,
         name: &str,
         client: Option<ClientId>,
-        task_types: Option<&[TaskType]>,
+        task_types: Option<&[Scope]>,
         created_by: &str,
     ) -> Result<(String, ApiToken)> {
         let token = format!("hst_{}", domain::DbPassword::generate().expose());

@@ -14,17 +14,34 @@ pub struct Server {
     pub kind: ServerKind,
     pub host: String,
     pub port: i32,
+    /// Web servers: the directories platforms may be registered in.
+    pub platform_dirs: Vec<HostPath>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
 }
 
+/// Where platforms may live on a web server that names no directories of its own.
+pub const DEFAULT_PLATFORM_DIRS: &[&str] = &["/srv/platforms", "/var/www", "/opt/platforms"];
+
 fn server(row: &PgRow) -> Result<Server> {
+    let settings: serde_json::Value = row.try_get("settings")?;
+    let platform_dirs = match settings.get("platform_dirs").and_then(|d| d.as_array()) {
+        Some(list) => list
+            .iter()
+            .filter_map(|d| d.as_str().and_then(|d| HostPath::parse(d).ok()))
+            .collect(),
+        None => DEFAULT_PLATFORM_DIRS
+            .iter()
+            .filter_map(|d| HostPath::parse(d).ok())
+            .collect(),
+    };
     Ok(Server {
         id: ServerId(row.try_get("id")?),
         name: Name::parse(row.try_get("name")?)?,
         kind: ServerKind::parse(row.try_get("kind")?)?,
         host: row.try_get("host")?,
         port: row.try_get("port")?,
+        platform_dirs,
         created_at: row.try_get("created_at")?,
     })
 }
@@ -241,7 +258,7 @@ impl Store {
     ) -> Result<Server> {
         let row = sqlx::query(
             "INSERT INTO servers (name, kind, host, port) VALUES ($1, $2, $3, $4)
-             RETURNING id, name, kind, host, port, created_at",
+             RETURNING id, name, kind, host, port, settings, created_at",
         )
         .bind(name.as_str())
         .bind(kind.as_str())
@@ -258,15 +275,16 @@ impl Store {
     }
 
     pub async fn servers(&self) -> Result<Vec<Server>> {
-        let rows =
-            sqlx::query("SELECT id, name, kind, host, port, created_at FROM servers ORDER BY id")
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query(
+            "SELECT id, name, kind, host, port, settings, created_at FROM servers ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(server).collect()
     }
 
     pub async fn server_by_name(&self, name: &Name, kind: ServerKind) -> Result<Server> {
-        let row = sqlx::query("SELECT id, name, kind, host, port, created_at FROM servers WHERE name = $1 AND kind = $2")
+        let row = sqlx::query("SELECT id, name, kind, host, port, settings, created_at FROM servers WHERE name = $1 AND kind = $2")
             .bind(name.as_str())
             .bind(kind.as_str())
             .fetch_optional(&self.pool)
@@ -276,13 +294,27 @@ impl Store {
     }
 
     pub async fn server(&self, id: ServerId) -> Result<Server> {
-        let row =
-            sqlx::query("SELECT id, name, kind, host, port, created_at FROM servers WHERE id = $1")
-                .bind(id.0)
-                .fetch_optional(&self.pool)
-                .await?
-                .ok_or_else(|| StoreError::NotFound(format!("server {id}")))?;
+        let row = sqlx::query(
+            "SELECT id, name, kind, host, port, settings, created_at FROM servers WHERE id = $1",
+        )
+        .bind(id.0)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("server {id}")))?;
         server(&row)
+    }
+
+    /// Sets the directories platforms may be registered in on a web server.
+    pub async fn set_platform_dirs(&self, id: ServerId, dirs: &[HostPath]) -> Result<Server> {
+        let list: Vec<&str> = dirs.iter().map(|d| d.as_str()).collect();
+        sqlx::query(
+            "UPDATE servers SET settings = jsonb_set(settings, '{platform_dirs}', to_jsonb($2::text[])) WHERE id = $1",
+        )
+        .bind(id.0)
+        .bind(list)
+        .execute(&self.pool)
+        .await?;
+        self.server(id).await
     }
 
     /// The public key database passwords are sealed to for this (db) server, once learnt.
@@ -655,11 +687,12 @@ async fn insert_site_tx(tx: &mut sqlx::PgConnection, new: &NewSite) -> Result<i6
     )
     .fetch_optional(&mut *tx)
     .await?;
-    if let Some(other) = taken {
+    // Which site holds it is not said: the caller may be another client.
+    if taken.is_some() {
         return Err(StoreError::Conflict(format!(
-                "the domain {} (or one of its aliases) is already used by site {other}; choose another domain",
-                new.domain
-            )));
+            "the domain {} (or one of its aliases) is already used by another site; choose another domain",
+            new.domain
+        )));
     }
     let id: i64 = sqlx::query_scalar("SELECT nextval('sites_id_seq')")
         .fetch_one(&mut *tx)

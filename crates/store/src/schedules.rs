@@ -14,32 +14,60 @@ pub struct SiteSchedule {
     /// `None`: the site follows the global schedule.
     pub overridden: Option<Option<serde_json::Value>>,
     pub next_run_at: Option<OffsetDateTime>,
+    /// Why the stored schedule cannot be used, if it cannot.
+    pub invalid: Option<String>,
+}
+
+fn site_schedule(r: &sqlx::postgres::PgRow) -> Result<SiteSchedule> {
+    let overridden: Option<bool> = r.try_get("overridden")?;
+    Ok(SiteSchedule {
+        site: SiteId(r.try_get("id")?),
+        overridden: if overridden == Some(true) {
+            Some(r.try_get("schedule")?)
+        } else {
+            None
+        },
+        next_run_at: r.try_get("next_run_at")?,
+        invalid: r.try_get("invalid")?,
+    })
 }
 
 impl Store {
     /// Sites that can be backed up, with their schedule override and next run.
     pub async fn site_schedules(&self) -> Result<Vec<SiteSchedule>> {
         let rows = sqlx::query(
-            "SELECT s.id, b.overridden, b.schedule, b.next_run_at FROM sites s
+            "SELECT s.id, b.overridden, b.schedule, b.next_run_at, b.invalid FROM sites s
              LEFT JOIN backup_schedules b ON b.site_id = s.id
              WHERE s.status IN ('enabled', 'disabled') ORDER BY s.id",
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let overridden: Option<bool> = r.try_get("overridden")?;
-                Ok(SiteSchedule {
-                    site: SiteId(r.try_get("id")?),
-                    overridden: if overridden == Some(true) {
-                        Some(r.try_get("schedule")?)
-                    } else {
-                        None
-                    },
-                    next_run_at: r.try_get("next_run_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(site_schedule).collect()
+    }
+
+    /// One site's schedule override and next run.
+    pub async fn site_schedule(&self, site: SiteId) -> Result<SiteSchedule> {
+        let row = sqlx::query(
+            "SELECT s.id, b.overridden, b.schedule, b.next_run_at, b.invalid FROM sites s
+             LEFT JOIN backup_schedules b ON b.site_id = s.id WHERE s.id = $1",
+        )
+        .bind(site.0)
+        .fetch_one(&self.pool)
+        .await?;
+        site_schedule(&row)
+    }
+
+    /// Marks a site's stored schedule as unusable, with the reason (once).
+    pub async fn mark_schedule_invalid(&self, site: SiteId, reason: &str) -> Result<bool> {
+        let changed = sqlx::query(
+            "UPDATE backup_schedules SET invalid = $2 WHERE site_id = $1 AND invalid IS DISTINCT FROM $2",
+        )
+        .bind(site.0)
+        .bind(reason)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(changed > 0)
     }
 
     pub async fn set_next_backup_at(&self, site: SiteId, at: OffsetDateTime) -> Result<()> {
@@ -67,7 +95,8 @@ impl Store {
         };
         sqlx::query(
             "INSERT INTO backup_schedules (site_id, overridden, schedule, next_run_at) VALUES ($1, $2, $3, NULL)
-             ON CONFLICT (site_id) DO UPDATE SET overridden = EXCLUDED.overridden, schedule = EXCLUDED.schedule, next_run_at = NULL",
+             ON CONFLICT (site_id) DO UPDATE SET overridden = EXCLUDED.overridden, schedule = EXCLUDED.schedule,
+                 next_run_at = NULL, invalid = NULL",
         )
         .bind(site.0)
         .bind(overridden)

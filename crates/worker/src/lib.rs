@@ -10,6 +10,7 @@
 use bus::{Bus, Disposition, Handler, Incoming};
 use contract::{TaskEvent, TaskMessage};
 use domain::{TaskId, TaskStatus};
+use futures_util::FutureExt;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -168,7 +169,26 @@ impl<H: TaskHandler> Handler for Worker<H> {
             })
         };
         let log = TaskLog::new(self.store.clone(), self.bus.clone(), task.id);
-        let outcome = self.handler.run(&task, &log).await;
+        // A handler that panics (a bug) fails its task with the reason, not the service.
+        let outcome = match std::panic::AssertUnwindSafe(self.handler.run(&task, &log))
+            .catch_unwind()
+            .await
+        {
+            Ok(o) => o,
+            Err(panic) => {
+                let why = bus::panic_message(&panic);
+                tracing::error!(task = %task.id, panic = %why, "the task's handler panicked");
+                log.error(format!(
+                    "the {} task stopped on an internal error ({why}); report it with the service's log",
+                    task.task_type
+                ))
+                .await;
+                Outcome::Error(format!(
+                    "internal error in the {} task: {why}",
+                    task.task_type
+                ))
+            }
+        };
         heartbeat.abort();
 
         let (status, error, result) = match &outcome {

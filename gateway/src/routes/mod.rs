@@ -15,6 +15,7 @@ use axum::{Json, Router};
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/servers", post(servers::create).get(servers::list))
+        .route("/servers/{id}", axum::routing::patch(servers::change))
         .route("/platforms", post(platforms::create).get(platforms::list))
         .route("/platforms/{id}", get(platforms::get))
         .route("/platforms/{id}/tasks", post(platforms::create_task))
@@ -46,9 +47,17 @@ pub fn router(state: AppState) -> Router {
         .route("/login/{token}", get(public::login))
         .route("/disabled/{domain}", get(public::disabled))
         .nest("/api/v1", api)
-        .fallback(|| async {
-            crate::error::ApiError::NotFound("no such endpoint; the API lives under /api/v1".into())
+        .fallback(|uri: axum::http::Uri| async move {
+            crate::error::ApiError::NotFound(format!(
+                "no such endpoint: {}; the API lives under /api/v1",
+                uri.path()
+            ))
         })
+        .layer(axum::extract::DefaultBodyLimit::max(
+            crate::error::MAX_BODY_BYTES,
+        ))
+        .layer(axum::middleware::from_fn(crate::error::json_refusals))
+        .layer(axum::middleware::from_fn(crate::error::catch_panics))
         .layer(axum::middleware::from_fn(trace_request))
         .with_state(state)
 }
@@ -59,10 +68,19 @@ async fn readyz(
     axum::extract::State(s): axum::extract::State<AppState>,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let db = s.store.ping().await.is_ok();
-    let pending = s.store.outbox_len().await.unwrap_or(-1);
+    let (db, broker) = tokio::join!(
+        tokio::time::timeout(std::time::Duration::from_secs(2), s.store.ping()),
+        s.bus.reachable()
+    );
+    let db = matches!(db, Ok(Ok(_)));
+    let pending = if db {
+        s.store.outbox_len().await.unwrap_or(-1)
+    } else {
+        -1
+    };
     let body = Json(serde_json::json!({
         "database": if db { "ok" } else { "unreachable" },
+        "broker": if broker { "ok" } else { "unreachable: accepted tasks wait in the outbox" },
         "outbox_pending": pending,
     }));
     if db {
@@ -80,6 +98,19 @@ pub enum Ref {
     Name(String),
 }
 
+/// As the caller wrote it: `7`, or `'example'` (cut if long).
+impl std::fmt::Display for Ref {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ref::Id(id) => write!(f, "{id}"),
+            Ref::Name(n) if n.chars().count() > 64 => {
+                write!(f, "'{}...'", n.chars().take(64).collect::<String>())
+            }
+            Ref::Name(n) => write!(f, "'{n}'"),
+        }
+    }
+}
+
 /// The client a request names; `field` names it in the error.
 pub(crate) async fn client_ref(s: &AppState, r: &Ref, field: &str) -> ApiResult<store::Client> {
     match r {
@@ -88,7 +119,7 @@ pub(crate) async fn client_ref(s: &AppState, r: &Ref, field: &str) -> ApiResult<
     }
     .map_err(|_| {
         ApiError::Unprocessable(format!(
-            "{field}: there is no client {r:?}; GET /api/v1/clients lists them, POST creates one"
+            "{field}: there is no client {r}; GET /api/v1/clients lists them, POST creates one"
         ))
     })
 }
@@ -101,7 +132,7 @@ pub(crate) async fn platform_ref(s: &AppState, r: &Ref, field: &str) -> ApiResul
     }
     .map_err(|_| {
         ApiError::Unprocessable(format!(
-            "{field}: there is no platform {r:?}; GET /api/v1/platforms lists them"
+            "{field}: there is no platform {r}; GET /api/v1/platforms lists them"
         ))
     })
 }
@@ -124,7 +155,7 @@ pub(crate) async fn db_server_ref(s: &AppState, r: &Ref, field: &str) -> ApiResu
     }
     .ok_or_else(|| {
         ApiError::Unprocessable(format!(
-            "{field}: there is no db server {r:?}; GET /api/v1/servers lists them"
+            "{field}: there is no db server {r}; GET /api/v1/servers lists them"
         ))
     })
 }

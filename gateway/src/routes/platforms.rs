@@ -1,8 +1,8 @@
 use super::Ref;
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiJson, ApiResult};
+use crate::error::{ApiError, ApiJson, ApiResult, PathId};
 use crate::startup::AppState;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use domain::{Driver, HostPath, Name, PlatformId, ServerKind, TaskType};
@@ -55,6 +55,7 @@ pub async fn create(
             server.name, server.kind
         )));
     }
+    check_root(&s, &server, &root).await?;
     let (platform, task) = s
         .store
         .create_platform(
@@ -73,6 +74,57 @@ pub async fn create(
     ))
 }
 
+/// A platform root must lie in one of its server's platform directories, never in (or
+/// around) a system directory or the control plane's own, and exist there as a directory.
+async fn check_root(s: &AppState, server: &store::Server, root: &HostPath) -> ApiResult<()> {
+    if let Some(why) = crate::policy::forbidden_path(root, &crate::policy::own_dirs()) {
+        return Err(ApiError::Unprocessable(format!(
+            "root: {why}; platforms live in the server's platform directories"
+        )));
+    }
+    let dirs: Vec<&str> = server.platform_dirs.iter().map(|d| d.as_str()).collect();
+    if !server
+        .platform_dirs
+        .iter()
+        .any(|d| root.as_path().starts_with(d.as_path()) && root != d)
+    {
+        return Err(ApiError::Unprocessable(format!(
+            "root: {root} is not inside a platform directory of server {}: [{}] (PATCH /api/v1/servers/{} {{\"platform_dirs\": [...]}} changes them)",
+            server.name,
+            dirs.join(", "),
+            server.id
+        )));
+    }
+    // The web server's agent says what is there. If it does not answer, the platform's
+    // verify task finds out, before anything is made.
+    let asked: Result<contract::WebconfReply, _> = s
+        .rpc
+        .call(
+            "webconf",
+            &server.name,
+            contract::WEBCONF_MESSAGE_TYPE,
+            &contract::WebconfRequest::InspectPath { path: root.clone() },
+            std::time::Duration::from_secs(5),
+        )
+        .await;
+    match asked.ok().and_then(|r| r.path) {
+        Some(contract::PathKind::Missing) => Err(ApiError::Unprocessable(format!(
+            "root: {root} does not exist on web server {}; copy the codebase there first",
+            server.name
+        ))),
+        Some(contract::PathKind::Directory) | None => Ok(()),
+        Some(other) => Err(ApiError::Unprocessable(format!(
+            "root: {root} on web server {} is a {}, not a directory",
+            server.name,
+            match other {
+                contract::PathKind::Symlink => "symlink",
+                contract::PathKind::File => "file",
+                _ => "special file",
+            }
+        ))),
+    }
+}
+
 pub async fn list(State(s): State<AppState>, _caller: Caller) -> ApiResult<Json<Vec<Value>>> {
     let mut out = Vec::new();
     for p in s.store.platforms().await? {
@@ -84,7 +136,7 @@ pub async fn list(State(s): State<AppState>, _caller: Caller) -> ApiResult<Json<
 pub async fn get(
     State(s): State<AppState>,
     _caller: Caller,
-    Path(id): Path<i64>,
+    PathId(id): PathId,
 ) -> ApiResult<Json<Value>> {
     let p = s.store.platform(PlatformId(id)).await?;
     Ok(Json(platform_json(&s.store, &p).await?))
@@ -106,7 +158,7 @@ pub struct NewPlatformTask {
 pub async fn create_task(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    PathId(id): PathId,
     ApiJson(body): ApiJson<NewPlatformTask>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require_admin()?;
@@ -121,6 +173,28 @@ pub async fn create_task(
     };
     if p.status == domain::PlatformStatus::Deleted {
         return Err(ApiError::Conflict("the platform is deleted".into()));
+    }
+    if task_type == TaskType::PlatformDelete {
+        let live: Vec<String> = s
+            .store
+            .sites(&store::SiteFilter {
+                platform: Some(p.id),
+                ..Default::default()
+            })
+            .await?
+            .into_iter()
+            .filter(|site| site.status != domain::SiteStatus::Deleted)
+            .map(|site| site.domain.to_string())
+            .collect();
+        if !live.is_empty() {
+            return Err(ApiError::Conflict(format!(
+                "platform {} still has {} sites ({}{}); migrate or delete them first",
+                p.name,
+                live.len(),
+                live.iter().take(5).cloned().collect::<Vec<_>>().join(", "),
+                if live.len() > 5 { ", ..." } else { "" }
+            )));
+        }
     }
     let mut args = json!({});
     if task_type == TaskType::MigrateSites {

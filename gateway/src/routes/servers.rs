@@ -1,10 +1,10 @@
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiJson, ApiResult};
+use crate::error::{ApiError, ApiJson, ApiResult, PathId};
 use crate::startup::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use domain::{Name, ServerKind};
+use domain::{HostPath, Name, ServerId, ServerKind};
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -13,6 +13,35 @@ pub struct NewServer {
     kind: String,
     host: Option<String>,
     port: Option<i32>,
+    /// Web servers: where platforms may be registered (default /srv/platforms, /var/www,
+    /// /opt/platforms).
+    platform_dirs: Option<Vec<String>>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerChange {
+    platform_dirs: Vec<String>,
+}
+
+/// Platform directories as given: absolute, normalized, not the system's or the control
+/// plane's own, at most 32.
+fn platform_dirs(list: &[String]) -> ApiResult<Vec<HostPath>> {
+    if list.is_empty() || list.len() > 32 {
+        return Err(ApiError::Unprocessable(
+            "platform_dirs: give 1 to 32 directories".into(),
+        ));
+    }
+    let own = crate::policy::own_dirs();
+    list.iter()
+        .map(|d| {
+            let path = HostPath::parse(d).map_err(|e| ApiError::field("platform_dirs", e))?;
+            match crate::policy::forbidden_path(&path, &own) {
+                Some(why) => Err(ApiError::Unprocessable(format!("platform_dirs: {why}"))),
+                None => Ok(path),
+            }
+        })
+        .collect()
 }
 
 pub async fn create(
@@ -34,7 +63,19 @@ pub async fn create(
             "port: {port} is not between 1 and 65535"
         )));
     }
-    let server = s.store.create_server(&name, kind, &host, port).await?;
+    let dirs = match &body.platform_dirs {
+        Some(_) if kind == ServerKind::Db => {
+            return Err(ApiError::Unprocessable(
+                "platform_dirs: a db server holds no platforms".into(),
+            ))
+        }
+        Some(list) => Some(platform_dirs(list)?),
+        None => None,
+    };
+    let mut server = s.store.create_server(&name, kind, &host, port).await?;
+    if let Some(dirs) = dirs {
+        server = s.store.set_platform_dirs(server.id, &dirs).await?;
+    }
     Ok((StatusCode::CREATED, Json(server)))
 }
 
@@ -43,4 +84,22 @@ pub async fn list(
     _caller: Caller,
 ) -> ApiResult<Json<Vec<store::Server>>> {
     Ok(Json(s.store.servers().await?))
+}
+
+/// Changes a web server's platform directories (platforms registered before stay).
+pub async fn change(
+    State(s): State<AppState>,
+    caller: Caller,
+    PathId(id): PathId,
+    ApiJson(body): ApiJson<ServerChange>,
+) -> ApiResult<Json<store::Server>> {
+    caller.require_admin()?;
+    let server = s.store.server(ServerId(id)).await?;
+    if server.kind != ServerKind::Web {
+        return Err(ApiError::Unprocessable(
+            "platform_dirs: a db server holds no platforms".into(),
+        ));
+    }
+    let dirs = platform_dirs(&body.platform_dirs)?;
+    Ok(Json(s.store.set_platform_dirs(server.id, &dirs).await?))
 }

@@ -1,40 +1,104 @@
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiResult};
+use crate::policy;
 use crate::startup::AppState;
 use axum::extract::State;
 use axum::Json;
-use domain::backup_policy::{Retention, Schedule};
+use domain::backup_policy::{parse_duration, Retention, Schedule};
+use serde_json::{json, Map, Value};
 
-/// Settings the control plane knows, with the type of their value. Unknown keys are refused
-/// so a typo does not silently do nothing.
-const KNOWN: &[(&str, &str)] = &[
-    ("require_disable_before_delete", "boolean"),
-    ("delete_backups_with_site", "boolean"),
-    ("login_link_ttl_hours", "number"),
+/// What a setting's value is. Unknown keys are refused so a typo does not silently do
+/// nothing; every value is checked with the rules the services apply when they read it.
+#[derive(Clone, Copy)]
+enum Kind {
+    Boolean,
+    /// Hours, above 0 and at most the given number.
+    Hours(f64),
+    /// A duration (`"hourly"`, `"1h"`, seconds).
+    Duration,
+}
+
+const KNOWN: &[(&str, Kind)] = &[
+    ("require_disable_before_delete", Kind::Boolean),
+    ("delete_backups_with_site", Kind::Boolean),
+    (
+        "login_link_ttl_hours",
+        Kind::Hours(policy::MAX_LOGIN_LINK_TTL_HOURS),
+    ),
+    (policy::BACKUP_INTERVAL_FLOOR, Kind::Duration),
+    (policy::CLIENT_BACKUP_INTERVAL_FLOOR, Kind::Duration),
+    (policy::BACKUP_INTERVAL_CEILING, Kind::Duration),
 ];
 
-pub async fn get(State(s): State<AppState>, _caller: Caller) -> ApiResult<Json<serde_json::Value>> {
+fn defaults(map: &mut Map<String, Value>) {
+    for (k, v) in [
+        ("require_disable_before_delete", json!(true)),
+        ("delete_backups_with_site", json!(false)),
+        ("login_link_ttl_hours", json!(24)),
+        (policy::BACKUP_INTERVAL_FLOOR, json!("5m")),
+        (policy::CLIENT_BACKUP_INTERVAL_FLOOR, json!("hourly")),
+        (policy::BACKUP_INTERVAL_CEILING, json!("366d")),
+        ("backup_schedule", Value::Null),
+        ("backup_retention", Value::Null),
+    ] {
+        map.entry(k).or_insert(v);
+    }
+}
+
+/// Why a stored value cannot be used (written by an older version, or by hand).
+fn invalid(map: &Map<String, Value>) -> Map<String, Value> {
+    let mut out = Map::new();
+    for (k, v) in map {
+        let problem = match k.as_str() {
+            "backup_schedule" if !v.is_null() => Schedule::parse(v).err().map(|e| e.0),
+            "backup_retention" if !v.is_null() => Retention::parse(v).err().map(|e| e.0),
+            "features" | "backup_schedule" | "backup_retention" => None,
+            other => match KNOWN.iter().find(|(n, _)| *n == other) {
+                Some((_, kind)) => check(*kind, v).err(),
+                None => None,
+            },
+        };
+        if let Some(p) = problem {
+            out.insert(k.clone(), json!(p));
+        }
+    }
+    out
+}
+
+fn check(kind: Kind, v: &Value) -> Result<(), String> {
+    match kind {
+        Kind::Boolean if v.is_boolean() => Ok(()),
+        Kind::Boolean => Err("give true or false".into()),
+        Kind::Hours(max) => match v.as_f64() {
+            Some(h) if h > 0.0 && h <= max => Ok(()),
+            _ => Err(format!("give a number of hours above 0 and at most {max}")),
+        },
+        Kind::Duration => parse_duration(v).map(|_| ()).map_err(|e| e.0),
+    }
+}
+
+pub async fn get(State(s): State<AppState>, _caller: Caller) -> ApiResult<Json<Value>> {
     let mut map = s.store.settings().await?;
-    // Defaults for what was never set.
-    map.entry("require_disable_before_delete")
-        .or_insert(serde_json::json!(true));
-    map.entry("delete_backups_with_site")
-        .or_insert(serde_json::json!(false));
-    map.entry("login_link_ttl_hours")
-        .or_insert(serde_json::json!(24));
-    map.entry("backup_schedule")
-        .or_insert(serde_json::Value::Null);
-    map.entry("backup_retention")
-        .or_insert(serde_json::Value::Null);
-    Ok(Json(serde_json::Value::Object(map)))
+    let bad = invalid(&map);
+    defaults(&mut map);
+    if !bad.is_empty() {
+        map.insert("invalid".into(), Value::Object(bad));
+    }
+    Ok(Json(Value::Object(map)))
 }
 
 pub async fn patch(
     State(s): State<AppState>,
     caller: Caller,
-    ApiJson(body): ApiJson<serde_json::Map<String, serde_json::Value>>,
-) -> ApiResult<Json<serde_json::Value>> {
+    ApiJson(body): ApiJson<Map<String, Value>>,
+) -> ApiResult<Json<Value>> {
     caller.require_admin()?;
+    // The settings as they will be, so that a schedule is checked against the bounds that
+    // this same change sets.
+    let mut after = s.store.settings().await?;
+    for (k, v) in &body {
+        after.insert(k.clone(), v.clone());
+    }
     let mut values = Vec::new();
     let mut features = Vec::new();
     for (k, v) in body {
@@ -66,12 +130,14 @@ pub async fn patch(
         // Backup policy: an object (checked here with the rules the backupper applies) or null.
         if k == "backup_schedule" || k == "backup_retention" {
             if !v.is_null() {
-                let checked = if k == "backup_schedule" {
-                    Schedule::parse(&v).map(|_| ())
+                if k == "backup_schedule" {
+                    let schedule = Schedule::parse(&v).map_err(|e| ApiError::field(&k, e))?;
+                    policy::schedule_bounds(&after, false)
+                        .check(&schedule)
+                        .map_err(|e| ApiError::field(&k, e))?;
                 } else {
-                    Retention::parse(&v).map(|_| ())
-                };
-                checked.map_err(|e| ApiError::field(&k, e))?;
+                    Retention::parse(&v).map_err(|e| ApiError::field(&k, e))?;
+                }
             }
             values.push((k, v));
             continue;
@@ -79,21 +145,29 @@ pub async fn patch(
         let Some((_, kind)) = KNOWN.iter().find(|(name, _)| *name == k) else {
             let known: Vec<&str> = KNOWN.iter().map(|(n, _)| *n).collect();
             return Err(ApiError::Unprocessable(format!(
-                "{k}: unknown setting; known settings: features, backup_schedule, backup_retention, {}",
+                "{}: unknown setting; known settings: features, backup_schedule, backup_retention, {}",
+                k.chars().take(64).collect::<String>(),
                 known.join(", ")
             )));
         };
-        let ok = match *kind {
-            "boolean" => v.is_boolean(),
-            _ => v.as_f64().is_some_and(|n| n > 0.0),
-        };
-        if !ok {
-            return Err(ApiError::Unprocessable(format!(
-                "{k}: give a {kind}{}",
-                if *kind == "number" { " above 0" } else { "" }
-            )));
-        }
+        check(*kind, &v).map_err(|e| ApiError::Unprocessable(format!("{k}: {e}")))?;
         values.push((k, v));
+    }
+    let bounds = policy::schedule_bounds(&after, false);
+    if bounds.floor_secs
+        > domain::backup_policy::parse_duration(
+            after
+                .get(policy::BACKUP_INTERVAL_CEILING)
+                .unwrap_or(&json!("366d")),
+        )
+        .map(|d| d.whole_seconds())
+        .unwrap_or(i64::MAX)
+    {
+        return Err(ApiError::Unprocessable(format!(
+            "{}: the floor is above the ceiling ({})",
+            policy::BACKUP_INTERVAL_FLOOR,
+            policy::BACKUP_INTERVAL_CEILING
+        )));
     }
     s.store.set_settings(&values, &features).await?;
     get(State(s), caller).await

@@ -1,8 +1,8 @@
 use super::Ref;
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiJson, ApiResult};
+use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, PathId};
 use crate::startup::AppState;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use domain::*;
@@ -108,12 +108,27 @@ pub(crate) async fn ensure_available(
     let available = available_tasks(site, &st);
     let forced =
         task_type == TaskType::Delete && args.get("force").and_then(Value::as_bool) == Some(true);
-    let forceable = !st.delete_pending && site.status != SiteStatus::Installing;
+    // A forced delete is the way out for a broken site; it follows the setting
+    // require_disable_before_delete all the same for one that is enabled and was not found
+    // broken (its last task did not fail).
+    let broken = site.status == SiteStatus::Failed || last_task_failed(s, site).await?;
+    let forceable = !st.delete_pending
+        && site.status != SiteStatus::Installing
+        && (site.status != SiteStatus::Enabled || !st.require_disable_before_delete || broken);
     if available.contains(&task_type.as_str()) || (forced && forceable) {
         return Ok(());
     }
+    let needs_backups = matches!(
+        task_type,
+        TaskType::Restore | TaskType::VerifyBackup | TaskType::BackupDelete
+    );
     let why = if st.delete_pending {
         "a delete task is queued or running on it".to_owned()
+    } else if needs_backups
+        && matches!(site.status, SiteStatus::Enabled | SiteStatus::Disabled)
+        && !st.has_backups
+    {
+        "it has no backups yet: run a backup task first".to_owned()
     } else if matches!(task_type, TaskType::Migrate | TaskType::Clone)
         && site.status == SiteStatus::Enabled
     {
@@ -177,6 +192,23 @@ pub async fn site_json(s: &AppState, site: &Site) -> ApiResult<Value> {
     }))
 }
 
+/// Whether the site's most recent finished task failed (a site a disable could not take down,
+/// say): such a site may be force-deleted while enabled.
+async fn last_task_failed(s: &AppState, site: &Site) -> ApiResult<bool> {
+    let last = s
+        .store
+        .tasks(&store::TaskFilter {
+            site: Some(site.id),
+            limit: 5,
+            ..Default::default()
+        })
+        .await?
+        .into_iter()
+        .filter(|t| t.finished_at.is_some())
+        .max_by_key(|t| t.finished_at);
+    Ok(last.is_some_and(|t| t.status == TaskStatus::Error))
+}
+
 async fn delete_pending(s: &AppState, site: SiteId) -> ApiResult<bool> {
     Ok(s.store
         .open_tasks_of_site(site)
@@ -201,8 +233,15 @@ pub async fn create(
     caller: Caller,
     ApiJson(body): ApiJson<NewSiteBody>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
+    caller.require_scope(Scope::Install)?;
     // Parse everything first: nothing is written unless all of it is valid.
     let domain = DomainName::parse(&body.domain).map_err(|e| ApiError::field("domain", e))?;
+    if body.aliases.len() > crate::policy::MAX_ALIASES {
+        return Err(ApiError::Unprocessable(format!(
+            "aliases: at most {} aliases per site",
+            crate::policy::MAX_ALIASES
+        )));
+    }
     let mut aliases = Vec::new();
     for a in &body.aliases {
         let alias = DomainName::parse(a).map_err(|e| ApiError::field("aliases", e))?;
@@ -286,7 +325,7 @@ pub struct SiteQuery {
 pub async fn list(
     State(s): State<AppState>,
     caller: Caller,
-    Query(q): Query<SiteQuery>,
+    ApiQuery(q): ApiQuery<SiteQuery>,
 ) -> ApiResult<Json<Vec<Value>>> {
     let mut filter = SiteFilter {
         domain: q
@@ -304,15 +343,27 @@ pub async fn list(
         ..Default::default()
     };
     if let Some(c) = &q.client {
-        filter.client = Some(match c.parse::<i64>() {
-            Ok(id) => ClientId(id),
-            Err(_) => {
-                s.store
-                    .client_by_name(&Name::parse(c).map_err(|e| ApiError::field("client", e))?)
-                    .await?
-                    .id
+        let found = match c.parse::<i64>() {
+            Ok(id) => Some(ClientId(id)),
+            Err(_) => s
+                .store
+                .client_by_name(&Name::parse(c).map_err(|e| ApiError::field("client", e))?)
+                .await
+                .ok()
+                .map(|c| c.id),
+        };
+        match (found, caller.0.client) {
+            (Some(id), _) => filter.client = Some(id),
+            // Another client's sites, or a client that does not exist: a client's token cannot
+            // tell the two apart.
+            (None, Some(_)) => return Ok(Json(vec![])),
+            (None, None) => {
+                return Err(ApiError::NotFound(format!(
+                    "client '{}' does not exist",
+                    c.chars().take(64).collect::<String>()
+                )))
             }
-        });
+        }
     }
     if let Some(p) = &q.platform {
         filter.platform = Some(match p.parse::<i64>() {
@@ -341,7 +392,7 @@ pub async fn list(
 pub async fn get(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    PathId(id): PathId,
 ) -> ApiResult<Json<Value>> {
     let site = visible_site(&s, &caller, id).await?;
     Ok(Json(site_json(&s, &site).await?))
@@ -417,6 +468,18 @@ async fn task_args(
                 .ok_or_else(|| {
                     ApiError::Unprocessable("backups: give a non-empty list of backup ids".into())
                 })?;
+            if ids.len() > crate::policy::MAX_BACKUPS_PER_DELETE {
+                return Err(ApiError::Unprocessable(format!(
+                    "backups: at most {} backups in one backup-delete",
+                    crate::policy::MAX_BACKUPS_PER_DELETE
+                )));
+            }
+            let mut seen = std::collections::HashSet::new();
+            if let Some(twice) = ids.iter().find(|id| !seen.insert(**id)) {
+                return Err(ApiError::Unprocessable(format!(
+                    "backups: {twice} is listed twice"
+                )));
+            }
             for id in &ids {
                 own_backup(*id).await?;
             }
@@ -529,7 +592,7 @@ async fn move_args(
 pub async fn migrate_targets(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    PathId(id): PathId,
 ) -> ApiResult<Json<Vec<Value>>> {
     let site = visible_site(&s, &caller, id).await?;
     let targets = s.store.migrate_targets(&site).await?;
@@ -553,7 +616,7 @@ pub async fn migrate_targets(
 pub async fn create_task(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    PathId(id): PathId,
     ApiJson(body): ApiJson<NewSiteTask>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let site = visible_site(&s, &caller, id).await?;
@@ -602,7 +665,7 @@ pub async fn create_task(
 pub async fn backups(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    PathId(id): PathId,
 ) -> ApiResult<Json<Vec<store::Backup>>> {
     let site = visible_site(&s, &caller, id).await?;
     Ok(Json(s.store.backups(site.id).await?))
@@ -619,15 +682,10 @@ pub struct ScheduleBody {
 pub async fn backup_schedule(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    PathId(id): PathId,
 ) -> ApiResult<Json<Value>> {
     let site = visible_site(&s, &caller, id).await?;
-    let own = s
-        .store
-        .site_schedules()
-        .await?
-        .into_iter()
-        .find(|x| x.site == site.id);
+    let own = Some(s.store.site_schedule(site.id).await?);
     let global = s
         .store
         .settings()
@@ -641,10 +699,12 @@ pub async fn backup_schedule(
         None if global.is_null() => ("off", Value::Null),
         None => ("global", global),
     };
+    let invalid = own.as_ref().and_then(|o| o.invalid.clone());
     let next = own.and_then(|o| o.next_run_at).filter(|_| source != "off");
     Ok(Json(json!({
         "source": source,
         "schedule": schedule,
+        "invalid": invalid,
         "next_run": next.and_then(|n| n.format(&time::format_description::well_known::Rfc3339).ok()),
     })))
 }
@@ -652,19 +712,24 @@ pub async fn backup_schedule(
 pub async fn set_backup_schedule(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    PathId(id): PathId,
     ApiJson(body): ApiJson<ScheduleBody>,
 ) -> ApiResult<Json<Value>> {
     let site = visible_site(&s, &caller, id).await?;
+    caller.require_scope(Scope::BackupSchedule)?;
     let setting = match &body.schedule {
         Value::String(x) if x == "inherit" => None,
         Value::String(x) if x == "off" => Some(None),
         v => {
-            domain::backup_policy::Schedule::parse(v)
+            let schedule = domain::backup_policy::Schedule::parse(v)
+                .map_err(|e| ApiError::field("schedule", e))?;
+            let settings = s.store.settings().await?;
+            crate::policy::schedule_bounds(&settings, caller.0.client.is_some())
+                .check(&schedule)
                 .map_err(|e| ApiError::field("schedule", e))?;
             Some(Some(v.clone()))
         }
     };
     s.store.set_site_schedule(site.id, setting).await?;
-    backup_schedule(State(s), caller, Path(id)).await
+    backup_schedule(State(s), caller, PathId(id)).await
 }

@@ -1,7 +1,7 @@
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiQuery, ApiResult, PathId};
 use crate::startup::AppState;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Json;
@@ -38,7 +38,7 @@ async fn visible_task(s: &AppState, caller: &Caller, id: i64) -> ApiResult<Task>
 pub async fn list(
     State(s): State<AppState>,
     caller: Caller,
-    Query(q): Query<TaskQuery>,
+    ApiQuery(q): ApiQuery<TaskQuery>,
 ) -> ApiResult<Json<Vec<Task>>> {
     let filter = TaskFilter {
         site: q.site.map(SiteId),
@@ -64,7 +64,7 @@ pub async fn list(
 pub async fn get(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    PathId(id): PathId,
 ) -> ApiResult<Json<Task>> {
     Ok(Json(visible_task(&s, &caller, id).await?))
 }
@@ -72,7 +72,7 @@ pub async fn get(
 pub async fn log(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    PathId(id): PathId,
 ) -> ApiResult<Json<Vec<LogLine>>> {
     let task = visible_task(&s, &caller, id).await?;
     Ok(Json(s.store.task_log(task.id, 0).await?))
@@ -84,7 +84,7 @@ pub async fn log(
 pub async fn events(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    PathId(id): PathId,
 ) -> ApiResult<Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>>> {
     let task = visible_task(&s, &caller, id).await?;
     let store = s.store.clone();
@@ -130,7 +130,7 @@ pub async fn events(
 pub async fn cancel(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    PathId(id): PathId,
 ) -> ApiResult<Json<Task>> {
     let task = visible_task(&s, &caller, id).await?;
     caller.require_task_type(task.task_type)?;
@@ -153,7 +153,7 @@ pub async fn cancel(
 pub async fn retry(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    PathId(id): PathId,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
     let task = visible_task(&s, &caller, id).await?;
     caller.require_task_type(task.task_type)?;

@@ -4,12 +4,12 @@
 
 use super::Ref;
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiJson, ApiResult};
+use crate::error::{ApiError, ApiJson, ApiResult, PathId};
 use crate::startup::AppState;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use domain::{Name, TaskType};
+use domain::{Name, Scope};
 use serde_json::{json, Value};
 
 #[derive(serde::Deserialize)]
@@ -18,7 +18,8 @@ pub struct NewToken {
     name: String,
     /// The client whose sites the token may see; absent: an admin token.
     client: Option<Ref>,
-    /// The task types the token may start; absent: all.
+    /// What the token may do: site task types (`install` makes sites) and `backup-schedule`;
+    /// absent: all its client may.
     task_types: Option<Vec<String>>,
 }
 
@@ -40,12 +41,36 @@ pub async fn create(
                 "task_types: give at least one task type, or leave it out for all".into(),
             ))
         }
-        Some(list) => Some(
-            list.iter()
-                .map(|t| TaskType::parse(t))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| ApiError::field("task_types", e))?,
-        ),
+        Some(list) if list.len() > Scope::ALL.len() => {
+            return Err(ApiError::Unprocessable(format!(
+                "task_types: at most {} entries, each once: {}",
+                Scope::ALL.len(),
+                Scope::ALL
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )))
+        }
+        Some(list) => {
+            let mut scopes = Vec::new();
+            for t in list {
+                let scope = Scope::parse(t).map_err(|_| {
+                    ApiError::Unprocessable(format!(
+                        "task_types: '{}' is not a site task type (platform tasks are for admin tokens); give any of: {}",
+                        t.chars().take(64).collect::<String>(),
+                        Scope::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                    ))
+                })?;
+                if scopes.contains(&scope) {
+                    return Err(ApiError::Unprocessable(format!(
+                        "task_types: '{scope}' is listed twice"
+                    )));
+                }
+                scopes.push(scope);
+            }
+            Some(scopes)
+        }
     };
     let (token, record) = s
         .store
@@ -67,7 +92,7 @@ pub async fn list(
 pub async fn revoke(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    PathId(id): PathId,
 ) -> ApiResult<Json<store::ApiToken>> {
     caller.require_admin()?;
     if id == caller.0.token_id {
