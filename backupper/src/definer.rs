@@ -81,27 +81,27 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// The end (exclusive) of a `quoted`, 'quoted' or bare name starting at `i`.
+/// An account's name or host as a definer may hold it: nothing that could end a string, a
+/// comment or a statement, so that removing it cannot change how the client splits the dump.
+fn plain_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'%' | b'.' | b'-' | b':')
+}
+
+/// The end (exclusive) of a `quoted`, 'quoted' or bare name starting at `i`; `None` (nothing
+/// rewritten) for anything but a plain name.
 fn quoted_end(line: &[u8], i: usize) -> Option<usize> {
     let q = *line.get(i)?;
     if q == b'`' || q == b'\'' || q == b'"' {
-        let mut j = i + 1;
-        while j < line.len() {
-            if line[j] == q {
-                // A doubled quote is one quote inside the name.
-                if line.get(j + 1) == Some(&q) {
-                    j += 2;
-                    continue;
-                }
-                return Some(j + 1);
-            }
-            j += 1;
-        }
-        None
+        let len = line[i + 1..]
+            .iter()
+            .take_while(|b| plain_name_byte(**b))
+            .count();
+        let close = i + 1 + len;
+        (len > 0 && line.get(close) == Some(&q)).then_some(close + 1)
     } else {
         let len = line[i..]
             .iter()
-            .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'%' | b'.' | b'-'))
+            .take_while(|b| plain_name_byte(**b))
             .count();
         (len > 0).then_some(i + len)
     }
@@ -162,12 +162,14 @@ mod tests {
     fn definers_become_the_importing_account_and_nothing_else_changes() {
         let dump = b"INSERT INTO t VALUES ('DEFINER=`x`@`y`');\n\
 /*!50003 CREATE*/ /*!50017 DEFINER=`site_1`@`%`*/ /*!50003 TRIGGER t BEFORE UPDATE ON x FOR EACH ROW SET NEW.a = 1 */;;\n\
-/*!50013 DEFINER=`o``dd`@`localhost` SQL SECURITY DEFINER */\n\
+/*!50013 DEFINER=`odd`@`localhost` SQL SECURITY DEFINER */\n\
+/*!50013 DEFINER=`x'; DROP`@`y` */\n\
 CREATE DEFINER=`site_1`@`%` PROCEDURE p() SELECT 1 ;;\n\
 plain line without end";
         let want = b"INSERT INTO t VALUES ('DEFINER=`x`@`y`');\n\
 /*!50003 CREATE*/ /*!50017 DEFINER=CURRENT_USER*/ /*!50003 TRIGGER t BEFORE UPDATE ON x FOR EACH ROW SET NEW.a = 1 */;;\n\
 /*!50013 DEFINER=CURRENT_USER SQL SECURITY DEFINER */\n\
+/*!50013 DEFINER=`x'; DROP`@`y` */\n\
 CREATE DEFINER=CURRENT_USER PROCEDURE p() SELECT 1 ;;\n\
 plain line without end";
         for piece in [1, 3, 7, 64, 4096] {

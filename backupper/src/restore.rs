@@ -237,10 +237,7 @@ impl RestoreSaga<'_> {
         site::dbprov(
             &self.b.rpc,
             &st.site.db_server,
-            DbprovRequest::DropDatabase {
-                database: name.clone(),
-                user: user.clone(),
-            },
+            DbprovRequest::drop_database(name.clone(), user.clone()),
             self.b.settings.rpc_timeout,
         )
         .await?;
@@ -460,10 +457,8 @@ impl Saga for RestoreSaga<'_> {
             "maintenance-on" => self.maintenance(Action::MaintenanceOff).await?,
             "database" => {
                 let st = self.current().await?;
-                let request = DbprovRequest::DropDatabase {
-                    database: self.new_db.clone(),
-                    user: self.new_db.clone(),
-                };
+                let request =
+                    DbprovRequest::drop_database(self.new_db.clone(), self.new_db.clone());
                 site::dbprov(
                     &self.b.rpc,
                     &st.site.db_server,
@@ -483,7 +478,18 @@ impl Saga for RestoreSaga<'_> {
             "tables-aside" if self.placement().await? == site::DbPlacement::MoveTables => {
                 let (live, _, _) = self.previous_db().await?;
                 self.move_tables(&self.aside_db, &live).await?;
-                self.drop_database(&self.aside_db, &self.aside_db).await?;
+                // Only if the move back left nothing there: what is still in it is kept.
+                let st = self.current().await?;
+                site::dbprov(
+                    &self.b.rpc,
+                    &st.site.db_server,
+                    DbprovRequest::drop_empty_database(
+                        self.aside_db.clone(),
+                        self.aside_db.clone(),
+                    ),
+                    self.b.settings.rpc_timeout,
+                )
+                .await?;
                 self.log
                     .info(format!("the site's own tables are back in {live}"))
                     .await;
@@ -529,10 +535,11 @@ pub async fn unpack_and_import(
     unpacked: Unpacked,
 ) -> anyhow::Result<archive::Extracted> {
     // --sandbox: the client refuses its own commands (`\!` runs a shell, `system`, `source`
-    // reads files) for the whole import; a dump is data, whatever its bytes say.
+    // reads files) for the whole import; --local-infile=0: nor does it send a file of this
+    // host to the server (LOAD DATA LOCAL INFILE). A dump is data, whatever its bytes say.
     let mut child = mysql::spawn(
         &b.settings.client_bin,
-        &["--sandbox", database.as_str()],
+        &["--sandbox", "--local-infile=0", database.as_str()],
         creds,
         Stdio::piped(),
         Stdio::null(),

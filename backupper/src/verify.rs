@@ -85,10 +85,7 @@ pub async fn run(b: &Backupper, task: &Task, log: &TaskLog) -> Outcome {
     }
     .await;
 
-    let drop = DbprovRequest::DropDatabase {
-        database: scratch_db.clone(),
-        user: scratch_db.clone(),
-    };
+    let drop = DbprovRequest::drop_database(scratch_db.clone(), scratch_db.clone());
     if let Err(e) = site::dbprov(&b.rpc, &st.site.db_server, drop, b.settings.rpc_timeout).await {
         log.warn(format!(
             "could not drop the scratch database {scratch_db}: {e:#}"

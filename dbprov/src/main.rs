@@ -25,6 +25,7 @@ async fn main() -> anyhow::Result<()> {
         &format!("/var/lib/hosting/dbprov-{server}.key"),
     );
     let key = seal::KeyPair::load_or_create(std::path::Path::new(&key_file))?;
+    tracing::info!(public_key = %key.public().as_str(), "passwords for this db server are sealed to this key (POST /api/v1/servers takes it as public_key)");
     // Statements are never logged: CREATE USER carries the new user's password.
     let options = MySqlConnectOptions::from_str(&admin_url)
         .context("HOSTING_MYSQL_ADMIN_URL is not a mysql:// URL")?

@@ -136,10 +136,24 @@ impl Provisioner {
             .map(|t| format!("`{from}`.{q} TO `{to}`.{q}", q = quote(t)))
             .collect::<Vec<_>>()
             .join(", ");
+        // RENAME waits for every transaction on the tables to end. It must give up long before
+        // the caller's RPC does (60 s): a statement left waiting after its caller undid the step
+        // would move tables behind that undo's back.
+        let mut conn = self.pool.acquire().await?;
+        sqlx::raw_sql("SET SESSION lock_wait_timeout = 20")
+            .execute(&mut *conn)
+            .await?;
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("RENAME TABLE {pairs}")))
-            .execute(&self.pool)
+            .execute(&mut *conn)
             .await?;
         Ok(true)
+    }
+
+    async fn table_count(&self, database: &DbIdent) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ?")
+            .bind(database.as_str())
+            .fetch_one(&self.pool)
+            .await
     }
 
     async fn drop(&self, database: &DbIdent, user: &DbIdent) -> Result<bool, sqlx::Error> {
@@ -188,9 +202,24 @@ impl RpcHandler for Provisioner {
                     Err(e) => Err(e),
                 }
             }
-            DbprovRequest::DropDatabase { database, user } => {
-                tracing::info!(%database, %user, "drop database and user");
-                self.drop(database, user).await.map_err(anyhow::Error::from)
+            DbprovRequest::DropDatabase {
+                database,
+                user,
+                if_empty,
+            } => {
+                tracing::info!(%database, %user, if_empty, "drop database and user");
+                async {
+                    if *if_empty {
+                        let n = self.table_count(database).await?;
+                        if n > 0 {
+                            anyhow::bail!(
+                                "{database} still holds {n} tables; it is kept for an operator to look at"
+                            );
+                        }
+                    }
+                    Ok(self.drop(database, user).await?)
+                }
+                .await
             }
             DbprovRequest::PublicKey => {
                 let body = DbprovReply {

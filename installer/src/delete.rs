@@ -43,12 +43,13 @@ static STEPS: &[Step] = &[
         name: "database",
         undoable: false,
     },
-    // No undo: past the point of no return, the site's PHP pool and unix user go.
+    // No undo: past the point of no return, the site's directory, then its PHP pool and unix
+    // user go.
     Step {
         name: "system-user",
         undoable: false,
     },
-    // No undo: it removes the moved-aside directory and records the outcome.
+    // No undo: it records the outcome.
     Step {
         name: "finish",
         undoable: false,
@@ -297,10 +298,7 @@ impl Saga for DeleteSaga<'_> {
                 site::dbprov(
                     &self.inst.rpc,
                     &site.db_server,
-                    DbprovRequest::DropDatabase {
-                        database: site.db_name.clone(),
-                        user: site.db_user.clone(),
-                    },
+                    DbprovRequest::drop_database(site.db_name.clone(), site.db_user.clone()),
                     self.inst.settings.rpc_timeout,
                 )
                 .await?;
@@ -312,6 +310,17 @@ impl Saga for DeleteSaga<'_> {
                     .await;
             }
             "system-user" => {
+                // The directory goes first: the user goes only once nothing of it owns files
+                // here any more.
+                match tokio::fs::remove_dir_all(&self.aside).await {
+                    Ok(()) => self.log.info("site directory removed").await,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        let e = anyhow::Error::from(e)
+                            .context(format!("removing {}", self.aside.display()));
+                        self.warn_or_fail(e, "the site directory").await?
+                    }
+                }
                 // The user is the site's by its id, not its domain: it goes even when another
                 // site took the domain over.
                 match site::remove_site_user(
@@ -338,18 +347,6 @@ impl Saga for DeleteSaga<'_> {
                 }
             }
             "finish" => {
-                match tokio::fs::remove_dir_all(&self.aside).await {
-                    Ok(()) => self.log.info("site directory removed").await,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => {
-                        self.log
-                            .warn(format!(
-                                "could not remove {}: {e}; remove it by hand",
-                                self.aside.display()
-                            ))
-                            .await
-                    }
-                }
                 self.inst
                     .store
                     .set_site_status(site.id, SiteStatus::Deleted)

@@ -341,10 +341,10 @@ impl Saga for InstallSaga<'_> {
                     .await;
             }
             "database" => {
-                self.dbprov(DbprovRequest::DropDatabase {
-                    database: site.db_name.clone(),
-                    user: site.db_user.clone(),
-                })
+                self.dbprov(DbprovRequest::drop_database(
+                    site.db_name.clone(),
+                    site.db_user.clone(),
+                ))
                 .await?;
                 self.log
                     .info(format!(

@@ -293,10 +293,9 @@ async fn prepare<'a>(
                     record.status
                 );
             }
-            // A copy keeps its original's application secret (its keys and salts), set before
-            // the new site's record is first read as a site (which would make a fresh one).
-            let secret = st.context(current.password.clone()).app_secret;
-            m.store.ensure_app_secret(new, &secret).await?;
+            // A clone is a cell of its own: it gets an application secret of its own (made
+            // when its record is first read), so that whoever holds the copy cannot forge the
+            // original's cookies or reset links.
             let password = m
                 .store
                 .ensure_db_password(new, &DbPassword::generate())
@@ -493,10 +492,7 @@ impl MoveSaga<'_> {
         site::dbprov(
             &self.m.rpc,
             server,
-            DbprovRequest::DropDatabase {
-                database: name.clone(),
-                user: user.clone(),
-            },
+            DbprovRequest::drop_database(name.clone(), user.clone()),
             self.m.settings.rpc_timeout,
         )
         .await?;
@@ -886,8 +882,14 @@ impl Saga for MoveSaga<'_> {
                 let aside = self.aside_db()?;
                 self.move_tables(&aside, &self.origin.db_name).await?;
                 let source = self.source().await?;
-                self.drop_database(&source.site.db_server, &aside, &aside)
-                    .await?;
+                // Only if the move back left nothing there: what is still in it is kept.
+                site::dbprov(
+                    &self.m.rpc,
+                    &source.site.db_server,
+                    DbprovRequest::drop_empty_database(aside.clone(), aside.clone()),
+                    self.m.settings.rpc_timeout,
+                )
+                .await?;
                 self.log
                     .info(format!(
                         "the site's own tables are back in {}",
@@ -900,10 +902,10 @@ impl Saga for MoveSaga<'_> {
                 site::dbprov(
                     &self.m.rpc,
                     &dest.site.db_server,
-                    DbprovRequest::DropDatabase {
-                        database: self.target.db_name.clone(),
-                        user: self.target.db_user.clone(),
-                    },
+                    DbprovRequest::drop_database(
+                        self.target.db_name.clone(),
+                        self.target.db_user.clone(),
+                    ),
                     self.m.settings.rpc_timeout,
                 )
                 .await?;

@@ -326,6 +326,36 @@ impl Stack {
         (r.status, json)
     }
 
+    /// A request to the gateway exactly as given (any method, path, content type, body and
+    /// headers), with the admin token unless `headers` has an Authorization of its own.
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<(&str, &str)>,
+        headers: &[(&str, &str)],
+    ) -> http::Response {
+        let auth = format!("Bearer {}", self.token);
+        let mut all: Vec<(&str, &str)> = headers.to_vec();
+        if !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        {
+            all.push(("Authorization", &auth));
+        }
+        http::request_typed(method, &format!("{}{path}", self.api), body, &all)
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e:#}"))
+    }
+
+    /// The services that are not running any more.
+    pub fn exited(&mut self) -> Vec<&'static str> {
+        self.procs
+            .iter_mut()
+            .filter_map(|(name, c)| (!matches!(c.try_wait(), Ok(None))).then_some(*name))
+            .collect()
+    }
+
     /// GET on the stack's nginx with a Host header, as a browser at that domain would.
     /// The Host header carries the port, as a browser's does for a port other than 80 (a
     /// CMS that compares it with its own address, like WordPress, would redirect otherwise).

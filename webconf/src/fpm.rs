@@ -92,12 +92,20 @@ impl Fpm {
         // number: php-fpm looks names up in /etc/passwd one by one, and with a thousand site
         // users that alone made `php-fpm -t` take seconds.
         let identity = if running_as_root() {
-            let (uid, gid, _) = crate::users::lookup(pool.user.as_str())?.with_context(|| {
-                format!(
-                    "the site's system user {} does not exist on this web server",
+            let (uid, gid, comment) =
+                crate::users::lookup(pool.user.as_str())?.with_context(|| {
+                    format!(
+                        "the site's system user {} does not exist on this web server",
+                        pool.user
+                    )
+                })?;
+            // Only a user made for a site: never a pool for postgres, mysql or daemon.
+            if !crate::users::is_ours(&comment) {
+                bail!(
+                    "the system user {} was not made by the control plane; no pool runs as it",
                     pool.user
-                )
-            })?;
+                );
+            }
             let web = crate::users::group_id(&self.settings.web_group).with_context(|| {
                 format!(
                     "the web server's group {} does not exist",
@@ -110,9 +118,13 @@ impl Fpm {
         };
         // Short on purpose: php-fpm reads its configuration one byte per system call, so
         // every byte here is paid a thousand times over on a host with a thousand sites, at
-        // each `php-fpm -t` and reload. Comments live here, not in the file: OPcache must see
-        // a settings file change at once (revalidate_freq 0), not up to seconds later with
-        // old database credentials.
+        // each `php-fpm -t` and reload. Comments live here, not in the file:
+        // - OPcache must see a settings file change at once (revalidate_freq 0), not up to
+        //   seconds later with old database credentials.
+        // - All pools share one OPcache: a script cached for one site is served to another
+        //   only if that one's user may read the file (validate_permission), and no site may
+        //   list or reset the cache of all (restrict_api names a path no site has). Set per
+        //   pool, so that a system php-fpm (unmanaged mode) applies them too.
         Ok(format!(
             "[{user}]\n\
 {identity}\
@@ -128,7 +140,9 @@ php_admin_value[sys_temp_dir] = {tmp}\n\
 php_admin_value[session.save_path] = {sessions}\n\
 php_admin_value[error_log] = {log}\n\
 php_admin_flag[log_errors] = on\n\
-php_admin_value[opcache.revalidate_freq] = 0\n",
+php_admin_value[opcache.revalidate_freq] = 0\n\
+php_admin_flag[opcache.validate_permission] = on\n\
+php_admin_value[opcache.restrict_api] = /hosting-no-opcache-api\n",
             user = pool.user,
             max = self.settings.php_max_children,
             tmp = pool.tmp_dir(),

@@ -144,6 +144,10 @@ pub struct Nginx {
     pub lock: Arc<Mutex<u64>>,
     started_here: Arc<Mutex<bool>>,
     pub fpm: crate::fpm::Fpm,
+    /// A configuration written but not (yet) loaded: a reload failed after it was written.
+    /// The next change reloads, even when it finds the files as they should be.
+    pub nginx_pending: Arc<std::sync::atomic::AtomicBool>,
+    pub fpm_pending: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Nginx {
@@ -154,6 +158,8 @@ impl Nginx {
             settings,
             lock: Arc::new(Mutex::new(0)),
             started_here: Arc::default(),
+            nginx_pending: Arc::default(),
+            fpm_pending: Arc::default(),
         }
     }
 

@@ -15,7 +15,16 @@ pub struct Users {
 }
 
 fn mark(site: SiteId) -> String {
-    format!("hosting control plane site {site}")
+    format!("{MARK_PREFIX}{site}")
+}
+
+const MARK_PREFIX: &str = "hosting control plane site ";
+
+/// Whether a user's comment marks it as made for a site.
+pub(crate) fn is_ours(comment: &str) -> bool {
+    comment
+        .strip_prefix(MARK_PREFIX)
+        .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn running_as_root() -> bool {
@@ -110,21 +119,36 @@ impl Users {
             None => {}
         }
         let comment = mark(site);
-        shadow_tool(
-            "useradd",
-            &[
-                "--no-create-home",
-                "--home-dir",
-                "/nonexistent",
-                "--shell",
-                "/usr/sbin/nologin",
-                "--user-group",
-                "--comment",
-                &comment,
-                user.as_str(),
-            ],
-        )
-        .await?;
+        // A uid is never given twice on a host: a deleted site's files, left in a temporary
+        // directory or a directory its delete could not remove, must not become the next
+        // site's. The next uid comes from a host-wide high-water mark, kept under a lock.
+        let mut uid = next_uid()?;
+        loop {
+            let uid_text = uid.to_string();
+            match shadow_tool(
+                "useradd",
+                &[
+                    "--no-create-home",
+                    "--home-dir",
+                    "/nonexistent",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                    "--user-group",
+                    "--uid",
+                    &uid_text,
+                    "--comment",
+                    &comment,
+                    user.as_str(),
+                ],
+            )
+            .await
+            {
+                Ok(()) => break,
+                // Taken meanwhile (another agent on this host): the next one.
+                Err(e) if e.to_string().contains("not unique") => uid = next_uid()?,
+                Err(e) => return Err(e),
+            }
+        }
         let (uid, gid, _) =
             lookup(user.as_str())?.with_context(|| format!("useradd made no user {user}"))?;
         tracing::info!(%user, uid, gid, "site user made");
@@ -172,6 +196,69 @@ pub(crate) fn group_id(name: &str) -> Option<u32> {
             let mut f = l.split(':');
             (f.next() == Some(name)).then(|| f.nth(1)?.parse().ok())?
         })
+}
+
+/// Where the host-wide high-water mark of site uids is kept.
+const UID_MARK: &str = "/var/lib/hosting/site-uid-high-water";
+
+/// The next uid for a site: above every uid in use and every uid given before, within the
+/// range of ordinary users (`UID_MIN`..`UID_MAX` of /etc/login.defs).
+fn next_uid() -> anyhow::Result<u32> {
+    use std::io::{Read, Seek, Write};
+    let defs = std::fs::read_to_string("/etc/login.defs").unwrap_or_default();
+    let def = |key: &str, default: u32| {
+        defs.lines()
+            .find_map(|l| {
+                let mut f = l.split_whitespace();
+                (f.next() == Some(key)).then(|| f.next()?.parse().ok())?
+            })
+            .unwrap_or(default)
+    };
+    let (min, max) = (def("UID_MIN", 1000), def("UID_MAX", 60000));
+    let in_use = std::fs::read_to_string("/etc/passwd")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(':').nth(2)?.parse::<u32>().ok())
+        .filter(|u| (min..=max).contains(u))
+        .max()
+        .unwrap_or(0);
+    std::fs::create_dir_all("/var/lib/hosting")?;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(UID_MARK)
+        .with_context(|| format!("opening {UID_MARK}"))?;
+    // SAFETY: flock on a descriptor we own; it is released when the file is closed.
+    if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_EX) } != 0 {
+        bail!("locking {UID_MARK}: {}", std::io::Error::last_os_error());
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text)?;
+    let given: u32 = text.trim().parse().unwrap_or(0);
+    let mut next = given.max(in_use).max(min - 1) + 1;
+    if next > max {
+        // Every uid has been given once: start again from the lowest one nobody has, which is
+        // the best there is (tell the operator).
+        let taken: std::collections::HashSet<u32> = std::fs::read_to_string("/etc/passwd")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(':').nth(2)?.parse().ok())
+            .collect();
+        next = (min..=max)
+            .find(|u| !taken.contains(u))
+            .with_context(|| format!("no uid is left for a new site on this host (UID_MIN {min} to UID_MAX {max} in /etc/login.defs)"))?;
+        tracing::warn!(
+            uid = next,
+            "every site uid was given once; reusing the lowest free one"
+        );
+    }
+    file.set_len(0)?;
+    file.seek(std::io::SeekFrom::Start(0))?;
+    writeln!(file, "{next}")?;
+    file.sync_all()?;
+    Ok(next)
 }
 
 fn group_exists(name: &str) -> bool {

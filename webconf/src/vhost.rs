@@ -49,7 +49,8 @@ impl VhostService {
             .is_some_and(|(_, t)| previous_pool.as_deref() != Some(t.as_str()));
         let vhost_changed = previous.as_deref() != Some(text.as_str());
         if !pool_changed && !vhost_changed {
-            return Ok(false);
+            // Written before, but a reload failed then: what is on disk is not what serves.
+            return self.reload_pending().await;
         }
         let restore_pool = || async {
             if let Some((p, _)) = &pool {
@@ -85,12 +86,47 @@ impl VhostService {
         }
         // The pool first: the vhost may send requests to its new socket.
         if pool_changed {
-            fpm.reload().await?;
+            self.reload_fpm().await?;
         }
         if vhost_changed {
-            self.nginx.reload().await?;
+            self.reload_nginx().await?;
         }
+        self.reload_pending().await?;
         Ok(true)
+    }
+
+    /// Reloads php-fpm; until that succeeds, the change it was for stays pending.
+    async fn reload_fpm(&self) -> anyhow::Result<()> {
+        use std::sync::atomic::Ordering;
+        self.nginx.fpm_pending.store(true, Ordering::SeqCst);
+        self.nginx.fpm.reload().await?;
+        self.nginx.fpm_pending.store(false, Ordering::SeqCst);
+        Ok(())
+    }
+
+    async fn reload_nginx(&self) -> anyhow::Result<()> {
+        use std::sync::atomic::Ordering;
+        self.nginx.nginx_pending.store(true, Ordering::SeqCst);
+        self.nginx.reload().await?;
+        self.nginx.nginx_pending.store(false, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Reloads what an earlier change wrote but could not load; `true` if it did.
+    async fn reload_pending(&self) -> anyhow::Result<bool> {
+        use std::sync::atomic::Ordering;
+        let mut reloaded = false;
+        if self.nginx.fpm_pending.load(Ordering::SeqCst) {
+            self.nginx.fpm.test().await?;
+            self.reload_fpm().await?;
+            reloaded = true;
+        }
+        if self.nginx.nginx_pending.load(Ordering::SeqCst) {
+            self.nginx.test().await?;
+            self.reload_nginx().await?;
+            reloaded = true;
+        }
+        Ok(reloaded)
     }
 
     async fn remove(&self, domain: &DomainName) -> anyhow::Result<bool> {
@@ -98,11 +134,16 @@ impl VhostService {
         let path = self.path(domain);
         match tokio::fs::remove_file(&path).await {
             Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return self.reload_pending().await
+            }
             Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
         }
+        self.nginx
+            .nginx_pending
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         self.nginx.test().await?;
-        self.nginx.reload().await?;
+        self.reload_nginx().await?;
         Ok(true)
     }
 
@@ -114,11 +155,19 @@ impl VhostService {
             let path = self.nginx.fpm.pool_path(user);
             match tokio::fs::remove_file(&path).await {
                 Ok(()) => {
+                    // Pending until php-fpm runs without it: no worker may be left running
+                    // as a user about to go.
+                    self.nginx
+                        .fpm_pending
+                        .store(true, std::sync::atomic::Ordering::SeqCst);
                     self.nginx.fpm.test().await?;
-                    self.nginx.fpm.reload().await?;
+                    self.reload_fpm().await?;
                     true
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    self.reload_pending().await?;
+                    false
+                }
                 Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
             }
         };
@@ -199,7 +248,18 @@ server {{
                 .strip_prefix(root)
                 .map(|r| r.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let re = rel.replace('.', "\\.");
+            // Every byte that is not a letter, digit, / _ or - is escaped for PCRE (a path
+            // may hold . and +).
+            let re: String = rel
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-') {
+                        c.to_string()
+                    } else {
+                        format!("\\{c}")
+                    }
+                })
+                .collect();
             format!(
                 "
     # Site directories ({rel}/<domain>/) lie inside the web root: nothing under them runs,

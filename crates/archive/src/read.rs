@@ -23,6 +23,41 @@ pub fn sha256_file(path: &Path) -> Result<String, ArchiveError> {
     Ok(hex::encode(hasher.finalize()))
 }
 
+/// Reads a file from a position of its own: the checksum and both passes read the one file
+/// opened at the start, so the bytes proven are the bytes used, whatever happens to the path.
+struct At<'a> {
+    file: &'a File,
+    pos: u64,
+}
+
+impl<'a> At<'a> {
+    fn start(file: &'a File) -> Self {
+        At { file, pos: 0 }
+    }
+}
+
+impl Read for At<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = std::os::unix::fs::FileExt::read_at(self.file, buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+fn sha256_of(file: &File) -> Result<String, ArchiveError> {
+    let mut reader = At::start(file);
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
 struct HashingReader<R> {
     inner: R,
     hasher: Sha256,
@@ -195,18 +230,19 @@ pub fn extract(
         )));
     }
     // Integrity first: a tampered dump must not reach the database, not even a scratch one.
-    let actual = sha256_file(path)?;
+    let file = File::open(path)?;
+    let actual = sha256_of(&file)?;
     if actual != expected_sha256 {
         return Err(refused(format!(
             "the archive's checksum is {actual}, but the backup record says {expected_sha256}: the file was changed or damaged, nothing of it was used"
         )));
     }
-    extract_streaming(path, expected_sha256, dest, limits, handover, dump_sink).map_err(|e| {
+    extract_streaming(&file, expected_sha256, dest, limits, handover, dump_sink).map_err(|e| {
         // What was unpacked before the error is ours to remove.
         let _ = std::fs::remove_dir_all(dest);
         // A damaged file usually fails to decompress before its checksum can be compared:
         // say that it is damaged, which is what the user needs to know.
-        match sha256_file(path) {
+        match sha256_of(&file) {
             Ok(actual) if actual != expected_sha256 => refused(format!(
                 "the archive's checksum is {actual}, but the backup record says {expected_sha256}: the file was changed or damaged"
             )),
@@ -223,7 +259,7 @@ pub fn extract(
 /// dump to `dump_sink`. A backup writes the dump's chunks as they arrive, usually after most
 /// files, so a single pass would leave the import idle while files unpack.
 fn extract_streaming(
-    path: &Path,
+    path: &File,
     expected_sha256: &str,
     dest: &Path,
     limits: Limits,
@@ -263,12 +299,12 @@ fn extract_streaming(
 
 /// The dump pass: database entries, in order, into `sink`; everything else skipped.
 fn stream_dump(
-    path: &Path,
+    path: &File,
     limits: Limits,
     sink: &mut (dyn Write + Send),
     stop: &std::sync::atomic::AtomicBool,
 ) -> Result<(String, u64, u32), ArchiveError> {
-    let decoder = zstd::stream::read::Decoder::new(File::open(path)?)?;
+    let decoder = zstd::stream::read::Decoder::new(At::start(path))?;
     let mut archive = tar::Archive::new(decoder);
     let (mut hasher, mut bytes, mut parts, mut entries) = (Sha256::new(), 0u64, 0u32, 0u64);
     let mut buf = vec![0u8; 1 << 20];
@@ -324,7 +360,7 @@ fn stream_dump(
 /// The files pass: every entry checked, site files unpacked into `dest` (made here), dump
 /// entries counted and skipped, the manifest read, the whole file's checksum compared.
 fn unpack_files(
-    path: &Path,
+    path: &File,
     expected_sha256: &str,
     dest: &Path,
     limits: Limits,
@@ -338,7 +374,7 @@ fn unpack_files(
     // could otherwise swap a directory for a symlink between our check and our write).
     std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o700))?;
     let hashing = HashingReader {
-        inner: io::BufReader::with_capacity(1 << 20, File::open(path)?),
+        inner: io::BufReader::with_capacity(1 << 20, At::start(path)),
         hasher: Sha256::new(),
     };
     let decoder = zstd::stream::read::Decoder::with_buffer(hashing)?;

@@ -243,7 +243,9 @@ pub fn write_archive(
         written: 0,
         started: 0,
     };
-    let _identity = read_as.map(|(uid, gid)| FsIdentity::assume(uid, gid));
+    let _identity = read_as
+        .map(|(uid, gid)| FsIdentity::assume(uid, gid))
+        .transpose()?;
     let hashing = HashingWriter {
         inner: io::BufWriter::with_capacity(1 << 20, file),
         hasher: Sha256::new(),
@@ -316,26 +318,56 @@ pub fn write_archive(
 /// This thread's file system identity (Linux's fsuid and fsgid, which are per thread) for as
 /// long as the guard lives. Leaving uid 0 also drops the thread's file system capabilities,
 /// so permissions are checked as for that user.
-struct FsIdentity;
+struct FsIdentity {
+    /// This thread's supplementary groups before, to put back.
+    groups: Vec<libc::gid_t>,
+}
 
 impl FsIdentity {
-    fn assume(uid: u32, gid: u32) -> Self {
-        // SAFETY: setfsgid and setfsuid only change this thread's credentials; the guard puts
-        // them back. The group first: once the uid is not 0, the gid could not be changed.
+    /// Fails unless the thread then reads files as exactly `uid` and `gid`, with no
+    /// supplementary group (root's group among them) left.
+    fn assume(uid: u32, gid: u32) -> io::Result<Self> {
+        // SAFETY: getgroups into a buffer of the size it asks for.
+        let groups = unsafe {
+            let n = libc::getgroups(0, std::ptr::null_mut());
+            let mut groups = vec![0 as libc::gid_t; n.max(0) as usize];
+            if n > 0 && libc::getgroups(n, groups.as_mut_ptr()) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            groups
+        };
+        let guard = FsIdentity { groups };
+        // SAFETY: the raw system calls change this thread's credentials only (glibc's
+        // setgroups would change every thread's); the guard puts them back. The groups and
+        // the gid first: once the fsuid is not 0, they could not be changed.
         unsafe {
+            if libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
             libc::setfsgid(gid);
             libc::setfsuid(uid);
+            // setfsuid answers the previous value: asking with an invalid id reads it.
+            let (now_uid, now_gid) = (
+                libc::setfsuid(u32::MAX) as u32,
+                libc::setfsgid(u32::MAX) as u32,
+            );
+            if now_uid != uid || now_gid != gid {
+                return Err(io::Error::other(format!(
+                    "could not take the identity {uid}:{gid} to read the site's files"
+                )));
+            }
         }
-        FsIdentity
+        Ok(guard)
     }
 }
 
 impl Drop for FsIdentity {
     fn drop(&mut self) {
-        // SAFETY: back to this process's own ids (the thread is reused by the pool).
+        // SAFETY: back to this process's own ids and groups (the thread is reused by the pool).
         unsafe {
             libc::setfsuid(libc::geteuid());
             libc::setfsgid(libc::getegid());
+            libc::syscall(libc::SYS_setgroups, self.groups.len(), self.groups.as_ptr());
         }
     }
 }
@@ -352,12 +384,19 @@ fn append_file<W: Write>(
 ) -> Result<u64, ArchiveError> {
     use std::os::unix::fs::OpenOptionsExt;
     // O_NOFOLLOW: if it was swapped for a symlink since the directory was read, it fails
-    // here rather than archiving what the link points to.
+    // here rather than archiving what the link points to. O_NONBLOCK: if it was swapped for a
+    // fifo, opening it does not wait for a writer that never comes; it is refused below.
     let file = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)?;
     let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(ArchiveError::Refused(format!(
+            "{} stopped being a plain file while the backup read it",
+            path.display()
+        )));
+    }
     let mut header = tar::Header::new_gnu();
     header.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
     let declared = meta.len();

@@ -207,8 +207,14 @@ pub enum DbprovRequest {
         user: DbIdent,
         password: Sealed,
     },
-    /// Drop the database and the user if they exist.
-    DropDatabase { database: DbIdent, user: DbIdent },
+    /// Drop the database and the user if they exist; with `if_empty`, only a database that
+    /// holds no table (what an undo set aside and moved back).
+    DropDatabase {
+        database: DbIdent,
+        user: DbIdent,
+        #[serde(default)]
+        if_empty: bool,
+    },
     /// This dbprov's public key, which passwords are sealed to.
     PublicKey,
     /// Whether these databases hold only base tables (no views, triggers, routines or
@@ -219,6 +225,25 @@ pub enum DbprovRequest {
     /// its identity from it, as MediaWiki does). Idempotent: with nothing left in `from`, it
     /// is done.
     MoveTables { from: DbIdent, to: DbIdent },
+}
+
+impl DbprovRequest {
+    pub fn drop_database(database: DbIdent, user: DbIdent) -> Self {
+        DbprovRequest::DropDatabase {
+            database,
+            user,
+            if_empty: false,
+        }
+    }
+
+    /// Drops a database that holds no table any more (and its user, if any).
+    pub fn drop_empty_database(database: DbIdent, user: DbIdent) -> Self {
+        DbprovRequest::DropDatabase {
+            database,
+            user,
+            if_empty: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

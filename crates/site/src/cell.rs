@@ -189,6 +189,20 @@ pub fn lay_out(site_dir: &Path, private: &str, owner: Option<Owner>) -> anyhow::
     let site = open_dir(site_dir)?;
     let web = owner.map(|o| (o.uid, o.web_gid));
     let own = owner.map(|o| (o.uid, o.gid));
+    // A site from before sites had users of their own: its uploads belong to the web server's
+    // user. The whole tree becomes the site's, once.
+    if let Some(o) = owner {
+        let legacy = open_subdir(&site, FILES_DIR, site_dir)
+            .ok()
+            .and_then(|f| std::fs::File::from(f).metadata().ok())
+            .is_some_and(|m| {
+                let uid = std::os::unix::fs::MetadataExt::uid(&m);
+                uid != 0 && uid != o.uid
+            });
+        if legacy {
+            adopt_tree(&site, site_dir, o, true)?;
+        }
+    }
     set_owner_and_mode(&site, SITE_DIR_MODE, web, site_dir)?;
     let files = open_subdir(&site, FILES_DIR, site_dir)?;
     set_owner_and_mode(&files, FILES_MODE, web, &site_dir.join(FILES_DIR))?;
@@ -203,6 +217,59 @@ pub fn lay_out(site_dir: &Path, private: &str, owner: Option<Owner>) -> anyhow::
     for sub in PRIVATE_SUBDIRS {
         let d = open_subdir(&dir, sub, &path)?;
         set_owner_and_mode(&d, PRIVATE_MODE, own, &path.join(sub))?;
+    }
+    Ok(())
+}
+
+/// Gives every entry below `dir` to the site (public files to the web server's group), through
+/// descriptors, never following a symlink. At the top, root's own files (settings, marks)
+/// are left as they are.
+fn adopt_tree(dir: &OwnedFd, path: &Path, owner: Owner, top: bool) -> anyhow::Result<()> {
+    adopt(dir, path, owner, top, false)
+}
+
+fn adopt(dir: &OwnedFd, path: &Path, owner: Owner, top: bool, public: bool) -> anyhow::Result<()> {
+    let listing = std::fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd()))
+        .with_context(|| format!("reading {}", path.display()))?;
+    for entry in listing {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let c = c_name(name)?;
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid descriptor, C string and stat buffer.
+        if unsafe {
+            libc::fstatat(
+                dir.as_raw_fd(),
+                c.as_ptr(),
+                &mut st,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        } != 0
+        {
+            continue;
+        }
+        let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+        if top && !is_dir && st.st_uid == 0 {
+            continue;
+        }
+        let public = public || (top && name == FILES_DIR);
+        let gid = if public { owner.web_gid } else { owner.gid };
+        // SAFETY: as above; AT_SYMLINK_NOFOLLOW changes a symlink itself.
+        unsafe {
+            libc::fchownat(
+                dir.as_raw_fd(),
+                c.as_ptr(),
+                owner.uid,
+                gid,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        if is_dir {
+            if let Ok(child) = open_subdir(dir, name, path) {
+                adopt(&child, &path.join(name), owner, false, public)?;
+            }
+        }
     }
     Ok(())
 }
@@ -277,16 +344,11 @@ fn write_settings_blocking(
     Ok(true)
 }
 
-/// Reads up to `max` bytes from `offset` of a file in the site's directory (`parts` are the
-/// path segments below it), as root, never through a symlink and never from anything but a
-/// plain file: the site may have put anything there. `None` when there is no such file.
-pub fn read_site_file(
-    site_dir: &Path,
-    parts: &[&str],
-    offset: u64,
-    max: usize,
-) -> anyhow::Result<Option<Vec<u8>>> {
-    use std::io::{Read, Seek};
+/// Opens a file in the site's directory (`parts` are the path segments below it), as root,
+/// never through a symlink, and only a plain file with one link: the site may have put
+/// anything there, a hard link to a file only root may read included. A fifo is opened
+/// without blocking and then refused.
+fn open_site_file(site_dir: &Path, parts: &[&str]) -> anyhow::Result<Option<std::fs::File>> {
     let Some((name, dirs)) = parts.split_last() else {
         bail!("no file named");
     };
@@ -323,10 +385,26 @@ pub fn read_site_file(
         return Ok(None);
     }
     // SAFETY: fd was just returned by openat.
-    let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-    if !file.metadata()?.is_file() {
+    let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let meta = file.metadata()?;
+    if !meta.is_file() || std::os::unix::fs::MetadataExt::nlink(&meta) != 1 {
         return Ok(None);
     }
+    Ok(Some(file))
+}
+
+/// Reads up to `max` bytes from `offset` of a file in the site's directory, as
+/// [`open_site_file`] allows. `None` when there is no such file.
+pub fn read_site_file(
+    site_dir: &Path,
+    parts: &[&str],
+    offset: u64,
+    max: usize,
+) -> anyhow::Result<Option<Vec<u8>>> {
+    use std::io::{Read, Seek};
+    let Some(mut file) = open_site_file(site_dir, parts)? else {
+        return Ok(None);
+    };
     file.seek(std::io::SeekFrom::Start(offset))?;
     let mut out = Vec::new();
     file.take(max as u64).read_to_end(&mut out)?;
@@ -335,11 +413,11 @@ pub fn read_site_file(
 
 /// The size of a file in the site's directory, as [`read_site_file`] would see it.
 pub fn site_file_len(site_dir: &Path, parts: &[&str]) -> u64 {
-    // Cheap enough for the small logs this is used on: read to learn the length.
-    read_site_file(site_dir, parts, 0, 64 << 20)
+    open_site_file(site_dir, parts)
         .ok()
         .flatten()
-        .map(|b| b.len() as u64)
+        .and_then(|f| f.metadata().ok())
+        .map(|m| m.len())
         .unwrap_or(0)
 }
 

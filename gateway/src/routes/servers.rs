@@ -16,6 +16,9 @@ pub struct NewServer {
     /// Web servers: where platforms may be registered (default /srv/platforms, /var/www,
     /// /opt/platforms).
     platform_dirs: Option<Vec<String>>,
+    /// Db servers: dbprov's public key (its log says it at start), pinned now rather than
+    /// learnt from dbprov the first time a password is sealed to it.
+    public_key: Option<String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -72,7 +75,24 @@ pub async fn create(
         Some(list) => Some(platform_dirs(list)?),
         None => None,
     };
+    let key = match &body.public_key {
+        Some(_) if kind == ServerKind::Web => {
+            return Err(ApiError::Unprocessable(
+                "public_key: only a db server's dbprov has one".into(),
+            ))
+        }
+        Some(k) => Some(
+            contract::RecipientKey::parse(k)
+                .map_err(|e| ApiError::Unprocessable(format!("public_key: {e}")))?,
+        ),
+        None => None,
+    };
     let mut server = s.store.create_server(&name, kind, &host, port).await?;
+    if let Some(key) = key {
+        s.store
+            .record_server_public_key(server.id, key.as_str())
+            .await?;
+    }
     if let Some(dirs) = dirs {
         server = s.store.set_platform_dirs(server.id, &dirs).await?;
     }

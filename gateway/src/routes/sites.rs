@@ -255,12 +255,19 @@ pub async fn create(
     let profile = Name::parse(&body.profile).map_err(|e| ApiError::field("profile", e))?;
     let language = Language::parse(&body.language).map_err(|e| ApiError::field("language", e))?;
 
-    let client = super::client_ref(&s, &body.client, "client").await?;
-    if caller.0.client.is_some_and(|c| c != client.id) {
-        return Err(ApiError::Unprocessable(
-            "client: your token may only create sites for its own client".into(),
-        ));
-    }
+    // A client's token may name only its own client; whether another exists, it cannot tell.
+    let client = match (
+        super::client_ref(&s, &body.client, "client").await,
+        caller.0.client,
+    ) {
+        (Ok(c), Some(own)) if c.id == own => c,
+        (_, Some(_)) => {
+            return Err(ApiError::Unprocessable(
+                "client: your token may only create sites for its own client".into(),
+            ))
+        }
+        (found, None) => found?,
+    };
     let platform = super::platform_ref(&s, &body.platform, "platform").await?;
     match platform.status {
         PlatformStatus::Enabled => {}
