@@ -615,3 +615,99 @@ mod tests {
         assert!(!dir.path().join("again").exists());
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use crate::{write_archive, DatabaseInfo, DumpEncoder, DumpPiece};
+    use propcheck::Gen;
+    use sha2::Digest;
+
+    fn a_backup(dir: &Path) -> Vec<u8> {
+        let site = dir.join("site-src");
+        std::fs::create_dir_all(site.join("files/sub")).unwrap();
+        std::fs::write(site.join("settings.php"), "<?php return [];").unwrap();
+        std::fs::write(site.join("files/sub/a.txt"), "hello".repeat(100)).unwrap();
+        std::os::unix::fs::symlink("sub/a.txt", site.join("files/link")).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut dump = DumpEncoder::new(3, 1);
+        tx.send(DumpPiece::Chunk(
+            dump.chunk(b"CREATE TABLE t (x int);\n-- Dump completed\n")
+                .unwrap(),
+        ))
+        .unwrap();
+        tx.send(DumpPiece::End(dump.finish())).unwrap();
+        drop(tx);
+        let path = dir.join("b.tar.zst");
+        write_archive(&path, &site, &[], None, rx, 3, 1, |files, d| {
+            let m = Manifest {
+                format: 1,
+                site: serde_json::json!({}),
+                platform: serde_json::json!({}),
+                packages: serde_json::json!([]),
+                database: DatabaseInfo {
+                    engine: "mariadb".into(),
+                    version: "test".into(),
+                    dump_sha256: d.sha256.clone(),
+                    dump_bytes: d.bytes,
+                    dump_parts: d.parts,
+                    rows: Default::default(),
+                },
+                files: *files,
+                created: "now".into(),
+            };
+            serde_json::to_vec(&m).map_err(|e| refused(e.to_string()))
+        })
+        .unwrap();
+        std::fs::read(path).unwrap()
+    }
+
+    /// Damaged or hostile archives whose checksum the record matches (an attacker who can
+    /// write the store and the database): reading them panics never and writes nothing
+    /// outside the directory it unpacks into.
+    #[test]
+    fn archives_are_read_totally() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = a_backup(dir.path());
+        let mut g = Gen::new(0xa4c_b1e5);
+        let zone = dir.path().join("zone");
+        std::fs::create_dir_all(&zone).unwrap();
+        for round in 0..300 {
+            let bytes = match g.below(4) {
+                0 => g.bytes(4096),
+                1 => {
+                    let mut b = good.clone();
+                    for _ in 0..=g.below(8) {
+                        let at = g.below(b.len());
+                        b[at] ^= 1 << g.below(8);
+                    }
+                    b
+                }
+                2 => good[..g.below(good.len())].to_vec(),
+                _ => {
+                    // A valid zstd stream of a tar of random bytes.
+                    let raw = g.bytes(8192);
+                    zstd::encode_all(&raw[..], 1).unwrap()
+                }
+            };
+            let path = dir.path().join("x.tar.zst");
+            std::fs::write(&path, &bytes).unwrap();
+            let sha = hex::encode(Sha256::digest(&bytes));
+            let dest = zone.join(format!("d{round}"));
+            let mut sink = Vec::new();
+            let limits = Limits {
+                max_entries: 1000,
+                max_bytes: 1 << 20,
+            };
+            let _ = extract(&path, &sha, &dest, limits, None, &mut sink);
+            let outside: Vec<_> = std::fs::read_dir(&zone)
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with('d'))
+                .collect();
+            assert!(outside.is_empty(), "round {round}: {outside:?}");
+            let _ = std::fs::remove_dir_all(&dest);
+        }
+    }
+}

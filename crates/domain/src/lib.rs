@@ -12,6 +12,9 @@ pub mod package_check;
 mod secret;
 mod status;
 
+#[cfg(test)]
+mod props;
+
 pub use ids::*;
 pub use names::*;
 pub use secret::*;

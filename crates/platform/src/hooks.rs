@@ -609,3 +609,40 @@ install = ["php", "install.php"]
             .is_empty());
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use propcheck::Gen;
+
+    const EXAMPLE: &str = include_str!("../../../platforms/example/hosting.toml");
+
+    /// Whatever text a platform's manifest holds, reading it panics never, and what is
+    /// accepted passes its own checks again.
+    #[test]
+    fn manifests_parse_totally() {
+        let mut g = Gen::new(0x0a11_f357);
+        assert!(Manifest::parse(EXAMPLE).is_ok());
+        let lines: Vec<&str> = EXAMPLE.lines().collect();
+        for _ in 0..3000 {
+            let text = match g.below(3) {
+                0 => g.mutate(EXAMPLE),
+                1 => {
+                    // A line of the example replaced by a hostile one.
+                    let mut l: Vec<String> = lines.iter().map(|s| s.to_string()).collect();
+                    let at = g.below(l.len());
+                    let key = l[at].split('=').next().unwrap_or("x").trim().to_owned();
+                    l[at] = format!("{key} = \"{}\"", g.string(40).replace(['"', '\\'], ""));
+                    l.join("\n")
+                }
+                _ => g.string(400),
+            };
+            if let Ok(m) = Manifest::parse(&text) {
+                let again = m.clone().check();
+                assert!(again.is_ok(), "{text}");
+                assert!(!m.application.sites_dir.contains(".."));
+                assert!(!m.application.web_root.starts_with('/'));
+            }
+        }
+    }
+}

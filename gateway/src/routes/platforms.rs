@@ -220,9 +220,9 @@ pub async fn create_task(
                 "concurrency: give a number from 1 to 64".into(),
             ));
         }
-        if budget < 1 {
+        if !(1..=100_000).contains(&budget) {
             return Err(ApiError::Unprocessable(
-                "failure_budget: give a number of at least 1".into(),
+                "failure_budget: give a number from 1 to 100000".into(),
             ));
         }
         args = json!({"target": target.id, "concurrency": concurrency, "failure_budget": budget});

@@ -322,6 +322,7 @@ pub async fn create(
 }
 
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SiteQuery {
     domain: Option<String>,
     client: Option<String>,

@@ -11,6 +11,7 @@ use std::time::Duration;
 use store::{LogLine, Task, TaskFilter};
 
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TaskQuery {
     site: Option<i64>,
     status: Option<String>,
