@@ -128,3 +128,57 @@ async fn a_failure_at_each_install_step_unwinds_cleanly() {
     assert_eq!(stack.page("twice.acme.example", "/").await.status, 200);
     stack.teardown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_ends_its_task_never_the_service() {
+    let mut stack = Stack::spawn().await;
+    stack.create_client("acme").await;
+    let root = stack.example_root.clone();
+    // A bug in a saga step: the step fails, the install unwinds, nothing is left.
+    stack.signal("installer", libc::SIGTERM);
+    stack
+        .start_with(
+            "installer",
+            &[
+                ("HOSTING_SAGA_PANIC_AT", "install:vhost"),
+                ("HOSTING_PANIC_IN_TASK", "verify"),
+            ],
+        )
+        .expect("restarting the installer");
+    let (_, task) = stack
+        .create_site("panic.acme.example", "acme", "example")
+        .await;
+    let done = stack
+        .wait_task(
+            task["id"].as_i64().unwrap_or_default(),
+            Duration::from_secs(60),
+        )
+        .await;
+    assert_eq!(done["status"], "error", "{done}");
+    assert!(
+        done["error"].to_string().contains("internal error"),
+        "{done}"
+    );
+    assert_nothing_left(&stack, &root, "panic.acme.example").await;
+    // A bug in a task handler: that task fails, saying so; the installer runs on.
+    stack.signal("installer", libc::SIGTERM);
+    stack
+        .start_with("installer", &[("HOSTING_PANIC_IN_TASK", "verify")])
+        .expect("restarting the installer");
+    let site = stack.install_site("calm.acme.example", "acme").await;
+    let sid = site["id"].as_i64().unwrap_or_default();
+    let verify = stack
+        .run_site_task(sid, serde_json::json!({"type": "verify"}))
+        .await;
+    assert_eq!(verify["status"], "error", "{verify}");
+    assert!(
+        verify["error"].to_string().contains("internal error"),
+        "{verify}"
+    );
+    assert!(stack.exited().is_empty(), "{:?}", stack.exited());
+    let backup = stack
+        .run_site_task(sid, serde_json::json!({"type": "disable"}))
+        .await;
+    assert_eq!(backup["status"], "success", "{backup}");
+    stack.teardown().await;
+}

@@ -53,6 +53,8 @@ pub enum Outcome {
 #[derive(Debug, Default, Clone)]
 pub struct Faults {
     pub fail_at: Option<(String, String)>,
+    /// `HOSTING_SAGA_PANIC_AT=<saga>:<step>`: that step's action panics (as a bug would).
+    pub panic_at: Option<(String, String)>,
     pub repeat_actions: bool,
 }
 
@@ -62,10 +64,27 @@ impl Faults {
             .ok()
             .and_then(|v| v.split_once(':').map(|(a, b)| (a.to_owned(), b.to_owned())));
         let repeat_actions = std::env::var("HOSTING_SAGA_REPEAT_ACTIONS").is_ok_and(|v| v == "1");
+        let panic_at = std::env::var("HOSTING_SAGA_PANIC_AT")
+            .ok()
+            .and_then(|v| v.split_once(':').map(|(a, b)| (a.to_owned(), b.to_owned())));
         Self {
             fail_at,
+            panic_at,
             repeat_actions,
         }
+    }
+}
+
+/// Runs a step's action or undo so that a panic in it (a bug) is the step's failure, and the
+/// saga unwinds as for any other: the task ends in a known state and the service lives on.
+async fn guarded(step: &str, work: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    use futures_util::FutureExt;
+    match std::panic::AssertUnwindSafe(work).catch_unwind().await {
+        Ok(r) => r,
+        Err(panic) => Err(anyhow::anyhow!(
+            "step '{step}' stopped on an internal error ({}); report it with the service's log",
+            bus::panic_message(&panic)
+        )),
     }
 }
 
@@ -120,9 +139,23 @@ pub async fn run<S: Saga>(
                     &format!("step '{}' started", step.name),
                 )
                 .await;
-                let mut result = saga.action(step.name).await;
+                let panics = faults
+                    .panic_at
+                    .as_ref()
+                    .is_some_and(|(s, st)| s == saga.name() && st == step.name);
+                let mut result = guarded(step.name, async {
+                    let r = saga.action(step.name).await;
+                    if panics {
+                        panic!(
+                            "panic injected at step '{}' (HOSTING_SAGA_PANIC_AT)",
+                            step.name
+                        );
+                    }
+                    r
+                })
+                .await;
                 if result.is_ok() && faults.repeat_actions {
-                    result = saga.action(step.name).await;
+                    result = guarded(step.name, saga.action(step.name)).await;
                 }
                 if result.is_ok()
                     && faults
@@ -187,7 +220,7 @@ pub async fn run<S: Saga>(
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match saga.undo(step.name).await {
+            match guarded(step.name, saga.undo(step.name)).await {
                 Ok(()) => break,
                 Err(e) if attempt < 3 => {
                     tracing::warn!(step = step.name, error = %format!("{e:#}"), "undo failed; retrying");

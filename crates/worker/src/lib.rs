@@ -170,9 +170,20 @@ impl<H: TaskHandler> Handler for Worker<H> {
         };
         let log = TaskLog::new(self.store.clone(), self.bus.clone(), task.id);
         // A handler that panics (a bug) fails its task with the reason, not the service.
-        let outcome = match std::panic::AssertUnwindSafe(self.handler.run(&task, &log))
-            .catch_unwind()
-            .await
+        // `HOSTING_PANIC_IN_TASK=<type>` makes one panic, for the tests that prove it.
+        let injected =
+            std::env::var("HOSTING_PANIC_IN_TASK").is_ok_and(|t| t == task.task_type.as_str());
+        let outcome = match std::panic::AssertUnwindSafe(async {
+            if injected {
+                panic!(
+                    "panic injected in a {} task (HOSTING_PANIC_IN_TASK)",
+                    task.task_type
+                );
+            }
+            self.handler.run(&task, &log).await
+        })
+        .catch_unwind()
+        .await
         {
             Ok(o) => o,
             Err(panic) => {
