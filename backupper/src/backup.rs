@@ -37,6 +37,7 @@ pub async fn make_backup(
     description: &str,
     log: &TaskLog,
 ) -> anyhow::Result<Backup> {
+    let fence = bus::fence::current();
     if let Some(done) = b.store.backup_of_task(task, description).await? {
         log.info(format!("backup {} was already made by this task", done.id))
             .await;
@@ -53,6 +54,15 @@ pub async fn make_backup(
     let key = format!("{domain}/site{}-{stamp}-t{task}.tar.zst", st.site.id);
     let path = b.settings.backup_dir.join(&key);
     let partial = path.with_extension("partial");
+    // An earlier attempt of this task that was killed mid-write left its own.
+    if let Ok(entries) = std::fs::read_dir(path.parent().unwrap_or(&b.settings.backup_dir)) {
+        let mine = format!("-t{task}.tar.partial");
+        for e in entries.filter_map(|e| e.ok()) {
+            if e.file_name().to_string_lossy().ends_with(&mine) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
     let dir = path.parent().context("archive path")?.to_path_buf();
     tokio::fs::create_dir_all(&dir)
         .await
@@ -259,7 +269,10 @@ pub async fn make_backup(
         "rows": rows,
         "files": written.files, "dump_bytes": written.dump.bytes, "dump_sha256": written.dump.sha256, "dump_parts": written.dump.parts,
     });
-    let record = b
+    // Recorded under the claim of the task it is made for: a worker that lost its lease (or a
+    // second run of the same request) removes its archive and records nothing.
+    let epoch = fence.filter(|f| f.task == task).map(|f| f.epoch);
+    let recorded = b
         .store
         .record_backup(&NewBackup {
             site: st.site.id,
@@ -269,8 +282,22 @@ pub async fn make_backup(
             checksum: &written.sha256,
             description,
             manifest: &manifest,
+            epoch,
         })
-        .await?;
+        .await;
+    let record = match recorded {
+        Ok(store::Recorded::New(r)) => r,
+        Ok(store::Recorded::Existing(r)) => {
+            let _ = tokio::fs::remove_file(&path).await;
+            log.info(format!("backup {} was already made by this task", r.id))
+                .await;
+            return Ok(r);
+        }
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&path).await;
+            return Err(e.into());
+        }
+    };
     log.info(format!(
         "backup {} of {domain}: {} files ({} bytes) and {} bytes of database in {} bytes ({key})",
         record.id, written.files.count, written.files.bytes, written.dump.bytes, written.size

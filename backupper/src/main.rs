@@ -156,6 +156,38 @@ impl Backupper {
     }
 }
 
+/// Archives a backupper was writing when it was killed (`<...>-t<task>.tar.partial`): removed once
+/// their task is no longer open (an open one's next attempt writes its own, after removing
+/// this one's).
+async fn remove_stale_partials(store: &store::Store, dir: &std::path::Path) {
+    let Ok(domains) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for domain in domains.filter_map(|e| e.ok()) {
+        let Ok(files) = std::fs::read_dir(domain.path()) else {
+            continue;
+        };
+        for f in files.filter_map(|e| e.ok()) {
+            let name = f.file_name().to_string_lossy().into_owned();
+            let Some(task) = name
+                .strip_suffix(".tar.partial")
+                .and_then(|n| n.rsplit_once("-t"))
+                .and_then(|(_, t)| t.parse::<i64>().ok())
+            else {
+                continue;
+            };
+            let open = matches!(
+                store.task(domain::TaskId(task)).await.map(|t| t.status),
+                Ok(domain::TaskStatus::Queued | domain::TaskStatus::Processing)
+            );
+            if !open {
+                tracing::info!(file = %f.path().display(), "removing an archive left half-written");
+                let _ = std::fs::remove_file(f.path());
+            }
+        }
+    }
+}
+
 fn reply<T: serde::Serialize>(result: anyhow::Result<T>) -> Option<Vec<u8>> {
     let reply = match result {
         Ok(body) => contract::RpcReply::Ok { body },
@@ -202,6 +234,7 @@ async fn main() -> anyhow::Result<()> {
         settings,
         faults: saga::Faults::from_env(),
     }));
+    remove_stale_partials(&store, &backupper.0.settings.backup_dir).await;
     let tick = config::seconds("HOSTING_SCHEDULER_TICK_SECS", 60.0)?;
     // Backups and deploys other services ask for (a batch migrate asks for several at once).
     let rpc_prefetch = config::parse("HOSTING_BACKUP_RPC_PREFETCH", 4u16)?;

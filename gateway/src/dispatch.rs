@@ -115,23 +115,57 @@ pub struct DeadLetters {
     pub store: Store,
 }
 
+/// Kept for an operator (`GET /api/v1/dead-letters`), with the reason its consumer gave. The
+/// task a message names fails with it when it was that task's own message and cannot be
+/// processed (its consumer says so, or the broker dead-lettered it on its own); a message that
+/// only claims to be about a task (another type, another queue) leaves the task alone.
 impl Handler for DeadLetters {
     async fn handle(&self, message: Incoming) -> Disposition {
-        match serde_json::from_slice::<contract::TaskMessage>(&message.data) {
-            Ok(m) => {
-                tracing::error!(task = %m.task, "a task message was dead-lettered");
-                let reason = "a worker could not process this task's message (it was dead-lettered); retry the task";
-                let _ = self.store.append_log(m.task, "error", reason).await;
-                match self.store.fail_task(m.task, reason).await {
-                    Ok(()) => Disposition::Ack,
-                    Err(store::StoreError::NotFound(_)) => Disposition::Ack,
-                    Err(_) => Disposition::Retry,
-                }
-            }
-            Err(_) => {
-                tracing::error!(message_type = ?message.message_type, bytes = message.data.len(), "dead letter (not a task message) dropped");
-                Disposition::Ack
+        let h = &message.headers;
+        let reason = h.get("x-hosting-reason").cloned().unwrap_or_else(|| {
+            "its consumer rejected it, or it went past its delivery limit".into()
+        });
+        let fail_task = h.get("x-hosting-fail-task").is_none_or(|v| v == "true");
+        // The task it names, read loosely: a garbled message may still say which.
+        let task = serde_json::from_slice::<serde_json::Value>(&message.data)
+            .ok()
+            .and_then(|v| v.get("task").and_then(|t| t.as_i64()))
+            .map(domain::TaskId);
+        let recorded = self
+            .store
+            .record_dead_letter(&store::NewDeadLetter {
+                queue: h.get("x-hosting-queue").map(String::as_str),
+                exchange: h.get("x-hosting-exchange").map(String::as_str),
+                routing_key: h.get("x-hosting-routing-key").map(String::as_str),
+                message_type: message.message_type.as_deref(),
+                reason: &reason,
+                task,
+                body: &message.data,
+            })
+            .await;
+        if let Err(e) = recorded {
+            tracing::warn!(error = %e, "cannot keep a dead letter yet; it comes back");
+            return Disposition::Retry;
+        }
+        tracing::error!(?task, %reason, "a message was dead-lettered");
+        // Only a task still waiting for its message: one that runs has its message already.
+        let waiting = match task {
+            Some(t) => self
+                .store
+                .task(t)
+                .await
+                .is_ok_and(|t| t.status == domain::TaskStatus::Queued),
+            None => false,
+        };
+        if let (Some(task), true, true) = (task, fail_task, waiting) {
+            let why = format!("its message could not be processed ({reason}); it is kept as a dead letter, and the task can be retried");
+            let _ = self.store.append_log(task, "error", &why).await;
+            // The letter is kept already: taken again it would be kept twice. A task left
+            // queued is dispatched again by the sweeper, and its message fails again.
+            if let Err(e) = self.store.fail_task(task, &why).await {
+                tracing::warn!(%task, error = %e, "cannot fail the task a dead letter names");
             }
         }
+        Disposition::Ack
     }
 }

@@ -144,10 +144,13 @@ pub struct Nginx {
     pub lock: Arc<Mutex<u64>>,
     started_here: Arc<Mutex<bool>>,
     pub fpm: crate::fpm::Fpm,
-    /// A configuration written but not (yet) loaded: a reload failed after it was written.
-    /// The next change reloads, even when it finds the files as they should be.
-    pub nginx_pending: Arc<std::sync::atomic::AtomicBool>,
-    pub fpm_pending: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// What a reload is for.
+#[derive(Debug, Clone, Copy)]
+pub enum Reload {
+    Nginx,
+    Fpm,
 }
 
 impl Nginx {
@@ -158,13 +161,41 @@ impl Nginx {
             settings,
             lock: Arc::new(Mutex::new(0)),
             started_here: Arc::default(),
-            nginx_pending: Arc::default(),
-            fpm_pending: Arc::default(),
         }
     }
 
     fn d(&self) -> &str {
         self.settings.dir.as_str()
+    }
+
+    /// A configuration written but not (yet) loaded is marked on disk until its reload
+    /// succeeds: a change that finds the files as they should be (a retry after webconf was
+    /// killed, or after a reload failed) still reloads.
+    fn marker(&self, what: Reload) -> PathBuf {
+        PathBuf::from(format!(
+            "{}/reload-pending-{}",
+            self.d(),
+            match what {
+                Reload::Nginx => "nginx",
+                Reload::Fpm => "php-fpm",
+            }
+        ))
+    }
+
+    pub async fn set_pending(&self, what: Reload) -> anyhow::Result<()> {
+        tokio::fs::create_dir_all(self.d()).await?;
+        tokio::fs::write(self.marker(what), b"").await?;
+        Ok(())
+    }
+
+    pub async fn clear_pending(&self, what: Reload) {
+        let _ = tokio::fs::remove_file(self.marker(what)).await;
+    }
+
+    pub async fn is_pending(&self, what: Reload) -> bool {
+        tokio::fs::try_exists(self.marker(what))
+            .await
+            .unwrap_or(false)
     }
 
     fn nginx_args(&self) -> Vec<String> {

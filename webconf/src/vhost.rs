@@ -1,4 +1,4 @@
-use crate::nginx::Nginx;
+use crate::nginx::{Nginx, Reload};
 use crate::users::Users;
 use anyhow::{bail, Context};
 use bus::{Incoming, RpcHandler};
@@ -62,6 +62,14 @@ impl VhostService {
                 Ok(())
             }
         };
+        // Marked before anything is written: a webconf killed between the write and the
+        // reload finds the marker on its next try and reloads.
+        if pool_changed {
+            self.nginx.set_pending(Reload::Fpm).await?;
+        }
+        if vhost_changed {
+            self.nginx.set_pending(Reload::Nginx).await?;
+        }
         if pool_changed {
             if let Some((p, t)) = &pool {
                 write_atomically(p, t).await?;
@@ -95,33 +103,32 @@ impl VhostService {
         Ok(true)
     }
 
-    /// Reloads php-fpm; until that succeeds, the change it was for stays pending.
+    /// Reloads php-fpm. The marker goes on disk before and comes off only after the reload
+    /// succeeded, so a change written but not yet live (a failed reload, a webconf killed in
+    /// between) is reloaded by the next request that finds the files as they should be.
     async fn reload_fpm(&self) -> anyhow::Result<()> {
-        use std::sync::atomic::Ordering;
-        self.nginx.fpm_pending.store(true, Ordering::SeqCst);
+        self.nginx.set_pending(Reload::Fpm).await?;
         self.nginx.fpm.reload().await?;
-        self.nginx.fpm_pending.store(false, Ordering::SeqCst);
+        self.nginx.clear_pending(Reload::Fpm).await;
         Ok(())
     }
 
     async fn reload_nginx(&self) -> anyhow::Result<()> {
-        use std::sync::atomic::Ordering;
-        self.nginx.nginx_pending.store(true, Ordering::SeqCst);
+        self.nginx.set_pending(Reload::Nginx).await?;
         self.nginx.reload().await?;
-        self.nginx.nginx_pending.store(false, Ordering::SeqCst);
+        self.nginx.clear_pending(Reload::Nginx).await;
         Ok(())
     }
 
     /// Reloads what an earlier change wrote but could not load; `true` if it did.
     async fn reload_pending(&self) -> anyhow::Result<bool> {
-        use std::sync::atomic::Ordering;
         let mut reloaded = false;
-        if self.nginx.fpm_pending.load(Ordering::SeqCst) {
+        if self.nginx.is_pending(Reload::Fpm).await {
             self.nginx.fpm.test().await?;
             self.reload_fpm().await?;
             reloaded = true;
         }
-        if self.nginx.nginx_pending.load(Ordering::SeqCst) {
+        if self.nginx.is_pending(Reload::Nginx).await {
             self.nginx.test().await?;
             self.reload_nginx().await?;
             reloaded = true;
@@ -132,16 +139,15 @@ impl VhostService {
     async fn remove(&self, domain: &DomainName) -> anyhow::Result<bool> {
         let _guard = self.nginx.lock.lock().await;
         let path = self.path(domain);
+        if !tokio::fs::try_exists(&path).await.unwrap_or(true) {
+            return self.reload_pending().await;
+        }
+        self.nginx.set_pending(Reload::Nginx).await?;
         match tokio::fs::remove_file(&path).await {
             Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return self.reload_pending().await
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
         }
-        self.nginx
-            .nginx_pending
-            .store(true, std::sync::atomic::Ordering::SeqCst);
         self.nginx.test().await?;
         self.reload_nginx().await?;
         Ok(true)
@@ -153,22 +159,23 @@ impl VhostService {
         let pool_removed = {
             let _guard = self.nginx.lock.lock().await;
             let path = self.nginx.fpm.pool_path(user);
-            match tokio::fs::remove_file(&path).await {
-                Ok(()) => {
-                    // Pending until php-fpm runs without it: no worker may be left running
-                    // as a user about to go.
-                    self.nginx
-                        .fpm_pending
-                        .store(true, std::sync::atomic::Ordering::SeqCst);
-                    self.nginx.fpm.test().await?;
-                    self.reload_fpm().await?;
-                    true
+            if tokio::fs::try_exists(&path).await.unwrap_or(true) {
+                // Pending until php-fpm runs without it: no worker may be left running as a
+                // user about to go, even if webconf is killed right after the removal.
+                self.nginx.set_pending(Reload::Fpm).await?;
+                match tokio::fs::remove_file(&path).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("removing {}", path.display()))
+                    }
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    self.reload_pending().await?;
-                    false
-                }
-                Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
+                self.nginx.fpm.test().await?;
+                self.reload_fpm().await?;
+                true
+            } else {
+                self.reload_pending().await?;
+                false
             }
         };
         let user_removed = self.users.remove(user, site).await?;

@@ -3,7 +3,7 @@ use futures_util::{FutureExt, StreamExt};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
 };
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,10 +17,30 @@ pub struct Incoming {
     pub redelivered: bool,
     pub correlation_id: Option<String>,
     pub reply_to: Option<String>,
+    /// The claim of the task this message was sent for, if it was sent under one.
+    pub fence: Option<crate::fence::Fence>,
+    /// Its headers with text or boolean values, as text (`x-hosting-reason`, ...).
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+fn text_headers(table: Option<&FieldTable>) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    if let Some(t) = table {
+        for (k, v) in t.inner() {
+            let text = match v {
+                AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+                AMQPValue::ShortString(s) => s.as_str().to_owned(),
+                AMQPValue::Boolean(b) => b.to_string(),
+                _ => continue,
+            };
+            out.insert(k.as_str().to_owned(), text);
+        }
+    }
+    out
 }
 
 /// What to do with a message once the handler is done with it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Disposition {
     /// The outcome is stored: remove the message.
     Ack,
@@ -29,6 +49,20 @@ pub enum Disposition {
     Retry,
     /// The message cannot be processed, ever (unreadable, unknown type): dead-letter it.
     Reject,
+    /// As `Reject`, with the reason, which the dead-letter queue keeps for an operator; and
+    /// whether the task the message names (if it names a real one) fails with it: yes when
+    /// this was that task's own message and it cannot be processed, no when the message only
+    /// claims to be about it (a wrong type, a wrong queue).
+    DeadLetter { reason: String, fail_task: bool },
+}
+
+impl Disposition {
+    pub fn dead_letter(reason: impl Into<String>, fail_task: bool) -> Self {
+        Disposition::DeadLetter {
+            reason: reason.into(),
+            fail_task,
+        }
+    }
 }
 
 pub trait Handler: Send + Sync + 'static {
@@ -76,6 +110,7 @@ impl Bus {
         while let Some(delivery) = consumer.next().await {
             let delivery = delivery?;
             let handler = handler.clone();
+            let (bus, queue_name) = (self.clone(), queue.to_owned());
             let parent = trace::context_from_headers(delivery.properties.headers().as_ref());
             let span = tracing::info_span!("message", queue, message_type = tracing::field::Empty);
             trace::set_parent(&span, parent);
@@ -91,6 +126,8 @@ impl Bus {
                             .as_ref()
                             .map(|c| c.as_str().to_owned()),
                         reply_to: props.reply_to().as_ref().map(|r| r.as_str().to_owned()),
+                        fence: crate::fence::from_headers(props.headers().as_ref()),
+                        headers: text_headers(props.headers().as_ref()),
                     };
                     if let Some(kind) = &incoming.message_type {
                         tracing::Span::current().record("message_type", kind.as_str());
@@ -103,14 +140,12 @@ impl Bus {
                     {
                         Ok(d) => d,
                         Err(panic) => {
-                            tracing::error!(
-                                panic = %crate::panic_message(&panic),
-                                "a message handler panicked; the message is dead-lettered"
-                            );
-                            Disposition::Reject
+                            let why = crate::panic_message(&panic);
+                            tracing::error!(panic = %why, "a message handler panicked; the message is dead-lettered");
+                            Disposition::dead_letter(format!("its handler failed on an internal error: {why}"), true)
                         }
                     };
-                    let result = match outcome {
+                    let result = match outcome.clone() {
                         Disposition::Ack => delivery.ack(BasicAckOptions::default()).await,
                         Disposition::Retry => {
                             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -123,6 +158,30 @@ impl Bus {
                         }
                         Disposition::Reject => {
                             delivery.reject(BasicRejectOptions { requeue: false }).await
+                        }
+                        // Published to the dead-letter exchange as it came, with why and from
+                        // where, then taken off this queue; if that publish fails, the broker's
+                        // own dead-lettering (without the reason) takes it.
+                        Disposition::DeadLetter { reason, fail_task } => {
+                            tracing::warn!(queue = %queue_name, %reason, "dead-lettering a message");
+                            let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+                            headers.insert("x-hosting-reason".into(), AMQPValue::LongString(reason.as_str().into()));
+                            headers.insert("x-hosting-fail-task".into(), AMQPValue::Boolean(fail_task));
+                            headers.insert("x-hosting-queue".into(), AMQPValue::LongString(queue_name.as_str().into()));
+                            headers.insert(
+                                "x-hosting-routing-key".into(),
+                                AMQPValue::LongString(delivery.routing_key.as_str().into()),
+                            );
+                            headers.insert(
+                                "x-hosting-exchange".into(),
+                                AMQPValue::LongString(delivery.exchange.as_str().into()),
+                            );
+                            let props = delivery.properties.clone().with_headers(headers);
+                            let dlx = bus.topology().dead_letter_exchange();
+                            match bus.publish_with(&dlx, "", &delivery.data, props).await {
+                                Ok(()) => delivery.ack(BasicAckOptions::default()).await,
+                                Err(_) => delivery.reject(BasicRejectOptions { requeue: false }).await,
+                            }
                         }
                     };
                     if let Err(e) = result {

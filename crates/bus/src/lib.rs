@@ -9,6 +9,7 @@
 //! - W3C trace context travels in the message headers.
 
 mod consumer;
+pub mod fence;
 mod rpc;
 mod trace;
 
@@ -283,11 +284,13 @@ impl Bus {
     }
 
     pub(crate) fn properties(&self, message_type: &str) -> BasicProperties {
+        let mut headers = trace::current_context_headers();
+        fence::insert(&mut headers);
         BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type("application/json".into())
             .with_type(message_type.into())
-            .with_headers(trace::current_context_headers())
+            .with_headers(headers)
     }
 
     pub(crate) async fn publish_with(

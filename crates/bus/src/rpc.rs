@@ -20,6 +20,8 @@ pub enum RpcError {
     Remote(String, String),
     #[error("could not read the answer of '{0}': {1}")]
     Decode(String, String),
+    #[error("not sent to '{0}': this worker's lease on task {1} has expired (another worker may run it now)")]
+    LeaseExpired(String, domain::TaskId),
 }
 
 type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Vec<u8>>>>>;
@@ -101,6 +103,12 @@ impl RpcClient {
         timeout: Duration,
     ) -> Result<T, RpcError> {
         let target = contract::Topology::rpc_routing_key(service, server);
+        if !crate::fence::still_held() {
+            let task = crate::fence::current()
+                .map(|f| f.task)
+                .unwrap_or(domain::TaskId(0));
+            return Err(RpcError::LeaseExpired(target, task));
+        }
         let reply_to = self.reply_queue().await?;
         let correlation = uuid::Uuid::new_v4().to_string();
         let (tx, rx) = oneshot::channel();
@@ -146,12 +154,28 @@ pub trait RpcHandler: Send + Sync + 'static {
 struct RpcServer<H> {
     bus: Bus,
     handler: H,
+    seen: crate::fence::Seen,
 }
 
 impl<H: RpcHandler> Handler for RpcServer<H> {
     async fn handle(&self, message: Incoming) -> Disposition {
-        let Some(answer) = self.handler.answer(&message).await else {
-            return Disposition::Reject;
+        // A request made under an older claim than one seen for its task comes from a worker
+        // that lost its lease: refused, with nothing done.
+        let answer = match message.fence {
+            Some(f) => match self.seen.admit(f) {
+                Ok(()) => crate::fence::scope(f, self.handler.answer(&message)).await,
+                Err(newest) => serde_json::to_vec(&contract::RpcReply::<()>::Error {
+                    message: format!(
+                        "refused: this request for task {} comes under lease epoch {}, and epoch {newest} has been seen since (another worker runs the task now)",
+                        f.task, f.epoch
+                    ),
+                })
+                .ok(),
+            },
+            None => self.handler.answer(&message).await,
+        };
+        let Some(answer) = answer else {
+            return Disposition::dead_letter("the request does not parse", false);
         };
         let (Some(reply_to), Some(correlation)) = (&message.reply_to, &message.correlation_id)
         else {
@@ -193,6 +217,7 @@ impl Bus {
         let server = Arc::new(RpcServer {
             bus: self.clone(),
             handler,
+            seen: Default::default(),
         });
         self.consume(&queue, prefetch, server).await
     }

@@ -95,6 +95,11 @@ pub async fn run<S: Saga>(
     saga: &S,
     faults: &Faults,
 ) -> anyhow::Result<Outcome> {
+    // Every step's progress is written under the worker's claim: once another worker took the
+    // task over, this one's next write is refused and it goes no further.
+    let epoch = bus::fence::current()
+        .filter(|f| f.task == task)
+        .map(|f| f.epoch);
     let events = store.saga_events(task).await?;
     let has = |step: &str, event: &str| events.iter().any(|(s, e, _)| s == step && e == event);
     let steps = saga.steps();
@@ -130,7 +135,7 @@ pub async fn run<S: Saga>(
                     .await;
                 }
                 store
-                    .record_saga_event(task, step.name, "started", None)
+                    .record_saga_event_fenced(task, epoch, step.name, "started", None)
                     .await?;
                 log(
                     store,
@@ -171,14 +176,20 @@ pub async fn run<S: Saga>(
                 match result {
                     Ok(()) => {
                         store
-                            .record_saga_event(task, step.name, "done", None)
+                            .record_saga_event_fenced(task, epoch, step.name, "done", None)
                             .await?;
                         log(store, task, "info", &format!("step '{}' done", step.name)).await;
                     }
                     Err(e) => {
                         let message = format!("{e:#}");
                         store
-                            .record_saga_event(task, step.name, "failed", Some(&message))
+                            .record_saga_event_fenced(
+                                task,
+                                epoch,
+                                step.name,
+                                "failed",
+                                Some(&message),
+                            )
                             .await?;
                         log(
                             store,
@@ -201,6 +212,11 @@ pub async fn run<S: Saga>(
 
     // Unwind: reload the events (the failure was just recorded) and undo, in reverse, every
     // step that started and is not undone yet.
+    // Every step's progress is written under the worker's claim: once another worker took the
+    // task over, this one's next write is refused and it goes no further.
+    let epoch = bus::fence::current()
+        .filter(|f| f.task == task)
+        .map(|f| f.epoch);
     let events = store.saga_events(task).await?;
     let has = |step: &str, event: &str| events.iter().any(|(s, e, _)| s == step && e == event);
     for step in steps.iter().rev() {
@@ -208,7 +224,7 @@ pub async fn run<S: Saga>(
             continue;
         }
         store
-            .record_saga_event(task, step.name, "undo-started", None)
+            .record_saga_event_fenced(task, epoch, step.name, "undo-started", None)
             .await?;
         log(
             store,
@@ -234,7 +250,7 @@ pub async fn run<S: Saga>(
             }
         }
         store
-            .record_saga_event(task, step.name, "undone", None)
+            .record_saga_event_fenced(task, epoch, step.name, "undone", None)
             .await?;
         log(store, task, "info", &format!("step '{}' undone", step.name)).await;
     }

@@ -51,13 +51,34 @@ pub struct NewBackup<'a> {
     pub checksum: &'a str,
     pub description: &'a str,
     pub manifest: &'a serde_json::Value,
+    /// The lease epoch of the claim the backup is made under, if any: a worker that lost
+    /// its lease records nothing.
+    pub epoch: Option<i64>,
+}
+
+/// What recording a backup came to.
+pub enum Recorded {
+    /// This one is the task's backup.
+    New(Backup),
+    /// The task had recorded one with this description already (a second run): that one.
+    Existing(Backup),
 }
 
 impl Store {
-    pub async fn record_backup(&self, b: &NewBackup<'_>) -> Result<Backup> {
+    /// Records a backup, once per task and description, and only under the claim it was made
+    /// under ([`StoreError::LeaseLost`] otherwise).
+    pub async fn record_backup(&self, b: &NewBackup<'_>) -> Result<Recorded> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(epoch) = b.epoch {
+            if !crate::tasks::holds_lease(&mut tx, b.task, epoch).await? {
+                return Err(StoreError::LeaseLost(b.task));
+            }
+        }
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO backups (site_id, task_id, key, size, checksum, description, manifest)
-             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {COLUMNS}"
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (task_id, description) WHERE task_id IS NOT NULL DO NOTHING
+             RETURNING {COLUMNS}"
         )))
         .bind(b.site.0)
         .bind(b.task.0)
@@ -66,9 +87,17 @@ impl Store {
         .bind(b.checksum)
         .bind(b.description)
         .bind(b.manifest)
-        .fetch_one(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
-        backup(&row)
+        tx.commit().await?;
+        match row {
+            Some(row) => Ok(Recorded::New(backup(&row)?)),
+            None => self
+                .backup_of_task(b.task, b.description)
+                .await?
+                .map(Recorded::Existing)
+                .ok_or_else(|| StoreError::Conflict("the task's backup went meanwhile".into())),
+        }
     }
 
     /// A site's backups, newest first.

@@ -31,6 +31,10 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("state database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The worker's claim on the task is no longer the current one: another worker took the
+    /// task over after this one's lease lapsed. Nothing was written.
+    #[error("the lease on task {0} was lost: another worker runs it now, and this one stops")]
+    LeaseLost(domain::TaskId),
 }
 
 impl From<domain::ParseError> for StoreError {

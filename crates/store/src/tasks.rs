@@ -43,6 +43,9 @@ pub struct Task {
     pub retry_of: Option<TaskId>,
     /// Who cancelled it before it started (it is then `error`).
     pub cancelled_by: Option<String>,
+    /// The lease epoch of the current (or last) claim: the worker's writes carry it.
+    #[serde(skip)]
+    pub lease_epoch: i64,
 }
 
 impl Task {
@@ -58,7 +61,7 @@ impl Task {
 
 const TASK_COLUMNS: &str =
     "id, type, status, site_id, platform_id, parent_id, args, result, error, requested_by,
-    attempts, created_at, started_at, finished_at, retry_of, cancelled_by";
+    attempts, created_at, started_at, finished_at, retry_of, cancelled_by, lease_epoch";
 
 fn task(row: &PgRow) -> Result<Task> {
     Ok(Task {
@@ -80,7 +83,26 @@ fn task(row: &PgRow) -> Result<Task> {
         finished_at: row.try_get("finished_at")?,
         retry_of: row.try_get::<Option<i64>, _>("retry_of")?.map(TaskId),
         cancelled_by: row.try_get("cancelled_by")?,
+        lease_epoch: row.try_get("lease_epoch")?,
     })
+}
+
+/// Whether the worker's claim (task and epoch) is still the task's current one, in `tx`, with
+/// the task's row locked for the rest of the transaction: what `tx` writes then is the
+/// claim holder's, or nothing is.
+pub(crate) async fn holds_lease(
+    tx: &mut sqlx::PgConnection,
+    task: TaskId,
+    epoch: i64,
+) -> Result<bool> {
+    Ok(sqlx::query_scalar::<_, i64>(
+        "SELECT id FROM tasks WHERE id = $1 AND lease_epoch = $2 AND status = 'processing' FOR SHARE",
+    )
+    .bind(task.0)
+    .bind(epoch)
+    .fetch_optional(&mut *tx)
+    .await?
+    .is_some())
 }
 
 pub struct NewTask {
@@ -165,6 +187,50 @@ pub struct TaskFilter {
     /// Children of a task (a batch's).
     pub parent: Option<TaskId>,
     pub limit: i64,
+}
+
+/// A message no consumer could take, as it came.
+pub struct NewDeadLetter<'a> {
+    pub queue: Option<&'a str>,
+    pub exchange: Option<&'a str>,
+    pub routing_key: Option<&'a str>,
+    pub message_type: Option<&'a str>,
+    pub reason: &'a str,
+    pub task: Option<TaskId>,
+    pub body: &'a [u8],
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetter {
+    pub id: i64,
+    #[serde(rename = "received", with = "time::serde::rfc3339")]
+    pub received_at: OffsetDateTime,
+    pub queue: Option<String>,
+    #[serde(skip)]
+    pub exchange: Option<String>,
+    pub routing_key: Option<String>,
+    pub message_type: Option<String>,
+    pub reason: String,
+    pub task: Option<TaskId>,
+    #[serde(skip)]
+    pub body: Vec<u8>,
+    #[serde(rename = "replayed", with = "time::serde::rfc3339::option")]
+    pub replayed_at: Option<OffsetDateTime>,
+}
+
+fn dead_letter(r: &PgRow) -> Result<DeadLetter> {
+    Ok(DeadLetter {
+        id: r.try_get("id")?,
+        received_at: r.try_get("received_at")?,
+        queue: r.try_get("queue")?,
+        exchange: r.try_get("exchange")?,
+        routing_key: r.try_get("routing_key")?,
+        message_type: r.try_get("message_type")?,
+        reason: r.try_get("reason")?,
+        task: r.try_get::<Option<i64>, _>("task_id")?.map(TaskId),
+        body: r.try_get("body")?,
+        replayed_at: r.try_get("replayed_at")?,
+    })
 }
 
 /// The result of trying to claim a task for a worker.
@@ -412,12 +478,34 @@ impl Store {
         if t.status.is_terminal() {
             return Ok(Claim::Finished(t.status));
         }
+        // A task that runs under a live lease is not claimed again, not even by the worker that
+        // holds it: a second delivery of a running task is a duplicate, never a second run.
         if t.status == TaskStatus::Processing {
-            let owner: Option<String> = row.try_get("lease_owner")?;
             let lapsed: Option<bool> = row.try_get("lapsed")?;
-            if owner.as_deref() != Some(worker) && lapsed == Some(false) {
+            if lapsed != Some(true) {
                 return Ok(Claim::HeldElsewhere);
             }
+        }
+        // Per-site order across services: no task starts while an earlier one of its target is
+        // queued or running, whichever service owns that one. It is dispatched again when
+        // the earlier one ends.
+        let (column, target_id) = match (t.site, t.platform) {
+            (Some(s), _) => ("site_id", s.0),
+            (None, Some(p)) => ("platform_id", p.0),
+            (None, None) => ("id", t.id.0),
+        };
+        let earlier: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT id FROM tasks WHERE {column} = $1 AND id < $2 AND status IN ('queued', 'processing')
+               AND ($3 OR site_id IS NULL) LIMIT 1"
+        )))
+        .bind(target_id)
+        .bind(t.id.0)
+        .bind(column == "site_id")
+        .fetch_optional(&mut *tx)
+        .await?;
+        if earlier.is_some() {
+            tx.commit().await?;
+            return Ok(Claim::TargetBusy);
         }
         // Take the target's lock if it is free, ours already (a redelivery of this task), or
         // held by a worker whose lease lapsed.
@@ -439,7 +527,8 @@ impl Store {
         }
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE tasks SET status = 'processing', started_at = COALESCE(started_at, now()),
-                 attempts = attempts + 1, lease_owner = $2, lease_until = now() + make_interval(secs => $3)
+                 attempts = attempts + 1, lease_owner = $2, lease_until = now() + make_interval(secs => $3),
+                 lease_epoch = lease_epoch + 1
              WHERE id = $1 RETURNING {TASK_COLUMNS}"
         )))
         .bind(id.0)
@@ -461,11 +550,12 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let n = sqlx::query(
             "UPDATE tasks SET lease_until = now() + make_interval(secs => $3)
-             WHERE id = $1 AND lease_owner = $2 AND status = 'processing'",
+             WHERE id = $1 AND lease_owner = $2 AND status = 'processing' AND lease_epoch = $4",
         )
         .bind(t.id.0)
         .bind(worker)
         .bind(lease.as_secs_f64())
+        .bind(t.lease_epoch)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -493,13 +583,14 @@ impl Store {
         let n = sqlx::query(
             "UPDATE tasks SET status = $3, error = $4, result = $5, finished_at = now(),
                  lease_owner = NULL, lease_until = NULL
-             WHERE id = $1 AND lease_owner = $2 AND status = 'processing'",
+             WHERE id = $1 AND lease_owner = $2 AND status = 'processing' AND lease_epoch = $6",
         )
         .bind(t.id.0)
         .bind(worker)
         .bind(status.as_str())
         .bind(error)
         .bind(result)
+        .bind(t.lease_epoch)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -676,9 +767,79 @@ impl Store {
         Ok(report)
     }
 
+    // --- dead letters ---
+
+    pub async fn record_dead_letter(&self, d: &NewDeadLetter<'_>) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO dead_letters (queue, exchange, routing_key, message_type, reason, task_id, body)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        )
+        .bind(d.queue)
+        .bind(d.exchange)
+        .bind(d.routing_key)
+        .bind(d.message_type)
+        .bind(d.reason)
+        .bind(d.task.map(|t| t.0))
+        .bind(d.body)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Dead letters, newest first, `limit` of them before the id `before`.
+    pub async fn dead_letters(&self, before: Option<i64>, limit: i64) -> Result<Vec<DeadLetter>> {
+        let rows = sqlx::query(
+            "SELECT id, received_at, queue, exchange, routing_key, message_type, reason, task_id, body, replayed_at
+             FROM dead_letters WHERE ($1::bigint IS NULL OR id < $1) ORDER BY id DESC LIMIT $2",
+        )
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(dead_letter).collect()
+    }
+
+    pub async fn dead_letter(&self, id: i64) -> Result<DeadLetter> {
+        let row = sqlx::query(
+            "SELECT id, received_at, queue, exchange, routing_key, message_type, reason, task_id, body, replayed_at
+             FROM dead_letters WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("dead letter {id}")))?;
+        dead_letter(&row)
+    }
+
+    pub async fn drop_dead_letter(&self, id: i64) -> Result<bool> {
+        Ok(sqlx::query("DELETE FROM dead_letters WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected()
+            > 0)
+    }
+
+    pub async fn mark_dead_letter_replayed(&self, id: i64) -> Result<()> {
+        sqlx::query("UPDATE dead_letters SET replayed_at = now() WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn dead_letter_count(&self) -> Result<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT count(*) FROM dead_letters WHERE replayed_at IS NULL")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
     // --- saga progress ---
 
-    /// Records a saga event; recording the same event twice is harmless.
+    /// Records a saga event; recording the same event twice is harmless. With a lease epoch,
+    /// only while that claim is still the task's: a worker that lost its lease is refused
+    /// ([`StoreError::LeaseLost`]) and goes no further.
     pub async fn record_saga_event(
         &self,
         id: TaskId,
@@ -686,6 +847,24 @@ impl Store {
         event: &str,
         detail: Option<&str>,
     ) -> Result<()> {
+        self.record_saga_event_fenced(id, None, step, event, detail)
+            .await
+    }
+
+    pub async fn record_saga_event_fenced(
+        &self,
+        id: TaskId,
+        epoch: Option<i64>,
+        step: &str,
+        event: &str,
+        detail: Option<&str>,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(epoch) = epoch {
+            if !holds_lease(&mut tx, id, epoch).await? {
+                return Err(StoreError::LeaseLost(id));
+            }
+        }
         sqlx::query(
             "INSERT INTO saga_events (task_id, step, event, detail) VALUES ($1, $2, $3, $4)
              ON CONFLICT (task_id, step, event) DO NOTHING",
@@ -694,9 +873,18 @@ impl Store {
         .bind(step)
         .bind(event)
         .bind(detail)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
+    }
+
+    /// Whether the claim (task, epoch) is still the task's current one.
+    pub async fn holds_lease(&self, id: TaskId, epoch: i64) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let held = holds_lease(&mut tx, id, epoch).await?;
+        tx.commit().await?;
+        Ok(held)
     }
 
     /// The recorded (step, event) pairs of a task's saga.

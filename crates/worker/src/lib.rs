@@ -39,6 +39,10 @@ impl TaskLog {
 
     pub async fn line(&self, level: &str, message: impl Into<String>) {
         let message = message.into();
+        if !bus::fence::still_held() {
+            // A worker whose lease expired writes nothing more into the task's history.
+            return tracing::warn!(task = %self.task, "not logged (the lease expired): {message}");
+        }
         match level {
             "error" => tracing::error!(task = %self.task, "{message}"),
             "warning" => tracing::warn!(task = %self.task, "{message}"),
@@ -83,6 +87,7 @@ pub struct Worker<H> {
     handler: H,
     id: String,
     lease: Duration,
+    service: &'static str,
 }
 
 impl<H: TaskHandler> Worker<H> {
@@ -111,6 +116,7 @@ impl<H: TaskHandler> Worker<H> {
             handler,
             id,
             lease: config.lease,
+            service: config.service,
         });
         bus.consume(&queue, config.prefetch, worker).await
     }
@@ -118,13 +124,62 @@ impl<H: TaskHandler> Worker<H> {
 
 impl<H: TaskHandler> Handler for Worker<H> {
     async fn handle(&self, message: Incoming) -> Disposition {
+        // A message is checked against what it names before anything runs: its version, its
+        // body, and that the task it names is of its type and this service's.
+        match message.message_type.as_deref() {
+            Some(contract::TASK_MESSAGE_TYPE) => {}
+            other => {
+                return Disposition::dead_letter(
+                    format!(
+                        "a message of type {other:?} on a task queue: only {} is known here",
+                        contract::TASK_MESSAGE_TYPE
+                    ),
+                    true,
+                )
+            }
+        }
         let msg: TaskMessage = match serde_json::from_slice(&message.data) {
             Ok(m) => m,
             Err(e) => {
-                tracing::error!(error = %e, "unreadable task message; dead-lettering it");
-                return Disposition::Reject;
+                return Disposition::dead_letter(
+                    format!("the task message does not parse: {e}"),
+                    true,
+                )
             }
         };
+        if msg.task_type.owner().as_str() != self.service {
+            return Disposition::dead_letter(
+                format!(
+                    "a {} task sent to the {} (it belongs to the {})",
+                    msg.task_type,
+                    self.service,
+                    msg.task_type.owner().as_str()
+                ),
+                false,
+            );
+        }
+        match self.store.task(msg.task).await {
+            Ok(t) if t.task_type != msg.task_type => {
+                return Disposition::dead_letter(
+                    format!(
+                        "the message says task {} is a {}, but it is a {}: the message is not that task's, and the task is left alone",
+                        msg.task, msg.task_type, t.task_type
+                    ),
+                    false,
+                )
+            }
+            Ok(_) => {}
+            Err(store::StoreError::NotFound(_)) => {
+                return Disposition::dead_letter(format!("there is no task {}", msg.task), false)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the task; retrying");
+                return Disposition::Retry;
+            }
+        }
+        // The claim is held locally until `claimed + lease` at most, measured from before it
+        // was asked for: the store's lease cannot end before that.
+        let claimed = std::time::Instant::now();
         let task = match self.store.claim_task(msg.task, &self.id, self.lease).await {
             Ok(Claim::Claimed(t)) => *t,
             Ok(Claim::TargetBusy) => {
@@ -133,8 +188,7 @@ impl<H: TaskHandler> Handler for Worker<H> {
             }
             Ok(Claim::HeldElsewhere) | Ok(Claim::Finished(_)) => return Disposition::Ack,
             Err(store::StoreError::NotFound(_)) => {
-                tracing::error!(task = %msg.task, "task message for an unknown task; dead-lettering it");
-                return Disposition::Reject;
+                return Disposition::dead_letter(format!("there is no task {}", msg.task), false)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot claim the task; retrying");
@@ -150,19 +204,47 @@ impl<H: TaskHandler> Handler for Worker<H> {
             })
             .await;
 
+        // The lease is renewed every third of it. Once it is lost (another worker took the
+        // task over), the handler is stopped where it is: the other worker resumes the task,
+        // and this one, fenced off from the store and the agents, must change nothing more.
+        let lease_lost = std::sync::Arc::new(tokio::sync::Notify::new());
+        let fence = bus::fence::Fence {
+            task: task.id,
+            epoch: task.lease_epoch,
+        };
+        bus::fence::renewed(fence, claimed + self.lease);
         let heartbeat = {
-            let (store, t, id, lease) = (
+            let (store, t, id, lease, lost) = (
                 self.store.clone(),
                 task.clone(),
                 self.id.clone(),
                 self.lease,
+                lease_lost.clone(),
             );
             tokio::spawn(async move {
+                let mut valid_until = claimed + lease;
                 loop {
                     tokio::time::sleep(lease / 3).await;
+                    let asked = std::time::Instant::now();
+                    if asked >= valid_until {
+                        // Stopped or cut off from the store past the lease: the sweeper may
+                        // have handed the task to another worker already.
+                        tracing::error!(task = %t.id, "the task's lease expired; stopping it here");
+                        bus::fence::released(fence);
+                        lost.notify_one();
+                        return;
+                    }
                     match store.heartbeat(&t, &id, lease).await {
-                        Ok(true) => {}
-                        Ok(false) => return tracing::error!(task = %t.id, "lost the task's lease"),
+                        Ok(true) => {
+                            valid_until = asked + lease;
+                            bus::fence::renewed(fence, valid_until);
+                        }
+                        Ok(false) => {
+                            tracing::error!(task = %t.id, "lost the task's lease; stopping it here");
+                            bus::fence::released(fence);
+                            lost.notify_one();
+                            return;
+                        }
                         Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
                     }
                 }
@@ -173,18 +255,30 @@ impl<H: TaskHandler> Handler for Worker<H> {
         // `HOSTING_PANIC_IN_TASK=<type>` makes one panic, for the tests that prove it.
         let injected =
             std::env::var("HOSTING_PANIC_IN_TASK").is_ok_and(|t| t == task.task_type.as_str());
-        let outcome = match std::panic::AssertUnwindSafe(async {
-            if injected {
-                panic!(
-                    "panic injected in a {} task (HOSTING_PANIC_IN_TASK)",
-                    task.task_type
-                );
+        let run = bus::fence::scope(
+            fence,
+            std::panic::AssertUnwindSafe(async {
+                if injected {
+                    panic!(
+                        "panic injected in a {} task (HOSTING_PANIC_IN_TASK)",
+                        task.task_type
+                    );
+                }
+                // On the heap: a saga's future is large, and the worker thread's stack is not.
+                Box::pin(self.handler.run(&task, &log)).await
+            })
+            .catch_unwind(),
+        );
+        let ran = tokio::select! {
+            ran = run => ran,
+            _ = lease_lost.notified() => {
+                heartbeat.abort();
+                return Disposition::Ack;
             }
-            self.handler.run(&task, &log).await
-        })
-        .catch_unwind()
-        .await
-        {
+        };
+        heartbeat.abort();
+        bus::fence::released(fence);
+        let outcome = match ran {
             Ok(o) => o,
             Err(panic) => {
                 let why = bus::panic_message(&panic);
@@ -200,7 +294,6 @@ impl<H: TaskHandler> Handler for Worker<H> {
                 ))
             }
         };
-        heartbeat.abort();
 
         let (status, error, result) = match &outcome {
             Outcome::Success(r) => (TaskStatus::Success, None, r.clone()),

@@ -1,4 +1,5 @@
 mod clients;
+mod dead_letters;
 pub(crate) mod platforms;
 mod public;
 mod servers;
@@ -37,7 +38,13 @@ pub fn router(state: AppState) -> Router {
         .route("/tasks/{id}/retry", post(tasks::retry))
         .route("/tokens", post(tokens::create).get(tokens::list))
         .route("/tokens/{id}", axum::routing::delete(tokens::revoke))
-        .route("/settings", get(settings::get).patch(settings::patch));
+        .route("/settings", get(settings::get).patch(settings::patch))
+        .route("/dead-letters", get(dead_letters::list))
+        .route(
+            "/dead-letters/{id}",
+            axum::routing::delete(dead_letters::drop),
+        )
+        .route("/dead-letters/{id}/replay", post(dead_letters::replay));
     Router::new()
         .route(
             "/healthz",

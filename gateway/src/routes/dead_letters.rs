@@ -1,0 +1,74 @@
+//! Dead letters, for the admin: messages no consumer could take, with the reason, to look at,
+//! drop, or replay (published again, as they were, where they first went).
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiQuery, ApiResult, PathId};
+use crate::startup::AppState;
+use axum::extract::State;
+use axum::Json;
+use serde_json::{json, Value};
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterQuery {
+    /// Only dead letters older than this id (the next page).
+    before: Option<i64>,
+    limit: Option<i64>,
+}
+
+fn letter_json(d: &store::DeadLetter) -> Value {
+    let mut v = serde_json::to_value(d).unwrap_or_default();
+    v["body"] = match std::str::from_utf8(&d.body) {
+        Ok(text) => json!(text),
+        Err(_) => json!(format!("{} bytes, not text", d.body.len())),
+    };
+    v
+}
+
+pub async fn list(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<DeadLetterQuery>,
+) -> ApiResult<Json<Vec<Value>>> {
+    caller.require_admin()?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let letters = s.store.dead_letters(q.before, limit).await?;
+    Ok(Json(letters.iter().map(letter_json).collect()))
+}
+
+pub async fn drop(
+    State(s): State<AppState>,
+    caller: Caller,
+    PathId(id): PathId,
+) -> ApiResult<Json<Value>> {
+    caller.require_admin()?;
+    if !s.store.drop_dead_letter(id).await? {
+        return Err(ApiError::NotFound(format!(
+            "dead letter {id} does not exist"
+        )));
+    }
+    Ok(Json(json!({"dropped": id})))
+}
+
+pub async fn replay(
+    State(s): State<AppState>,
+    caller: Caller,
+    PathId(id): PathId,
+) -> ApiResult<Json<Value>> {
+    caller.require_admin()?;
+    let d = s.store.dead_letter(id).await?;
+    let (Some(exchange), Some(key)) = (&d.exchange, &d.routing_key) else {
+        return Err(ApiError::Conflict(format!(
+            "dead letter {id} does not say where it went first; it cannot be replayed, only dropped"
+        )));
+    };
+    let message_type = d.message_type.clone().unwrap_or_default();
+    s.bus
+        .publish(exchange, key, &message_type, &d.body)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("the broker did not take it: {e}"), 5))?;
+    s.store.mark_dead_letter_replayed(id).await?;
+    Ok(Json(
+        json!({"replayed": id, "exchange": exchange, "routing_key": key}),
+    ))
+}
