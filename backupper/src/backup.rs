@@ -28,6 +28,47 @@ impl std::error::Error for WriterStopped {}
 pub const ON_REQUEST: &str = "Generated on request";
 pub const BEFORE_RESTORE: &str = "Generated before being restored to a previous version";
 
+fn task_lock(task: domain::TaskId) -> Arc<tokio::sync::Mutex<()>> {
+    static LOCKS: Mutex<BTreeMap<i64, std::sync::Weak<tokio::sync::Mutex<()>>>> =
+        Mutex::new(BTreeMap::new());
+    let Ok(mut locks) = LOCKS.lock() else {
+        return Arc::default();
+    };
+    locks.retain(|_, l| l.strong_count() > 0);
+    if let Some(l) = locks.get(&task.0).and_then(std::sync::Weak::upgrade) {
+        return l;
+    }
+    let l = Arc::new(tokio::sync::Mutex::new(()));
+    locks.insert(task.0, Arc::downgrade(&l));
+    l
+}
+
+/// What an earlier attempt of `task` left in the domain's directory: a half-written archive
+/// (it was killed mid-write) or a whole one it was killed before recording. Removed before
+/// the next attempt writes its own; recorded archives stay.
+async fn remove_unrecorded(b: &Backupper, domain: &domain::DomainName, task: domain::TaskId) {
+    let dir = b.settings.backup_dir.join(domain.as_str());
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    let (partial, whole) = (format!("-t{task}.tar.partial"), format!("-t{task}.tar.zst"));
+    for e in entries.filter_map(|e| e.ok()) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let leftover = if name.ends_with(&partial) {
+            true
+        } else if name.ends_with(&whole) {
+            let key = format!("{domain}/{name}");
+            matches!(b.store.backup_key_recorded(&key).await, Ok(false))
+        } else {
+            false
+        };
+        if leftover {
+            tracing::info!(file = %e.path().display(), "removing what an earlier attempt of this task left");
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// Makes a backup of the site for `task`, or returns the one this task made already (a
 /// re-run after a crash does not make a second one).
 pub async fn make_backup(
@@ -38,6 +79,9 @@ pub async fn make_backup(
     log: &TaskLog,
 ) -> anyhow::Result<Backup> {
     let fence = bus::fence::current();
+    // One backup at a time per task in this process: a caller's retry (an RPC that timed
+    // out) waits for the first attempt and then finds its backup, rather than racing it.
+    let _one_at_a_time = task_lock(task).lock_owned().await;
     if let Some(done) = b.store.backup_of_task(task, description).await? {
         log.info(format!("backup {} was already made by this task", done.id))
             .await;
@@ -54,15 +98,13 @@ pub async fn make_backup(
     let key = format!("{domain}/site{}-{stamp}-t{task}.tar.zst", st.site.id);
     let path = b.settings.backup_dir.join(&key);
     let partial = path.with_extension("partial");
-    // An earlier attempt of this task that was killed mid-write left its own.
-    if let Ok(entries) = std::fs::read_dir(path.parent().unwrap_or(&b.settings.backup_dir)) {
-        let mine = format!("-t{task}.tar.partial");
-        for e in entries.filter_map(|e| e.ok()) {
-            if e.file_name().to_string_lossy().ends_with(&mine) {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-    }
+    remove_unrecorded(b, &domain, task).await;
+    log.info(format!(
+        "backing up {domain}: its files and database into {key}"
+    ))
+    .await;
+    b.faults
+        .crash_point("backup", "archive", saga::When::Before);
     let dir = path.parent().context("archive path")?.to_path_buf();
     tokio::fs::create_dir_all(&dir)
         .await
@@ -265,6 +307,7 @@ pub async fn make_backup(
     )
     .await?;
     tokio::fs::rename(&partial, &path).await?;
+    b.faults.crash_point("backup", "archive", saga::When::After);
     let manifest = serde_json::json!({
         "rows": rows,
         "files": written.files, "dump_bytes": written.dump.bytes, "dump_sha256": written.dump.sha256, "dump_parts": written.dump.parts,
@@ -298,6 +341,7 @@ pub async fn make_backup(
             return Err(e.into());
         }
     };
+    b.faults.crash_point("backup", "record", saga::When::After);
     log.info(format!(
         "backup {} of {domain}: {} files ({} bytes) and {} bytes of database in {} bytes ({key})",
         record.id, written.files.count, written.files.bytes, written.dump.bytes, written.size

@@ -156,10 +156,10 @@ impl Backupper {
     }
 }
 
-/// Archives a backupper was writing when it was killed (`<...>-t<task>.tar.partial`): removed once
-/// their task is no longer open (an open one's next attempt writes its own, after removing
-/// this one's).
-async fn remove_stale_partials(store: &store::Store, dir: &std::path::Path) {
+/// Archives a backupper left when it was killed: half-written ones
+/// (`<...>-t<task>.tar.partial`) and whole ones it had not recorded yet. Removed once their
+/// task is no longer open (an open one's next attempt removes them itself before it writes).
+async fn remove_unrecorded_archives(store: &store::Store, dir: &std::path::Path) {
     let Ok(domains) = std::fs::read_dir(dir) else {
         return;
     };
@@ -169,9 +169,16 @@ async fn remove_stale_partials(store: &store::Store, dir: &std::path::Path) {
         };
         for f in files.filter_map(|e| e.ok()) {
             let name = f.file_name().to_string_lossy().into_owned();
-            let Some(task) = name
-                .strip_suffix(".tar.partial")
-                .and_then(|n| n.rsplit_once("-t"))
+            let (stem, whole) = match (
+                name.strip_suffix(".tar.partial"),
+                name.strip_suffix(".tar.zst"),
+            ) {
+                (Some(stem), _) => (stem, false),
+                (None, Some(stem)) => (stem, true),
+                _ => continue,
+            };
+            let Some(task) = stem
+                .rsplit_once("-t")
                 .and_then(|(_, t)| t.parse::<i64>().ok())
             else {
                 continue;
@@ -180,8 +187,11 @@ async fn remove_stale_partials(store: &store::Store, dir: &std::path::Path) {
                 store.task(domain::TaskId(task)).await.map(|t| t.status),
                 Ok(domain::TaskStatus::Queued | domain::TaskStatus::Processing)
             );
-            if !open {
-                tracing::info!(file = %f.path().display(), "removing an archive left half-written");
+            let key = format!("{}/{name}", domain.file_name().to_string_lossy());
+            let leftover =
+                !open && (!whole || matches!(store.backup_key_recorded(&key).await, Ok(false)));
+            if leftover {
+                tracing::info!(file = %f.path().display(), "removing an archive no backup records");
                 let _ = std::fs::remove_file(f.path());
             }
         }
@@ -234,7 +244,7 @@ async fn main() -> anyhow::Result<()> {
         settings,
         faults: saga::Faults::from_env(),
     }));
-    remove_stale_partials(&store, &backupper.0.settings.backup_dir).await;
+    remove_unrecorded_archives(&store, &backupper.0.settings.backup_dir).await;
     let tick = config::seconds("HOSTING_SCHEDULER_TICK_SECS", 60.0)?;
     // Backups and deploys other services ask for (a batch migrate asks for several at once).
     let rpc_prefetch = config::parse("HOSTING_BACKUP_RPC_PREFETCH", 4u16)?;

@@ -115,6 +115,24 @@ pub struct DeadLetters {
     pub store: Store,
 }
 
+/// The task a message names: its `task` field, from JSON or, when the message does not
+/// parse (cut short, garbled), from the first `"task": <number>` in it.
+fn named_task(body: &[u8]) -> Option<domain::TaskId> {
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
+        return v.get("task").and_then(|t| t.as_i64()).map(domain::TaskId);
+    }
+    let text = String::from_utf8_lossy(body);
+    let after = text.split_once("\"task\"")?.1.trim_start();
+    let digits: String = after
+        .strip_prefix(':')?
+        .trim_start()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .take(20)
+        .collect();
+    digits.parse().ok().map(domain::TaskId)
+}
+
 /// Kept for an operator (`GET /api/v1/dead-letters`), with the reason its consumer gave. The
 /// task a message names fails with it when it was that task's own message and cannot be
 /// processed (its consumer says so, or the broker dead-lettered it on its own); a message that
@@ -127,10 +145,7 @@ impl Handler for DeadLetters {
         });
         let fail_task = h.get("x-hosting-fail-task").is_none_or(|v| v == "true");
         // The task it names, read loosely: a garbled message may still say which.
-        let task = serde_json::from_slice::<serde_json::Value>(&message.data)
-            .ok()
-            .and_then(|v| v.get("task").and_then(|t| t.as_i64()))
-            .map(domain::TaskId);
+        let task = named_task(&message.data);
         let recorded = self
             .store
             .record_dead_letter(&store::NewDeadLetter {
@@ -167,5 +182,27 @@ impl Handler for DeadLetters {
             }
         }
         Disposition::Ack
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::named_task;
+    use domain::TaskId;
+
+    #[test]
+    fn a_garbled_message_still_names_its_task() {
+        assert_eq!(
+            named_task(br#"{"task": 12, "type": "verify"}"#),
+            Some(TaskId(12))
+        );
+        assert_eq!(
+            named_task(br#"{"task": 12, "type": "disa"#),
+            Some(TaskId(12))
+        );
+        assert_eq!(named_task(br#"{"type": "x", "task":7"#), Some(TaskId(7)));
+        assert_eq!(named_task(br#"{"task": "12"}"#), None);
+        assert_eq!(named_task(b"\xff\xfe garbage"), None);
+        assert_eq!(named_task(br#"{"task": 99999999999999999999999"#), None);
     }
 }

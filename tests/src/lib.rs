@@ -239,12 +239,23 @@ impl Stack {
         svc: &'static str,
         extra_env: &[(&str, &str)],
     ) -> anyhow::Result<()> {
+        self.start_as(svc, svc, extra_env)
+    }
+
+    /// Starts the service `bin` as the process `name` (a second instance: "migrator-2"), with
+    /// its own log file.
+    pub fn start_as(
+        &mut self,
+        name: &'static str,
+        bin: &'static str,
+        extra_env: &[(&str, &str)],
+    ) -> anyhow::Result<()> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.join(format!("logs/{svc}.log")))?;
-        let child = Command::new(bin_dir().join(svc))
-            .envs(self.env_for(svc))
+            .open(self.dir.join(format!("logs/{name}.log")))?;
+        let child = Command::new(bin_dir().join(bin))
+            .envs(self.env_for(bin))
             .envs(
                 extra_env
                     .iter()
@@ -254,11 +265,218 @@ impl Stack {
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .with_context(|| format!("starting {svc} from {}", bin_dir().display()))?;
-        self.procs.insert(svc, child);
+            .with_context(|| format!("starting {bin} from {}", bin_dir().display()))?;
+        self.procs.insert(name, child);
         Ok(())
     }
 
+    /// Waits until the process `name` exits by itself (an injected crash); whether it did.
+    pub async fn wait_exit(&mut self, name: &'static str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            match self.procs.get_mut(name).map(|c| c.try_wait()) {
+                Some(Ok(Some(_))) | None => {
+                    self.procs.remove(name);
+                    return true;
+                }
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+        false
+    }
+
+    /// Sends a signal without waiting (SIGSTOP, SIGCONT).
+    pub fn signal_only(&self, name: &str, signal: i32) {
+        if let Some(child) = self.procs.get(name) {
+            // SAFETY: a pid of our own child process.
+            unsafe { libc::kill(child.id() as i32, signal) };
+        }
+    }
+
+    /// Publishes a message to one of this stack's exchanges as a service would (persistent,
+    /// with a type), or as a hostile or broken one would (any type, any body).
+    pub async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        message_type: &str,
+        body: &[u8],
+    ) {
+        use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+        let conn = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default())
+            .await
+            .expect("the broker");
+        let ch = conn.create_channel().await.expect("a channel");
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .expect("confirms");
+        let props = lapin::BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_type(message_type.into());
+        ch.basic_publish(
+            format!("{}.{exchange}", self.prefix).as_str().into(),
+            routing_key.into(),
+            BasicPublishOptions::default(),
+            body,
+            props,
+        )
+        .await
+        .expect("publishing")
+        .await
+        .expect("the broker's confirm");
+        let _ = conn.close(200, "done".into()).await;
+    }
+
+    /// Empties one of this stack's queues (`tasks.installer`): messages lost in transit.
+    pub async fn purge(&self, queue: &str) {
+        let conn = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default())
+            .await
+            .expect("the broker");
+        let ch = conn.create_channel().await.expect("a channel");
+        ch.queue_purge(
+            format!("{}.{queue}", self.prefix).as_str().into(),
+            Default::default(),
+        )
+        .await
+        .expect("purging");
+        let _ = conn.close(200, "done".into()).await;
+    }
+
+    /// Waits until the gateway has published a task's message (its outbox row is gone).
+    pub async fn wait_dispatched(&self, task: i64) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let out = self
+                .state_query(&format!(
+                    "SELECT id::text FROM tasks WHERE id = {task} AND dispatched_at IS NOT NULL"
+                ))
+                .await;
+            if !out.is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("task {task} was not dispatched within 30 s");
+    }
+
+    /// Sends `copies` more copies of a task's message, all at once, to the queue of the service
+    /// that owns its type: what a broker does under load (redelivery, a publish retried after
+    /// its confirm was lost).
+    pub async fn duplicate_task_message(&self, task: &Value, copies: usize) {
+        let (id, kind) = (
+            task["id"].as_i64().unwrap_or_default(),
+            task["type"].as_str().unwrap_or_default(),
+        );
+        let owner = domain::TaskType::parse(kind)
+            .map(|t| t.owner().as_str().to_owned())
+            .unwrap_or_default();
+        let body = json!({"task": id, "type": kind}).to_string();
+        let sends = (0..copies).map(|_| {
+            self.publish(
+                "tasks",
+                &owner,
+                contract::TASK_MESSAGE_TYPE,
+                body.as_bytes(),
+            )
+        });
+        futures_util::future::join_all(sends).await;
+    }
+
+    /// What this stack's sites own outside the state database (databases, database users, unix
+    /// users, PHP pools, vhosts, site directories, archives), against what its live sites and
+    /// backup records say they should: every difference, as a line. Meant for a quiet stack
+    /// (no task running).
+    pub async fn leftovers(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let live = self
+            .state_query(
+                "SELECT concat_ws('|', s.domain, s.db_name, s.db_user, s.system_user, p.root, s.status)
+                 FROM sites s JOIN platforms p ON p.id = s.platform_id
+                 WHERE s.status IN ('enabled', 'disabled')",
+            )
+            .await;
+        let live: Vec<Vec<String>> = live
+            .iter()
+            .map(|l| l.split('|').map(str::to_owned).collect())
+            .collect();
+        let sorted = |mut v: Vec<String>| {
+            v.sort();
+            v.dedup();
+            v
+        };
+        let mut compare = |what: &str, have: Vec<String>, want: Vec<String>| {
+            let (have, want) = (sorted(have), sorted(want));
+            let extra: Vec<_> = have.iter().filter(|h| !want.contains(h)).collect();
+            let missing: Vec<_> = want.iter().filter(|w| !have.contains(w)).collect();
+            if !extra.is_empty() {
+                problems.push(format!("{what} left over: {extra:?}"));
+            }
+            if !missing.is_empty() {
+                problems.push(format!("{what} missing: {missing:?}"));
+            }
+        };
+        let (dbs, users) = self.mariadb_leftovers().await;
+        compare(
+            "databases",
+            dbs,
+            live.iter().map(|l| l[1].clone()).collect(),
+        );
+        compare(
+            "database users",
+            users,
+            live.iter().map(|l| l[2].clone()).collect(),
+        );
+        compare(
+            "unix users",
+            site_users(&self.prefix)
+                .into_iter()
+                .map(|(u, _)| u)
+                .collect(),
+            live.iter().map(|l| l[3].clone()).collect(),
+        );
+        compare(
+            "PHP pools",
+            entries_in(&self.dir.join("webconf/pools")),
+            live.iter().map(|l| format!("{}.conf", l[3])).collect(),
+        );
+        compare(
+            "vhosts",
+            entries_in(&self.dir.join("webconf/vhosts")),
+            live.iter()
+                .map(|l| {
+                    domain::DomainName::parse(&l[0])
+                        .map(|d| contract::vhost_file(&d))
+                        .unwrap_or_default()
+                })
+                .collect(),
+        );
+        let roots = self.state_query("SELECT root FROM platforms").await;
+        let mut dirs = Vec::new();
+        for root in &roots {
+            for e in entries_in(&Path::new(root).join("sites")) {
+                dirs.push(format!("{root}/sites/{e}"));
+            }
+        }
+        compare(
+            "site directories",
+            dirs,
+            live.iter()
+                .map(|l| format!("{}/sites/{}", l[4], l[0]))
+                .collect(),
+        );
+        let mut archives = Vec::new();
+        for d in entries_in(&self.backup_dir()) {
+            for f in entries_in(&self.backup_dir().join(&d)) {
+                archives.push(format!("{d}/{f}"));
+            }
+        }
+        compare(
+            "archives",
+            archives,
+            self.state_query("SELECT key FROM backups").await,
+        );
+        problems
+    }
     /// Sends a signal to a service and waits for it to exit.
     pub fn signal(&mut self, svc: &'static str, signal: i32) {
         if let Some(mut child) = self.procs.remove(svc) {
@@ -580,9 +798,12 @@ impl Stack {
             return;
         }
         self.cleaned = true;
-        // webconf stops its nginx and php-fpm on SIGTERM.
-        for svc in SERVICES {
-            self.signal(svc, libc::SIGTERM);
+        // webconf stops its nginx and php-fpm on SIGTERM. Processes stopped by a test
+        // (SIGSTOP) are continued first, or they would not see it.
+        let names: Vec<&'static str> = self.procs.keys().copied().collect();
+        for name in names {
+            self.signal_only(name, libc::SIGCONT);
+            self.signal(name, libc::SIGTERM);
         }
         for pidfile in ["webconf/nginx.pid", "webconf/php-fpm.pid"] {
             if let Some(pid) = std::fs::read_to_string(self.dir.join(pidfile))

@@ -47,7 +47,7 @@ pub fn renewed(f: Fence, until: Instant) {
     }
 }
 
-/// The claim is over (the task ended here, or its lease was lost).
+/// The task ended here: the claim is forgotten.
 pub fn released(f: Fence) {
     if let Ok(mut map) = LEASES.lock() {
         if let Some(m) = map.as_mut() {
@@ -56,15 +56,21 @@ pub fn released(f: Fence) {
     }
 }
 
-/// Whether the current work may still act for its task: true outside a claim, and inside
-/// one while its lease is known to hold.
+/// The claim's lease is lost: the work still running under it may do nothing more.
+pub fn expired(f: Fence) {
+    renewed(f, Instant::now());
+}
+
+/// Whether the current work may still act for its task: inside a claim this process holds,
+/// while its lease is known to hold. Work done for another process's claim (an RPC handled
+/// here) is that process's to fence, and the epoch it carries is checked where it lands.
 pub fn still_held() -> bool {
     let Some(f) = current() else { return true };
     match LEASES.lock() {
         Ok(map) => map
             .as_ref()
             .and_then(|m| m.get(&f))
-            .is_some_and(|until| Instant::now() < *until),
+            .is_none_or(|until| Instant::now() < *until),
         Err(_) => false,
     }
 }

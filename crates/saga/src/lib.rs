@@ -11,7 +11,10 @@
 //!
 //! Two knobs prove the idempotency rule in end-to-end tests, through the environment of a
 //! service: `HOSTING_SAGA_FAIL_AT=<saga>:<step>` makes that step's action fail after it ran,
-//! and `HOSTING_SAGA_REPEAT_ACTIONS=1` runs every action twice.
+//! and `HOSTING_SAGA_REPEAT_ACTIONS=1` runs every action twice. A third proves crash safety:
+//! `HOSTING_SAGA_CRASH_AT=<saga>:<step>:<before|after>` aborts the process (as SIGKILL would:
+//! no destructor, no cleanup) right before that step's action runs, or right after it
+//! succeeded and before that is recorded; the test harness restarts the service without it.
 
 use domain::TaskId;
 use std::future::Future;
@@ -56,6 +59,15 @@ pub struct Faults {
     /// `HOSTING_SAGA_PANIC_AT=<saga>:<step>`: that step's action panics (as a bug would).
     pub panic_at: Option<(String, String)>,
     pub repeat_actions: bool,
+    /// `HOSTING_SAGA_CRASH_AT=<saga>:<step>:<before|after>`.
+    pub crash_at: Option<(String, String, When)>,
+}
+
+/// Where, around a step's action, a crash is injected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    Before,
+    After,
 }
 
 impl Faults {
@@ -67,10 +79,34 @@ impl Faults {
         let panic_at = std::env::var("HOSTING_SAGA_PANIC_AT")
             .ok()
             .and_then(|v| v.split_once(':').map(|(a, b)| (a.to_owned(), b.to_owned())));
+        let crash_at = std::env::var("HOSTING_SAGA_CRASH_AT").ok().and_then(|v| {
+            let mut parts = v.splitn(3, ':');
+            let (saga, step, when) = (parts.next()?, parts.next()?, parts.next()?);
+            let when = match when {
+                "before" => When::Before,
+                "after" => When::After,
+                _ => return None,
+            };
+            Some((saga.to_owned(), step.to_owned(), when))
+        });
         Self {
             fail_at,
             panic_at,
             repeat_actions,
+            crash_at,
+        }
+    }
+
+    /// Aborts the process if a crash is asked for at this point (a test knob). Work that is
+    /// not a saga (a backup) names its own points with it.
+    pub fn crash_point(&self, saga: &str, step: &str, when: When) {
+        if self
+            .crash_at
+            .as_ref()
+            .is_some_and(|(s, st, w)| s == saga && st == step && *w == when)
+        {
+            eprintln!("HOSTING_SAGA_CRASH_AT: aborting {when:?} step '{step}' of {saga}");
+            std::process::abort();
         }
     }
 }
@@ -148,6 +184,7 @@ pub async fn run<S: Saga>(
                     .panic_at
                     .as_ref()
                     .is_some_and(|(s, st)| s == saga.name() && st == step.name);
+                faults.crash_point(saga.name(), step.name, When::Before);
                 let mut result = guarded(step.name, async {
                     let r = saga.action(step.name).await;
                     if panics {
@@ -175,6 +212,7 @@ pub async fn run<S: Saga>(
                 }
                 match result {
                     Ok(()) => {
+                        faults.crash_point(saga.name(), step.name, When::After);
                         store
                             .record_saga_event_fenced(task, epoch, step.name, "done", None)
                             .await?;

@@ -134,6 +134,17 @@ impl Store {
         row.as_ref().map(backup).transpose()
     }
 
+    /// Whether an archive key is some backup's.
+    pub async fn backup_key_recorded(&self, key: &str) -> Result<bool> {
+        Ok(
+            sqlx::query_scalar::<_, i64>("SELECT id FROM backups WHERE key = $1 LIMIT 1")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?
+                .is_some(),
+        )
+    }
+
     pub async fn mark_backup_verified(&self, id: BackupId) -> Result<()> {
         sqlx::query("UPDATE backups SET verified_at = now() WHERE id = $1")
             .bind(id.0)

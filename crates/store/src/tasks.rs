@@ -767,6 +767,45 @@ impl Store {
         Ok(report)
     }
 
+    /// The distinct lease owners of running tasks whose names start with `prefix`.
+    pub async fn lease_owners_like(&self, prefix: &str) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT lease_owner FROM tasks
+             WHERE status = 'processing' AND starts_with(lease_owner, $1)",
+        )
+        .bind(prefix)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Queues again the running tasks of a worker known to be dead (as the sweeper does once
+    /// their lease lapses), if they have attempts left (the sweeper fails the others once
+    /// their lease lapses); how many.
+    pub async fn requeue_tasks_of(&self, owner: &str, max_attempts: i32) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "UPDATE tasks SET status = 'queued', lease_owner = NULL, lease_until = NULL
+             WHERE status = 'processing' AND lease_owner = $1 AND attempts < $2 RETURNING id, type",
+        )
+        .bind(owner)
+        .bind(max_attempts)
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in &rows {
+            let id = TaskId(row.try_get("id")?);
+            sqlx::query(
+                "INSERT INTO task_log (task_id, level, message) VALUES ($1, 'warning', $2)",
+            )
+            .bind(id.0)
+            .bind("the process running this task died; the task is queued again and will resume")
+            .execute(&mut *tx)
+            .await?;
+            enqueue_dispatch(&mut tx, id, TaskType::parse(row.try_get("type")?)?, None).await?;
+        }
+        tx.commit().await?;
+        Ok(rows.len() as u64)
+    }
+
     // --- dead letters ---
 
     pub async fn record_dead_letter(&self, d: &NewDeadLetter<'_>) -> Result<i64> {

@@ -93,13 +93,15 @@ pub struct Worker<H> {
 impl<H: TaskHandler> Worker<H> {
     /// Consumes this service's task queue forever.
     pub async fn run(store: Store, bus: Bus, handler: H, config: WorkerConfig) {
+        let host = this_host();
         let id = format!(
-            "{}-{}-{}",
+            "{}@{host}:{}:{}",
             config.service,
             std::process::id(),
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
         tracing::info!(worker = %id, "task worker starting");
+        reclaim_from_dead_processes(&store, config.service, &host).await;
         loop {
             match bus.declare_topology(&[config.service]).await {
                 Ok(()) => break,
@@ -119,6 +121,45 @@ impl<H: TaskHandler> Worker<H> {
             service: config.service,
         });
         bus.consume(&queue, config.prefetch, worker).await
+    }
+}
+
+fn this_host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Tasks that a process of this service on this host held when it died (killed, crashed) are
+/// queued again at once, not after their lease: a service restarted after a crash resumes its
+/// work right away. A process counts as alive while its pid runs this service's program (a
+/// pid taken over by another program means it died), so a live instance's tasks stay its own.
+async fn reclaim_from_dead_processes(store: &Store, service: &str, host: &str) {
+    let max_attempts = config::parse("HOSTING_MAX_ATTEMPTS", 5).unwrap_or(5);
+    let owners = match store.lease_owners_like(&format!("{service}@{host}:")).await {
+        Ok(o) => o,
+        Err(e) => return tracing::warn!(error = %e, "cannot look for tasks of dead processes"),
+    };
+    for owner in owners {
+        let pid = owner.rsplit(':').nth(1).and_then(|p| p.parse::<u32>().ok());
+        let alive = pid.is_some_and(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| {
+                exe.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(service))
+            })
+        });
+        if alive {
+            continue;
+        }
+        match store.requeue_tasks_of(&owner, max_attempts).await {
+            Ok(n) if n > 0 => {
+                tracing::warn!(%owner, tasks = n, "resuming the tasks of a process that died")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot requeue the tasks of a dead process"),
+        }
     }
 }
 
@@ -230,7 +271,7 @@ impl<H: TaskHandler> Handler for Worker<H> {
                         // Stopped or cut off from the store past the lease: the sweeper may
                         // have handed the task to another worker already.
                         tracing::error!(task = %t.id, "the task's lease expired; stopping it here");
-                        bus::fence::released(fence);
+                        bus::fence::expired(fence);
                         lost.notify_one();
                         return;
                     }
@@ -241,7 +282,7 @@ impl<H: TaskHandler> Handler for Worker<H> {
                         }
                         Ok(false) => {
                             tracing::error!(task = %t.id, "lost the task's lease; stopping it here");
-                            bus::fence::released(fence);
+                            bus::fence::expired(fence);
                             lost.notify_one();
                             return;
                         }
@@ -273,6 +314,7 @@ impl<H: TaskHandler> Handler for Worker<H> {
             ran = run => ran,
             _ = lease_lost.notified() => {
                 heartbeat.abort();
+                bus::fence::released(fence);
                 return Disposition::Ack;
             }
         };
