@@ -278,6 +278,11 @@ impl Nginx {
         }
         let generation = self.read_generation().await;
         self.wait_for_generation(generation).await?;
+        // Everything on disk is live now, whatever an earlier webconf left pending.
+        self.clear_pending(Reload::Nginx).await;
+        if self.settings.php_fpm_bin.is_some() {
+            self.clear_pending(Reload::Fpm).await;
+        }
         tracing::info!(listen = %self.settings.listen, "nginx serving");
         Ok(())
     }

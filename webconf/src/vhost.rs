@@ -9,6 +9,9 @@ use std::path::PathBuf;
 pub struct VhostService {
     nginx: Nginx,
     users: Users,
+    /// `HOSTING_WEBCONF_CRASH_AT=vhost-written` (a test knob): abort, as SIGKILL would, once
+    /// a vhost is written and before nginx tests and loads it.
+    crash_after_write: bool,
 }
 
 impl VhostService {
@@ -16,6 +19,8 @@ impl VhostService {
         Self {
             nginx,
             users: Users::new(),
+            crash_after_write: std::env::var("HOSTING_WEBCONF_CRASH_AT")
+                .is_ok_and(|v| v == "vhost-written"),
         }
     }
 
@@ -81,6 +86,13 @@ impl VhostService {
         }
         if vhost_changed {
             write_atomically(&path, &text).await?;
+            if self.crash_after_write {
+                eprintln!(
+                    "HOSTING_WEBCONF_CRASH_AT: aborting after writing {}",
+                    path.display()
+                );
+                std::process::abort();
+            }
             if let Err(e) = self.nginx.test().await {
                 match &previous {
                     Some(old) => write_atomically(&path, old).await?,
