@@ -26,6 +26,8 @@ bench: deps
 	$${CARGO_TARGET_DIR:-target}/release/bench_backup
 	$${CARGO_TARGET_DIR:-target}/release/bench_migrate
 	$${CARGO_TARGET_DIR:-target}/release/bench_cells
+	$${CARGO_TARGET_DIR:-target}/release/bench_lists
+	$${CARGO_TARGET_DIR:-target}/release/bench_vhosts
 
 lint: deps
 	$(CARGO) fmt --all -- --check

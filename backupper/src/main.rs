@@ -94,6 +94,7 @@ impl TaskHandler for Backupper {
             Restore => restore::run(self, task, log).await,
             BackupDelete => self.delete(task, log).await,
             VerifyBackup => verify::run(self, task, log).await,
+            PurgeTasks => scheduler::purge_tasks(&self.store, log).await,
             other => Outcome::Error(format!("the backupper cannot run '{other}' tasks yet")),
         }
     }

@@ -40,8 +40,60 @@ fn setting<T>(
     }
 }
 
+/// How often the retention of finished tasks is applied.
+const TASK_PURGE_EVERY: Duration = Duration::from_secs(24 * 3600);
+
+/// Tasks removed per statement: a purge of a year's backlog does not hold one long
+/// transaction, and the lease is renewed between batches.
+const PURGE_BATCH: i64 = 1000;
+
+/// The retention of finished tasks, in days, and the time before which they go.
+fn task_cutoff(
+    settings: &serde_json::Map<String, serde_json::Value>,
+    now: OffsetDateTime,
+) -> (u64, OffsetDateTime) {
+    use domain::task_retention::{DEFAULT_DAYS, MAX_DAYS, SETTING};
+    let days = settings
+        .get(SETTING)
+        .and_then(serde_json::Value::as_u64)
+        .filter(|d| (1..=MAX_DAYS).contains(d))
+        .unwrap_or(DEFAULT_DAYS);
+    // At most ten years back: always representable.
+    let back = time::Duration::days(i64::try_from(days).unwrap_or(3650));
+    (days, now.checked_sub(back).unwrap_or(now))
+}
+
+/// The `purge-tasks` task: removes finished tasks (with their logs) older than the setting
+/// `task_retention_days`.
+pub async fn purge_tasks(store: &Store, log: &worker::TaskLog) -> worker::Outcome {
+    let (days, cutoff) = match store.settings().await {
+        Ok(map) => task_cutoff(&map, OffsetDateTime::now_utc()),
+        Err(e) => return worker::Outcome::Error(format!("cannot read the settings: {e}")),
+    };
+    log.info(format!(
+        "removing tasks that finished more than {days} days ago, with their logs"
+    ))
+    .await;
+    let mut removed = 0u64;
+    loop {
+        match store.purge_finished_tasks(cutoff, PURGE_BATCH).await {
+            Ok(0) => break,
+            Ok(n) => removed += n,
+            Err(e) => return worker::Outcome::Error(format!("purging tasks: {e}")),
+        }
+    }
+    log.info(format!("{removed} finished tasks removed")).await;
+    worker::Outcome::Success(Some(
+        serde_json::json!({ "removed": removed, "days": days }),
+    ))
+}
+
 pub async fn tick_once(store: &Store, now: OffsetDateTime) -> anyhow::Result<()> {
     let settings = store.settings().await?;
+    let (_, cutoff) = task_cutoff(&settings, now);
+    if store.queue_task_purge(cutoff, TASK_PURGE_EVERY).await? {
+        tracing::info!("task retention purge queued");
+    }
     let global = setting(&settings, "backup_schedule", Schedule::parse);
     let retention = setting(&settings, "backup_retention", Retention::parse);
     for s in store.site_schedules().await? {

@@ -15,6 +15,8 @@ pub struct GatewayConfig {
     pub public_url: String,
     /// Failed authentications one address may make in a minute before it gets 429.
     pub auth_failures_per_minute: u32,
+    /// Accept the bench's `noop` tasks (never in production: they do nothing).
+    pub bench_tasks: bool,
 }
 
 impl GatewayConfig {
@@ -33,6 +35,7 @@ impl GatewayConfig {
             run_migrations: config::parse("HOSTING_MIGRATE", true)?,
             public_url: config::public_url()?,
             auth_failures_per_minute: config::parse("HOSTING_AUTH_FAILURES_PER_MINUTE", 30)?,
+            bench_tasks: config::parse("HOSTING_BENCH_TASKS", false)?,
         })
     }
 }

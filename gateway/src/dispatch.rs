@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use store::Store;
 use tokio::sync::Notify;
-use tracing::Instrument;
 
 pub async fn relay(store: Store, bus: Bus, wake: Arc<Notify>) {
     let exchange = bus.topology().tasks_exchange();
@@ -31,39 +30,38 @@ pub async fn relay(store: Store, bus: Bus, wake: Arc<Notify>) {
             let _ = tokio::time::timeout(Duration::from_secs(1), wake.notified()).await;
             continue;
         }
+        // The whole batch goes out at once and its confirms are awaited together; the rows
+        // the broker confirmed are then removed in one statement.
+        let bodies: Vec<String> = batch.iter().map(|m| m.payload.to_string()).collect();
+        let outgoing: Vec<bus::OutgoingMessage> = batch
+            .iter()
+            .zip(&bodies)
+            .map(|(m, body)| bus::OutgoingMessage {
+                routing_key: &m.routing_key,
+                message_type: &m.message_type,
+                body: body.as_bytes(),
+                traceparent: m.traceparent.as_deref(),
+            })
+            .collect();
+        let results = bus.publish_batch(&exchange, &outgoing).await;
+        let mut published = Vec::new();
         let mut failed = false;
-        for message in &batch {
-            if failed {
-                let _ = store
-                    .outbox_failed(
-                        message,
-                        "not attempted: the broker failed earlier in this batch",
-                    )
-                    .await;
-                continue;
-            }
-            let body = message.payload.to_string();
-            let span = bus::span_with_traceparent("dispatch task", message.traceparent.as_deref());
-            let published = bus
-                .publish(
-                    &exchange,
-                    &message.routing_key,
-                    &message.message_type,
-                    body.as_bytes(),
-                )
-                .instrument(span)
-                .await;
-            let stored = match &published {
-                Ok(()) => store.outbox_published(message).await,
+        for (message, result) in batch.iter().zip(results) {
+            match result {
+                Ok(()) => published.push(message),
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot publish accepted tasks yet; they wait in the outbox");
+                    if !failed {
+                        tracing::warn!(error = %e, "cannot publish accepted tasks yet; they wait in the outbox");
+                    }
                     failed = true;
-                    store.outbox_failed(message, &e.to_string()).await
+                    if let Err(e) = store.outbox_failed(message, &e.to_string()).await {
+                        tracing::warn!(error = %e, "cannot release an outbox row; it is retried when its claim lapses");
+                    }
                 }
-            };
-            if let Err(e) = stored {
-                tracing::warn!(error = %e, "cannot record the outbox row's fate; it may be published twice (harmless)");
             }
+        }
+        if let Err(e) = store.outbox_published(&published).await {
+            tracing::warn!(error = %e, "cannot record the outbox rows' fate; they may be published twice (harmless)");
         }
         if failed {
             tokio::time::sleep(backoff).await;
@@ -140,8 +138,17 @@ fn named_task(body: &[u8]) -> Option<domain::TaskId> {
 impl Handler for DeadLetters {
     async fn handle(&self, message: Incoming) -> Disposition {
         let h = &message.headers;
+        // Our consumers say why; the broker says only how (RabbitMQ's `x-first-death-reason`).
         let reason = h.get("x-hosting-reason").cloned().unwrap_or_else(|| {
-            "its consumer rejected it, or it went past its delivery limit".into()
+            match h.get("x-first-death-reason").map(String::as_str) {
+                Some("delivery_limit") => format!(
+                    "it was delivered {} times without being settled (its consumer died each time): the broker's delivery limit",
+                    bus::DELIVERY_LIMIT
+                ),
+                Some("expired") => "it expired in its queue before a consumer took it".into(),
+                Some("maxlen") => "its queue was full".into(),
+                _ => "its consumer rejected it".into(),
+            }
         });
         let fail_task = h.get("x-hosting-fail-task").is_none_or(|v| v == "true");
         // The task it names, read loosely: a garbled message may still say which.

@@ -23,12 +23,23 @@ pub enum ApiError {
     Internal(anyhow::Error),
 }
 
+/// What a 503 for an unreachable state database tells the client to wait.
+pub const STATE_RETRY_AFTER_SECS: u64 = 5;
+
 /// The largest request body the API reads.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 /// How deeply a request body's JSON may nest (arrays and objects).
 pub const MAX_JSON_DEPTH: usize = 32;
 
 impl ApiError {
+    /// The state database is away: nothing was read or changed.
+    pub fn state_unavailable() -> Self {
+        ApiError::Unavailable(
+            "the state database is unreachable, so nothing was read or changed; try again in a few seconds".into(),
+            STATE_RETRY_AFTER_SECS,
+        )
+    }
+
     pub fn field(field: &str, e: domain::ParseError) -> Self {
         ApiError::Unprocessable(format!("{field}: {e}"))
     }
@@ -41,6 +52,10 @@ impl From<store::StoreError> for ApiError {
                 ApiError::NotFound(format!("{what} does not exist"))
             }
             store::StoreError::Conflict(msg) => ApiError::Conflict(msg),
+            e if e.is_unavailable() => {
+                tracing::warn!(error = %e, "the state database is unreachable");
+                ApiError::state_unavailable()
+            }
             other => ApiError::Internal(other.into()),
         }
     }

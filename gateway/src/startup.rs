@@ -14,6 +14,9 @@ pub struct AppState {
     pub config: Arc<GatewayConfig>,
     pub wake_relay: Arc<Notify>,
     pub auth_guard: Arc<crate::auth::AuthGuard>,
+    /// Whether the state database answered its last ping: while it does not, the API answers
+    /// 503 at once instead of waiting for a connection.
+    pub state_up: Arc<std::sync::atomic::AtomicBool>,
 }
 
 pub struct Application {
@@ -47,6 +50,7 @@ impl Application {
                 )),
                 config: Arc::new(config),
                 wake_relay: Arc::new(Notify::new()),
+                state_up: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             },
         })
     }
@@ -93,6 +97,7 @@ impl Application {
                         .await
                 };
                 tokio::join!(
+                    watch_state_database(s.store.clone(), s.state_up.clone()),
                     dispatch::relay(s.store.clone(), s.bus.clone(), s.wake_relay.clone()),
                     dispatch::listen_for_outbox(s.store.clone(), s.wake_relay.clone()),
                     dispatch::sweeper(
@@ -116,5 +121,27 @@ impl Application {
         background.abort();
         s.bus.close().await;
         Ok(())
+    }
+}
+
+/// Pings the state database twice a second (each ping given a second) and keeps `up` true
+/// while it answers.
+async fn watch_state_database(store: store::Store, up: Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::Ordering;
+    loop {
+        let answered = matches!(
+            tokio::time::timeout(Duration::from_secs(1), store.ping()).await,
+            Ok(Ok(()))
+        );
+        if up.swap(answered, Ordering::SeqCst) != answered {
+            if answered {
+                tracing::info!("the state database answers again");
+            } else {
+                tracing::warn!(
+                    "the state database does not answer; the API answers 503 until it does"
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }

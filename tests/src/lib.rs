@@ -6,6 +6,7 @@
 //! their own copy of the example platform in a temporary directory. [`Stack::teardown`] (or,
 //! after a panic, `Drop`) removes all of it, so tests run in parallel and leave nothing behind.
 
+pub mod faults;
 pub mod http;
 pub mod proxy;
 pub mod smtp;
@@ -98,10 +99,19 @@ pub struct StackOptions {
     /// Where the stack's directory (platforms, sites, backups, logs) goes; by default
     /// /tmp/hosting-tests.
     pub root: Option<PathBuf>,
+    /// Every service (and the harness) uses this broker instead of the shared one: a
+    /// private one a test may kill ([`faults::Rabbit`]).
+    pub amqp_url: Option<String>,
+    /// The state database lives on this PostgreSQL port instead of the shared 5432 (a
+    /// private instance, [`faults::Postgres`]).
+    pub pg_port: Option<u16>,
 }
 
 pub struct Stack {
     pub prefix: String,
+    /// The broker this stack uses.
+    pub amqp_url: String,
+    pg_admin_url: String,
     pub dir: PathBuf,
     pub api: String,
     pub http_port: u16,
@@ -139,19 +149,24 @@ impl Stack {
         copy_dir(&repo_root().join("platforms/example"), &example_root)?;
 
         let state_db = format!("hosting_{prefix}");
-        let admin = sqlx::PgPool::connect(PG_ADMIN_URL)
+        let pg_port = options.pg_port.unwrap_or(5432);
+        let pg_admin_url = format!("postgres://hosting:hosting@127.0.0.1:{pg_port}/hosting");
+        let amqp_url = options.amqp_url.clone().unwrap_or_else(|| AMQP_URL.into());
+        let admin = sqlx::PgPool::connect(&pg_admin_url)
             .await
             .context("connecting to PostgreSQL as hosting")?;
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {state_db}")))
             .execute(&admin)
             .await?;
         admin.close().await;
-        let state_db_url = format!("postgres://hosting:hosting@127.0.0.1:5432/{state_db}");
+        let state_db_url = format!("postgres://hosting:hosting@127.0.0.1:{pg_port}/{state_db}");
 
         let gateway_port = free_port();
         let http_port = free_port();
         let mut stack = Stack {
             prefix,
+            amqp_url,
+            pg_admin_url,
             api: format!("http://127.0.0.1:{gateway_port}"),
             http_port,
             token: String::new(),
@@ -187,7 +202,7 @@ impl Stack {
     fn env_for(&self, svc: &str) -> Vec<(String, String)> {
         let mut env = vec![
             ("HOSTING_DATABASE_URL".to_owned(), self.state_db_url.clone()),
-            ("HOSTING_AMQP_URL".into(), AMQP_URL.into()),
+            ("HOSTING_AMQP_URL".into(), self.amqp_url.clone()),
             ("HOSTING_PREFIX".into(), self.prefix.clone()),
             (
                 "HOSTING_LISTEN".into(),
@@ -303,9 +318,12 @@ impl Stack {
         body: &[u8],
     ) {
         use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-        let conn = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default())
-            .await
-            .expect("the broker");
+        let conn = lapin::Connection::connect(
+            self.first_amqp_url(),
+            lapin::ConnectionProperties::default(),
+        )
+        .await
+        .expect("the broker");
         let ch = conn.create_channel().await.expect("a channel");
         ch.confirm_select(ConfirmSelectOptions::default())
             .await
@@ -329,9 +347,12 @@ impl Stack {
 
     /// Empties one of this stack's queues (`tasks.installer`): messages lost in transit.
     pub async fn purge(&self, queue: &str) {
-        let conn = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default())
-            .await
-            .expect("the broker");
+        let conn = lapin::Connection::connect(
+            self.first_amqp_url(),
+            lapin::ConnectionProperties::default(),
+        )
+        .await
+        .expect("the broker");
         let ch = conn.create_channel().await.expect("a channel");
         ch.queue_purge(
             format!("{}.{queue}", self.prefix).as_str().into(),
@@ -835,7 +856,8 @@ impl Stack {
             }
             pool.close().await;
         }
-        if let Ok(admin) = sqlx::PgPool::connect(PG_ADMIN_URL).await {
+        let keep = std::env::var("HOSTING_KEEP_TEST_DIRS").is_ok();
+        if let (false, Ok(admin)) = (keep, sqlx::PgPool::connect(&self.pg_admin_url).await) {
             let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
                 "DROP DATABASE IF EXISTS {} WITH (FORCE)",
                 self.state_db
@@ -845,7 +867,7 @@ impl Stack {
             admin.close().await;
         }
         let bus = bus::Bus::new(
-            AMQP_URL,
+            &self.amqp_url,
             contract::Topology::new(&self.prefix),
             "test-cleanup",
         );
@@ -879,6 +901,8 @@ impl Drop for Stack {
         // its own (we may be inside the test's runtime here).
         let mut me = Stack {
             prefix: self.prefix.clone(),
+            amqp_url: self.amqp_url.clone(),
+            pg_admin_url: self.pg_admin_url.clone(),
             dir: self.dir.clone(),
             api: self.api.clone(),
             http_port: self.http_port,
@@ -1050,6 +1074,11 @@ impl Stack {
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
         pool.close().await;
+    }
+
+    /// The broker's first node (the stack may be given a cluster's list).
+    pub fn first_amqp_url(&self) -> &str {
+        self.amqp_url.split(',').next().unwrap_or(&self.amqp_url)
     }
 
     /// A one-column query on this stack's state database.

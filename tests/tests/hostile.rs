@@ -556,6 +556,8 @@ async fn tokens_do_exactly_what_they_say() {
         ("POST", "/tokens".into(), json!({"name": "x"})),
         ("GET", "/tokens".into(), Value::Null),
         ("DELETE", "/tokens/1".into(), Value::Null),
+        ("POST", "/tasks".into(), json!({"type": "purge-tasks"})),
+        ("GET", "/dead-letters".into(), Value::Null),
     ];
     for (method, path, body) in &admin_writes {
         let body = (!body.is_null()).then(|| body.clone());

@@ -2,6 +2,7 @@
 //! site vhosts for nginx, a configuration test before every reload, and a reload that returns
 //! only once nginx serves the new configuration.
 
+mod apply;
 mod fpm;
 mod nginx;
 mod users;
@@ -29,8 +30,11 @@ async fn main() -> anyhow::Result<()> {
     bus.declare_rpc_queue("webconf", &server).await?;
     web.prepare().await.context("preparing the web server")?;
     tracing::info!(%server, "webconf ready");
+    // Requests handled at once: vhost changes among them are applied together, so many
+    // in flight make few reloads.
+    let prefetch = config::parse("HOSTING_RPC_PREFETCH", 128u16)?;
     tokio::select! {
-        _ = bus.serve_rpc("webconf", &server, 8, vhost::VhostService::new(web.clone())) => {},
+        _ = bus.serve_rpc("webconf", &server, prefetch, vhost::VhostService::new(web.clone())) => {},
         _ = telemetry::shutdown_signal() => tracing::info!("stopping"),
     }
     bus.close().await;

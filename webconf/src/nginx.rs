@@ -143,6 +143,9 @@ pub struct Nginx {
     /// one change.
     pub lock: Arc<Mutex<u64>>,
     started_here: Arc<Mutex<bool>>,
+    /// The most vhosts the running master has held: when far fewer are left, a reload starts
+    /// a fresh master.
+    peak_vhosts: Arc<std::sync::atomic::AtomicUsize>,
     pub fpm: crate::fpm::Fpm,
 }
 
@@ -161,6 +164,7 @@ impl Nginx {
             settings,
             lock: Arc::new(Mutex::new(0)),
             started_here: Arc::default(),
+            peak_vhosts: Arc::default(),
         }
     }
 
@@ -243,15 +247,12 @@ impl Nginx {
                 bail!("cannot chown {d}/tmp to {u}");
             }
         }
-        let user_line = user.map(|u| format!("user {u};\n")).unwrap_or_default();
-        let nginx_conf = format!(
-            "# Managed by webconf; rewritten at every start.\n{user_line}worker_processes 2;\npid {d}/nginx.pid;\nerror_log {d}/logs/error.log warn;\nevents {{ worker_connections 1024; }}\nhttp {{\n    access_log {d}/logs/access.log;\n    client_body_temp_path {d}/tmp/body;\n    proxy_temp_path {d}/tmp/proxy;\n    fastcgi_temp_path {d}/tmp/fastcgi;\n    uwsgi_temp_path {d}/tmp/uwsgi;\n    scgi_temp_path {d}/tmp/scgi;\n    server_tokens off;\n    # Any valid name (up to 253 characters) and thousands of them fit the server-name hash.\n    server_names_hash_bucket_size 512;\n    server_names_hash_max_size 65536;\n    sendfile on;\n    client_max_body_size 64m;\n    types {{\n        text/html html htm; text/css css; text/plain txt; application/javascript js; application/json json;\n        image/png png; image/jpeg jpg jpeg; image/gif gif; image/svg+xml svg; image/webp webp; image/x-icon ico;\n        font/woff woff; font/woff2 woff2; application/pdf pdf;\n    }}\n    default_type application/octet-stream;\n    include {d}/generation.conf;\n    include {d}/vhosts/*.conf;\n}}\n"
-        );
+        let nginx_conf = self.main_conf(&format!("{d}/vhosts/*.conf"));
         tokio::fs::write(format!("{d}/nginx.conf"), nginx_conf).await?;
         tokio::fs::write(format!("{d}/fastcgi_params"), FASTCGI_PARAMS).await?;
-        if !tokio::fs::try_exists(format!("{d}/generation.conf")).await? {
-            self.write_generation(0).await?;
-        }
+        // Rewritten with the generation it had: the hash size follows the vhosts there are.
+        let generation = self.read_generation().await;
+        self.write_generation(generation).await?;
 
         if self.settings.php_fpm_bin.is_some() {
             tokio::fs::write(format!("{d}/php-fpm.conf"), self.fpm.main_conf()).await?;
@@ -276,6 +277,10 @@ impl Nginx {
             self.run_nginx(&[]).await?;
             *self.started_here.lock().await = true;
         }
+        self.peak_vhosts.store(
+            self.vhost_count().await,
+            std::sync::atomic::Ordering::SeqCst,
+        );
         let generation = self.read_generation().await;
         self.wait_for_generation(generation).await?;
         // Everything on disk is live now, whatever an earlier webconf left pending.
@@ -284,6 +289,54 @@ impl Nginx {
             self.clear_pending(Reload::Fpm).await;
         }
         tracing::info!(listen = %self.settings.listen, "nginx serving");
+        Ok(())
+    }
+
+    /// The managed nginx.conf, including the vhosts `vhosts` names (a glob, or one file).
+    fn main_conf(&self, vhosts: &str) -> String {
+        let d = self.d();
+        let user_line = web_user()
+            .map(|u| format!("user {u};\n"))
+            .unwrap_or_default();
+        format!(
+            "# Managed by webconf; rewritten at every start.\n{user_line}worker_processes 2;\npid {d}/nginx.pid;\nerror_log {d}/logs/error.log warn;\nevents {{ worker_connections 1024; }}\nhttp {{\n    access_log {d}/logs/access.log;\n    client_body_temp_path {d}/tmp/body;\n    proxy_temp_path {d}/tmp/proxy;\n    fastcgi_temp_path {d}/tmp/fastcgi;\n    uwsgi_temp_path {d}/tmp/uwsgi;\n    scgi_temp_path {d}/tmp/scgi;\n    server_tokens off;\n    # Any valid name (up to 253 characters) fits a bucket; the hash's size follows the\n    # number of vhosts (generation.conf).\n    server_names_hash_bucket_size 512;\n    sendfile on;\n    client_max_body_size 64m;\n    types {{\n        text/html html htm; text/css css; text/plain txt; application/javascript js; application/json json;\n        image/png png; image/jpeg jpg jpeg; image/gif gif; image/svg+xml svg; image/webp webp; image/x-icon ico;\n        font/woff woff; font/woff2 woff2; application/pdf pdf;\n    }}\n    default_type application/octet-stream;\n    include {d}/generation.conf;\n    include {vhosts};\n}}\n"
+        )
+    }
+
+    /// Checks vhosts about to be loaded. Managed: only the given files, in a configuration of
+    /// their own that is otherwise the real one, so a change costs what its own vhosts cost
+    /// to parse, not all 10,000; what only the whole configuration can refuse (a conflict
+    /// between two vhosts) is caught by the reload itself, which nginx refuses without
+    /// leaving the running configuration, and which `reload` reports. Unmanaged: `nginx -t`
+    /// of the system's whole configuration.
+    pub async fn test_vhosts(&self, files: &[PathBuf]) -> anyhow::Result<()> {
+        if !self.settings.managed {
+            return self.test().await;
+        }
+        if files.is_empty() {
+            return Ok(());
+        }
+        let d = self.d();
+        let list = format!("{d}/test-vhosts.conf");
+        let includes: String = files
+            .iter()
+            .map(|f| format!("include {};\n", f.display()))
+            .collect();
+        tokio::fs::write(&list, includes).await?;
+        let conf = format!("{d}/test-nginx.conf");
+        tokio::fs::write(&conf, self.main_conf(&list)).await?;
+        let out = tokio::process::Command::new(&self.settings.nginx_bin)
+            .args(["-t", "-q", "-c", &conf, "-p", &format!("{d}/"), "-e"])
+            .arg(format!("{d}/logs/error.log"))
+            .output()
+            .await
+            .with_context(|| format!("cannot run {}", self.settings.nginx_bin))?;
+        if !out.status.success() {
+            bail!(
+                "nginx -t refused the vhost: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
         Ok(())
     }
 
@@ -309,17 +362,35 @@ impl Nginx {
             .context("nginx -t refused the configuration")
     }
 
-    fn generation_conf(&self, generation: u64) -> String {
+    fn generation_conf(&self, generation: u64, vhosts: usize) -> String {
+        // nginx looks for the smallest hash that holds every name, up to this ceiling; a
+        // ceiling below what the names need makes it warn and build a slow one. Eight names a
+        // vhost (its domain and aliases) leave room; the memory used is what is needed.
+        let max_size = vhosts.saturating_mul(8).max(1024);
         format!(
-            "# Managed by webconf. The default server answers unknown hosts with 404 and tells\n# webconf which configuration generation the workers run.\nserver {{\n    listen {listen} default_server;\n    server_name _;\n    location = /.hosting/generation {{ default_type text/plain; return 200 \"{generation}\"; }}\n    location / {{ return 404; }}\n}}\n",
+            "# Managed by webconf. The default server answers unknown hosts with 404 and tells\n# webconf which configuration generation the workers run.\nserver_names_hash_max_size {max_size};\nserver {{\n    listen {listen} default_server;\n    server_name _;\n    location = /.hosting/generation {{ default_type text/plain; return 200 \"{generation}\"; }}\n    location / {{ return 404; }}\n}}\n",
             listen = self.settings.listen
         )
     }
 
+    /// How many vhost files there are (a directory listing, no file read).
+    async fn vhost_count(&self) -> usize {
+        let mut n = 0;
+        if let Ok(mut dir) = tokio::fs::read_dir(&self.settings.vhost_dir).await {
+            while let Ok(Some(e)) = dir.next_entry().await {
+                if e.file_name().to_string_lossy().ends_with(".conf") {
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
     async fn write_generation(&self, generation: u64) -> anyhow::Result<()> {
+        let vhosts = self.vhost_count().await;
         tokio::fs::write(
             format!("{}/generation.conf", self.d()),
-            self.generation_conf(generation),
+            self.generation_conf(generation, vhosts),
         )
         .await?;
         Ok(())
@@ -338,21 +409,49 @@ impl Nginx {
 
     /// Reloads nginx and, in managed mode, waits until a fresh connection is served by the
     /// new configuration, so a task that reloads ends only when its vhost answers.
+    ///
+    /// Managed, the master is sent SIGHUP itself: `nginx -s reload` would parse the whole
+    /// configuration once more just to find the pid file. A configuration the master refuses
+    /// leaves the running one in place; its `[emerg]` line in the error log is the answer,
+    /// returned as the error. When the configuration shrank to a quarter of the most it held
+    /// since the master started, the master is replaced instead (nginx's binary upgrade:
+    /// SIGUSR2, then SIGQUIT to the old one), because a master never gives back the memory
+    /// an old configuration took, and its workers inherit it.
     pub async fn reload(&self) -> anyhow::Result<()> {
         if !self.settings.managed {
             self.run_nginx(&["-s", "reload"]).await?;
             return Ok(());
         }
+        let d = self.d().to_owned();
         let generation = self.read_generation().await.wrapping_add(1).max(1);
         self.write_generation(generation).await?;
-        let old_workers = match read_pid(&format!("{}/nginx.pid", self.d())).await {
-            Some(master) => accepting_workers(master),
-            None => vec![],
+        let vhosts = self.vhost_count().await;
+        let peak = self
+            .peak_vhosts
+            .fetch_max(vhosts, std::sync::atomic::Ordering::SeqCst)
+            .max(vhosts);
+        let Some(master) = read_pid(&format!("{d}/nginx.pid")).await else {
+            bail!("nginx is not running (no pid in {d}/nginx.pid)");
         };
-        self.run_nginx(&["-s", "reload"])
+        let old_workers = accepting_workers(master);
+        let log = format!("{d}/logs/error.log");
+        let log_from = tokio::fs::metadata(&log)
             .await
-            .context("nginx -s reload")?;
-        self.wait_for_generation(generation).await?;
+            .map(|m| m.len())
+            .unwrap_or(0);
+        let fresh = peak >= 1000 && vhosts.saturating_mul(4) < peak;
+        if fresh {
+            self.upgrade_master(master, &log, log_from).await?;
+            self.peak_vhosts
+                .store(vhosts, std::sync::atomic::Ordering::SeqCst);
+        } else {
+            // SAFETY: a signal to the pid nginx wrote for its own master.
+            if unsafe { libc::kill(master, libc::SIGHUP) } != 0 {
+                bail!("cannot signal nginx's master (pid {master})");
+            }
+        }
+        self.wait_for_generation_or_refusal(generation, &log, log_from)
+            .await?;
         // New workers serving is not enough: until the old ones close their listening sockets
         // they may still take a new connection with the old configuration.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
@@ -363,6 +462,59 @@ impl Nginx {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         Ok(())
+    }
+
+    /// A new master from the binary, on the configuration as written; the old one leaves
+    /// gracefully once the new one runs.
+    async fn upgrade_master(&self, old: i32, log: &str, log_from: u64) -> anyhow::Result<()> {
+        let d = self.d();
+        tracing::info!("starting a fresh nginx master, to give back an old configuration's memory");
+        // SAFETY: a signal to the pid nginx wrote for its own master.
+        if unsafe { libc::kill(old, libc::SIGUSR2) } != 0 {
+            bail!("cannot signal nginx's master (pid {old})");
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let new = loop {
+            match read_pid(&format!("{d}/nginx.pid")).await {
+                Some(p) if p != old => break p,
+                _ => {}
+            }
+            if let Some(refused) = refusal(log, log_from).await {
+                bail!("nginx refused the new configuration: {refused}");
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("nginx's new master did not start within 30 s (see {log})");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        tracing::info!(old, new, "nginx master replaced");
+        // SAFETY: as above; the old master hands over and leaves.
+        unsafe { libc::kill(old, libc::SIGQUIT) };
+        Ok(())
+    }
+
+    async fn wait_for_generation_or_refusal(
+        &self,
+        generation: u64,
+        log: &str,
+        log_from: u64,
+    ) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let want = generation.to_string();
+        loop {
+            if let Ok(body) = probe(self.settings.listen).await {
+                if body.trim() == want {
+                    return Ok(());
+                }
+            }
+            if let Some(refused) = refusal(log, log_from).await {
+                bail!("nginx refused the new configuration and runs the previous one: {refused}");
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("nginx did not load configuration generation {generation} within 60 s (see {log})");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     async fn wait_for_generation(&self, generation: u64) -> anyhow::Result<()> {
@@ -425,6 +577,19 @@ fn worker_accepts(pid: i32) -> bool {
         }
         Err(_) => false,
     }
+}
+
+/// An `[emerg]` line nginx logged after `from` (a configuration it refused), if any.
+async fn refusal(log: &str, from: u64) -> Option<String> {
+    use tokio::io::AsyncSeekExt;
+    let mut f = tokio::fs::File::open(log).await.ok()?;
+    f.seek(std::io::SeekFrom::Start(from)).await.ok()?;
+    let mut text = String::new();
+    // At most 64 KiB of new log: a refusal is among its first lines.
+    f.take(65536).read_to_string(&mut text).await.ok()?;
+    text.lines()
+        .find(|l| l.contains("[emerg]"))
+        .map(|l| l.trim().to_owned())
 }
 
 async fn read_pid(path: &str) -> Option<i32> {

@@ -1,4 +1,5 @@
-use crate::nginx::{Nginx, Reload};
+use crate::apply::{Applier, FileChange, Reader};
+use crate::nginx::Nginx;
 use crate::users::Users;
 use anyhow::{bail, Context};
 use bus::{Incoming, RpcHandler};
@@ -9,18 +10,19 @@ use std::path::PathBuf;
 pub struct VhostService {
     nginx: Nginx,
     users: Users,
-    /// `HOSTING_WEBCONF_CRASH_AT=vhost-written` (a test knob): abort, as SIGKILL would, once
-    /// a vhost is written and before nginx tests and loads it.
-    crash_after_write: bool,
+    applier: Applier,
 }
 
 impl VhostService {
     pub fn new(nginx: Nginx) -> Self {
+        // `HOSTING_WEBCONF_CRASH_AT=vhost-written` (a test knob): abort, as SIGKILL would,
+        // once a vhost is written and before nginx tests and loads it.
+        let crash_after_write =
+            std::env::var("HOSTING_WEBCONF_CRASH_AT").is_ok_and(|v| v == "vhost-written");
         Self {
+            applier: Applier::start(nginx.clone(), crash_after_write),
             nginx,
             users: Users::new(),
-            crash_after_write: std::env::var("HOSTING_WEBCONF_CRASH_AT")
-                .is_ok_and(|v| v == "vhost-written"),
         }
     }
 
@@ -31,179 +33,54 @@ impl VhostService {
             .join(contract::vhost_file(domain))
     }
 
-    /// Writes the vhost (and the site's pool) if they differ, tests the whole configuration
-    /// of each, and reloads what changed. A change that nginx or php-fpm refuses is rolled
-    /// back to the previous files, so a bad change never stays.
+    /// Writes the vhost (and the site's pool) if they differ, checks them, and reloads what
+    /// changed, together with whatever other changes arrive meanwhile (see `apply`). A change
+    /// that nginx or php-fpm refuses is rolled back to the previous files, so a bad change
+    /// never stays.
     async fn write(&self, vhost: &Vhost) -> anyhow::Result<bool> {
         let fpm = &self.nginx.fpm;
         let socket = vhost.pool.as_ref().map(|p| fpm.socket(&p.user));
         let text = render(vhost, &self.nginx.settings, socket.as_deref())?;
-        let pool = match &vhost.pool {
-            Some(p) => Some((fpm.pool_path(&p.user), fpm.render_pool(p)?)),
-            None => None,
-        };
-        let _guard = self.nginx.lock.lock().await;
-        let path = self.path(&vhost.domain);
-        let previous = tokio::fs::read_to_string(&path).await.ok();
-        let previous_pool = match &pool {
-            Some((p, _)) => tokio::fs::read_to_string(p).await.ok(),
-            None => None,
-        };
-        let pool_changed = pool
-            .as_ref()
-            .is_some_and(|(_, t)| previous_pool.as_deref() != Some(t.as_str()));
-        let vhost_changed = previous.as_deref() != Some(text.as_str());
-        if !pool_changed && !vhost_changed {
-            // Written before, but a reload failed then: what is on disk is not what serves.
-            return self.reload_pending().await;
+        let mut files = Vec::new();
+        if let Some(p) = &vhost.pool {
+            files.push(FileChange {
+                path: fpm.pool_path(&p.user),
+                text: Some(fpm.render_pool(p)?),
+                reader: Reader::Fpm,
+            });
         }
-        let restore_pool = || async {
-            if let Some((p, _)) = &pool {
-                match &previous_pool {
-                    Some(old) => write_atomically(p, old).await,
-                    None => tokio::fs::remove_file(p).await.map_err(Into::into),
-                }
-            } else {
-                Ok(())
-            }
-        };
-        // Marked before anything is written: a webconf killed between the write and the
-        // reload finds the marker on its next try and reloads.
-        if pool_changed {
-            self.nginx.set_pending(Reload::Fpm).await?;
-        }
-        if vhost_changed {
-            self.nginx.set_pending(Reload::Nginx).await?;
-        }
-        if pool_changed {
-            if let Some((p, t)) = &pool {
-                write_atomically(p, t).await?;
-            }
-            if let Err(e) = fpm.test().await {
-                restore_pool().await?;
-                return Err(e);
-            }
-        }
-        if vhost_changed {
-            write_atomically(&path, &text).await?;
-            if self.crash_after_write {
-                eprintln!(
-                    "HOSTING_WEBCONF_CRASH_AT: aborting after writing {}",
-                    path.display()
-                );
-                std::process::abort();
-            }
-            if let Err(e) = self.nginx.test().await {
-                match &previous {
-                    Some(old) => write_atomically(&path, old).await?,
-                    None => tokio::fs::remove_file(&path).await?,
-                }
-                if pool_changed {
-                    restore_pool().await?;
-                }
-                return Err(e);
-            }
-        }
-        // The pool first: the vhost may send requests to its new socket.
-        if pool_changed {
-            self.reload_fpm().await?;
-        }
-        if vhost_changed {
-            self.reload_nginx().await?;
-        }
-        self.reload_pending().await?;
-        Ok(true)
-    }
-
-    /// Reloads php-fpm. The marker goes on disk before and comes off only after the reload
-    /// succeeded, so a change written but not yet live (a failed reload, a webconf killed in
-    /// between) is reloaded by the next request that finds the files as they should be.
-    async fn reload_fpm(&self) -> anyhow::Result<()> {
-        self.nginx.set_pending(Reload::Fpm).await?;
-        self.nginx.fpm.reload().await?;
-        self.nginx.clear_pending(Reload::Fpm).await;
-        Ok(())
-    }
-
-    async fn reload_nginx(&self) -> anyhow::Result<()> {
-        self.nginx.set_pending(Reload::Nginx).await?;
-        self.nginx.reload().await?;
-        self.nginx.clear_pending(Reload::Nginx).await;
-        Ok(())
-    }
-
-    /// Reloads what an earlier change wrote but could not load; `true` if it did.
-    async fn reload_pending(&self) -> anyhow::Result<bool> {
-        let mut reloaded = false;
-        if self.nginx.is_pending(Reload::Fpm).await {
-            self.nginx.fpm.test().await?;
-            self.reload_fpm().await?;
-            reloaded = true;
-        }
-        if self.nginx.is_pending(Reload::Nginx).await {
-            self.nginx.test().await?;
-            self.reload_nginx().await?;
-            reloaded = true;
-        }
-        Ok(reloaded)
+        files.push(FileChange {
+            path: self.path(&vhost.domain),
+            text: Some(text),
+            reader: Reader::Nginx,
+        });
+        self.applier.apply(files).await
     }
 
     async fn remove(&self, domain: &DomainName) -> anyhow::Result<bool> {
-        let _guard = self.nginx.lock.lock().await;
-        let path = self.path(domain);
-        if !tokio::fs::try_exists(&path).await.unwrap_or(true) {
-            return self.reload_pending().await;
-        }
-        self.nginx.set_pending(Reload::Nginx).await?;
-        match tokio::fs::remove_file(&path).await {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
-        }
-        self.nginx.test().await?;
-        self.reload_nginx().await?;
-        Ok(true)
+        self.applier
+            .apply(vec![FileChange {
+                path: self.path(domain),
+                text: None,
+                reader: Reader::Nginx,
+            }])
+            .await
     }
 
     /// The site's pool goes first (php-fpm reloaded, so no worker runs as the user any more),
     /// then the user.
     async fn remove_site_user(&self, user: &SystemUser, site: SiteId) -> anyhow::Result<bool> {
-        let pool_removed = {
-            let _guard = self.nginx.lock.lock().await;
-            let path = self.nginx.fpm.pool_path(user);
-            if tokio::fs::try_exists(&path).await.unwrap_or(true) {
-                // Pending until php-fpm runs without it: no worker may be left running as a
-                // user about to go, even if webconf is killed right after the removal.
-                self.nginx.set_pending(Reload::Fpm).await?;
-                match tokio::fs::remove_file(&path).await {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => {
-                        return Err(e).with_context(|| format!("removing {}", path.display()))
-                    }
-                }
-                self.nginx.fpm.test().await?;
-                self.reload_fpm().await?;
-                true
-            } else {
-                self.reload_pending().await?;
-                false
-            }
-        };
+        let pool_removed = self
+            .applier
+            .apply(vec![FileChange {
+                path: self.nginx.fpm.pool_path(user),
+                text: None,
+                reader: Reader::Fpm,
+            }])
+            .await?;
         let user_removed = self.users.remove(user, site).await?;
         Ok(pool_removed || user_removed)
     }
-}
-
-async fn write_atomically(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
-    let tmp = path.with_extension("conf.tmp");
-    tokio::fs::write(&tmp, text)
-        .await
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    tokio::fs::rename(&tmp, path)
-        .await
-        .with_context(|| format!("renaming to {}", path.display()))?;
-    Ok(())
 }
 
 /// Script handlers a request may never reach in a place the site can write.

@@ -44,8 +44,10 @@ fn text_headers(table: Option<&FieldTable>) -> std::collections::BTreeMap<String
 pub enum Disposition {
     /// The outcome is stored: remove the message.
     Ack,
-    /// A passing failure (database or broker unreachable): put it back, after a pause so a
-    /// broken dependency does not turn into a hot loop.
+    /// A passing failure (the state database unreachable): the consumer keeps the message
+    /// and hands it to the handler again after a pause (1 s, growing to 5 s), for up to
+    /// `RETRY_HOLD`; then it goes back to the queue. Held rather than returned, an outage
+    /// does not count against the queue's delivery limit.
     Retry,
     /// The message cannot be processed, ever (unreadable, unknown type): dead-letter it.
     Reject,
@@ -65,6 +67,11 @@ impl Disposition {
     }
 }
 
+/// How long a consumer keeps a message that its handler asks to retry, before it goes back to
+/// the queue: well inside RabbitMQ's consumer timeout (30 minutes), past which the broker
+/// would close the channel.
+const RETRY_HOLD: Duration = Duration::from_secs(600);
+
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, message: Incoming) -> impl Future<Output = Disposition> + Send;
 }
@@ -76,7 +83,14 @@ impl Bus {
     pub async fn consume<H: Handler>(&self, queue: &str, prefetch: u16, handler: Arc<H>) {
         let mut delay = Duration::from_millis(200);
         loop {
-            match self.consume_once(queue, prefetch, handler.clone()).await {
+            let consumed_since = std::time::Instant::now();
+            let result = self.consume_once(queue, prefetch, handler.clone()).await;
+            crate::outage::noticed();
+            if consumed_since.elapsed() > Duration::from_secs(10) {
+                // It ran a while: this is a new outage, retried from the shortest delay.
+                delay = Duration::from_millis(200);
+            }
+            match result {
                 Ok(()) => tracing::warn!(queue, "consumer stream ended; reconnecting"),
                 Err(e) => {
                     tracing::warn!(queue, error = %e, "consumer failed; reconnecting in {:?}", delay)
@@ -117,6 +131,9 @@ impl Bus {
             tokio::spawn(
                 async move {
                     let props = &delivery.properties;
+                    let held = std::time::Instant::now();
+                    let mut pause = Duration::from_secs(1);
+                    let outcome = loop {
                     let incoming = Incoming {
                         data: delivery.data.clone(),
                         message_type: props.kind().as_ref().map(|k| k.as_str().to_owned()),
@@ -145,10 +162,15 @@ impl Bus {
                             Disposition::dead_letter(format!("its handler failed on an internal error: {why}"), true)
                         }
                     };
+                    if outcome != Disposition::Retry || held.elapsed() + pause > RETRY_HOLD {
+                        break outcome;
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                    };
                     let result = match outcome.clone() {
                         Disposition::Ack => delivery.ack(BasicAckOptions::default()).await,
                         Disposition::Retry => {
-                            tokio::time::sleep(Duration::from_secs(1)).await;
                             delivery
                                 .nack(BasicNackOptions {
                                     requeue: true,

@@ -41,9 +41,64 @@ pub enum BusError {
     Protocol(#[from] lapin::Error),
 }
 
+/// One message of a [`Bus::publish_batch`].
+pub struct OutgoingMessage<'a> {
+    pub routing_key: &'a str,
+    pub message_type: &'a str,
+    pub body: &'a [u8],
+    /// The W3C trace context the message continues.
+    pub traceparent: Option<&'a str>,
+}
+
 struct Live {
     connection: Connection,
     publisher: Channel,
+}
+
+/// When this process last lost the broker (a connection that failed or dropped): work that
+/// failed around then may have failed only because of it.
+mod outage {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    use std::time::Instant;
+
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    /// Milliseconds after `BASE`, plus one (0: never).
+    static LAST: AtomicU64 = AtomicU64::new(0);
+
+    fn base() -> Instant {
+        *BASE.get_or_init(Instant::now)
+    }
+
+    pub(crate) fn noticed() {
+        let ms = base().elapsed().as_millis() as u64 + 1;
+        LAST.fetch_max(ms, Ordering::SeqCst);
+    }
+
+    pub fn since(t: Instant) -> bool {
+        let last = LAST.load(Ordering::SeqCst);
+        last != 0 && base() + std::time::Duration::from_millis(last - 1) >= t.max(base())
+    }
+}
+
+/// Whether this process lost the broker at or after `t`.
+pub fn outage_since(t: std::time::Instant) -> bool {
+    outage::since(t)
+}
+
+/// The broker refused a declaration because the existing entity differs (406).
+fn is_precondition_failed(e: &lapin::Error) -> bool {
+    matches!(e.kind(), lapin::ErrorKind::ProtocolError(a) if a.get_id() == 406)
+}
+
+/// An AMQP URL without its password, for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://…{}", &url[..scheme], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
 }
 
 /// What a caught panic said (its `&str` or `String` payload), for a log line or a task's error.
@@ -62,19 +117,37 @@ pub struct Bus {
 }
 
 struct BusInner {
-    url: String,
+    /// The broker's nodes, tried in turn: one URL, or a cluster's nodes.
+    urls: Vec<String>,
+    /// The node to try first: the one that answered last.
+    preferred: std::sync::atomic::AtomicUsize,
     name: String,
     topology: Topology,
     live: Mutex<Option<Arc<Live>>>,
 }
 
+/// How many times a quorum queue hands out one message before the broker dead-letters it: a
+/// message that kills its consumer every time (a poison message) stops there. Outages do not
+/// count against it: a consumer holds a message it could not handle yet and tries again
+/// itself (see `Disposition::Retry`), so only crashes and lost connections return it.
+pub const DELIVERY_LIMIT: i64 = 10;
+
 impl Bus {
     /// Does not connect: the first use does. A gateway must start (and accept tasks into its
-    /// outbox) while the broker is down.
+    /// outbox) while the broker is down. `url` is one AMQP URL or several separated by
+    /// commas (a cluster's nodes): connections go to the first that answers, and move to
+    /// another when it goes away.
     pub fn new(url: &str, topology: Topology, connection_name: &str) -> Self {
+        let urls: Vec<String> = url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned)
+            .collect();
         Self {
             inner: Arc::new(BusInner {
-                url: url.to_owned(),
+                urls,
+                preferred: std::sync::atomic::AtomicUsize::new(0),
                 name: connection_name.to_owned(),
                 topology,
                 live: Mutex::new(None),
@@ -107,19 +180,45 @@ impl Bus {
         Ok(live)
     }
 
+    /// Connects to the node that answered last, or else to the next that answers.
     async fn open_connection(&self) -> Result<Connection, BusError> {
-        let props =
-            ConnectionProperties::default().with_connection_name(self.inner.name.clone().into());
-        match tokio::time::timeout(
-            Duration::from_secs(10),
-            Connection::connect(&self.inner.url, props),
-        )
-        .await
-        {
-            Ok(Ok(c)) => Ok(c),
-            Ok(Err(e)) => Err(BusError::Unreachable(e.to_string())),
-            Err(_) => Err(BusError::Unreachable("connection attempt timed out".into())),
+        use std::sync::atomic::Ordering;
+        let urls = &self.inner.urls;
+        if urls.is_empty() {
+            return Err(BusError::Unreachable("no broker URL is configured".into()));
         }
+        let first = self.inner.preferred.load(Ordering::Relaxed);
+        // With several nodes, a dead one must not hold the others up for long.
+        let timeout = if urls.len() > 1 {
+            Duration::from_secs(3)
+        } else {
+            Duration::from_secs(10)
+        };
+        let mut errors = Vec::new();
+        for i in (0..urls.len()).map(|k| (first + k) % urls.len()) {
+            let props = ConnectionProperties::default()
+                .with_connection_name(self.inner.name.clone().into());
+            match tokio::time::timeout(timeout, Connection::connect(&urls[i], props)).await {
+                Ok(Ok(c)) => {
+                    if i != first {
+                        tracing::info!(node = %redact(&urls[i]), "connected to another broker node");
+                    }
+                    self.inner.preferred.store(i, Ordering::Relaxed);
+                    return Ok(c);
+                }
+                Ok(Err(e)) => errors.push(format!("{}: {e}", redact(&urls[i]))),
+                Err(_) => errors.push(format!(
+                    "{}: connection attempt timed out",
+                    redact(&urls[i])
+                )),
+            }
+        }
+        outage::noticed();
+        // The next attempt starts with the node after the one that failed first.
+        self.inner
+            .preferred
+            .store((first + 1) % urls.len(), Ordering::Relaxed);
+        Err(BusError::Unreachable(errors.join("; ")))
     }
 
     /// Whether the broker answers now (a connection is made if there is none), within 2 s.
@@ -201,11 +300,8 @@ impl Bus {
             FieldTable::default(),
         )
         .await?;
-        let queue = QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        };
-        ch.queue_declare(t.dead_letter_queue().into(), queue, FieldTable::default())
+        let ch = self
+            .declare_replicated_queue(ch, &t.dead_letter_queue(), FieldTable::default())
             .await?;
         ch.queue_bind(
             t.dead_letter_queue().into(),
@@ -215,8 +311,10 @@ impl Bus {
             FieldTable::default(),
         )
         .await?;
+        let mut ch = ch;
         for service in task_services {
-            self.declare_bound_queue(&ch, &t.task_queue(service), &t.tasks_exchange(), service)
+            ch = self
+                .declare_bound_queue(ch, &t.task_queue(service), &t.tasks_exchange(), service)
                 .await?;
         }
         let _ = ch.close(200, "declared".into()).await;
@@ -232,34 +330,37 @@ impl Bus {
         let t = &self.inner.topology;
         let ch = self.channel().await?;
         let queue = t.rpc_queue(service, server);
-        self.declare_bound_queue(
-            &ch,
-            &queue,
-            &t.rpc_exchange(),
-            &Topology::rpc_routing_key(service, server),
-        )
-        .await?;
+        let ch = self
+            .declare_bound_queue(
+                ch,
+                &queue,
+                &t.rpc_exchange(),
+                &Topology::rpc_routing_key(service, server),
+            )
+            .await?;
         let _ = ch.close(200, "declared".into()).await;
         Ok(queue)
     }
 
+    /// Declares a replicated queue with the dead-letter exchange and the delivery limit, and
+    /// binds it. Returns the channel to go on with (a refused declaration closes one).
     async fn declare_bound_queue(
         &self,
-        ch: &Channel,
+        ch: Channel,
         queue: &str,
         exchange: &str,
         key: &str,
-    ) -> Result<(), BusError> {
+    ) -> Result<Channel, BusError> {
         let mut args = FieldTable::default();
         args.insert(
             "x-dead-letter-exchange".into(),
             AMQPValue::LongString(self.inner.topology.dead_letter_exchange().into()),
         );
-        let opts = QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        };
-        ch.queue_declare(queue.into(), opts, args).await?;
+        args.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongLongInt(DELIVERY_LIMIT),
+        );
+        let ch = self.declare_replicated_queue(ch, queue, args).await?;
         ch.queue_bind(
             queue.into(),
             exchange.into(),
@@ -268,7 +369,68 @@ impl Bus {
             FieldTable::default(),
         )
         .await?;
-        Ok(())
+        Ok(ch)
+    }
+
+    /// A durable quorum queue: its messages are kept on a majority of the cluster's nodes,
+    /// and it goes on with a new leader when one node dies (on one node, it is simply
+    /// durable). A queue of the same name made by an earlier version as a classic queue is
+    /// replaced while it is empty; one that holds messages is kept, with a warning, until it
+    /// is drained (its tasks are re-dispatched anyway once their message is missed).
+    async fn declare_replicated_queue(
+        &self,
+        ch: Channel,
+        queue: &str,
+        mut args: FieldTable,
+    ) -> Result<Channel, BusError> {
+        args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
+        let opts = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        let refused = match ch.queue_declare(queue.into(), opts, args.clone()).await {
+            Ok(_) => return Ok(ch),
+            Err(e) if is_precondition_failed(&e) => e,
+            Err(e) => return Err(e.into()),
+        };
+        // The broker closed the channel on the refusal.
+        let ch = self.channel().await?;
+        let emptied = ch
+            .queue_delete(
+                queue.into(),
+                lapin::options::QueueDeleteOptions {
+                    if_empty: true,
+                    ..Default::default()
+                },
+            )
+            .await;
+        match emptied {
+            Ok(_) => {
+                tracing::info!(
+                    queue,
+                    "replacing an empty classic queue with a quorum queue"
+                );
+                ch.queue_declare(queue.into(), opts, args).await?;
+                Ok(ch)
+            }
+            Err(_) => {
+                tracing::warn!(queue, error = %refused, "the queue exists as a classic queue and holds messages; it stays classic until it is empty and a service restarts");
+                let ch = self.channel().await?;
+                ch.queue_declare(
+                    queue.into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await?;
+                Ok(ch)
+            }
+        }
     }
 
     /// Publishes a persistent, mandatory message and waits for the broker's confirm.
@@ -332,9 +494,92 @@ impl Bus {
             result,
             Err(BusError::Protocol(_)) | Err(BusError::Unreachable(_))
         ) {
+            outage::noticed();
+            self.forget(&live).await;
+        } else if matches!(result, Err(BusError::Nacked)) {
+            // A queue without a leader (an election after a node died) nacks; a channel that
+            // saw that may keep nacking after the queue is back, so the next publish starts
+            // on a fresh connection. It counts as a moment without the broker.
+            outage::noticed();
             self.forget(&live).await;
         }
         result
+    }
+
+    /// Publishes several persistent, mandatory messages at once and then waits for all their
+    /// confirms: a batch costs about one round trip to the broker, not one per message. Each
+    /// message carries the trace context given with it. The results are in the batch's order.
+    pub async fn publish_batch(
+        &self,
+        exchange: &str,
+        messages: &[OutgoingMessage<'_>],
+    ) -> Vec<Result<(), BusError>> {
+        let live = match self.live().await {
+            Ok(l) => l,
+            Err(e) => {
+                let why = e.to_string();
+                return messages
+                    .iter()
+                    .map(|_| Err(BusError::Unreachable(why.clone())))
+                    .collect();
+            }
+        };
+        let mut pending = Vec::with_capacity(messages.len());
+        for m in messages {
+            let props = {
+                let span = span_with_traceparent("dispatch task", m.traceparent);
+                let _entered = span.enter();
+                self.properties(m.message_type)
+            };
+            let sent = live
+                .publisher
+                .basic_publish(
+                    ShortString::from(exchange),
+                    ShortString::from(m.routing_key),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    m.body,
+                    props,
+                )
+                .await;
+            pending.push(sent);
+        }
+        // One deadline for the whole batch's confirms.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let mut results = Vec::with_capacity(messages.len());
+        for (sent, m) in pending.into_iter().zip(messages) {
+            let result = match sent {
+                Err(e) => Err(BusError::from(e)),
+                Ok(confirm) => match tokio::time::timeout_at(deadline, confirm).await {
+                    Err(_) => Err(BusError::Unreachable(
+                        "no publisher confirm within 30 s".into(),
+                    )),
+                    Ok(Err(e)) => Err(e.into()),
+                    Ok(Ok(Confirmation::Ack(None))) | Ok(Ok(Confirmation::NotRequested)) => Ok(()),
+                    Ok(Ok(Confirmation::Ack(Some(_)))) => {
+                        Err(BusError::Unroutable(m.routing_key.into(), exchange.into()))
+                    }
+                    Ok(Ok(Confirmation::Nack(_))) => Err(BusError::Nacked),
+                },
+            };
+            results.push(result);
+        }
+        if results.iter().any(|r| {
+            matches!(
+                r,
+                Err(BusError::Protocol(_)) | Err(BusError::Unreachable(_))
+            )
+        }) {
+            outage::noticed();
+            self.forget(&live).await;
+        } else if results.iter().any(|r| matches!(r, Err(BusError::Nacked))) {
+            // As in `publish_with`: a fresh connection after a nack.
+            outage::noticed();
+            self.forget(&live).await;
+        }
+        results
     }
 
     /// Publishes a task event. Events are for watchers; a failure is logged, not raised,

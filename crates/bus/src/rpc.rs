@@ -24,7 +24,10 @@ pub enum RpcError {
     LeaseExpired(String, domain::TaskId),
 }
 
-type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Vec<u8>>>>>;
+/// Calls waiting for their answer, by correlation id, with the reply queue (its generation)
+/// the answer comes to: when that queue's consumer ends (the connection was lost), its calls
+/// learn it at once and ask again on a new one.
+type Pending = Arc<Mutex<HashMap<String, (u64, oneshot::Sender<Vec<u8>>)>>>;
 
 /// Calls services on one host (`<service>.<server>`) and waits for their answer on this
 /// process's own reply queue.
@@ -32,7 +35,20 @@ type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Vec<u8>>>>>;
 pub struct RpcClient {
     bus: Bus,
     pending: Pending,
-    reply_queue: Arc<Mutex<Option<(String, lapin::Channel)>>>,
+    reply_queue: Arc<Mutex<Option<ReplyQueue>>>,
+}
+
+struct ReplyQueue {
+    name: String,
+    channel: lapin::Channel,
+    generation: u64,
+}
+
+/// How one attempt at a call ended, when it did not answer.
+enum Attempt {
+    /// The connection to the broker was lost before the answer came: ask again.
+    Lost(RpcError),
+    Failed(RpcError),
 }
 
 impl RpcClient {
@@ -46,13 +62,14 @@ impl RpcClient {
 
     /// The reply queue is exclusive to this process and disappears with its connection; it is
     /// made again on the first call after a reconnect.
-    async fn reply_queue(&self) -> Result<String, BusError> {
+    async fn reply_queue(&self) -> Result<(String, u64), BusError> {
         let mut guard = self.reply_queue.lock().await;
-        if let Some((name, ch)) = guard.as_ref() {
-            if ch.status().connected() {
-                return Ok(name.clone());
+        if let Some(q) = guard.as_ref() {
+            if q.channel.status().connected() {
+                return Ok((q.name.clone(), q.generation));
             }
         }
+        let generation = guard.as_ref().map_or(0, |q| q.generation + 1);
         let ch = self.bus.channel().await?;
         let name = format!(
             "{}.reply.{}",
@@ -66,8 +83,8 @@ impl RpcClient {
         };
         ch.queue_declare(name.as_str().into(), opts, FieldTable::default())
             .await?;
-        // Replies are consumed without acks: losing one only means the caller times out, and
-        // every RPC is idempotent, so the caller may simply ask again.
+        // Replies are consumed without acks: losing one only means the caller asks again
+        // (every RPC is idempotent).
         let mut consumer = ch
             .basic_consume(
                 name.as_str().into(),
@@ -83,17 +100,26 @@ impl RpcClient {
         tokio::spawn(async move {
             while let Some(Ok(delivery)) = consumer.next().await {
                 if let Some(id) = delivery.properties.correlation_id() {
-                    if let Some(tx) = pending.lock().await.remove(id.as_str()) {
+                    if let Some((_, tx)) = pending.lock().await.remove(id.as_str()) {
                         let _ = tx.send(delivery.data);
                     }
                 }
             }
+            // The queue is gone with its connection: the calls waiting on it ask again.
+            pending.lock().await.retain(|_, (g, _)| *g != generation);
         });
-        *guard = Some((name.clone(), ch));
-        Ok(name)
+        *guard = Some(ReplyQueue {
+            name: name.clone(),
+            channel: ch,
+            generation,
+        });
+        Ok((name, generation))
     }
 
-    /// Sends `request` to `<service>.<server>` and decodes the `RpcReply<T>` it answers.
+    /// Sends `request` to `<service>.<server>` and decodes the `RpcReply<T>` it answers. If
+    /// the connection to the broker is lost before the answer comes (a broker restart), the
+    /// request is sent again once the broker is back, until `timeout` is spent: every RPC is
+    /// idempotent, so a request handled twice does no harm.
     pub async fn call<Req: Serialize, T: DeserializeOwned>(
         &self,
         service: &str,
@@ -103,44 +129,91 @@ impl RpcClient {
         timeout: Duration,
     ) -> Result<T, RpcError> {
         let target = contract::Topology::rpc_routing_key(service, server);
+        let body = serde_json::to_vec(request)
+            .map_err(|e| RpcError::Decode(target.clone(), e.to_string()))?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match self
+                .attempt(&target, message_type, &body, deadline, timeout)
+                .await
+            {
+                Ok(answer) => {
+                    return match serde_json::from_slice::<contract::RpcReply<T>>(&answer) {
+                        Ok(contract::RpcReply::Ok { body }) => Ok(body),
+                        Ok(contract::RpcReply::Error { message }) => {
+                            Err(RpcError::Remote(target, message))
+                        }
+                        Err(e) => Err(RpcError::Decode(target, e.to_string())),
+                    }
+                }
+                Err(Attempt::Failed(e)) => return Err(e),
+                Err(Attempt::Lost(e)) => {
+                    if tokio::time::Instant::now() + delay >= deadline {
+                        return Err(e);
+                    }
+                    tracing::warn!(%target, error = %e, "the broker connection was lost during a call; asking again in {delay:?}");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    async fn attempt(
+        &self,
+        target: &str,
+        message_type: &str,
+        body: &[u8],
+        deadline: tokio::time::Instant,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, Attempt> {
         if !crate::fence::still_held() {
             let task = crate::fence::current()
                 .map(|f| f.task)
                 .unwrap_or(domain::TaskId(0));
-            return Err(RpcError::LeaseExpired(target, task));
+            return Err(Attempt::Failed(RpcError::LeaseExpired(target.into(), task)));
         }
-        let reply_to = self.reply_queue().await?;
+        let (reply_to, generation) = self
+            .reply_queue()
+            .await
+            .map_err(|e| Attempt::Lost(e.into()))?;
         let correlation = uuid::Uuid::new_v4().to_string();
         let (tx, rx) = oneshot::channel();
-        self.pending.lock().await.insert(correlation.clone(), tx);
-        let body = serde_json::to_vec(request)
-            .map_err(|e| RpcError::Decode(target.clone(), e.to_string()))?;
+        self.pending
+            .lock()
+            .await
+            .insert(correlation.clone(), (generation, tx));
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let props = self
             .bus
             .properties(message_type)
             .with_correlation_id(correlation.as_str().into())
             .with_reply_to(reply_to.as_str().into())
-            .with_expiration(timeout.as_millis().to_string().into());
+            // Not handled after the caller stopped waiting.
+            .with_expiration(left.as_millis().max(1).to_string().into());
         let exchange = self.bus.topology().rpc_exchange();
-        if let Err(e) = self
-            .bus
-            .publish_with(&exchange, &target, &body, props)
-            .await
-        {
+        if let Err(e) = self.bus.publish_with(&exchange, target, body, props).await {
             self.pending.lock().await.remove(&correlation);
-            return Err(e.into());
+            return Err(match e {
+                // A nack: the queue has no leader for a moment (a node died, an election
+                // runs); asked again like a lost connection.
+                BusError::Unreachable(_) | BusError::Protocol(_) | BusError::Nacked => {
+                    Attempt::Lost(e.into())
+                }
+                other => Attempt::Failed(other.into()),
+            });
         }
-        let answer = match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(bytes)) => bytes,
-            _ => {
+        match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(bytes)) => Ok(bytes),
+            // The reply queue's consumer ended: the connection was lost.
+            Ok(Err(_)) => Err(Attempt::Lost(RpcError::Bus(BusError::Unreachable(
+                "the connection closed before the answer came".into(),
+            )))),
+            Err(_) => {
                 self.pending.lock().await.remove(&correlation);
-                return Err(RpcError::Timeout(target, timeout));
+                Err(Attempt::Failed(RpcError::Timeout(target.into(), timeout)))
             }
-        };
-        match serde_json::from_slice::<contract::RpcReply<T>>(&answer) {
-            Ok(contract::RpcReply::Ok { body }) => Ok(body),
-            Ok(contract::RpcReply::Error { message }) => Err(RpcError::Remote(target, message)),
-            Err(e) => Err(RpcError::Decode(target, e.to_string())),
         }
     }
 }

@@ -12,6 +12,14 @@ pub mod package_check;
 mod secret;
 mod status;
 
+/// How long finished tasks and their logs are kept: the setting's key and bounds, read by the
+/// gateway (which checks it) and the backupper (whose daily `purge-tasks` task applies it).
+pub mod task_retention {
+    pub const SETTING: &str = "task_retention_days";
+    pub const DEFAULT_DAYS: u64 = 90;
+    pub const MAX_DAYS: u64 = 3650;
+}
+
 #[cfg(test)]
 mod props;
 

@@ -119,6 +119,11 @@ text_enum!(
         PlatformUnlock = "platform-unlock",
         PlatformDelete = "platform-delete",
         MigrateSites = "migrate-sites",
+        // Removes finished tasks older than the setting `task_retention_days`.
+        PurgeTasks = "purge-tasks",
+        // Does nothing: the bench measures the control plane's own cost with it. The gateway
+        // accepts it only when started with `HOSTING_BENCH_TASKS=true`.
+        Noop = "noop",
     }
 );
 
@@ -173,8 +178,8 @@ impl TaskType {
         use TaskType::*;
         match self {
             Install | Verify | LoginReset | Disable | Enable | Delete | PlatformVerify
-            | PlatformLock | PlatformUnlock | PlatformDelete => Service::Installer,
-            Backup | Restore | BackupDelete | VerifyBackup => Service::Backupper,
+            | PlatformLock | PlatformUnlock | PlatformDelete | Noop => Service::Installer,
+            Backup | Restore | BackupDelete | VerifyBackup | PurgeTasks => Service::Backupper,
             Migrate | Clone | MigrateSites => Service::Migrator,
         }
     }

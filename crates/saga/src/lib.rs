@@ -124,6 +124,21 @@ async fn guarded(step: &str, work: impl Future<Output = anyhow::Result<()>>) -> 
     }
 }
 
+/// Whether a step that failed did so while this process lost the state database or the
+/// broker, and the task has attempts left to run it again.
+async fn interrupted(store: &Store, task: TaskId, since: std::time::Instant) -> bool {
+    if !(store::outage_since(since) || bus::outage_since(since)) {
+        return false;
+    }
+    let max_attempts = config::parse("HOSTING_MAX_ATTEMPTS", 5).unwrap_or(5);
+    // Unknown (the database is still away): the attempt is given back; the sweeper counts
+    // attempts when it requeues.
+    store
+        .task(task)
+        .await
+        .map_or(true, |t| t.attempts < max_attempts)
+}
+
 /// Runs (or resumes) the saga of task `task`.
 pub async fn run<S: Saga>(
     store: &Store,
@@ -185,6 +200,7 @@ pub async fn run<S: Saga>(
                     .as_ref()
                     .is_some_and(|(s, st)| s == saga.name() && st == step.name);
                 faults.crash_point(saga.name(), step.name, When::Before);
+                let step_started = std::time::Instant::now();
                 let mut result = guarded(step.name, async {
                     let r = saga.action(step.name).await;
                     if panics {
@@ -217,6 +233,15 @@ pub async fn run<S: Saga>(
                             .record_saga_event_fenced(task, epoch, step.name, "done", None)
                             .await?;
                         log(store, task, "info", &format!("step '{}' done", step.name)).await;
+                    }
+                    Err(e) if interrupted(store, task, step_started).await => {
+                        // Not the step's own failure: the state database or the broker went
+                        // away under it. Nothing is undone; the task's next attempt runs the
+                        // step again (actions are idempotent).
+                        return Err(e.context(format!(
+                            "step '{}' was interrupted by an outage of the state database or the broker",
+                            step.name
+                        )));
                     }
                     Err(e) => {
                         let message = format!("{e:#}");

@@ -230,6 +230,20 @@ pub struct SiteFilter {
     pub client: Option<ClientId>,
     pub status: Option<SiteStatus>,
     pub platform: Option<PlatformId>,
+    /// Part of the domain (case-insensitive).
+    pub search: Option<String>,
+}
+
+/// What a list of sites shows beside each row (see [`Store::site_views`]).
+#[derive(Debug, Default)]
+pub struct SiteViews {
+    /// Sites with a delete queued or running.
+    pub delete_pending: std::collections::HashSet<SiteId>,
+    /// Sites that have at least one backup.
+    pub with_backups: std::collections::HashSet<SiteId>,
+    /// The port of each platform's web server.
+    pub web_ports: std::collections::HashMap<PlatformId, i32>,
+    pub packages: std::collections::HashMap<SiteId, Vec<Package>>,
 }
 
 pub struct NewSite {
@@ -748,6 +762,110 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(site).collect()
+    }
+
+    /// One page of sites in id order after `after`, with one row more than `limit` when more
+    /// follow, and how many match in all. Only the filters given become conditions, so each
+    /// is an index range scan (a generic plan for `$1 IS NULL OR ...` would scan the table).
+    pub async fn sites_page(
+        &self,
+        filter: &SiteFilter,
+        after: Option<SiteId>,
+        limit: i64,
+    ) -> Result<(Vec<Site>, i64)> {
+        fn conditions(q: &mut sqlx::QueryBuilder<sqlx::Postgres>, f: &SiteFilter) {
+            q.push(" WHERE true");
+            if let Some(d) = &f.domain {
+                q.push(" AND (st.domain = ")
+                    .push_bind(d.as_str())
+                    .push(" OR st.aliases @> ARRAY[")
+                    .push_bind(d.as_str())
+                    .push("]::text[])");
+            }
+            if let Some(c) = f.client {
+                q.push(" AND st.client_id = ").push_bind(c.0);
+            }
+            if let Some(s) = f.status {
+                q.push(" AND st.status = ").push_bind(s.as_str());
+            }
+            if let Some(p) = f.platform {
+                q.push(" AND st.platform_id = ").push_bind(p.0);
+            }
+            if let Some(text) = &f.search {
+                // A substring of the domain, as typed in a search box; LIKE's own wildcards in
+                // it are matched literally.
+                let escaped = text
+                    .replace('\\', "\\\\")
+                    .replace('%', "\\%")
+                    .replace('_', "\\_");
+                q.push(" AND st.domain LIKE ")
+                    .push_bind(format!("%{}%", escaped.to_lowercase()));
+            }
+        }
+        let mut page = sqlx::QueryBuilder::new(SITE_QUERY);
+        conditions(&mut page, filter);
+        if let Some(a) = after {
+            page.push(" AND st.id > ").push_bind(a.0);
+        }
+        page.push(" ORDER BY st.id LIMIT ")
+            .push_bind(limit.saturating_add(1));
+        let rows = page.build().fetch_all(&self.pool).await?;
+        let mut count = sqlx::QueryBuilder::new("SELECT count(*) FROM sites st");
+        conditions(&mut count, filter);
+        let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
+        Ok((rows.iter().map(site).collect::<Result<_>>()?, total))
+    }
+
+    /// What a page of sites shows besides the rows themselves, in a fixed number of queries
+    /// whatever the page's length.
+    pub async fn site_views(&self, sites: &[Site]) -> Result<SiteViews> {
+        let ids: Vec<i64> = sites.iter().map(|s| s.id.0).collect();
+        let platforms: Vec<i64> = sites.iter().map(|s| s.platform_id.0).collect();
+        let delete_pending: Vec<i64> = sqlx::query_scalar(
+            "SELECT DISTINCT site_id FROM tasks WHERE site_id = ANY($1)
+               AND status IN ('queued', 'processing') AND type = 'delete'",
+        )
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await?;
+        let with_backups: Vec<i64> =
+            sqlx::query_scalar("SELECT DISTINCT site_id FROM backups WHERE site_id = ANY($1)")
+                .bind(&ids)
+                .fetch_all(&self.pool)
+                .await?;
+        let ports = sqlx::query(
+            "SELECT p.id, s.port FROM platforms p JOIN servers s ON s.id = p.server_id
+             WHERE p.id = ANY($1)",
+        )
+        .bind(&platforms)
+        .fetch_all(&self.pool)
+        .await?;
+        let packages = sqlx::query(
+            "SELECT sp.site_id, k.name, k.type, sp.version, sp.schema_version FROM site_packages sp
+             JOIN packages k ON k.id = sp.package_id WHERE sp.site_id = ANY($1)
+             ORDER BY sp.site_id, k.type, k.name",
+        )
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut views = SiteViews {
+            delete_pending: delete_pending.into_iter().map(SiteId).collect(),
+            with_backups: with_backups.into_iter().map(SiteId).collect(),
+            ..Default::default()
+        };
+        for r in &ports {
+            views
+                .web_ports
+                .insert(PlatformId(r.try_get("id")?), r.try_get("port")?);
+        }
+        for r in &packages {
+            views
+                .packages
+                .entry(SiteId(r.try_get("site_id")?))
+                .or_default()
+                .push(package(r)?);
+        }
+        Ok(views)
     }
 
     pub async fn site_secrets(&self, id: SiteId) -> Result<SiteSecrets> {

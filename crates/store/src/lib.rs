@@ -28,13 +28,78 @@ pub enum StoreError {
     #[error("the state database holds a value that does not parse: {0}")]
     Corrupt(String),
     #[error("state database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     #[error("state database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// The worker's claim on the task is no longer the current one: another worker took the
     /// task over after this one's lease lapsed. Nothing was written.
     #[error("the lease on task {0} was lost: another worker runs it now, and this one stops")]
     LeaseLost(domain::TaskId),
+}
+
+impl StoreError {
+    /// Whether the state database could not be reached (down, restarting, refusing
+    /// connections, the pool found no connection in time): nothing was read or written, and
+    /// the same request may succeed a few seconds later.
+    pub fn is_unavailable(&self) -> bool {
+        let StoreError::Database(e) = self else {
+            return false;
+        };
+        match e {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => true,
+            // Connection exceptions (08) and operator intervention (57: shutting down,
+            // cannot connect now).
+            sqlx::Error::Database(db) => db
+                .code()
+                .is_some_and(|c| c.starts_with("08") || c.starts_with("57")),
+            _ => false,
+        }
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        let e = StoreError::Database(e);
+        if e.is_unavailable() {
+            outage::noticed();
+        }
+        e
+    }
+}
+
+/// When this process last found the state database unreachable: work that failed around
+/// then may have failed only because of it (see [`outage_since`]).
+mod outage {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    use std::time::Instant;
+
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    /// Milliseconds after `BASE`, plus one (0: never).
+    static LAST: AtomicU64 = AtomicU64::new(0);
+
+    fn base() -> Instant {
+        *BASE.get_or_init(Instant::now)
+    }
+
+    pub(crate) fn noticed() {
+        let ms = base().elapsed().as_millis() as u64 + 1;
+        LAST.fetch_max(ms, Ordering::SeqCst);
+    }
+
+    pub fn since(t: Instant) -> bool {
+        let last = LAST.load(Ordering::SeqCst);
+        last != 0 && base() + std::time::Duration::from_millis(last - 1) >= t.max(base())
+    }
+}
+
+/// Whether this process found the state database unreachable at or after `t`.
+pub fn outage_since(t: std::time::Instant) -> bool {
+    outage::since(t)
 }
 
 impl From<domain::ParseError> for StoreError {
@@ -58,9 +123,11 @@ impl Store {
     pub async fn connect(url: &str, max_connections: u32, patience: Duration) -> Result<Self> {
         let deadline = tokio::time::Instant::now() + patience;
         loop {
+            // Short: a request that cannot get a connection fails soon and says why (the
+            // gateway answers 503), rather than hanging while PostgreSQL is away.
             let attempt = PgPoolOptions::new()
                 .max_connections(max_connections)
-                .acquire_timeout(Duration::from_secs(10))
+                .acquire_timeout(Duration::from_secs(3))
                 .connect(url)
                 .await;
             match attempt {

@@ -174,4 +174,45 @@ impl Store {
         tx.commit().await?;
         Ok(!busy)
     }
+
+    /// Queues a `purge-tasks` task when tasks finished before `cutoff` exist, unless one is
+    /// open or was made within `every`: the daily retention run. Several backuppers may ask at
+    /// once; a transaction-scoped advisory lock lets one of them queue it.
+    pub async fn queue_task_purge(
+        &self,
+        cutoff: OffsetDateTime,
+        every: std::time::Duration,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        // The lock's key: any constant no other code uses ('purge' in ASCII).
+        sqlx::query("SELECT pg_advisory_xact_lock(7370756267)")
+            .execute(&mut *tx)
+            .await?;
+        // Recent, or nothing to purge.
+        let recent: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM tasks WHERE type = 'purge-tasks'
+               AND (status IN ('queued', 'processing') OR created_at > now() - make_interval(secs => $1)))
+             OR NOT EXISTS (SELECT 1 FROM tasks WHERE status IN ('success', 'warning', 'error')
+               AND finished_at < $2)",
+        )
+        .bind(every.as_secs_f64())
+        .bind(cutoff)
+        .fetch_one(&mut *tx)
+        .await?;
+        if !recent {
+            let task = NewTask {
+                task_type: TaskType::PurgeTasks,
+                site: None,
+                platform: None,
+                parent: None,
+                retry_of: None,
+                args: serde_json::json!({}),
+                requested_by: "retention".into(),
+                traceparent: None,
+            };
+            create_task_tx(&mut tx, &task).await?;
+        }
+        tx.commit().await?;
+        Ok(!recent)
+    }
 }

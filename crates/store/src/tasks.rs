@@ -245,6 +245,8 @@ pub enum Claim {
     HeldElsewhere,
     /// Already finished (a stale or duplicated message).
     Finished(TaskStatus),
+    /// The task is of another type than its message says: nothing was changed.
+    OtherType(TaskType),
 }
 
 /// Writes a task and the outbox row that dispatches it, in the caller's transaction.
@@ -278,19 +280,20 @@ async fn enqueue_dispatch(
         task_type,
     };
     let payload = serde_json::to_value(&message).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    // The row and the relay's wake-up in one round trip (the NOTIFY is sent at commit).
     sqlx::query(
-        "INSERT INTO outbox (exchange_kind, routing_key, message_type, payload, traceparent) VALUES ('tasks', $1, $2, $3, $4)",
+        "WITH queued AS (
+             INSERT INTO outbox (exchange_kind, routing_key, message_type, payload, traceparent)
+             VALUES ('tasks', $1, $2, $3, $4) RETURNING id)
+         SELECT pg_notify($5, '') FROM queued",
     )
     .bind(task_type.owner().as_str())
     .bind(contract::TASK_MESSAGE_TYPE)
     .bind(payload)
     .bind(traceparent)
+    .bind(OUTBOX_CHANNEL)
     .execute(&mut *tx)
     .await?;
-    sqlx::query("SELECT pg_notify($1, '')")
-        .bind(OUTBOX_CHANNEL)
-        .execute(&mut *tx)
-        .await?;
     Ok(())
 }
 
@@ -350,6 +353,65 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(task).collect()
+    }
+
+    /// One page of tasks, newest first, before the `before` cursor, with one row more than
+    /// the filter's limit when more follow, and how many match in all. As with sites, only
+    /// the filters given become conditions, so each uses its index.
+    pub async fn tasks_page(
+        &self,
+        f: &TaskFilter,
+        before: Option<TaskId>,
+    ) -> Result<(Vec<Task>, i64)> {
+        fn conditions(q: &mut sqlx::QueryBuilder<sqlx::Postgres>, f: &TaskFilter) {
+            q.push(" WHERE true");
+            if let Some(site) = f.site {
+                q.push(" AND site_id = ").push_bind(site.0);
+            }
+            if let Some(c) = f.sites_of_client {
+                q.push(" AND site_id IN (SELECT id FROM sites WHERE client_id = ")
+                    .push_bind(c.0)
+                    .push(")");
+            }
+            if let Some(st) = f.status {
+                q.push(" AND status = ").push_bind(st.as_str());
+            }
+            if let Some(t) = f.task_type {
+                q.push(" AND type = ").push_bind(t.as_str());
+            }
+            if let Some(p) = f.parent {
+                q.push(" AND parent_id = ").push_bind(p.0);
+            }
+        }
+        let mut page = sqlx::QueryBuilder::new(format!("SELECT {TASK_COLUMNS} FROM tasks"));
+        conditions(&mut page, f);
+        if let Some(b) = before {
+            page.push(" AND id < ").push_bind(b.0);
+        }
+        page.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(f.limit.max(1).saturating_add(1));
+        let rows = page.build().fetch_all(&self.pool).await?;
+        let mut count = sqlx::QueryBuilder::new("SELECT count(*) FROM tasks");
+        conditions(&mut count, f);
+        let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
+        Ok((rows.iter().map(task).collect::<Result<_>>()?, total))
+    }
+
+    /// Removes finished tasks (and, with them, their logs, events and secrets) that ended
+    /// before `cutoff`, oldest first, at most `batch` of them: the retention a provider sets.
+    /// Backups made by a purged task keep their record; the task reference is cleared.
+    pub async fn purge_finished_tasks(&self, cutoff: OffsetDateTime, batch: i64) -> Result<u64> {
+        let done = sqlx::query(
+            "DELETE FROM tasks WHERE id IN (
+                 SELECT id FROM tasks
+                 WHERE status IN ('success', 'warning', 'error') AND finished_at < $1
+                 ORDER BY id LIMIT $2)",
+        )
+        .bind(cutoff)
+        .bind(batch)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     /// Cancels a task that has not started: it ends as `error`, saying who cancelled it, and
@@ -458,23 +520,38 @@ impl Store {
             .collect()
     }
 
-    /// Takes the task for `worker` for `lease`, if it is runnable and its target is free.
+    /// Takes the task for `worker` for `lease`, if it is of the type its message says, is
+    /// runnable, and its target is free. Four round trips: the task read under its row lock
+    /// (with whether an earlier task of its target is open), the target's lock and the claim
+    /// in one statement, and the transaction's ends.
     pub async fn claim_task(
         &self,
         id: TaskId,
+        expected: TaskType,
         worker: &str,
         lease: std::time::Duration,
     ) -> Result<Claim> {
         let lease_secs = lease.as_secs_f64();
         let mut tx = self.pool.begin().await?;
+        // Per-site order across services: no task starts while an earlier one of its target
+        // is queued or running, whichever service owns that one. It is dispatched again when
+        // the earlier one ends. (A platform's target is its platform tasks, not its sites'.)
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {TASK_COLUMNS}, lease_owner, lease_until < now() AS lapsed FROM tasks WHERE id = $1 FOR UPDATE"
+            "SELECT {TASK_COLUMNS}, lease_owner, lease_until < now() AS lapsed,
+                 EXISTS (SELECT 1 FROM tasks e WHERE e.id < t.id AND e.status IN ('queued', 'processing')
+                     AND ((t.site_id IS NOT NULL AND e.site_id = t.site_id)
+                       OR (t.site_id IS NULL AND t.platform_id IS NOT NULL
+                           AND e.platform_id = t.platform_id AND e.site_id IS NULL))) AS earlier
+             FROM tasks t WHERE id = $1 FOR UPDATE OF t"
         )))
         .bind(id.0)
         .fetch_optional(&mut *tx)
         .await?
         .ok_or_else(|| StoreError::NotFound(format!("task {id}")))?;
         let t = task(&row)?;
+        if t.task_type != expected {
+            return Ok(Claim::OtherType(t.task_type));
+        }
         if t.status.is_terminal() {
             return Ok(Claim::Finished(t.status));
         }
@@ -486,58 +563,36 @@ impl Store {
                 return Ok(Claim::HeldElsewhere);
             }
         }
-        // Per-site order across services: no task starts while an earlier one of its target is
-        // queued or running, whichever service owns that one. It is dispatched again when
-        // the earlier one ends.
-        let (column, target_id) = match (t.site, t.platform) {
-            (Some(s), _) => ("site_id", s.0),
-            (None, Some(p)) => ("platform_id", p.0),
-            (None, None) => ("id", t.id.0),
-        };
-        let earlier: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT id FROM tasks WHERE {column} = $1 AND id < $2 AND status IN ('queued', 'processing')
-               AND ($3 OR site_id IS NULL) LIMIT 1"
-        )))
-        .bind(target_id)
-        .bind(t.id.0)
-        .bind(column == "site_id")
-        .fetch_optional(&mut *tx)
-        .await?;
-        if earlier.is_some() {
+        let earlier: bool = row.try_get("earlier")?;
+        if earlier {
             tx.commit().await?;
             return Ok(Claim::TargetBusy);
         }
         // Take the target's lock if it is free, ours already (a redelivery of this task), or
-        // held by a worker whose lease lapsed.
-        let got: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO target_locks (target, task_id, lease_until)
-             VALUES ($1, $2, now() + make_interval(secs => $3))
-             ON CONFLICT (target) DO UPDATE SET task_id = EXCLUDED.task_id, lease_until = EXCLUDED.lease_until
-               WHERE target_locks.task_id = EXCLUDED.task_id OR target_locks.lease_until < now()
-             RETURNING task_id",
-        )
-        .bind(t.target())
-        .bind(id.0)
-        .bind(lease_secs)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if got.is_none() {
-            tx.commit().await?;
-            return Ok(Claim::TargetBusy);
-        }
+        // held by a worker whose lease lapsed; and only then the task.
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE tasks SET status = 'processing', started_at = COALESCE(started_at, now()),
+            "WITH locked AS (
+                 INSERT INTO target_locks (target, task_id, lease_until)
+                 VALUES ($4, $1, now() + make_interval(secs => $3))
+                 ON CONFLICT (target) DO UPDATE SET task_id = EXCLUDED.task_id, lease_until = EXCLUDED.lease_until
+                   WHERE target_locks.task_id = EXCLUDED.task_id OR target_locks.lease_until < now()
+                 RETURNING task_id)
+             UPDATE tasks SET status = 'processing', started_at = COALESCE(started_at, now()),
                  attempts = attempts + 1, lease_owner = $2, lease_until = now() + make_interval(secs => $3),
                  lease_epoch = lease_epoch + 1
-             WHERE id = $1 RETURNING {TASK_COLUMNS}"
+             WHERE id = $1 AND EXISTS (SELECT 1 FROM locked) RETURNING {TASK_COLUMNS}"
         )))
         .bind(id.0)
         .bind(worker)
         .bind(lease_secs)
-        .fetch_one(&mut *tx)
+        .bind(t.target())
+        .fetch_optional(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(Claim::Claimed(Box::new(task(&row)?)))
+        match row {
+            Some(row) => Ok(Claim::Claimed(Box::new(task(&row)?))),
+            None => Ok(Claim::TargetBusy),
+        }
     }
 
     /// Extends the lease of a task the worker still holds. `false`: the lease was lost.
@@ -580,10 +635,23 @@ impl Store {
         result: Option<&serde_json::Value>,
     ) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
-        let n = sqlx::query(
-            "UPDATE tasks SET status = $3, error = $4, result = $5, finished_at = now(),
-                 lease_owner = NULL, lease_until = NULL
-             WHERE id = $1 AND lease_owner = $2 AND status = 'processing' AND lease_epoch = $6",
+        // The outcome, the target's lock released, and the target's next queued task found,
+        // in one statement.
+        let row = sqlx::query(
+            "WITH done AS (
+                 UPDATE tasks SET status = $3, error = $4, result = $5, finished_at = now(),
+                     lease_owner = NULL, lease_until = NULL
+                 WHERE id = $1 AND lease_owner = $2 AND status = 'processing' AND lease_epoch = $6
+                 RETURNING id, site_id, platform_id),
+             released AS (
+                 DELETE FROM target_locks WHERE target = $7 AND task_id IN (SELECT id FROM done))
+             SELECT (SELECT count(*) FROM done) AS finished, nx.id AS next_id, nx.type AS next_type
+             FROM (SELECT 1) one LEFT JOIN LATERAL (
+                 SELECT n.id, n.type FROM tasks n, done d WHERE n.status = 'queued' AND n.id <> d.id
+                     AND ((d.site_id IS NOT NULL AND n.site_id = d.site_id)
+                       OR (d.site_id IS NULL AND d.platform_id IS NOT NULL
+                           AND n.platform_id = d.platform_id AND n.site_id IS NULL))
+                 ORDER BY n.id LIMIT 1) nx ON true",
         )
         .bind(t.id.0)
         .bind(worker)
@@ -591,14 +659,51 @@ impl Store {
         .bind(error)
         .bind(result)
         .bind(t.lease_epoch)
+        .bind(t.target())
+        .fetch_one(&mut *tx)
+        .await?;
+        let finished: i64 = row.try_get("finished")?;
+        if finished == 0 {
+            // The lease lapsed and someone else took the task over; their outcome stands.
+            return Ok(false);
+        }
+        let next: Option<i64> = row.try_get("next_id")?;
+        let next_type: Option<String> = row.try_get("next_type")?;
+        if let (Some(next), Some(next_type)) = (next, next_type) {
+            enqueue_dispatch(&mut tx, TaskId(next), TaskType::parse(&next_type)?, None).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Gives a claimed task back to the queue (an outage of the state database or the broker
+    /// interrupted it; its next attempt resumes it): only under the claim it was taken with.
+    pub async fn requeue_interrupted(&self, t: &Task, worker: &str, why: &str) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let n = sqlx::query(
+            "UPDATE tasks SET status = 'queued', lease_owner = NULL, lease_until = NULL
+             WHERE id = $1 AND lease_owner = $2 AND status = 'processing' AND lease_epoch = $3",
+        )
+        .bind(t.id.0)
+        .bind(worker)
+        .bind(t.lease_epoch)
         .execute(&mut *tx)
         .await?
         .rows_affected();
         if n == 0 {
-            // The lease lapsed and someone else took the task over; their outcome stands.
             return Ok(false);
         }
-        release_and_dispatch_next(&mut tx, &t.target(), t.id).await?;
+        sqlx::query("INSERT INTO task_log (task_id, level, message) VALUES ($1, 'warning', $2)")
+            .bind(t.id.0)
+            .bind(why)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM target_locks WHERE target = $1 AND task_id = $2")
+            .bind(t.target())
+            .bind(t.id.0)
+            .execute(&mut *tx)
+            .await?;
+        enqueue_dispatch(&mut tx, t.id, t.task_type, None).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -657,20 +762,25 @@ impl Store {
         Ok(out)
     }
 
-    /// The broker confirmed the message: drop the row and note when the task was dispatched.
-    pub async fn outbox_published(&self, m: &OutboxMessage) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM outbox WHERE id = $1")
-            .bind(m.id)
-            .execute(&mut *tx)
-            .await?;
-        if let Some(task) = m.payload.get("task").and_then(|v| v.as_i64()) {
-            sqlx::query("UPDATE tasks SET dispatched_at = now() WHERE id = $1")
-                .bind(task)
-                .execute(&mut *tx)
-                .await?;
+    /// The broker confirmed the messages: drop their rows and note when their tasks were
+    /// dispatched, in one statement.
+    pub async fn outbox_published(&self, messages: &[&OutboxMessage]) -> Result<()> {
+        if messages.is_empty() {
+            return Ok(());
         }
-        tx.commit().await?;
+        let ids: Vec<i64> = messages.iter().map(|m| m.id).collect();
+        let tasks: Vec<i64> = messages
+            .iter()
+            .filter_map(|m| m.payload.get("task").and_then(|v| v.as_i64()))
+            .collect();
+        sqlx::query(
+            "WITH gone AS (DELETE FROM outbox WHERE id = ANY($1))
+             UPDATE tasks SET dispatched_at = now() WHERE id = ANY($2)",
+        )
+        .bind(&ids)
+        .bind(&tasks)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -835,6 +945,12 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(dead_letter).collect()
+    }
+
+    pub async fn dead_letters_count(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT count(*) FROM dead_letters")
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     pub async fn dead_letter(&self, id: i64) -> Result<DeadLetter> {

@@ -88,6 +88,7 @@ pub struct Worker<H> {
     id: String,
     lease: Duration,
     service: &'static str,
+    max_attempts: i32,
 }
 
 impl<H: TaskHandler> Worker<H> {
@@ -119,6 +120,7 @@ impl<H: TaskHandler> Worker<H> {
             id,
             lease: config.lease,
             service: config.service,
+            max_attempts: config::parse("HOSTING_MAX_ATTEMPTS", 5).unwrap_or(5),
         });
         bus.consume(&queue, config.prefetch, worker).await
     }
@@ -163,6 +165,33 @@ async fn reclaim_from_dead_processes(store: &Store, service: &str, host: &str) {
     }
 }
 
+impl<H: TaskHandler> Worker<H> {
+    /// Returns the task to the queue, retrying while the state database is away (for as long
+    /// as the lease would last); the message is acked either way, since the task's own
+    /// dispatch (or the sweeper, once the lease lapses) brings it back.
+    async fn give_back(&self, task: &Task, why: &str) -> Disposition {
+        let give_up = std::time::Instant::now() + self.lease;
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match self.store.requeue_interrupted(task, &self.id, why).await {
+                Ok(_) => {
+                    tracing::warn!(task = %task.id, "{why}");
+                    return Disposition::Ack;
+                }
+                Err(e) if std::time::Instant::now() + delay < give_up => {
+                    tracing::warn!(error = %e, "cannot queue the task again yet; retrying in {delay:?}");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot queue the task again; the sweeper will once its lease lapses");
+                    return Disposition::Ack;
+                }
+            }
+        }
+    }
+}
+
 impl<H: TaskHandler> Handler for Worker<H> {
     async fn handle(&self, message: Incoming) -> Disposition {
         // A message is checked against what it names before anything runs: its version, its
@@ -199,30 +228,25 @@ impl<H: TaskHandler> Handler for Worker<H> {
                 false,
             );
         }
-        match self.store.task(msg.task).await {
-            Ok(t) if t.task_type != msg.task_type => {
+        let started = std::time::Instant::now();
+        // The claim is held locally until `claimed + lease` at most, measured from before it
+        // was asked for: the store's lease cannot end before that.
+        let claimed = std::time::Instant::now();
+        let claim = self
+            .store
+            .claim_task(msg.task, msg.task_type, &self.id, self.lease)
+            .await;
+        let task = match claim {
+            Ok(Claim::Claimed(t)) => *t,
+            Ok(Claim::OtherType(actual)) => {
                 return Disposition::dead_letter(
                     format!(
-                        "the message says task {} is a {}, but it is a {}: the message is not that task's, and the task is left alone",
-                        msg.task, msg.task_type, t.task_type
+                        "the message says task {} is a {}, but it is a {actual}: the message is not that task's, and the task is left alone",
+                        msg.task, msg.task_type
                     ),
                     false,
                 )
             }
-            Ok(_) => {}
-            Err(store::StoreError::NotFound(_)) => {
-                return Disposition::dead_letter(format!("there is no task {}", msg.task), false)
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the task; retrying");
-                return Disposition::Retry;
-            }
-        }
-        // The claim is held locally until `claimed + lease` at most, measured from before it
-        // was asked for: the store's lease cannot end before that.
-        let claimed = std::time::Instant::now();
-        let task = match self.store.claim_task(msg.task, &self.id, self.lease).await {
-            Ok(Claim::Claimed(t)) => *t,
             Ok(Claim::TargetBusy) => {
                 tracing::info!(task = %msg.task, "its site or platform is busy; it waits for the current task");
                 return Disposition::Ack;
@@ -337,16 +361,41 @@ impl<H: TaskHandler> Handler for Worker<H> {
             }
         };
 
+        // A task that failed while the state database or the broker was away may have failed
+        // only because of that: it goes back to the queue and its next attempt resumes it
+        // (sagas pick up their progress), unless it has used its attempts.
+        if let Outcome::Error(e) = &outcome {
+            let outage = store::outage_since(started) || bus::outage_since(started);
+            if outage && task.attempts < self.max_attempts {
+                let why = format!("interrupted by an outage of the state database or the broker ({e}); the task is queued again and will resume");
+                return self.give_back(&task, &why).await;
+            }
+        }
+
         let (status, error, result) = match &outcome {
             Outcome::Success(r) => (TaskStatus::Success, None, r.clone()),
             Outcome::Warning(w) => (TaskStatus::Warning, Some(w.clone()), None),
             Outcome::Error(e) => (TaskStatus::Error, Some(e.clone()), None),
         };
-        match self
-            .store
-            .finish_task(&task, &self.id, status, error.as_deref(), result.as_ref())
-            .await
-        {
+        // The state database may be away for a moment (a restart): the outcome is kept
+        // trying for as long as the lease would have lasted, so the work is not redone.
+        let give_up = std::time::Instant::now() + self.lease;
+        let mut delay = Duration::from_millis(200);
+        let finished = loop {
+            match self
+                .store
+                .finish_task(&task, &self.id, status, error.as_deref(), result.as_ref())
+                .await
+            {
+                Err(e) if e.is_unavailable() && std::time::Instant::now() + delay < give_up => {
+                    tracing::warn!(error = %e, "cannot store the task's outcome yet; retrying in {delay:?}");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+                other => break other,
+            }
+        };
+        match finished {
             Ok(_) => {
                 tracing::info!(task = %task.id, %status, "task finished");
                 self.bus

@@ -1,7 +1,8 @@
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiJson, ApiResult};
+use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult};
+use crate::paging::{ListQuery, Page};
 use crate::startup::AppState;
-use axum::extract::State;
+use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
 use axum::Json;
 use domain::{Email, Name};
@@ -30,6 +31,9 @@ pub async fn create(
 pub async fn list(
     State(s): State<AppState>,
     caller: Caller,
-) -> ApiResult<Json<Vec<store::Client>>> {
-    Ok(Json(s.store.clients(caller.0.client).await?))
+    OriginalUri(uri): OriginalUri,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Page<store::Client>> {
+    let clients = s.store.clients(caller.0.client).await?;
+    Page::from_list(clients, &q, &uri, "after", |c| c.id.0)
 }

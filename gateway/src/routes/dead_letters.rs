@@ -3,8 +3,9 @@
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiQuery, ApiResult, PathId};
+use crate::paging::{page_size, Page};
 use crate::startup::AppState;
-use axum::extract::State;
+use axum::extract::{OriginalUri, State};
 use axum::Json;
 use serde_json::{json, Value};
 
@@ -28,12 +29,25 @@ fn letter_json(d: &store::DeadLetter) -> Value {
 pub async fn list(
     State(s): State<AppState>,
     caller: Caller,
+    OriginalUri(uri): OriginalUri,
     ApiQuery(q): ApiQuery<DeadLetterQuery>,
-) -> ApiResult<Json<Vec<Value>>> {
+) -> ApiResult<Page<Value>> {
     caller.require_admin()?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let letters = s.store.dead_letters(q.before, limit).await?;
-    Ok(Json(letters.iter().map(letter_json).collect()))
+    let limit = page_size(q.limit)?;
+    let letters = s
+        .store
+        .dead_letters(q.before, limit.saturating_add(1))
+        .await?;
+    let total = s.store.dead_letters_count().await?;
+    let items = letters.iter().map(letter_json).collect();
+    Ok(Page::from_overfetch(
+        items,
+        limit,
+        total,
+        &uri,
+        "before",
+        |d| d.get("id").and_then(Value::as_i64).unwrap_or(0),
+    ))
 }
 
 pub async fn drop(

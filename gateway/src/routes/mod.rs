@@ -30,7 +30,7 @@ pub fn router(state: AppState) -> Router {
             "/sites/{id}/backup-schedule",
             get(sites::backup_schedule).put(sites::set_backup_schedule),
         )
-        .route("/tasks", get(tasks::list))
+        .route("/tasks", get(tasks::list).post(tasks::create))
         .route("/tasks/{id}", get(tasks::get))
         .route("/tasks/{id}/log", get(tasks::log))
         .route("/tasks/{id}/events", get(tasks::events))
@@ -44,7 +44,11 @@ pub fn router(state: AppState) -> Router {
             "/dead-letters/{id}",
             axum::routing::delete(dead_letters::drop),
         )
-        .route("/dead-letters/{id}/replay", post(dead_letters::replay));
+        .route("/dead-letters/{id}/replay", post(dead_letters::replay))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            state_gate,
+        ));
     Router::new()
         .route(
             "/healthz",
@@ -69,17 +73,37 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// While the state database does not answer, every API request gets a 503 with
+/// `Retry-After` at once: it could neither be authenticated nor served.
+async fn state_gate(
+    axum::extract::State(s): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if !s.state_up.load(std::sync::atomic::Ordering::SeqCst) {
+        return ApiError::state_unavailable().into_response();
+    }
+    next.run(request).await
+}
+
 /// Ready when the state database answers. The broker being down does not make the gateway
 /// unready: it still accepts tasks into its outbox. Both are reported.
 async fn readyz(
     axum::extract::State(s): axum::extract::State<AppState>,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
+    let up = s.state_up.load(std::sync::atomic::Ordering::SeqCst);
     let (db, broker) = tokio::join!(
-        tokio::time::timeout(std::time::Duration::from_secs(2), s.store.ping()),
+        async {
+            // Known down: said at once, not after a ping's timeout.
+            up && matches!(
+                tokio::time::timeout(std::time::Duration::from_secs(1), s.store.ping()).await,
+                Ok(Ok(_))
+            )
+        },
         s.bus.reachable()
     );
-    let db = matches!(db, Ok(Ok(_)));
     let pending = if db {
         s.store.outbox_len().await.unwrap_or(-1)
     } else {

@@ -1,8 +1,9 @@
 use super::Ref;
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiJson, ApiResult, PathId};
+use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, PathId};
+use crate::paging::{ListQuery, Page};
 use crate::startup::AppState;
-use axum::extract::State;
+use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
 use axum::Json;
 use domain::{Driver, HostPath, Name, PlatformId, ServerKind, TaskType};
@@ -125,12 +126,25 @@ async fn check_root(s: &AppState, server: &store::Server, root: &HostPath) -> Ap
     }
 }
 
-pub async fn list(State(s): State<AppState>, _caller: Caller) -> ApiResult<Json<Vec<Value>>> {
-    let mut out = Vec::new();
-    for p in s.store.platforms().await? {
-        out.push(platform_json(&s.store, &p).await?);
+pub async fn list(
+    State(s): State<AppState>,
+    _caller: Caller,
+    OriginalUri(uri): OriginalUri,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Page<Value>> {
+    // A web server holds tens of platforms, not thousands: the page is cut from the list, and
+    // only its own platforms are read in full.
+    let all = s.store.platforms().await?;
+    let page = Page::from_list(all, &q, &uri, "after", |p| p.id.0)?;
+    let mut items = Vec::with_capacity(page.items.len());
+    for p in &page.items {
+        items.push(platform_json(&s.store, p).await?);
     }
-    Ok(Json(out))
+    Ok(Page {
+        items,
+        total: page.total,
+        next: page.next,
+    })
 }
 
 pub async fn get(

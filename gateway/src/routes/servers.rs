@@ -1,7 +1,8 @@
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiJson, ApiResult, PathId};
+use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, PathId};
+use crate::paging::{ListQuery, Page};
 use crate::startup::AppState;
-use axum::extract::State;
+use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
 use axum::Json;
 use domain::{HostPath, Name, ServerId, ServerKind};
@@ -102,8 +103,10 @@ pub async fn create(
 pub async fn list(
     State(s): State<AppState>,
     _caller: Caller,
-) -> ApiResult<Json<Vec<store::Server>>> {
-    Ok(Json(s.store.servers().await?))
+    OriginalUri(uri): OriginalUri,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Page<store::Server>> {
+    Page::from_list(s.store.servers().await?, &q, &uri, "after", |v| v.id.0)
 }
 
 /// Changes a web server's platform directories (platforms registered before stay).

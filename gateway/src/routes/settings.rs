@@ -16,6 +16,8 @@ enum Kind {
     Hours(f64),
     /// A duration (`"hourly"`, `"1h"`, seconds).
     Duration,
+    /// Whole days, at least 1 and at most the given number.
+    Days(u64),
 }
 
 const KNOWN: &[(&str, Kind)] = &[
@@ -28,6 +30,10 @@ const KNOWN: &[(&str, Kind)] = &[
     (policy::BACKUP_INTERVAL_FLOOR, Kind::Duration),
     (policy::CLIENT_BACKUP_INTERVAL_FLOOR, Kind::Duration),
     (policy::BACKUP_INTERVAL_CEILING, Kind::Duration),
+    (
+        domain::task_retention::SETTING,
+        Kind::Days(domain::task_retention::MAX_DAYS),
+    ),
 ];
 
 fn defaults(map: &mut Map<String, Value>) {
@@ -38,6 +44,10 @@ fn defaults(map: &mut Map<String, Value>) {
         (policy::BACKUP_INTERVAL_FLOOR, json!("5m")),
         (policy::CLIENT_BACKUP_INTERVAL_FLOOR, json!("hourly")),
         (policy::BACKUP_INTERVAL_CEILING, json!("366d")),
+        (
+            domain::task_retention::SETTING,
+            json!(domain::task_retention::DEFAULT_DAYS),
+        ),
         ("backup_schedule", Value::Null),
         ("backup_retention", Value::Null),
     ] {
@@ -74,6 +84,10 @@ fn check(kind: Kind, v: &Value) -> Result<(), String> {
             _ => Err(format!("give a number of hours above 0 and at most {max}")),
         },
         Kind::Duration => parse_duration(v).map(|_| ()).map_err(|e| e.0),
+        Kind::Days(max) => match v.as_u64() {
+            Some(d) if (1..=max).contains(&d) => Ok(()),
+            _ => Err(format!("give a whole number of days from 1 to {max}")),
+        },
     }
 }
 

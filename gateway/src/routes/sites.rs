@@ -1,8 +1,9 @@
 use super::Ref;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, PathId};
+use crate::paging::{page_size, ListQuery, Page};
 use crate::startup::AppState;
-use axum::extract::State;
+use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
 use axum::Json;
 use domain::*;
@@ -31,7 +32,14 @@ struct SiteState {
     clone: bool,
 }
 
-async fn site_state(s: &AppState, site: &Site) -> ApiResult<SiteState> {
+/// The settings every site's offered tasks depend on, read once per request.
+struct SiteRules {
+    require_disable_before_delete: bool,
+    migrate: bool,
+    clone: bool,
+}
+
+async fn site_rules(s: &AppState) -> ApiResult<SiteRules> {
     let settings = s.store.settings().await?;
     let feature = |name: &str| {
         settings
@@ -40,9 +48,7 @@ async fn site_state(s: &AppState, site: &Site) -> ApiResult<SiteState> {
             .and_then(Value::as_bool)
             .unwrap_or(false)
     };
-    Ok(SiteState {
-        delete_pending: delete_pending(s, site.id).await?,
-        has_backups: !s.store.backups(site.id).await?.is_empty(),
+    Ok(SiteRules {
         require_disable_before_delete: settings
             .get("require_disable_before_delete")
             .and_then(Value::as_bool)
@@ -50,6 +56,16 @@ async fn site_state(s: &AppState, site: &Site) -> ApiResult<SiteState> {
         migrate: feature("migrate"),
         clone: feature("clone"),
     })
+}
+
+fn site_state(rules: &SiteRules, views: &store::SiteViews, site: &Site) -> SiteState {
+    SiteState {
+        delete_pending: views.delete_pending.contains(&site.id),
+        has_backups: views.with_backups.contains(&site.id),
+        require_disable_before_delete: rules.require_disable_before_delete,
+        migrate: rules.migrate,
+        clone: rules.clone,
+    }
 }
 
 /// The tasks a site offers in its state, as the reference's rules say: an enabled site offers
@@ -104,7 +120,8 @@ pub(crate) async fn ensure_available(
     task_type: TaskType,
     args: &Value,
 ) -> ApiResult<()> {
-    let st = site_state(s, site).await?;
+    let views = s.store.site_views(std::slice::from_ref(site)).await?;
+    let st = site_state(&site_rules(s).await?, &views, site);
     let available = available_tasks(site, &st);
     let forced =
         task_type == TaskType::Delete && args.get("force").and_then(Value::as_bool) == Some(true);
@@ -152,13 +169,40 @@ pub(crate) async fn ensure_available(
 }
 
 pub async fn site_json(s: &AppState, site: &Site) -> ApiResult<Value> {
-    let state = site_state(s, site).await?;
-    let web = s.store.platform(site.platform_id).await?;
-    let web_server = s.store.server(web.server_id).await?;
-    let goto = if web_server.port == 80 {
+    let mut page = sites_json(s, std::slice::from_ref(site)).await?;
+    Ok(page.pop().unwrap_or(Value::Null))
+}
+
+/// Sites as the API shows them, in a fixed number of queries however many there are.
+pub async fn sites_json(s: &AppState, sites: &[Site]) -> ApiResult<Vec<Value>> {
+    let rules = site_rules(s).await?;
+    let mut views = s.store.site_views(sites).await?;
+    Ok(sites
+        .iter()
+        .map(|site| {
+            let state = site_state(&rules, &views, site);
+            let port = views
+                .web_ports
+                .get(&site.platform_id)
+                .copied()
+                .unwrap_or(80);
+            let packages = views.packages.remove(&site.id).unwrap_or_default();
+            one_site_json(s, site, &state, port, packages)
+        })
+        .collect())
+}
+
+fn one_site_json(
+    s: &AppState,
+    site: &Site,
+    state: &SiteState,
+    web_port: i32,
+    packages: Vec<store::Package>,
+) -> Value {
+    let goto = if web_port == 80 {
         format!("http://{}/", site.domain)
     } else {
-        format!("http://{}:{}/", site.domain, web_server.port)
+        format!("http://{}:{}/", site.domain, web_port)
     };
     let link = match (&site.login_link, site.status) {
         (Some(l), SiteStatus::Enabled) => json!({
@@ -170,7 +214,7 @@ pub async fn site_json(s: &AppState, site: &Site) -> ApiResult<Value> {
         }),
         _ => json!({"kind": "go-to", "url": goto}),
     };
-    Ok(json!({
+    json!({
         "id": site.id,
         "domain": site.domain,
         "aliases": site.aliases,
@@ -185,11 +229,11 @@ pub async fn site_json(s: &AppState, site: &Site) -> ApiResult<Value> {
         "db_name": site.db_name,
         "system_user": site.system_user,
         "link": link,
-        "packages": s.store.site_packages(site.id).await?,
-        "available_tasks": available_tasks(site, &state),
+        "packages": packages,
+        "available_tasks": available_tasks(site, state),
         "created": site.created_at.format(&time::format_description::well_known::Rfc3339).ok(),
         "updated": site.updated_at.format(&time::format_description::well_known::Rfc3339).ok(),
-    }))
+    })
 }
 
 /// Whether the site's most recent finished task failed (a site a disable could not take down,
@@ -207,14 +251,6 @@ async fn last_task_failed(s: &AppState, site: &Site) -> ApiResult<bool> {
         .filter(|t| t.finished_at.is_some())
         .max_by_key(|t| t.finished_at);
     Ok(last.is_some_and(|t| t.status == TaskStatus::Error))
-}
-
-async fn delete_pending(s: &AppState, site: SiteId) -> ApiResult<bool> {
-    Ok(s.store
-        .open_tasks_of_site(site)
-        .await?
-        .iter()
-        .any(|t| t.task_type == TaskType::Delete))
 }
 
 /// Loads a site the caller may see; another client's site is answered as not found.
@@ -328,13 +364,36 @@ pub struct SiteQuery {
     client: Option<String>,
     status: Option<String>,
     platform: Option<String>,
+    /// Part of a domain, as typed in a search box.
+    search: Option<String>,
+    limit: Option<i64>,
+    /// The cursor: the last site id of the previous page.
+    after: Option<i64>,
 }
+
+/// The longest search text: a domain name's length.
+const MAX_SEARCH_CHARS: usize = 253;
 
 pub async fn list(
     State(s): State<AppState>,
     caller: Caller,
+    OriginalUri(uri): OriginalUri,
     ApiQuery(q): ApiQuery<SiteQuery>,
-) -> ApiResult<Json<Vec<Value>>> {
+) -> ApiResult<Page<Value>> {
+    let limit = page_size(q.limit)?;
+    let empty = || Page {
+        items: vec![],
+        total: 0,
+        next: None,
+    };
+    if q.search
+        .as_ref()
+        .is_some_and(|t| t.chars().count() > MAX_SEARCH_CHARS)
+    {
+        return Err(ApiError::Unprocessable(format!(
+            "search: at most {MAX_SEARCH_CHARS} characters (part of a domain name)"
+        )));
+    }
     let mut filter = SiteFilter {
         domain: q
             .domain
@@ -348,6 +407,7 @@ pub async fn list(
             .map(SiteStatus::parse)
             .transpose()
             .map_err(|e| ApiError::field("status", e))?,
+        search: q.search.clone().filter(|t| !t.is_empty()),
         ..Default::default()
     };
     if let Some(c) = &q.client {
@@ -364,7 +424,7 @@ pub async fn list(
             (Some(id), _) => filter.client = Some(id),
             // Another client's sites, or a client that does not exist: a client's token cannot
             // tell the two apart.
-            (None, Some(_)) => return Ok(Json(vec![])),
+            (None, Some(_)) => return Ok(empty()),
             (None, None) => {
                 return Err(ApiError::NotFound(format!(
                     "client '{}' does not exist",
@@ -386,15 +446,23 @@ pub async fn list(
     }
     if let Some(own) = caller.0.client {
         if filter.client.is_some_and(|c| c != own) {
-            return Ok(Json(vec![]));
+            return Ok(empty());
         }
         filter.client = Some(own);
     }
-    let mut out = Vec::new();
-    for site in s.store.sites(&filter).await? {
-        out.push(site_json(&s, &site).await?);
-    }
-    Ok(Json(out))
+    let (sites, total) = s
+        .store
+        .sites_page(&filter, q.after.map(SiteId), limit)
+        .await?;
+    let items = sites_json(&s, &sites).await?;
+    Ok(Page::from_overfetch(
+        items,
+        limit,
+        total,
+        &uri,
+        "after",
+        |site| site.get("id").and_then(Value::as_i64).unwrap_or(0),
+    ))
 }
 
 pub async fn get(
@@ -674,9 +742,14 @@ pub async fn backups(
     State(s): State<AppState>,
     caller: Caller,
     PathId(id): PathId,
-) -> ApiResult<Json<Vec<store::Backup>>> {
+    OriginalUri(uri): OriginalUri,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Page<store::Backup>> {
     let site = visible_site(&s, &caller, id).await?;
-    Ok(Json(s.store.backups(site.id).await?))
+    // Newest first; retention keeps a site's backups few.
+    Page::from_list(s.store.backups(site.id).await?, &q, &uri, "before", |b| {
+        b.id.0
+    })
 }
 
 #[derive(serde::Deserialize)]

@@ -1,7 +1,8 @@
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiQuery, ApiResult, PathId};
+use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, PathId};
+use crate::paging::{page_size, Page};
 use crate::startup::AppState;
-use axum::extract::State;
+use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Json;
@@ -19,6 +20,8 @@ pub struct TaskQuery {
     task_type: Option<String>,
     parent: Option<i64>,
     limit: Option<i64>,
+    /// The cursor: the last (oldest) task id of the previous page; tasks come newest first.
+    before: Option<i64>,
 }
 
 /// A task the caller may see: a client token sees its own sites' tasks only.
@@ -39,8 +42,9 @@ async fn visible_task(s: &AppState, caller: &Caller, id: i64) -> ApiResult<Task>
 pub async fn list(
     State(s): State<AppState>,
     caller: Caller,
+    OriginalUri(uri): OriginalUri,
     ApiQuery(q): ApiQuery<TaskQuery>,
-) -> ApiResult<Json<Vec<Task>>> {
+) -> ApiResult<Page<Task>> {
     let filter = TaskFilter {
         site: q.site.map(SiteId),
         sites_of_client: caller.0.client,
@@ -57,9 +61,60 @@ pub async fn list(
             .transpose()
             .map_err(|e| ApiError::field("type", e))?,
         parent: q.parent.map(TaskId),
-        limit: q.limit.unwrap_or(100).clamp(1, 1000),
+        limit: page_size(q.limit)?,
     };
-    Ok(Json(s.store.tasks(&filter).await?))
+    let (tasks, total) = s.store.tasks_page(&filter, q.before.map(TaskId)).await?;
+    Ok(Page::from_overfetch(
+        tasks,
+        filter.limit,
+        total,
+        &uri,
+        "before",
+        |t| t.id.0,
+    ))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewSystemTask {
+    #[serde(rename = "type")]
+    task_type: String,
+}
+
+/// Starts a task of the control plane itself, about no site or platform (admins only):
+/// `purge-tasks` applies the task retention now rather than at the backupper's daily run.
+pub async fn create(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<NewSystemTask>,
+) -> ApiResult<(StatusCode, Json<Task>)> {
+    caller.require_admin()?;
+    let task_type = match TaskType::parse(&body.task_type) {
+        Ok(t @ TaskType::PurgeTasks) => t,
+        Ok(t @ TaskType::Noop) if s.config.bench_tasks => t,
+        _ => {
+            return Err(ApiError::Unprocessable(format!(
+                "type: '{}' is not a task of the control plane; the one there is: purge-tasks \
+                 (site tasks: POST /api/v1/sites/{{id}}/tasks, platform tasks: POST /api/v1/platforms/{{id}}/tasks)",
+                body.task_type.chars().take(64).collect::<String>()
+            )))
+        }
+    };
+    let task = s
+        .store
+        .create_task(&store::NewTask {
+            task_type,
+            site: None,
+            platform: None,
+            parent: None,
+            retry_of: None,
+            args: serde_json::json!({}),
+            requested_by: caller.name(),
+            traceparent: bus::current_traceparent(),
+        })
+        .await?;
+    s.wake_relay.notify_one();
+    Ok((StatusCode::ACCEPTED, Json(task)))
 }
 
 pub async fn get(

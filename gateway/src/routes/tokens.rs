@@ -4,9 +4,10 @@
 
 use super::Ref;
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiJson, ApiResult, PathId};
+use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, PathId};
+use crate::paging::{ListQuery, Page};
 use crate::startup::AppState;
-use axum::extract::State;
+use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
 use axum::Json;
 use domain::{Name, Scope};
@@ -84,9 +85,11 @@ pub async fn create(
 pub async fn list(
     State(s): State<AppState>,
     caller: Caller,
-) -> ApiResult<Json<Vec<store::ApiToken>>> {
+    OriginalUri(uri): OriginalUri,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Page<store::ApiToken>> {
     caller.require_admin()?;
-    Ok(Json(s.store.tokens().await?))
+    Page::from_list(s.store.tokens().await?, &q, &uri, "after", |t| t.id)
 }
 
 pub async fn revoke(
