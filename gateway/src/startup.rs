@@ -128,10 +128,12 @@ impl Application {
 /// while it answers.
 async fn watch_state_database(store: store::Store, up: Arc<std::sync::atomic::AtomicBool>) {
     use std::sync::atomic::Ordering;
+    // On a connection of its own: a pool busy with slow requests does not close the API.
+    let prober = store.prober();
     loop {
         let answered = matches!(
-            tokio::time::timeout(Duration::from_secs(1), store.ping()).await,
-            Ok(Ok(()))
+            tokio::time::timeout(Duration::from_secs(1), prober.answers()).await,
+            Ok(true)
         );
         if up.swap(answered, Ordering::SeqCst) != answered {
             if answered {

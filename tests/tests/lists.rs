@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::time::Duration;
-use tests::{http, Stack};
+use tests::{http, Stack, StackOptions};
 
 /// GETs an API path, with the paging headers.
 async fn get(stack: &Stack, path: &str) -> (u16, Vec<Value>, Option<i64>, Option<String>) {
@@ -227,5 +227,64 @@ async fn finished_tasks_older_than_the_retention_are_purged_by_a_task() {
         )
         .await;
     assert_eq!(status, 403);
+    stack.teardown().await;
+}
+
+/// The statements the gateway ran for one request, from its log (sqlx logs each statement
+/// inside the request's span).
+async fn statements_for(stack: &Stack, path: &str) -> usize {
+    let log = stack.dir.join("logs/gateway.log");
+    let count = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("sqlx::query") && l.contains("http{"))
+            .count()
+    };
+    let before = count();
+    let (status, _, _, _) = get(stack, path).await;
+    assert_eq!(status, 200, "{path}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    count() - before
+}
+
+#[tokio::test]
+async fn a_page_costs_the_same_queries_whatever_its_length() {
+    let stack = Stack::spawn_with(StackOptions {
+        env: vec![(
+            "gateway",
+            "RUST_LOG".into(),
+            "info,sqlx::query=debug,lapin=warn".into(),
+        )],
+        ..Default::default()
+    })
+    .await;
+    stack.create_client("pager").await;
+    fill(&stack, 250).await;
+    // Backups and an open delete for some of them: what available_tasks depends on.
+    stack
+        .state_exec(
+            "INSERT INTO backups (site_id, key, size, checksum, description)
+               SELECT id, 'k' || id, 1, 'x', 'a backup' FROM sites WHERE id % 3 = 0;",
+        )
+        .await;
+    let mut costs = Vec::new();
+    for limit in [1, 10, 100, 250] {
+        costs.push(statements_for(&stack, &format!("/api/v1/sites?limit={limit}")).await);
+    }
+    eprintln!("statements for pages of 1, 10, 100, 250 sites: {costs:?}");
+    assert!(costs[0] > 0, "no statement seen in the log: {costs:?}");
+    assert!(costs.iter().all(|c| *c == costs[0]), "{costs:?}");
+    assert!(costs[0] <= 10, "{costs:?}");
+    let one = statements_for(&stack, "/api/v1/sites/1").await;
+    assert!(one <= 10, "GET /sites/1 ran {one} statements");
+    let mut task_costs = Vec::new();
+    for limit in [1, 100, 1000] {
+        task_costs.push(statements_for(&stack, &format!("/api/v1/tasks?limit={limit}")).await);
+    }
+    assert!(
+        task_costs.iter().all(|c| *c == task_costs[0]),
+        "{task_costs:?}"
+    );
     stack.teardown().await;
 }

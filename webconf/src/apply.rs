@@ -58,11 +58,30 @@ impl Applier {
 }
 
 async fn run(nginx: Nginx, mut waiting: mpsc::UnboundedReceiver<Request>, crash: bool) {
-    while let Some(first) = waiting.recv().await {
+    // A change to a file the batch changes already waits for the next batch: each change
+    // must find on disk what the one before it left, to be checked and rolled back alone.
+    let mut held: Option<Request> = None;
+    loop {
+        let first = match held.take() {
+            Some(r) => r,
+            None => match waiting.recv().await {
+                Some(r) => r,
+                None => return,
+            },
+        };
+        let mut paths: std::collections::HashSet<PathBuf> =
+            first.0.iter().map(|f| f.path.clone()).collect();
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match waiting.try_recv() {
-                Ok(more) => batch.push(more),
+                Ok(more) if more.0.iter().any(|f| paths.contains(&f.path)) => {
+                    held = Some(more);
+                    break;
+                }
+                Ok(more) => {
+                    paths.extend(more.0.iter().map(|f| f.path.clone()));
+                    batch.push(more);
+                }
                 Err(_) => break,
             }
         }
@@ -128,23 +147,43 @@ async fn apply_batch(nginx: &Nginx, batch: Vec<Request>, crash: bool) {
     }
     let (with_changes, unchanged): (Vec<Staged>, Vec<Staged>) =
         staged.into_iter().partition(Staged::changed);
-    let outcome = apply_together(nginx, &with_changes, crash).await;
-    match outcome {
+    match apply_together(nginx, &with_changes, crash).await {
         Ok(()) => {
             for s in with_changes {
                 let _ = s.done.send(Ok(true));
             }
         }
-        Err(e) if with_changes.len() == 1 => {
+        Err(Failure { error, .. }) if with_changes.len() == 1 => {
             if let Some(s) = with_changes.into_iter().next() {
-                let _ = s.done.send(Err(e));
+                let _ = s.done.send(Err(error));
             }
         }
-        Err(e) => {
-            tracing::warn!(error = %format!("{e:#}"), changes = with_changes.len(), "a batch of changes did not pass; trying each on its own");
+        // Refused by the checks: each change is checked on its own (cheap: its own vhosts),
+        // the bad ones answered with their error, and the rest applied together.
+        Err(Failure {
+            error,
+            loading: false,
+        }) => {
+            tracing::warn!(error = %format!("{error:#}"), changes = with_changes.len(), "a batch of changes did not pass its checks; checking each on its own");
+            let mut good = Vec::new();
+            for s in with_changes {
+                match check_alone(nginx, &s).await {
+                    Ok(()) => good.push(s),
+                    Err(e) => {
+                        let _ = s.done.send(Err(e));
+                    }
+                }
+            }
+            let result = apply_together(nginx, &good, crash).await;
+            answer_all(good, result);
+        }
+        // Refused when loading (what only the whole configuration shows, such as a conflict
+        // between vhosts): each change is applied on its own.
+        Err(Failure { error, .. }) => {
+            tracing::warn!(error = %format!("{error:#}"), changes = with_changes.len(), "nginx or php-fpm refused a batch of changes; applying each on its own");
             for s in with_changes {
                 let result = apply_together(nginx, std::slice::from_ref(&s), crash).await;
-                let _ = s.done.send(result.map(|()| true));
+                answer_all(vec![s], result);
             }
         }
     }
@@ -161,20 +200,72 @@ async fn apply_batch(nginx: &Nginx, batch: Vec<Request>, crash: bool) {
     }
 }
 
+fn answer_all(changes: Vec<Staged>, result: Result<(), Failure>) {
+    match result {
+        Ok(()) => {
+            for s in changes {
+                let _ = s.done.send(Ok(true));
+            }
+        }
+        Err(Failure { error, .. }) => {
+            let why = format!("{error:#}");
+            for s in changes {
+                let _ = s.done.send(Err(anyhow::anyhow!("{why}")));
+            }
+        }
+    }
+}
+
+/// Why changes were not applied (and were rolled back): `loading` when the checks passed and
+/// nginx or php-fpm refused the whole configuration.
+struct Failure {
+    error: anyhow::Error,
+    loading: bool,
+}
+
+/// Writes one change, runs the checks on it alone, and puts the files back.
+async fn check_alone(nginx: &Nginx, change: &Staged) -> anyhow::Result<()> {
+    change.write().await?;
+    let checked = async {
+        if change.touches(Reader::Fpm) {
+            nginx.fpm.test().await?;
+        }
+        nginx
+            .test_vhosts(&written_vhosts(std::slice::from_ref(change)))
+            .await
+    }
+    .await;
+    change.roll_back().await?;
+    checked
+}
+
+fn written_vhosts(changes: &[Staged]) -> Vec<PathBuf> {
+    changes
+        .iter()
+        .flat_map(|c| &c.files)
+        .filter(|(f, _)| f.reader == Reader::Nginx && f.text.is_some())
+        .map(|(f, _)| f.path.clone())
+        .collect()
+}
+
 /// Writes, checks and loads the changes as one: all live, or all rolled back.
-async fn apply_together(nginx: &Nginx, changes: &[Staged], crash: bool) -> anyhow::Result<()> {
+async fn apply_together(nginx: &Nginx, changes: &[Staged], crash: bool) -> Result<(), Failure> {
     if changes.is_empty() {
         return Ok(());
     }
+    let fail = |error: anyhow::Error| Failure {
+        error,
+        loading: false,
+    };
     let pools = changes.iter().any(|c| c.touches(Reader::Fpm));
     let vhosts = changes.iter().any(|c| c.touches(Reader::Nginx));
     // Marked before anything is written: a webconf killed between the write and the reload
     // finds the marker on its next try and reloads.
     if pools {
-        nginx.set_pending(Reload::Fpm).await?;
+        nginx.set_pending(Reload::Fpm).await.map_err(fail)?;
     }
     if vhosts {
-        nginx.set_pending(Reload::Nginx).await?;
+        nginx.set_pending(Reload::Nginx).await.map_err(fail)?;
     }
     // How far it got: a failure before any reload leaves the servers as they were.
     let mut reloading = false;
@@ -189,13 +280,7 @@ async fn apply_together(nginx: &Nginx, changes: &[Staged], crash: bool) -> anyho
         if pools {
             nginx.fpm.test().await?;
         }
-        let written: Vec<PathBuf> = changes
-            .iter()
-            .flat_map(|c| &c.files)
-            .filter(|(f, _)| f.reader == Reader::Nginx && f.text.is_some())
-            .map(|(f, _)| f.path.clone())
-            .collect();
-        nginx.test_vhosts(&written).await?;
+        nginx.test_vhosts(&written_vhosts(changes)).await?;
         reloading = true;
         // The pools first: a vhost may send requests to a new socket.
         if pools {
@@ -219,13 +304,13 @@ async fn apply_together(nginx: &Nginx, changes: &[Staged], crash: bool) -> anyho
         }
         Err(e) => {
             for c in changes {
-                c.roll_back().await?;
+                c.roll_back().await.map_err(fail)?;
             }
             // What is on disk is what ran before. A reload that got as far as the servers
             // may have loaded part of it; loading the old files again settles that.
             if !reloading {
                 // Nothing was loaded. A marker stays: it may be an earlier change's.
-                return Err(e);
+                return Err(fail(e));
             }
             if pools && nginx.fpm.test().await.is_ok() && nginx.fpm.reload().await.is_ok() {
                 nginx.clear_pending(Reload::Fpm).await;
@@ -233,7 +318,10 @@ async fn apply_together(nginx: &Nginx, changes: &[Staged], crash: bool) -> anyho
             if vhosts && nginx.reload().await.is_ok() {
                 nginx.clear_pending(Reload::Nginx).await;
             }
-            Err(e)
+            Err(Failure {
+                error: e,
+                loading: true,
+            })
         }
     }
 }

@@ -435,13 +435,13 @@ impl Nginx {
         };
         let old_workers = accepting_workers(master);
         let log = format!("{d}/logs/error.log");
-        let log_from = tokio::fs::metadata(&log)
+        let mut log_from = tokio::fs::metadata(&log)
             .await
             .map(|m| m.len())
             .unwrap_or(0);
         let fresh = peak >= 1000 && vhosts.saturating_mul(4) < peak;
         if fresh {
-            self.upgrade_master(master, &log, log_from).await?;
+            self.upgrade_master(master, &log, &mut log_from).await?;
             self.peak_vhosts
                 .store(vhosts, std::sync::atomic::Ordering::SeqCst);
         } else {
@@ -450,7 +450,7 @@ impl Nginx {
                 bail!("cannot signal nginx's master (pid {master})");
             }
         }
-        self.wait_for_generation_or_refusal(generation, &log, log_from)
+        self.wait_for_generation_or_refusal(generation, &log, &mut log_from)
             .await?;
         // New workers serving is not enough: until the old ones close their listening sockets
         // they may still take a new connection with the old configuration.
@@ -466,7 +466,7 @@ impl Nginx {
 
     /// A new master from the binary, on the configuration as written; the old one leaves
     /// gracefully once the new one runs.
-    async fn upgrade_master(&self, old: i32, log: &str, log_from: u64) -> anyhow::Result<()> {
+    async fn upgrade_master(&self, old: i32, log: &str, log_from: &mut u64) -> anyhow::Result<()> {
         let d = self.d();
         tracing::info!("starting a fresh nginx master, to give back an old configuration's memory");
         // SAFETY: a signal to the pid nginx wrote for its own master.
@@ -497,7 +497,7 @@ impl Nginx {
         &self,
         generation: u64,
         log: &str,
-        log_from: u64,
+        log_from: &mut u64,
     ) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         let want = generation.to_string();
@@ -579,15 +579,25 @@ fn worker_accepts(pid: i32) -> bool {
     }
 }
 
-/// An `[emerg]` line nginx logged after `from` (a configuration it refused), if any.
-async fn refusal(log: &str, from: u64) -> Option<String> {
+/// An `[emerg]` line nginx logged since `offset` (a configuration it refused), if any; the
+/// offset moves on past what was read, so each call reads only what is new, however much the
+/// workers log meanwhile. A log that shrank (rotated) is read from its start.
+async fn refusal(log: &str, offset: &mut u64) -> Option<String> {
     use tokio::io::AsyncSeekExt;
     let mut f = tokio::fs::File::open(log).await.ok()?;
-    f.seek(std::io::SeekFrom::Start(from)).await.ok()?;
-    let mut text = String::new();
-    // At most 64 KiB of new log: a refusal is among its first lines.
-    f.take(65536).read_to_string(&mut text).await.ok()?;
-    text.lines()
+    let len = f.metadata().await.ok()?.len();
+    if len < *offset {
+        *offset = 0;
+    }
+    f.seek(std::io::SeekFrom::Start(*offset)).await.ok()?;
+    let mut bytes = Vec::new();
+    // At most 4 MiB a call; the rest at the next.
+    f.take(4 << 20).read_to_end(&mut bytes).await.ok()?;
+    // Only whole lines: a line being written is read again next time.
+    let whole = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    *offset += whole as u64;
+    String::from_utf8_lossy(&bytes[..whole])
+        .lines()
         .find(|l| l.contains("[emerg]"))
         .map(|l| l.trim().to_owned())
 }

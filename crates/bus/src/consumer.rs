@@ -68,9 +68,10 @@ impl Disposition {
 }
 
 /// How long a consumer keeps a message that its handler asks to retry, before it goes back to
-/// the queue: well inside RabbitMQ's consumer timeout (30 minutes), past which the broker
-/// would close the channel.
-const RETRY_HOLD: Duration = Duration::from_secs(600);
+/// the queue: inside RabbitMQ's consumer timeout (30 minutes), past which the broker would
+/// close the channel. With the queues' delivery limit of 10, an outage of the state database
+/// would have to last about four hours before a task's message is dead-lettered.
+const RETRY_HOLD: Duration = Duration::from_secs(25 * 60);
 
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, message: Incoming) -> impl Future<Output = Disposition> + Send;

@@ -396,40 +396,48 @@ impl Bus {
             Err(e) if is_precondition_failed(&e) => e,
             Err(e) => return Err(e.into()),
         };
-        // The broker closed the channel on the refusal.
+        // The broker closed the channel on the refusal. The queue as it is: replaced only
+        // when nothing is in it and nobody consumes it (so no message is in flight either).
         let ch = self.channel().await?;
+        let existing = ch
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        if existing.message_count() > 0 || existing.consumer_count() > 0 {
+            tracing::warn!(queue, error = %refused, messages = existing.message_count(), consumers = existing.consumer_count(), "the queue exists as a classic queue in use; it stays classic until it is idle and a service restarts");
+            return Ok(ch);
+        }
         let emptied = ch
             .queue_delete(
                 queue.into(),
                 lapin::options::QueueDeleteOptions {
                     if_empty: true,
+                    if_unused: true,
                     ..Default::default()
                 },
             )
             .await;
-        match emptied {
+        let ch = match emptied {
             Ok(_) => {
-                tracing::info!(
-                    queue,
-                    "replacing an empty classic queue with a quorum queue"
-                );
-                ch.queue_declare(queue.into(), opts, args).await?;
-                Ok(ch)
+                tracing::info!(queue, "replacing an idle classic queue with a quorum queue");
+                ch
             }
-            Err(_) => {
-                tracing::warn!(queue, error = %refused, "the queue exists as a classic queue and holds messages; it stays classic until it is empty and a service restarts");
-                let ch = self.channel().await?;
-                ch.queue_declare(
-                    queue.into(),
-                    QueueDeclareOptions {
-                        passive: true,
-                        ..Default::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await?;
-                Ok(ch)
+            // Taken meanwhile (another service started at once): declared as it now is.
+            Err(_) => self.channel().await?,
+        };
+        match ch.queue_declare(queue.into(), opts, args).await {
+            Ok(_) => Ok(ch),
+            Err(e) if is_precondition_failed(&e) => {
+                tracing::warn!(queue, error = %e, "the queue stays as it is");
+                Ok(self.channel().await?)
             }
+            Err(e) => Err(e.into()),
         }
     }
 

@@ -261,9 +261,12 @@ impl<H: RpcHandler> Handler for RpcServer<H> {
             // The caller went away (its reply queue is gone): the work is done and idempotent,
             // so there is nothing to retry.
             Ok(()) | Err(BusError::Unroutable(..)) => Disposition::Ack,
+            // Not answered (the broker went away): the caller asks again, as it does after a
+            // lost connection. Handling this copy again later could undo a newer request
+            // of the same task that was answered meanwhile, so it is not kept.
             Err(e) => {
-                tracing::warn!(error = %e, "could not answer an RPC; it will be redelivered");
-                Disposition::Retry
+                tracing::warn!(error = %e, "could not answer an RPC; the caller asks again");
+                Disposition::Ack
             }
         }
     }

@@ -63,8 +63,11 @@ impl StoreError {
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
+        // A pool that found no free connection in time may only be busy: whether the database
+        // was away then is for the watcher to say (`watch_for_outages`), on its own connection.
+        let busy = matches!(e, sqlx::Error::PoolTimedOut);
         let e = StoreError::Database(e);
-        if e.is_unavailable() {
+        if e.is_unavailable() && !busy {
             outage::noticed();
         }
         e
@@ -131,7 +134,11 @@ impl Store {
                 .connect(url)
                 .await;
             match attempt {
-                Ok(pool) => return Ok(Self { pool }),
+                Ok(pool) => {
+                    let store = Self { pool };
+                    tokio::spawn(watch_for_outages(store.prober()));
+                    return Ok(store);
+                }
                 Err(e) if tokio::time::Instant::now() < deadline => {
                     tracing::warn!(error = %e, "state database not reachable yet");
                     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -153,6 +160,60 @@ impl Store {
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    /// A health check on a connection of its own: a pool taken up by slow requests is not
+    /// the database being away.
+    pub fn prober(&self) -> Prober {
+        Prober {
+            options: self.pool.connect_options(),
+            connection: tokio::sync::Mutex::new(None),
+        }
+    }
+}
+
+/// Notes an outage whenever the database does not answer on a connection of its own (twice a
+/// second, a second each). A pool that finds no connection in time may be busy or may have
+/// lost the database: this tells the two apart for `outage_since`.
+async fn watch_for_outages(prober: Prober) {
+    loop {
+        let answered = matches!(
+            tokio::time::timeout(Duration::from_secs(1), prober.answers()).await,
+            Ok(true)
+        );
+        if !answered {
+            outage::noticed();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+pub struct Prober {
+    options: std::sync::Arc<sqlx::postgres::PgConnectOptions>,
+    connection: tokio::sync::Mutex<Option<sqlx::PgConnection>>,
+}
+
+impl Prober {
+    /// Whether the database answers `SELECT 1` now (connecting first if need be). The caller
+    /// bounds the time; a check cut short leaves no half-used connection behind, because the
+    /// connection is out of its slot while in use.
+    pub async fn answers(&self) -> bool {
+        use sqlx::Connection;
+        let mut slot = self.connection.lock().await;
+        let mut conn = match slot.take() {
+            Some(c) => c,
+            None => match sqlx::PgConnection::connect_with(&self.options).await {
+                Ok(c) => c,
+                Err(_) => return false,
+            },
+        };
+        match sqlx::query("SELECT 1").execute(&mut conn).await {
+            Ok(_) => {
+                *slot = Some(conn);
+                true
+            }
+            Err(_) => false,
+        }
     }
 }
 

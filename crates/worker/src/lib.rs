@@ -48,16 +48,20 @@ impl TaskLog {
             "warning" => tracing::warn!(task = %self.task, "{message}"),
             _ => tracing::info!(task = %self.task, "{message}"),
         }
-        if let Err(e) = self.store.append_log(self.task, level, &message).await {
+        // The line's record and its event at once: the event is for watchers and is not
+        // waited for by the broker's confirm; the record is the history.
+        let event = TaskEvent::Log {
+            task: self.task,
+            level: level.into(),
+            message: message.clone(),
+        };
+        let (stored, ()) = tokio::join!(
+            self.store.append_log(self.task, level, &message),
+            self.bus.publish_event(&event)
+        );
+        if let Err(e) = stored {
             tracing::warn!(error = %e, "could not write the task log");
         }
-        self.bus
-            .publish_event(&TaskEvent::Log {
-                task: self.task,
-                level: level.into(),
-                message,
-            })
-            .await;
     }
 
     pub async fn info(&self, message: impl Into<String>) {

@@ -84,7 +84,8 @@ server {{
         fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;
         fastcgi_param HOSTING_SITE_DIR {root}/sites/s{i};
         fastcgi_param HOSTING_SITE_DOMAIN s{i}.vhosts.example;
-        fastcgi_pass unix:{sockets}/s{i}.sock;
+        set $hosting_php_socket {sockets}/s{i}.sock;
+        fastcgi_pass unix:$hosting_php_socket;
     }}
 }}
 "
@@ -218,7 +219,8 @@ async fn main() -> anyhow::Result<()> {
         let _ = std::fs::remove_file(dir.join("vhosts").join(format!("s{i}.vhosts.example.conf")));
     }
     change("first.vhosts.example".into(), true).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The old master and its workers leave once their connections are done.
+    tokio::time::sleep(Duration::from_secs(5)).await;
     let rss_after = nginx_rss(&dir);
     bus.close().await;
     stack.teardown().await;
