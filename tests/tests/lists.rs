@@ -288,3 +288,49 @@ async fn a_page_costs_the_same_queries_whatever_its_length() {
     );
     stack.teardown().await;
 }
+
+#[tokio::test]
+async fn the_backupper_queues_the_retention_purge_when_tasks_are_old_enough() {
+    let stack = Stack::spawn_with(StackOptions {
+        env: vec![(
+            "backupper",
+            "HOSTING_SCHEDULER_TICK_SECS".into(),
+            "1".into(),
+        )],
+        ..Default::default()
+    })
+    .await;
+    stack.create_client("pager").await;
+    fill(&stack, 3).await;
+    // The default retention is 90 days: of each site's tasks (0, 30, 60, 90 and 120 days old),
+    // the last two go. One purge is queued, and no second one while it is recent.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let purge = loop {
+        let done = stack
+            .state_query(
+                "SELECT id::text FROM tasks WHERE type = 'purge-tasks' AND status = 'success'",
+            )
+            .await;
+        if let Some(id) = done.first() {
+            break id.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no purge-tasks task ran within a minute"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let (_, task) = stack.call("GET", &format!("/tasks/{purge}"), None).await;
+    assert_eq!(task["result"]["removed"], 6, "{task}");
+    assert_eq!(task["requested_by"], "retention", "{task}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let purges = stack
+        .state_query("SELECT count(*)::text FROM tasks WHERE type = 'purge-tasks'")
+        .await;
+    assert_eq!(purges, vec!["1"], "a purge per tick");
+    let left = stack
+        .state_query("SELECT count(*)::text FROM tasks WHERE requested_by = 'test'")
+        .await;
+    assert_eq!(left, vec!["9"]);
+    stack.teardown().await;
+}
