@@ -230,6 +230,9 @@ impl Stack {
             ("HOSTING_SWEEP_INTERVAL_SECS".into(), "1".into()),
             ("HOSTING_REDISPATCH_AFTER_SECS".into(), "5".into()),
             ("RUST_LOG".into(), "info,sqlx=warn,lapin=warn".into()),
+            // The shared broker sees hundreds of stacks come and go: classic queues there.
+            // The tests of the replicated broker (cluster, faults) ask for quorum queues.
+            ("HOSTING_QUEUE_TYPE".into(), "classic".into()),
         ];
         if svc == "gateway" {
             if let Some(url) = &self.options.gateway_amqp_url {

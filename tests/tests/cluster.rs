@@ -54,7 +54,10 @@ async fn killing_the_leader_of_the_task_queues_loses_no_task() {
     let stack = Stack::spawn_with(StackOptions {
         amqp_url: Some(urls.join(",")),
         root: Some(root.clone()),
-        env: vec![("*", "HOSTING_LEASE_SECS".into(), "15".into())],
+        env: vec![
+            ("*", "HOSTING_LEASE_SECS".into(), "15".into()),
+            ("*", "HOSTING_QUEUE_TYPE".into(), "quorum".into()),
+        ],
         ..Default::default()
     })
     .await;

@@ -48,7 +48,10 @@ async fn a_thousand_tasks_survive_the_broker_and_the_state_database_dying_twice(
         amqp_url: Some(rabbit.url()),
         pg_port: Some(pg.port),
         root: Some(root.clone()),
-        env: vec![("*", "HOSTING_LEASE_SECS".into(), "15".into())],
+        env: vec![
+            ("*", "HOSTING_LEASE_SECS".into(), "15".into()),
+            ("*", "HOSTING_QUEUE_TYPE".into(), "quorum".into()),
+        ],
         ..Default::default()
     })
     .await;

@@ -116,9 +116,43 @@ pub struct Bus {
     inner: Arc<BusInner>,
 }
 
+/// What the task, RPC and dead-letter queues are declared as (`HOSTING_QUEUE_TYPE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueType {
+    /// Replicated (Raft), with a delivery limit: the default, for production.
+    Quorum,
+    /// Durable classic queues, without a delivery limit: for brokers that make and drop
+    /// queues by the hundred (the test suite's shared broker).
+    Classic,
+}
+
+impl QueueType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueType::Quorum => "quorum",
+            QueueType::Classic => "classic",
+        }
+    }
+
+    fn from_env() -> Self {
+        match std::env::var("HOSTING_QUEUE_TYPE").as_deref() {
+            Ok("classic") => QueueType::Classic,
+            Ok("quorum") | Err(_) => QueueType::Quorum,
+            Ok(other) => {
+                tracing::warn!(
+                    value = other,
+                    "HOSTING_QUEUE_TYPE is quorum or classic; using quorum"
+                );
+                QueueType::Quorum
+            }
+        }
+    }
+}
+
 struct BusInner {
     /// The broker's nodes, tried in turn: one URL, or a cluster's nodes.
     urls: Vec<String>,
+    queue_type: QueueType,
     /// The node to try first: the one that answered last.
     preferred: std::sync::atomic::AtomicUsize,
     name: String,
@@ -147,6 +181,7 @@ impl Bus {
         Self {
             inner: Arc::new(BusInner {
                 urls,
+                queue_type: QueueType::from_env(),
                 preferred: std::sync::atomic::AtomicUsize::new(0),
                 name: connection_name.to_owned(),
                 topology,
@@ -356,10 +391,13 @@ impl Bus {
             "x-dead-letter-exchange".into(),
             AMQPValue::LongString(self.inner.topology.dead_letter_exchange().into()),
         );
-        args.insert(
-            "x-delivery-limit".into(),
-            AMQPValue::LongLongInt(DELIVERY_LIMIT),
-        );
+        // Only quorum queues count deliveries.
+        if self.inner.queue_type == QueueType::Quorum {
+            args.insert(
+                "x-delivery-limit".into(),
+                AMQPValue::LongLongInt(DELIVERY_LIMIT),
+            );
+        }
         let ch = self.declare_replicated_queue(ch, queue, args).await?;
         ch.queue_bind(
             queue.into(),
@@ -372,11 +410,11 @@ impl Bus {
         Ok(ch)
     }
 
-    /// A durable quorum queue: its messages are kept on a majority of the cluster's nodes,
-    /// and it goes on with a new leader when one node dies (on one node, it is simply
-    /// durable). A queue of the same name made by an earlier version as a classic queue is
-    /// replaced while it is empty; one that holds messages is kept, with a warning, until it
-    /// is drained (its tasks are re-dispatched anyway once their message is missed).
+    /// A durable quorum queue (unless `HOSTING_QUEUE_TYPE=classic`): its messages are kept on
+    /// a majority of the cluster's nodes, and it goes on with a new leader when one node dies
+    /// (on one node, it is simply durable). A queue of the same name and another type (a
+    /// classic queue an earlier version made) is replaced while it is idle; one in use is
+    /// kept, with a warning (its tasks are re-dispatched anyway once their message is missed).
     async fn declare_replicated_queue(
         &self,
         ch: Channel,
@@ -385,7 +423,7 @@ impl Bus {
     ) -> Result<Channel, BusError> {
         args.insert(
             "x-queue-type".into(),
-            AMQPValue::LongString("quorum".into()),
+            AMQPValue::LongString(self.inner.queue_type.as_str().into()),
         );
         let opts = QueueDeclareOptions {
             durable: true,

@@ -63,11 +63,12 @@ impl StoreError {
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
-        // A pool that found no free connection in time may only be busy: whether the database
-        // was away then is for the watcher to say (`watch_for_outages`), on its own connection.
-        let busy = matches!(e, sqlx::Error::PoolTimedOut);
+        // A pool that found no connection in time counts too: PostgreSQL refusing new
+        // connections (down, restarting, at max_connections) shows as exactly that. A pool
+        // that is merely busy looks the same; a task failed then is given back and run again,
+        // which is safe, only slower.
         let e = StoreError::Database(e);
-        if e.is_unavailable() && !busy {
+        if e.is_unavailable() {
             outage::noticed();
         }
         e
@@ -134,11 +135,7 @@ impl Store {
                 .connect(url)
                 .await;
             match attempt {
-                Ok(pool) => {
-                    let store = Self { pool };
-                    tokio::spawn(watch_for_outages(store.prober()));
-                    return Ok(store);
-                }
+                Ok(pool) => return Ok(Self { pool }),
                 Err(e) if tokio::time::Instant::now() < deadline => {
                     tracing::warn!(error = %e, "state database not reachable yet");
                     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -169,22 +166,6 @@ impl Store {
             options: self.pool.connect_options(),
             connection: tokio::sync::Mutex::new(None),
         }
-    }
-}
-
-/// Notes an outage whenever the database does not answer on a connection of its own (twice a
-/// second, a second each). A pool that finds no connection in time may be busy or may have
-/// lost the database: this tells the two apart for `outage_since`.
-async fn watch_for_outages(prober: Prober) {
-    loop {
-        let answered = matches!(
-            tokio::time::timeout(Duration::from_secs(1), prober.answers()).await,
-            Ok(true)
-        );
-        if !answered {
-            outage::noticed();
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
