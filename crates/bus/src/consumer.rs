@@ -86,7 +86,7 @@ impl Bus {
         loop {
             let consumed_since = std::time::Instant::now();
             let result = self.consume_once(queue, prefetch, handler.clone()).await;
-            crate::outage::noticed();
+            crate::OUTAGES.noticed();
             if consumed_since.elapsed() > Duration::from_secs(10) {
                 // It ran a while: this is a new outage, retried from the shortest delay.
                 delay = Duration::from_millis(200);

@@ -55,35 +55,13 @@ struct Live {
     publisher: Channel,
 }
 
-/// When this process last lost the broker (a connection that failed or dropped): work that
-/// failed around then may have failed only because of it.
-mod outage {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::OnceLock;
-    use std::time::Instant;
-
-    static BASE: OnceLock<Instant> = OnceLock::new();
-    /// Milliseconds after `BASE`, plus one (0: never).
-    static LAST: AtomicU64 = AtomicU64::new(0);
-
-    fn base() -> Instant {
-        *BASE.get_or_init(Instant::now)
-    }
-
-    pub(crate) fn noticed() {
-        let ms = base().elapsed().as_millis() as u64 + 1;
-        LAST.fetch_max(ms, Ordering::SeqCst);
-    }
-
-    pub fn since(t: Instant) -> bool {
-        let last = LAST.load(Ordering::SeqCst);
-        last != 0 && base() + std::time::Duration::from_millis(last - 1) >= t.max(base())
-    }
-}
+/// When this process last found the broker unreachable: work that failed around then may have
+/// failed only because of it (see [`outage_since`]).
+pub(crate) static OUTAGES: domain::outage::OutageClock = domain::outage::OutageClock::new();
 
 /// Whether this process lost the broker at or after `t`.
 pub fn outage_since(t: std::time::Instant) -> bool {
-    outage::since(t)
+    OUTAGES.since(t)
 }
 
 /// The broker refused a declaration because the existing entity differs (406).
@@ -248,7 +226,7 @@ impl Bus {
                 )),
             }
         }
-        outage::noticed();
+        OUTAGES.noticed();
         // The next attempt starts with the node after the one that failed first.
         self.inner
             .preferred
@@ -540,13 +518,13 @@ impl Bus {
             result,
             Err(BusError::Protocol(_)) | Err(BusError::Unreachable(_))
         ) {
-            outage::noticed();
+            OUTAGES.noticed();
             self.forget(&live).await;
         } else if matches!(result, Err(BusError::Nacked)) {
             // A queue without a leader (an election after a node died) nacks; a channel that
             // saw that may keep nacking after the queue is back, so the next publish starts
             // on a fresh connection. It counts as a moment without the broker.
-            outage::noticed();
+            OUTAGES.noticed();
             self.forget(&live).await;
         }
         result
@@ -618,11 +596,11 @@ impl Bus {
                 Err(BusError::Protocol(_)) | Err(BusError::Unreachable(_))
             )
         }) {
-            outage::noticed();
+            OUTAGES.noticed();
             self.forget(&live).await;
         } else if results.iter().any(|r| matches!(r, Err(BusError::Nacked))) {
             // As in `publish_with`: a fresh connection after a nack.
-            outage::noticed();
+            OUTAGES.noticed();
             self.forget(&live).await;
         }
         results

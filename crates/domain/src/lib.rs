@@ -8,6 +8,7 @@
 pub mod backup_policy;
 mod ids;
 mod names;
+pub mod outage;
 pub mod package_check;
 mod secret;
 mod status;

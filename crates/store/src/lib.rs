@@ -69,41 +69,19 @@ impl From<sqlx::Error> for StoreError {
         // which is safe, only slower.
         let e = StoreError::Database(e);
         if e.is_unavailable() {
-            outage::noticed();
+            OUTAGES.noticed();
         }
         e
     }
 }
 
-/// When this process last found the state database unreachable: work that failed around
-/// then may have failed only because of it (see [`outage_since`]).
-mod outage {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::OnceLock;
-    use std::time::Instant;
-
-    static BASE: OnceLock<Instant> = OnceLock::new();
-    /// Milliseconds after `BASE`, plus one (0: never).
-    static LAST: AtomicU64 = AtomicU64::new(0);
-
-    fn base() -> Instant {
-        *BASE.get_or_init(Instant::now)
-    }
-
-    pub(crate) fn noticed() {
-        let ms = base().elapsed().as_millis() as u64 + 1;
-        LAST.fetch_max(ms, Ordering::SeqCst);
-    }
-
-    pub fn since(t: Instant) -> bool {
-        let last = LAST.load(Ordering::SeqCst);
-        last != 0 && base() + std::time::Duration::from_millis(last - 1) >= t.max(base())
-    }
-}
+/// When this process last found the state database unreachable: work that failed around then may have
+/// failed only because of it (see [`outage_since`]).
+pub(crate) static OUTAGES: domain::outage::OutageClock = domain::outage::OutageClock::new();
 
 /// Whether this process found the state database unreachable at or after `t`.
 pub fn outage_since(t: std::time::Instant) -> bool {
-    outage::since(t)
+    OUTAGES.since(t)
 }
 
 impl From<domain::ParseError> for StoreError {
