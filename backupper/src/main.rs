@@ -46,43 +46,40 @@ impl TaskHandler for Shared {
 
 /// `make-backup` for the installer (pre-disable, pre-delete) and the migrator: the backup is
 /// made here, where the backup store is, and logged in the caller's task.
-impl bus::RpcHandler for Shared {
-    async fn answer(&self, message: &bus::Incoming) -> Option<Vec<u8>> {
-        let request: contract::BackupRequest = match serde_json::from_slice(&message.data) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(error = %e, "unreadable backup request");
-                return None;
-            }
-        };
+impl bus::Serve<contract::BackupperRpc> for Shared {
+    async fn handle(
+        &self,
+        request: contract::BackupRequest,
+    ) -> Result<contract::BackupperReply, String> {
         let b = &self.0;
-        match request {
+        let result = match request {
             contract::BackupRequest::MakeBackup {
                 site,
                 task,
                 description,
             } => {
                 let log = TaskLog::new(b.store.clone(), b.bus.clone(), task);
-                let result = async {
+                async {
                     let st = site::SiteTask::load(&b.store, site).await?;
                     backup::make_backup(b, &st, task, &description, &log).await
                 }
-                .await;
-                reply(result.map(|made| contract::BackupReply {
-                    backup: made.id.0,
-                    size: made.size,
-                    checksum: made.checksum,
-                }))
+                .await
+                .map(|made| {
+                    contract::BackupperReply::Backup(contract::BackupReply {
+                        backup: made.id.0,
+                        size: made.size,
+                        checksum: made.checksum,
+                    })
+                })
             }
             contract::BackupRequest::Deploy(request) => {
                 let log = TaskLog::new(b.store.clone(), b.bus.clone(), request.task);
-                reply(
-                    deploy::deploy(b, &request, &log)
-                        .await
-                        .map(|files| contract::DeployReply { files }),
-                )
+                deploy::deploy(b, &request, &log)
+                    .await
+                    .map(|files| contract::BackupperReply::Deploy(contract::DeployReply { files }))
             }
-        }
+        };
+        result.map_err(|e| format!("{e:#}"))
     }
 }
 
@@ -199,16 +196,6 @@ async fn remove_unrecorded_archives(store: &store::Store, dir: &std::path::Path)
     }
 }
 
-fn reply<T: serde::Serialize>(result: anyhow::Result<T>) -> Option<Vec<u8>> {
-    let reply = match result {
-        Ok(body) => contract::RpcReply::Ok { body },
-        Err(e) => contract::RpcReply::Error {
-            message: format!("{e:#}"),
-        },
-    };
-    serde_json::to_vec(&reply).ok()
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _telemetry = telemetry::init("backupper");
@@ -256,7 +243,7 @@ async fn main() -> anyhow::Result<()> {
     };
     tokio::select! {
         _ = worker::Worker::run(store.clone(), bus.clone(), backupper.clone(), config) => {},
-        _ = bus.serve_rpc("backupper", &server, rpc_prefetch, backupper) => {},
+        _ = bus.serve::<contract::BackupperRpc, _>(&server, rpc_prefetch, backupper) => {},
         _ = scheduler::run(store, tick) => {},
         _ = telemetry::shutdown_signal() => tracing::info!("stopping"),
     }

@@ -54,7 +54,7 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(%server, "dbprov ready");
     let provisioner = provision::Provisioner::new(pool, user_host, key);
     tokio::select! {
-        _ = bus.serve_rpc("dbprov", &server, 4, provisioner) => {},
+        _ = bus.serve::<contract::DbprovRpc, _>(&server, 4, provisioner) => {},
         _ = telemetry::shutdown_signal() => tracing::info!("stopping"),
     }
     bus.close().await;

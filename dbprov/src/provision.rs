@@ -1,5 +1,5 @@
-use bus::{Incoming, RpcHandler};
-use contract::{DbprovReply, DbprovRequest, RpcReply};
+use bus::Serve;
+use contract::{DbprovReply, DbprovRequest, DbprovRpc};
 use domain::{DbIdent, DbPassword};
 use sqlx::MySqlPool;
 
@@ -176,15 +176,8 @@ impl Provisioner {
     }
 }
 
-impl RpcHandler for Provisioner {
-    async fn answer(&self, message: &Incoming) -> Option<Vec<u8>> {
-        let request: DbprovRequest = match serde_json::from_slice(&message.data) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(error = %e, "unreadable dbprov request");
-                return None;
-            }
-        };
+impl Serve<DbprovRpc> for Provisioner {
+    async fn handle(&self, request: DbprovRequest) -> Result<DbprovReply, String> {
         let mut opened: Option<DbPassword> = None;
         let result = match &request {
             DbprovRequest::CreateDatabase {
@@ -222,45 +215,32 @@ impl RpcHandler for Provisioner {
                 .await
             }
             DbprovRequest::PublicKey => {
-                let body = DbprovReply {
+                return Ok(DbprovReply {
                     public_key: Some(self.key.public()),
                     ..DbprovReply::changed(false)
-                };
-                return serde_json::to_vec(&RpcReply::Ok { body }).ok();
+                });
             }
             DbprovRequest::TablesOnly { databases } => {
-                let reply = match self.tables_only(databases).await {
-                    Ok(only) => RpcReply::Ok {
-                        body: DbprovReply {
-                            tables_only: Some(only),
-                            ..DbprovReply::changed(false)
-                        },
-                    },
-                    Err(e) => RpcReply::Error {
-                        message: e.to_string(),
-                    },
+                return match self.tables_only(databases).await {
+                    Ok(only) => Ok(DbprovReply {
+                        tables_only: Some(only),
+                        ..DbprovReply::changed(false)
+                    }),
+                    Err(e) => Err(e.to_string()),
                 };
-                return serde_json::to_vec(&reply).ok();
             }
             DbprovRequest::MoveTables { from, to } => {
                 tracing::info!(%from, %to, "move tables");
                 self.move_tables(from, to).await
             }
         };
-        let reply = match result {
-            Ok(changed) => RpcReply::Ok {
-                body: DbprovReply::changed(changed),
-            },
-            Err(e) => {
-                // A server error may quote the statement, and with it the password.
-                let mut message = format!("{e:#}");
-                if let Some(password) = &opened {
-                    message = message.replace(password.expose(), "***");
-                }
-                tracing::error!(error = %message, "dbprov request failed");
-                RpcReply::Error { message }
+        result.map(DbprovReply::changed).map_err(|e| {
+            // A server error may quote the statement, and with it the password.
+            let mut message = format!("{e:#}");
+            if let Some(password) = &opened {
+                message = message.replace(password.expose(), "***");
             }
-        };
-        serde_json::to_vec(&reply).ok()
+            message
+        })
     }
 }

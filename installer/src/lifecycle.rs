@@ -37,7 +37,7 @@ pub async fn backup_first(
 ) -> anyhow::Result<BackupReply> {
     log.info(format!("backing the site up first: \"{description}\""))
         .await;
-    site::backupper(
+    site::make_backup(
         &inst.rpc,
         &st.web_server,
         BackupRequest::MakeBackup {

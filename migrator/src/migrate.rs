@@ -521,7 +521,7 @@ impl MoveSaga<'_> {
             Mode::Migrate => BEFORE_MIGRATE,
             Mode::Clone => BEFORE_CLONE,
         };
-        site::backupper(
+        site::make_backup(
             &self.m.rpc,
             &source.web_server,
             BackupRequest::MakeBackup {
@@ -535,10 +535,10 @@ impl MoveSaga<'_> {
     }
 
     async fn backupper_deploy(&self, dest: &SiteTask, backup: i64) -> anyhow::Result<DeployReply> {
-        site::backupper(
+        site::deploy(
             &self.m.rpc,
             &dest.web_server,
-            BackupRequest::Deploy(DeployRequest {
+            DeployRequest {
                 task: self.task.id,
                 backup,
                 dest: dest.site_dir.clone(),
@@ -546,7 +546,7 @@ impl MoveSaga<'_> {
                 database: self.target.db_name.clone(),
                 user: self.target.db_user.clone(),
                 owner: Some(dest.site.system_user.clone()),
-            }),
+            },
             self.m.settings.backup_timeout,
         )
         .await

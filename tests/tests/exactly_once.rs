@@ -383,6 +383,29 @@ async fn messages_that_do_not_match_their_task_are_kept_as_dead_letters() {
             .is_some_and(|r| r.contains("task.v9")),
         "{letters:?}"
     );
+    // An RPC of a version the agent does not read is refused in the same way, and kept.
+    stack
+        .publish(
+            "rpc",
+            "webconf.local",
+            "webconf.v2",
+            br#"{"op": "php-info"}"#,
+        )
+        .await;
+    let rpc_letters = wait_letters(&stack, |l| {
+        l.iter().any(|x| {
+            x["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("webconf.v2"))
+        })
+    })
+    .await;
+    assert!(
+        rpc_letters.iter().any(|x| x["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("webconf.v2") && r.contains("webconf.v1"))),
+        "{rpc_letters:?}"
+    );
     // The backup it lied about is untouched, and runs once the backupper is back.
     let (_, b) = stack.call("GET", &format!("/tasks/{backup}"), None).await;
     assert_eq!(b["status"], "queued", "{b}");

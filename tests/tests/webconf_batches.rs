@@ -2,7 +2,7 @@
 //! request answered only when its vhost is live; a configuration nginx refuses is rolled back
 //! and reported with nginx's own words, and what served before still serves.
 
-use contract::{Vhost, VhostMode, WebconfReply, WebconfRequest, WEBCONF_MESSAGE_TYPE};
+use contract::{Vhost, VhostMode, WebconfRequest};
 use domain::{DomainName, HostPath, Name};
 use std::time::Duration;
 use tests::Stack;
@@ -50,14 +50,8 @@ async fn a_hundred_vhost_changes_at_once_make_a_handful_of_reloads() {
     let call = |request: WebconfRequest| {
         let (rpc, local) = (&rpc, &local);
         async move {
-            rpc.call::<_, WebconfReply>(
-                "webconf",
-                local,
-                WEBCONF_MESSAGE_TYPE,
-                &request,
-                Duration::from_secs(120),
-            )
-            .await
+            rpc.ask::<contract::WebconfRpc>(local, &request, Duration::from_secs(120))
+                .await
         }
     };
 

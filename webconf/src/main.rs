@@ -34,7 +34,7 @@ async fn main() -> anyhow::Result<()> {
     // in flight make few reloads.
     let prefetch = config::parse("HOSTING_RPC_PREFETCH", 128u16)?;
     tokio::select! {
-        _ = bus.serve_rpc("webconf", &server, prefetch, vhost::VhostService::new(web.clone())) => {},
+        _ = bus.serve::<contract::WebconfRpc, _>(&server, prefetch, vhost::VhostService::new(web.clone())) => {},
         _ = telemetry::shutdown_signal() => tracing::info!("stopping"),
     }
     bus.close().await;

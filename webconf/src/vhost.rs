@@ -2,8 +2,8 @@ use crate::apply::{Applier, FileChange, Reader};
 use crate::nginx::Nginx;
 use crate::users::Users;
 use anyhow::{bail, Context};
-use bus::{Incoming, RpcHandler};
-use contract::{RpcReply, Vhost, VhostMode, WebconfReply, WebconfRequest};
+use bus::Serve;
+use contract::{Vhost, VhostMode, WebconfReply, WebconfRequest, WebconfRpc};
 use domain::{DomainName, SiteId, SystemUser};
 use std::path::PathBuf;
 
@@ -216,15 +216,8 @@ server {{
     ))
 }
 
-impl RpcHandler for VhostService {
-    async fn answer(&self, message: &Incoming) -> Option<Vec<u8>> {
-        let request: WebconfRequest = match serde_json::from_slice(&message.data) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(error = %e, "unreadable webconf request");
-                return None;
-            }
-        };
+impl Serve<WebconfRpc> for VhostService {
+    async fn handle(&self, request: WebconfRequest) -> Result<WebconfReply, String> {
         let result = match &request {
             WebconfRequest::WriteVhost(v) => {
                 tracing::info!(domain = %v.domain, "write vhost");
@@ -270,15 +263,6 @@ impl RpcHandler for VhostService {
                 })
             }
         };
-        let reply = match result {
-            Ok(body) => RpcReply::Ok { body },
-            Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), "webconf request failed");
-                RpcReply::Error {
-                    message: format!("{e:#}"),
-                }
-            }
-        };
-        serde_json::to_vec(&reply).ok()
+        result.map_err(|e| format!("{e:#}"))
     }
 }

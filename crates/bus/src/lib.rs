@@ -14,7 +14,7 @@ mod rpc;
 mod trace;
 
 pub use consumer::{Disposition, Handler, Incoming};
-pub use rpc::{RpcClient, RpcError, RpcHandler};
+pub use rpc::{RpcClient, RpcError, Serve};
 pub use trace::{current_traceparent, span_with_traceparent};
 
 use contract::Topology;

@@ -116,11 +116,22 @@ impl RpcClient {
         Ok((name, generation))
     }
 
+    /// Asks `R`'s service on `server` and waits for its reply (see [`RpcClient::call`]).
+    pub async fn ask<R: contract::Rpc>(
+        &self,
+        server: &domain::Name,
+        request: &R::Request,
+        timeout: Duration,
+    ) -> Result<R::Reply, RpcError> {
+        self.call(R::SERVICE, server, R::MESSAGE_TYPE, request, timeout)
+            .await
+    }
+
     /// Sends `request` to `<service>.<server>` and decodes the `RpcReply<T>` it answers. If
     /// the connection to the broker is lost before the answer comes (a broker restart), the
     /// request is sent again once the broker is back, until `timeout` is spent: every RPC is
     /// idempotent, so a request handled twice does no harm.
-    pub async fn call<Req: Serialize, T: DeserializeOwned>(
+    async fn call<Req: Serialize, T: DeserializeOwned>(
         &self,
         service: &str,
         server: &domain::Name,
@@ -218,37 +229,71 @@ impl RpcClient {
     }
 }
 
-/// The callee's side: decode a request, act, answer. `None` means the request could not be
-/// read at all and goes to the dead-letter queue.
-pub trait RpcHandler: Send + Sync + 'static {
-    fn answer(&self, message: &Incoming) -> impl Future<Output = Option<Vec<u8>>> + Send;
+/// The callee's side of `R`: act on a request and answer, or say why not (the caller sees the
+/// message as the error). Decoding, the version check, the lease check and the reply are
+/// [`Bus::serve`]'s, written once for every service.
+pub trait Serve<R: contract::Rpc>: Send + Sync + 'static {
+    fn handle(&self, request: R::Request) -> impl Future<Output = Result<R::Reply, String>> + Send;
 }
 
-struct RpcServer<H> {
+struct RpcServer<R, H> {
     bus: Bus,
     handler: H,
     seen: crate::fence::Seen,
+    rpc: std::marker::PhantomData<fn() -> R>,
 }
 
-impl<H: RpcHandler> Handler for RpcServer<H> {
+impl<R: contract::Rpc, H: Serve<R>> RpcServer<R, H> {
+    /// The request read and handled, as the reply to send; or why it cannot be handled at
+    /// all (dead-lettered with that reason).
+    async fn answer(&self, message: &Incoming) -> Result<Vec<u8>, String> {
+        match message.message_type.as_deref() {
+            Some(t) if t == R::MESSAGE_TYPE => {}
+            other => {
+                return Err(format!(
+                    "message type {:?} is not one this {} reads ({}): a sender of another version, or a message sent to the wrong queue",
+                    other.unwrap_or(""),
+                    R::SERVICE,
+                    R::MESSAGE_TYPE
+                ))
+            }
+        }
+        let request: R::Request = serde_json::from_slice(&message.data)
+            .map_err(|e| format!("the {} request does not parse: {e}", R::MESSAGE_TYPE))?;
+        let reply = match self.handler.handle(request).await {
+            Ok(body) => contract::RpcReply::Ok { body },
+            Err(message) => {
+                tracing::error!(error = %message, service = R::SERVICE, "request failed");
+                contract::RpcReply::Error { message }
+            }
+        };
+        serde_json::to_vec(&reply).map_err(|e| format!("the reply does not encode: {e}"))
+    }
+}
+
+impl<R: contract::Rpc, H: Serve<R>> Handler for RpcServer<R, H> {
     async fn handle(&self, message: Incoming) -> Disposition {
         // A request made under an older claim than one seen for its task comes from a worker
         // that lost its lease: refused, with nothing done.
         let answer = match message.fence {
             Some(f) => match self.seen.admit(f) {
-                Ok(()) => crate::fence::scope(f, self.handler.answer(&message)).await,
+                Ok(()) => crate::fence::scope(f, self.answer(&message)).await,
                 Err(newest) => serde_json::to_vec(&contract::RpcReply::<()>::Error {
                     message: format!(
                         "refused: this request for task {} comes under lease epoch {}, and epoch {newest} has been seen since (another worker runs the task now)",
                         f.task, f.epoch
                     ),
                 })
-                .ok(),
+                .map_err(|e| e.to_string()),
             },
-            None => self.handler.answer(&message).await,
+            None => self.answer(&message).await,
         };
-        let Some(answer) = answer else {
-            return Disposition::dead_letter("the request does not parse", false);
+        let answer = match answer {
+            Ok(a) => a,
+            Err(reason) => {
+                tracing::error!(%reason, service = R::SERVICE, "unreadable request dead-lettered");
+                return Disposition::dead_letter(reason, false);
+            }
         };
         let (Some(reply_to), Some(correlation)) = (&message.reply_to, &message.correlation_id)
         else {
@@ -273,16 +318,15 @@ impl<H: RpcHandler> Handler for RpcServer<H> {
 }
 
 impl Bus {
-    /// Serves RPCs for `<service>.<server>` forever.
-    pub async fn serve_rpc<H: RpcHandler>(
+    /// Serves `R` for `server` forever.
+    pub async fn serve<R: contract::Rpc, H: Serve<R>>(
         &self,
-        service: &str,
         server: &domain::Name,
         prefetch: u16,
         handler: H,
     ) {
         let queue = loop {
-            match self.declare_rpc_queue(service, server).await {
+            match self.declare_rpc_queue(R::SERVICE, server).await {
                 Ok(q) => break q,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot declare the RPC queue yet");
@@ -290,10 +334,11 @@ impl Bus {
                 }
             }
         };
-        let server = Arc::new(RpcServer {
+        let server = Arc::new(RpcServer::<R, H> {
             bus: self.clone(),
             handler,
             seen: Default::default(),
+            rpc: std::marker::PhantomData,
         });
         self.consume(&queue, prefetch, server).await
     }

@@ -60,6 +60,44 @@ pub const DBPROV_MESSAGE_TYPE: &str = "dbprov.v1";
 pub const EVENT_MESSAGE_TYPE: &str = "event.v1";
 pub const BACKUP_MESSAGE_TYPE: &str = "backup.v1";
 
+/// One RPC service on a host: the service its queue is named after (`<SERVICE>.<server>`), the
+/// message type its requests carry (with the version; a callee refuses any other), and the
+/// request and reply types. The caller (`bus::RpcClient::ask`) and the callee (`bus::Serve`,
+/// `Bus::serve`) are written once against it, so no service decodes or encodes by hand.
+pub trait Rpc: 'static {
+    const SERVICE: &'static str;
+    const MESSAGE_TYPE: &'static str;
+    type Request: Serialize + serde::de::DeserializeOwned + Send + Sync + 'static;
+    type Reply: Serialize + serde::de::DeserializeOwned + Send + 'static;
+}
+
+/// The web server's agent: vhosts, pools, site users, paths.
+pub enum WebconfRpc {}
+impl Rpc for WebconfRpc {
+    const SERVICE: &'static str = "webconf";
+    const MESSAGE_TYPE: &'static str = WEBCONF_MESSAGE_TYPE;
+    type Request = WebconfRequest;
+    type Reply = WebconfReply;
+}
+
+/// The db server's agent: databases, users, grants.
+pub enum DbprovRpc {}
+impl Rpc for DbprovRpc {
+    const SERVICE: &'static str = "dbprov";
+    const MESSAGE_TYPE: &'static str = DBPROV_MESSAGE_TYPE;
+    type Request = DbprovRequest;
+    type Reply = DbprovReply;
+}
+
+/// The backupper on the host that holds a site's files: backups and deploys.
+pub enum BackupperRpc {}
+impl Rpc for BackupperRpc {
+    const SERVICE: &'static str = "backupper";
+    const MESSAGE_TYPE: &'static str = BACKUP_MESSAGE_TYPE;
+    type Request = BackupRequest;
+    type Reply = BackupperReply;
+}
+
 /// "Run this task." The task's arguments live in the state database, which is the source of
 /// truth; the message only names the task, so a stale or duplicated message is harmless.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -332,6 +370,14 @@ pub const DEPLOY_PASSWORD_SECRET: &str = "deploy-db-password";
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct DeployReply {
     pub files: u64,
+}
+
+/// The backupper's answer: to `make-backup` a `backup`, to `deploy` a `deploy`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "made", rename_all = "kebab-case")]
+pub enum BackupperReply {
+    Backup(BackupReply),
+    Deploy(DeployReply),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -309,23 +309,41 @@ pub async fn run_declared_action(
     run_action(st, action, ctx, timeout, log).await.map(Some)
 }
 
-/// Calls the backupper on the site's web server (where its files are): a backup or a deploy,
-/// which can take minutes, hence a timeout of its own.
-pub async fn backupper<T: serde::de::DeserializeOwned>(
+/// Asks the backupper on the site's web server (where its files are) for a backup made for
+/// `task`, which can take minutes, hence a timeout of its own.
+pub async fn make_backup(
     rpc: &bus::RpcClient,
     web_server: &domain::Name,
     request: contract::BackupRequest,
     timeout: Duration,
-) -> anyhow::Result<T> {
-    Ok(rpc
-        .call(
-            "backupper",
+) -> anyhow::Result<contract::BackupReply> {
+    match rpc
+        .ask::<contract::BackupperRpc>(web_server, &request, timeout)
+        .await?
+    {
+        contract::BackupperReply::Backup(made) => Ok(made),
+        other => anyhow::bail!("the backupper answered a backup request with {other:?}"),
+    }
+}
+
+/// Asks the backupper on the destination's web server to deploy a backup there.
+pub async fn deploy(
+    rpc: &bus::RpcClient,
+    web_server: &domain::Name,
+    request: contract::DeployRequest,
+    timeout: Duration,
+) -> anyhow::Result<contract::DeployReply> {
+    match rpc
+        .ask::<contract::BackupperRpc>(
             web_server,
-            contract::BACKUP_MESSAGE_TYPE,
-            &request,
+            &contract::BackupRequest::Deploy(request),
             timeout,
         )
-        .await?)
+        .await?
+    {
+        contract::BackupperReply::Deploy(done) => Ok(done),
+        other => anyhow::bail!("the backupper answered a deploy request with {other:?}"),
+    }
 }
 
 /// Calls dbprov on the site's db server.
@@ -336,13 +354,7 @@ pub async fn dbprov(
     timeout: Duration,
 ) -> anyhow::Result<contract::DbprovReply> {
     Ok(rpc
-        .call(
-            "dbprov",
-            server,
-            contract::DBPROV_MESSAGE_TYPE,
-            &request,
-            timeout,
-        )
+        .ask::<contract::DbprovRpc>(server, &request, timeout)
         .await?)
 }
 
@@ -354,13 +366,7 @@ pub async fn webconf(
     timeout: Duration,
 ) -> anyhow::Result<contract::WebconfReply> {
     Ok(rpc
-        .call(
-            "webconf",
-            server,
-            contract::WEBCONF_MESSAGE_TYPE,
-            &request,
-            timeout,
-        )
+        .ask::<contract::WebconfRpc>(server, &request, timeout)
         .await?)
 }
 

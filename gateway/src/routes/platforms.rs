@@ -100,10 +100,8 @@ async fn check_root(s: &AppState, server: &store::Server, root: &HostPath) -> Ap
     // verify task finds out, before anything is made.
     let asked: Result<contract::WebconfReply, _> = s
         .rpc
-        .call(
-            "webconf",
+        .ask::<contract::WebconfRpc>(
             &server.name,
-            contract::WEBCONF_MESSAGE_TYPE,
             &contract::WebconfRequest::InspectPath { path: root.clone() },
             std::time::Duration::from_secs(5),
         )

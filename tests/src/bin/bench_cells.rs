@@ -122,15 +122,9 @@ async fn webconf_call(
     request: contract::WebconfRequest,
 ) -> contract::WebconfReply {
     let local = domain::Name::parse("local").expect("a name");
-    rpc.call(
-        "webconf",
-        &local,
-        contract::WEBCONF_MESSAGE_TYPE,
-        &request,
-        Duration::from_secs(120),
-    )
-    .await
-    .expect("webconf answers")
+    rpc.ask::<contract::WebconfRpc>(&local, &request, Duration::from_secs(120))
+        .await
+        .expect("webconf answers")
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

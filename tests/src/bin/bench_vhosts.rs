@@ -7,7 +7,7 @@
 //! nginx warns about its server-names hash, and the memory of nginx's master and workers
 //! before, with the vhosts, and once they are removed.
 
-use contract::{Vhost, VhostMode, WebconfReply, WebconfRequest, WEBCONF_MESSAGE_TYPE};
+use contract::{Vhost, VhostMode, WebconfRequest};
 use domain::{DomainName, HostPath, Name};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -152,15 +152,9 @@ async fn main() -> anyhow::Result<()> {
                 }))
             };
             let t0 = Instant::now();
-            rpc.call::<_, WebconfReply>(
-                "webconf",
-                local,
-                WEBCONF_MESSAGE_TYPE,
-                &request,
-                Duration::from_secs(600),
-            )
-            .await
-            .expect("webconf's answer");
+            rpc.ask::<contract::WebconfRpc>(local, &request, Duration::from_secs(600))
+                .await
+                .expect("webconf's answer");
             t0.elapsed().as_secs_f64() * 1000.0
         }
     };
