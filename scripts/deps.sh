@@ -56,6 +56,13 @@ if ! port_open 5672; then
   as_root rabbitmq-server -detached >/dev/null 2>&1 || true
   wait_port 5672 RabbitMQ
 fi
+# RabbitMQ's management API, through which the gateway makes each registered host's broker
+# user (HOSTING_BROKER_ADMIN_URL). Enabling an enabled plugin is a no-op.
+if ! port_open 15672; then
+  echo "enabling RabbitMQ's management plugin"
+  as_root rabbitmq-plugins enable --quiet rabbitmq_management >/dev/null
+  wait_port 15672 "RabbitMQ management"
+fi
 
 # The state database's role. Peer authentication as the postgres user works on a fresh
 # Debian; the role gets a password for TCP connections.
@@ -69,4 +76,4 @@ SQL
 if ! as_root runuser -u postgres -- psql -tAc "SELECT 1 FROM pg_database WHERE datname = 'hosting'" | grep -q 1; then
   as_root runuser -u postgres -- createdb -O hosting hosting
 fi
-echo "dependencies ready: PostgreSQL :5432, MariaDB :3306, RabbitMQ :5672, nginx, php-fpm"
+echo "dependencies ready: PostgreSQL :5432, MariaDB :3306, RabbitMQ :5672 (management :15672), nginx, php-fpm"

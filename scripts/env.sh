@@ -6,6 +6,8 @@ BIN=${CARGO_TARGET_DIR:-$ROOT/target}/debug
 export HOSTING_DATABASE_URL=${HOSTING_DATABASE_URL:-postgres://hosting:hosting@127.0.0.1:5432/hosting}
 export HOSTING_AMQP_URL=${HOSTING_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}
 export HOSTING_PREFIX=${HOSTING_PREFIX:-hosting}
+# Each server registered later gets a broker user of its own for its agent, made through this.
+export HOSTING_BROKER_ADMIN_URL=${HOSTING_BROKER_ADMIN_URL:-http://guest:guest@127.0.0.1:15672}
 export HOSTING_LISTEN=${HOSTING_LISTEN:-127.0.0.1:8080}
 export HOSTING_HTTP_LISTEN=${HOSTING_HTTP_LISTEN:-127.0.0.1:8088}
 export HOSTING_WEBCONF_DIR=${HOSTING_WEBCONF_DIR:-$STACK/webconf}

@@ -17,6 +17,15 @@ pub struct GatewayConfig {
     pub auth_failures_per_minute: u32,
     /// Accept the bench's `noop` tasks (never in production: they do nothing).
     pub bench_tasks: bool,
+    /// RabbitMQ's management API (`http://user:password@host:15672`): when given, every
+    /// server registered gets a broker user of its own for its agent.
+    pub broker_admin_url: Option<String>,
+    /// The broker address agents on other hosts connect to (`amqp://host:5672/vhost`, no
+    /// user): the credentials a registration answers are put into it. By default the
+    /// gateway's own first URL, without its user.
+    pub agent_amqp_url: Option<String>,
+    /// An agent is `unreachable` when it has not beaten for three of these.
+    pub heartbeat_interval: Duration,
 }
 
 impl GatewayConfig {
@@ -36,6 +45,9 @@ impl GatewayConfig {
             public_url: config::public_url()?,
             auth_failures_per_minute: config::parse("HOSTING_AUTH_FAILURES_PER_MINUTE", 30)?,
             bench_tasks: config::parse("HOSTING_BENCH_TASKS", false)?,
+            broker_admin_url: config::optional("HOSTING_BROKER_ADMIN_URL"),
+            agent_amqp_url: config::optional("HOSTING_AGENT_AMQP_URL"),
+            heartbeat_interval: bus::agent::heartbeat_interval(),
         })
     }
 }

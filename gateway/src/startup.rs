@@ -17,6 +17,8 @@ pub struct AppState {
     /// Whether the state database answered its last ping: while it does not, the API answers
     /// 503 at once instead of waiting for a connection.
     pub state_up: Arc<std::sync::atomic::AtomicBool>,
+    /// Makes the broker users of registered servers' agents (`HOSTING_BROKER_ADMIN_URL`).
+    pub broker_admin: Option<bus::admin::BrokerAdmin>,
 }
 
 pub struct Application {
@@ -36,6 +38,11 @@ impl Application {
             contract::Topology::new(&config.common.prefix),
             "gateway",
         );
+        let broker_admin = config
+            .broker_admin_url
+            .as_deref()
+            .map(|url| bus::admin::BrokerAdmin::new(url, &config.common.amqp_url))
+            .transpose()?;
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         tracing::info!(listen = %listener.local_addr()?, "gateway listening");
         Ok(Self {
@@ -51,6 +58,7 @@ impl Application {
                 config: Arc::new(config),
                 wake_relay: Arc::new(Notify::new()),
                 state_up: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+                broker_admin,
             },
         })
     }
@@ -108,6 +116,7 @@ impl Application {
                         c.max_attempts
                     ),
                     dead_letters,
+                    record_heartbeats(s.store.clone(), s.bus.clone()),
                 );
             })
         };
@@ -122,6 +131,33 @@ impl Application {
         s.bus.close().await;
         Ok(())
     }
+}
+
+/// Records what the servers' agents say of themselves. A beat from a broker user other than
+/// the one its server's agent was given is not believed.
+async fn record_heartbeats(store: store::Store, bus: bus::Bus) {
+    bus.watch_heartbeats(|beat, sender| {
+        let store = store.clone();
+        async move {
+            let software = serde_json::to_value(&beat.software).unwrap_or_default();
+            match store
+                .record_heartbeat(
+                    beat.kind,
+                    &beat.server,
+                    sender.as_deref(),
+                    &beat.service,
+                    &beat.version,
+                    &software,
+                )
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => tracing::warn!(server = %beat.server, kind = %beat.kind, ?sender, "a heartbeat for a server that is not registered, or from another server's broker user, was ignored"),
+                Err(e) => tracing::debug!(error = %e, "heartbeat not recorded"),
+            }
+        }
+    })
+    .await
 }
 
 /// Pings the state database twice a second (each ping given a second) and keeps `up` true

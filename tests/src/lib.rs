@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 pub const PG_ADMIN_URL: &str = "postgres://hosting:hosting@127.0.0.1:5432/hosting";
 pub const MYSQL_ADMIN_URL: &str = "mysql://root@localhost/?socket=/run/mysqld/mysqld.sock";
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+/// RabbitMQ's management API on the shared broker (`scripts/deps.sh` enables it).
+pub const BROKER_ADMIN_URL: &str = "http://guest:guest@127.0.0.1:15672";
 pub const SERVICES: [&str; 6] = [
     "dbprov",
     "webconf",
@@ -839,6 +841,16 @@ impl Stack {
             }
         }
         remove_site_users(&self.prefix);
+        // The broker users registrations made (only where the management API runs).
+        if let Ok(admin) = bus::admin::BrokerAdmin::new(BROKER_ADMIN_URL, AMQP_URL) {
+            for user in admin
+                .users_named(&format!("{}.agent.", self.prefix))
+                .await
+                .unwrap_or_default()
+            {
+                let _ = admin.delete_user(&user).await;
+            }
+        }
         if let Ok(pool) = sqlx::MySqlPool::connect(MYSQL_ADMIN_URL).await {
             let (dbs, users) = site_databases(&pool, &self.prefix)
                 .await

@@ -8,6 +8,8 @@
 //! - Connections are made lazily and remade with backoff after a failure.
 //! - W3C trace context travels in the message headers.
 
+pub mod admin;
+pub mod agent;
 mod consumer;
 pub mod fence;
 mod rpc;
@@ -67,6 +69,11 @@ pub fn outage_since(t: std::time::Instant) -> bool {
 /// The broker refused a declaration because the existing entity differs (406).
 fn is_precondition_failed(e: &lapin::Error) -> bool {
     matches!(e.kind(), lapin::ErrorKind::ProtocolError(a) if a.get_id() == 406)
+}
+
+/// Whether the broker refused an operation because the user may not do it (403).
+pub fn is_access_refused(e: &BusError) -> bool {
+    matches!(e, BusError::Protocol(l) if matches!(l.kind(), lapin::ErrorKind::ProtocolError(a) if a.get_id() == 403))
 }
 
 /// An AMQP URL without its password, for logs.
@@ -300,6 +307,13 @@ impl Bus {
         )
         .await?;
         ch.exchange_declare(
+            t.replies_exchange().into(),
+            ExchangeKind::Direct,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
+        ch.exchange_declare(
             t.events_exchange().into(),
             ExchangeKind::Topic,
             durable,
@@ -332,6 +346,95 @@ impl Bus {
         }
         let _ = ch.close(200, "declared".into()).await;
         Ok(())
+    }
+
+    /// What an agent on a host of its own declares: nothing, as its broker user may not (the
+    /// control plane declared the exchanges); it only checks they are there. On a one-host
+    /// install, where the agent shares the services' user and may start first, it declares
+    /// what is missing as the others do.
+    pub async fn declare_agent_topology(&self) -> Result<(), BusError> {
+        let t = &self.inner.topology;
+        for exchange in [
+            t.rpc_exchange(),
+            t.replies_exchange(),
+            t.events_exchange(),
+            t.dead_letter_exchange(),
+        ] {
+            let ch = self.channel().await?;
+            let checked = ch
+                .exchange_declare(
+                    exchange.as_str().into(),
+                    ExchangeKind::Direct,
+                    ExchangeDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await;
+            match checked {
+                Ok(()) => {
+                    let _ = ch.close(200, "checked".into()).await;
+                }
+                Err(e) if matches!(e.kind(), lapin::ErrorKind::ProtocolError(a) if a.get_id() == 404) => {
+                    return self.declare_topology(&[]).await
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// The broker user this process connects as (the first URL's), which the broker checks
+    /// against a message's `user_id`.
+    pub fn user(&self) -> String {
+        let first = self.inner.urls.first().map(String::as_str).unwrap_or("");
+        url::Url::parse(first)
+            .ok()
+            .map(|u| {
+                percent_encoding::percent_decode_str(u.username())
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| "guest".into())
+    }
+
+    /// Publishes an agent's heartbeat under its own broker user. Not mandatory: with no
+    /// control plane listening yet, it is simply not heard.
+    pub async fn publish_heartbeat(&self, beat: &contract::Heartbeat) -> Result<(), BusError> {
+        let body = serde_json::to_vec(beat)
+            .map_err(|e| BusError::Unreachable(format!("could not encode a heartbeat: {e}")))?;
+        let live = self.live().await?;
+        let props = BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_type(contract::HEARTBEAT_MESSAGE_TYPE.into())
+            .with_user_id(self.user().into())
+            .with_expiration("60000".into());
+        let key = contract::heartbeat_routing_key(beat.kind, &beat.server);
+        let confirm = live
+            .publisher
+            .basic_publish(
+                self.inner.topology.events_exchange().as_str().into(),
+                key.as_str().into(),
+                BasicPublishOptions::default(),
+                &body,
+                props,
+            )
+            .await;
+        let result = match confirm {
+            Ok(c) => match tokio::time::timeout(Duration::from_secs(10), c).await {
+                Ok(Ok(Confirmation::Nack(_))) => Err(BusError::Nacked),
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(e.into()),
+                Err(_) => Err(BusError::Unreachable("no confirm within 10 s".into())),
+            },
+            Err(e) => Err(e.into()),
+        };
+        if result.is_err() {
+            self.forget(&live).await;
+        }
+        result
     }
 
     /// Declares a durable queue with the dead-letter exchange and binds it.
@@ -644,6 +747,7 @@ impl Bus {
         for ex in [
             t.tasks_exchange(),
             t.rpc_exchange(),
+            t.replies_exchange(),
             t.events_exchange(),
             t.dead_letter_exchange(),
         ] {

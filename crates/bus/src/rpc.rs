@@ -83,6 +83,14 @@ impl RpcClient {
         };
         ch.queue_declare(name.as_str().into(), opts, FieldTable::default())
             .await?;
+        ch.queue_bind(
+            name.as_str().into(),
+            self.bus.topology().replies_exchange().as_str().into(),
+            name.as_str().into(),
+            lapin::options::QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
         // Replies are consumed without acks: losing one only means the caller asks again
         // (every RPC is idempotent).
         let mut consumer = ch
@@ -302,7 +310,12 @@ impl<R: contract::Rpc, H: Serve<R>> Handler for RpcServer<R, H> {
         let props = lapin::BasicProperties::default()
             .with_content_type("application/json".into())
             .with_correlation_id(correlation.as_str().into());
-        match self.bus.publish_with("", reply_to, &answer, props).await {
+        let replies = self.bus.topology().replies_exchange();
+        match self
+            .bus
+            .publish_with(&replies, reply_to, &answer, props)
+            .await
+        {
             // The caller went away (its reply queue is gone): the work is done and idempotent,
             // so there is nothing to retry.
             Ok(()) | Err(BusError::Unroutable(..)) => Disposition::Ack,

@@ -6,7 +6,8 @@
 //! here too, so no service spells them by hand.
 
 use domain::{
-    DbIdent, DomainName, HostPath, Name, SiteId, SystemUser, TaskId, TaskStatus, TaskType,
+    DbIdent, DomainName, HostPath, Name, ServerKind, SiteId, SystemUser, TaskId, TaskStatus,
+    TaskType,
 };
 pub use seal::{RecipientKey, Sealed};
 use serde::{Deserialize, Serialize};
@@ -52,6 +53,88 @@ impl Topology {
     pub fn rpc_routing_key(service: &str, server: &Name) -> String {
         format!("{service}.{server}")
     }
+    /// Direct exchange for RPC replies; routing key = the caller's reply queue. Replies go
+    /// here rather than through the default exchange, which would let an agent publish into
+    /// any queue (a task queue among them) by naming it.
+    pub fn replies_exchange(&self) -> String {
+        format!("{}.replies", self.prefix)
+    }
+    /// The broker user of the agent of one server (made when the server is registered).
+    pub fn agent_user(&self, kind: ServerKind, server: &Name) -> String {
+        format!("{}.agent.{kind}.{server}", self.prefix)
+    }
+    /// What the agent of `server` may do on the broker, as RabbitMQ permission patterns: declare
+    /// and read its own RPC queue (and bind it to the RPC exchange); publish replies, dead
+    /// letters (its consumer's poison messages) and its own heartbeats (`agent.<kind>.<name>`
+    /// on the events exchange, the only routing key its topic permission allows). Nothing
+    /// else: no task queue, no other host's queue, no event of a task.
+    pub fn agent_grant(&self, kind: ServerKind, server: &Name) -> AgentGrant {
+        let q = regex_escape(&self.rpc_queue(agent_service(kind), server));
+        let rpc = regex_escape(&self.rpc_exchange());
+        let replies = regex_escape(&self.replies_exchange());
+        let events = regex_escape(&self.events_exchange());
+        let dead = regex_escape(&self.dead_letter_exchange());
+        AgentGrant {
+            configure: format!("^{q}$"),
+            write: format!("^({q}|{replies}|{events}|{dead})$"),
+            read: format!("^({q}|{rpc})$"),
+            events_exchange: self.events_exchange(),
+            events_write: format!("^{}$", regex_escape(&heartbeat_routing_key(kind, server))),
+        }
+    }
+}
+
+/// The agent that does a server's work: webconf on a web server, dbprov on a db server.
+pub fn agent_service(kind: ServerKind) -> &'static str {
+    match kind {
+        ServerKind::Web => WebconfRpc::SERVICE,
+        ServerKind::Db => DbprovRpc::SERVICE,
+    }
+}
+
+/// The routing key of a server agent's heartbeats on the events exchange.
+pub fn heartbeat_routing_key(kind: ServerKind, server: &Name) -> String {
+    format!("agent.{kind}.{server}")
+}
+
+/// A broker user's permissions (regular expressions over exchange and queue names, as
+/// RabbitMQ reads them) and its topic permission on the events exchange.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentGrant {
+    pub configure: String,
+    pub write: String,
+    pub read: String,
+    pub events_exchange: String,
+    pub events_write: String,
+}
+
+fn regex_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 2);
+    for c in s.chars() {
+        if "\\.^$|?*+()[]{}-".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+pub const HEARTBEAT_MESSAGE_TYPE: &str = "agent.v1";
+
+/// What a server's agent says of itself, every few seconds, on the events exchange: the
+/// control plane shows it as the server's agent state. Published with the AMQP `user_id` of
+/// the agent's own broker user, which the broker checks, so one host cannot speak for another.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Heartbeat {
+    pub kind: ServerKind,
+    pub server: Name,
+    pub service: String,
+    /// The agent's own version (the workspace's).
+    pub version: String,
+    /// The software it runs for sites, by name (`nginx`, `php`, `mariadb`): its version, or
+    /// why it could not be read.
+    #[serde(default)]
+    pub software: std::collections::BTreeMap<String, String>,
 }
 
 pub const TASK_MESSAGE_TYPE: &str = "task.v1";
@@ -435,6 +518,24 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&m).unwrap(),
             r#"{"task":7,"type":"install"}"#
+        );
+    }
+
+    #[test]
+    fn an_agents_grant_names_only_its_own_queue() {
+        let t = Topology::new("hosting-t1");
+        let web2 = Name::parse("web2").unwrap();
+        let g = t.agent_grant(ServerKind::Web, &web2);
+        assert_eq!(g.configure, r"^hosting\-t1\.rpc\.webconf\.web2$");
+        assert_eq!(
+            g.read,
+            r"^(hosting\-t1\.rpc\.webconf\.web2|hosting\-t1\.rpc)$"
+        );
+        assert!(!g.write.contains("tasks"), "{}", g.write);
+        assert_eq!(g.events_write, r"^agent\.web\.web2$");
+        assert_eq!(
+            t.agent_user(ServerKind::Db, &web2),
+            "hosting-t1.agent.db.web2"
         );
     }
 

@@ -20,6 +20,17 @@ pub struct Server {
     pub created_at: OffsetDateTime,
 }
 
+/// A server agent's last heartbeat.
+#[derive(Debug, Clone)]
+pub struct AgentSeen {
+    pub server: ServerId,
+    pub service: String,
+    pub version: String,
+    pub software: serde_json::Value,
+    pub last_seen: OffsetDateTime,
+    pub age_secs: f64,
+}
+
 /// Where platforms may live on a web server that names no directories of its own.
 pub const DEFAULT_PLATFORM_DIRS: &[&str] = &["/srv/platforms", "/var/www", "/opt/platforms"];
 
@@ -351,6 +362,93 @@ impl Store {
         .bind(key)
         .fetch_one(&self.pool)
         .await?)
+    }
+
+    /// Removes a server nothing refers to yet (a registration that could not be finished).
+    pub async fn delete_fresh_server(&self, id: ServerId) -> Result<()> {
+        sqlx::query(
+            "DELETE FROM servers WHERE id = $1
+               AND NOT EXISTS (SELECT 1 FROM platforms WHERE server_id = $1)
+               AND NOT EXISTS (SELECT 1 FROM sites WHERE db_server_id = $1)",
+        )
+        .bind(id.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records the broker user made for a server's agent.
+    pub async fn set_server_broker_user(&self, id: ServerId, user: &str) -> Result<()> {
+        sqlx::query("UPDATE servers SET broker_user = $2 WHERE id = $1")
+            .bind(id.0)
+            .bind(user)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The broker user made for a server's agent, if one was.
+    pub async fn server_broker_user(&self, id: ServerId) -> Result<Option<String>> {
+        let user: Option<Option<String>> =
+            sqlx::query_scalar("SELECT broker_user FROM servers WHERE id = $1")
+                .bind(id.0)
+                .fetch_optional(&self.pool)
+                .await?;
+        user.ok_or_else(|| StoreError::NotFound(format!("server {id}")))
+    }
+
+    /// Records an agent's heartbeat for the server of that name and kind, if it is registered
+    /// and `sender` (the broker-checked user the beat came from) is the one its agent was
+    /// given, or it was given none (a one-host install). Answers whether it was recorded.
+    pub async fn record_heartbeat(
+        &self,
+        kind: ServerKind,
+        name: &Name,
+        sender: Option<&str>,
+        service: &str,
+        version: &str,
+        software: &serde_json::Value,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO server_agents (server_id, service, version, software)
+             SELECT id, $3, $4, $5 FROM servers
+              WHERE name = $1 AND kind = $2 AND (broker_user IS NULL OR broker_user = $6)
+             ON CONFLICT (server_id) DO UPDATE
+               SET service = EXCLUDED.service, version = EXCLUDED.version,
+                   software = EXCLUDED.software, last_seen = now()",
+        )
+        .bind(name.as_str())
+        .bind(kind.as_str())
+        .bind(service)
+        .bind(version)
+        .bind(software)
+        .bind(sender)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// What each server's agent said last, with how long ago (by the database's clock).
+    pub async fn server_agents(&self) -> Result<Vec<AgentSeen>> {
+        let rows = sqlx::query(
+            "SELECT server_id, service, version, software, last_seen,
+                    extract(epoch FROM now() - last_seen)::float8 AS age
+               FROM server_agents ORDER BY server_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AgentSeen {
+                    server: ServerId(r.try_get("server_id")?),
+                    service: r.try_get("service")?,
+                    version: r.try_get("version")?,
+                    software: r.try_get("software")?,
+                    last_seen: r.try_get("last_seen")?,
+                    age_secs: r.try_get("age")?,
+                })
+            })
+            .collect()
     }
 
     // --- platforms ---

@@ -16,7 +16,11 @@ use axum::{Json, Router};
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/servers", post(servers::create).get(servers::list))
-        .route("/servers/{id}", axum::routing::patch(servers::change))
+        .route("/servers/{id}", get(servers::get).patch(servers::change))
+        .route(
+            "/servers/{id}/credentials",
+            post(servers::rotate_credentials),
+        )
         .route("/platforms", post(platforms::create).get(platforms::list))
         .route("/platforms/{id}", get(platforms::get))
         .route("/platforms/{id}/tasks", post(platforms::create_task))

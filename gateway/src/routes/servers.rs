@@ -52,7 +52,7 @@ pub async fn create(
     State(s): State<AppState>,
     caller: Caller,
     ApiJson(body): ApiJson<NewServer>,
-) -> ApiResult<(StatusCode, Json<store::Server>)> {
+) -> ApiResult<(StatusCode, Json<Registered>)> {
     caller.require_admin()?;
     let name = Name::parse(&body.name).map_err(|e| ApiError::field("name", e))?;
     let kind = ServerKind::parse(&body.kind).map_err(|e| ApiError::field("kind", e))?;
@@ -89,6 +89,17 @@ pub async fn create(
         None => None,
     };
     let mut server = s.store.create_server(&name, kind, &host, port).await?;
+    // The agent's broker user, made once the name is known to be free (an existing server's
+    // user is never touched here). If the broker will not make it, nothing is registered.
+    let credentials = match issue_credentials(&s, &server).await {
+        Ok(c) => c,
+        Err(e) => {
+            if let Err(undo) = s.store.delete_fresh_server(server.id).await {
+                tracing::error!(error = %undo, server = %server.id, "could not remove a server whose registration failed");
+            }
+            return Err(e);
+        }
+    };
     if let Some(key) = key {
         s.store
             .record_server_public_key(server.id, key.as_str())
@@ -97,7 +108,14 @@ pub async fn create(
     if let Some(dirs) = dirs {
         server = s.store.set_platform_dirs(server.id, &dirs).await?;
     }
-    Ok((StatusCode::CREATED, Json(server)))
+    let view = view(&s, server).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(Registered {
+            server: view,
+            agent_credentials: credentials,
+        }),
+    ))
 }
 
 pub async fn list(
@@ -105,8 +123,176 @@ pub async fn list(
     _caller: Caller,
     OriginalUri(uri): OriginalUri,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> ApiResult<Page<store::Server>> {
-    Page::from_list(s.store.servers().await?, &q, &uri, "after", |v| v.id.0)
+) -> ApiResult<Page<ServerView>> {
+    let agents = s.store.server_agents().await?;
+    let views = s
+        .store
+        .servers()
+        .await?
+        .into_iter()
+        .map(|server| {
+            let seen = agents.iter().find(|a| a.server == server.id);
+            let agent = AgentView::new(&server, seen, s.config.heartbeat_interval);
+            ServerView { server, agent }
+        })
+        .collect();
+    Page::from_list(views, &q, &uri, "after", |v| v.server.id.0)
+}
+
+pub async fn get(
+    State(s): State<AppState>,
+    _caller: Caller,
+    PathId(id): PathId,
+) -> ApiResult<Json<ServerView>> {
+    let server = s.store.server(ServerId(id)).await?;
+    Ok(Json(view(&s, server).await?))
+}
+
+/// Makes a new broker password for the server's agent (the old one stops working at once)
+/// and answers it, once: for an operator who lost it, or after a host was compromised.
+pub async fn rotate_credentials(
+    State(s): State<AppState>,
+    caller: Caller,
+    PathId(id): PathId,
+) -> ApiResult<Json<AgentCredentials>> {
+    caller.require_admin()?;
+    let server = s.store.server(ServerId(id)).await?;
+    match issue_credentials(&s, &server).await? {
+        Some(c) => Ok(Json(c)),
+        None => Err(ApiError::Conflict(
+            "this control plane makes no broker users (set HOSTING_BROKER_ADMIN_URL to RabbitMQ's management API); its agents use the services' own broker user".into(),
+        )),
+    }
+}
+
+async fn view(s: &AppState, server: store::Server) -> ApiResult<ServerView> {
+    let agents = s.store.server_agents().await?;
+    let seen = agents.iter().find(|a| a.server == server.id);
+    let agent = AgentView::new(&server, seen, s.config.heartbeat_interval);
+    Ok(ServerView { server, agent })
+}
+
+/// A server as the API shows it: its record and its agent's state.
+#[derive(serde::Serialize)]
+pub struct ServerView {
+    #[serde(flatten)]
+    server: store::Server,
+    agent: AgentView,
+}
+
+/// What the control plane knows of a server's agent: `connected` while it beats (within
+/// three intervals), `unreachable` after, `never-seen` before its first beat.
+#[derive(serde::Serialize)]
+pub struct AgentView {
+    service: &'static str,
+    state: &'static str,
+    #[serde(with = "time::serde::rfc3339::option")]
+    last_seen: Option<time::OffsetDateTime>,
+    /// The agent's own version.
+    version: Option<String>,
+    /// What it runs for sites: `nginx` and `php` on a web server, `mariadb` on a db server.
+    software: serde_json::Value,
+}
+
+impl AgentView {
+    fn new(
+        server: &store::Server,
+        seen: Option<&store::AgentSeen>,
+        interval: std::time::Duration,
+    ) -> Self {
+        let state = match seen {
+            None => "never-seen",
+            Some(a) if a.age_secs <= 3.0 * interval.as_secs_f64() => "connected",
+            Some(_) => "unreachable",
+        };
+        Self {
+            service: contract::agent_service(server.kind),
+            state,
+            last_seen: seen.map(|a| a.last_seen),
+            version: seen.map(|a| a.version.clone()),
+            software: seen
+                .map(|a| a.software.clone())
+                .unwrap_or_else(|| serde_json::json!({})),
+        }
+    }
+}
+
+/// The answer to a registration: the server, and its agent's broker credentials (answered
+/// only here and by `POST /servers/{id}/credentials`; the control plane keeps no copy).
+#[derive(serde::Serialize)]
+pub struct Registered {
+    #[serde(flatten)]
+    server: ServerView,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agent_credentials: Option<AgentCredentials>,
+}
+
+/// What the agent on the new host needs, as the environment of its service
+/// (`/etc/hosting/agent.env` for the systemd unit in `deploy/`).
+#[derive(serde::Serialize)]
+pub struct AgentCredentials {
+    broker_user: String,
+    broker_password: String,
+    env: std::collections::BTreeMap<&'static str, String>,
+}
+
+/// Makes (or resets) the broker user of `server`'s agent with a fresh password, when this
+/// control plane manages broker users.
+async fn issue_credentials(
+    s: &AppState,
+    server: &store::Server,
+) -> ApiResult<Option<AgentCredentials>> {
+    use rand::RngExt;
+    let Some(admin) = &s.broker_admin else {
+        return Ok(None);
+    };
+    let topology = s.bus.topology();
+    let user = topology.agent_user(server.kind, &server.name);
+    let password = hex::encode(rand::rng().random::<[u8; 24]>());
+    let grant = topology.agent_grant(server.kind, &server.name);
+    admin
+        .put_agent_user(&user, &password, &grant)
+        .await
+        .map_err(|e| {
+            ApiError::Unavailable(format!("the agent's broker user was not made: {e}"), 10)
+        })?;
+    s.store.set_server_broker_user(server.id, &user).await?;
+    let base = s
+        .config
+        .agent_amqp_url
+        .clone()
+        .unwrap_or_else(|| s.config.common.amqp_url.clone());
+    let amqp_url = agent_amqp_url(&base, &user, &password).map_err(|e| {
+        ApiError::Internal(anyhow::anyhow!(
+            "HOSTING_AGENT_AMQP_URL (or HOSTING_AMQP_URL) is not a URL to put credentials in: {e}"
+        ))
+    })?;
+    let mut env = std::collections::BTreeMap::new();
+    env.insert("HOSTING_SERVER", server.name.to_string());
+    env.insert("HOSTING_PREFIX", s.config.common.prefix.clone());
+    env.insert("HOSTING_AMQP_URL", amqp_url);
+    Ok(Some(AgentCredentials {
+        broker_user: user,
+        broker_password: password,
+        env,
+    }))
+}
+
+/// Each of the (comma-separated) broker URLs with the agent's user and password in it.
+fn agent_amqp_url(base: &str, user: &str, password: &str) -> Result<String, String> {
+    base.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| {
+            let mut url = url::Url::parse(u).map_err(|e| e.to_string())?;
+            url.set_username(user)
+                .map_err(|_| "it cannot hold a user".to_string())?;
+            url.set_password(Some(password))
+                .map_err(|_| "it cannot hold a password".to_string())?;
+            Ok(url.to_string())
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(|v| v.join(","))
 }
 
 /// Changes a web server's platform directories (platforms registered before stay).

@@ -1,0 +1,258 @@
+//! Server agents as the control plane sees them: a registered host gets a broker user of its
+//! own that may read only its own queue and publish only replies, dead letters and its own
+//! heartbeats; agents beat, and the servers API shows them connected or unreachable.
+
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use serde_json::{json, Value};
+use std::time::Duration;
+use tests::{id, Stack, StackOptions};
+
+/// The servers API's view of one server once `ready` holds for it (within 30 s).
+async fn wait_server(stack: &Stack, id: i64, ready: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, s) = stack.call("GET", &format!("/servers/{id}"), None).await;
+        assert_eq!(status, 200, "{s}");
+        if ready(&s) {
+            return s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server is not as expected: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn connect(url: &str) -> Result<Connection, lapin::Error> {
+    Connection::connect(url, ConnectionProperties::default()).await
+}
+
+fn refused(e: &lapin::Error) -> bool {
+    matches!(e.kind(), lapin::ErrorKind::ProtocolError(a) if a.get_id() == 403)
+}
+
+/// Publishes with confirms on a fresh channel; Ok only when the broker took the message.
+async fn publish(
+    conn: &Connection,
+    exchange: &str,
+    key: &str,
+    props: BasicProperties,
+) -> Result<(), lapin::Error> {
+    let ch = conn.create_channel().await?;
+    ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    ch.basic_publish(
+        exchange.into(),
+        key.into(),
+        BasicPublishOptions::default(),
+        br#"{"task": 1, "type": "delete"}"#,
+        props,
+    )
+    .await?
+    .await?;
+    // A refusal closes the channel after the publish returned; a round trip finds it.
+    ch.queue_declare(
+        "".into(),
+        QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .map(|_| ())
+    .or_else(|e| if refused(&e) { Err(e) } else { Ok(()) })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hosts_agent_may_touch_only_its_own_queue_and_is_seen_while_it_beats() {
+    let options = StackOptions {
+        env: vec![
+            (
+                "gateway",
+                "HOSTING_BROKER_ADMIN_URL".into(),
+                tests::BROKER_ADMIN_URL.into(),
+            ),
+            ("*", "HOSTING_HEARTBEAT_SECS".into(), "0.5".into()),
+        ],
+        ..Default::default()
+    };
+    let mut stack = Stack::spawn_with(options).await;
+    let p = stack.prefix.clone();
+
+    // The one-host install's agents share the services' user, and beat.
+    let (_, servers) = stack.call("GET", "/servers", None).await;
+    for s in servers.as_array().cloned().unwrap_or_default() {
+        let seen = wait_server(&stack, id(&s), |v| v["agent"]["state"] == "connected").await;
+        let software = &seen["agent"]["software"];
+        match seen["kind"].as_str() {
+            Some("web") => {
+                assert!(
+                    software["nginx"]
+                        .as_str()
+                        .is_some_and(|v| v.contains("nginx/")),
+                    "{seen}"
+                );
+                assert!(
+                    software["php"]
+                        .as_str()
+                        .is_some_and(|v| v.starts_with("PHP ")),
+                    "{seen}"
+                );
+            }
+            _ => assert!(
+                software["mariadb"]
+                    .as_str()
+                    .is_some_and(|v| v.contains("MariaDB")),
+                "{seen}"
+            ),
+        }
+    }
+
+    // Registering a db server answers its agent's credentials, once.
+    let (status, db2) = stack
+        .call(
+            "POST",
+            "/servers",
+            Some(json!({"name": "db2", "kind": "db", "host": "127.0.0.1", "port": 3306})),
+        )
+        .await;
+    assert_eq!(status, 201, "{db2}");
+    assert_eq!(db2["agent"]["state"], "never-seen", "{db2}");
+    let creds = db2["agent_credentials"].clone();
+    let user = format!("{p}.agent.db.db2");
+    assert_eq!(creds["broker_user"], user.as_str(), "{db2}");
+    let agent_url = creds["env"]["HOSTING_AMQP_URL"]
+        .as_str()
+        .expect("the agent's broker URL")
+        .to_owned();
+    assert_eq!(creds["env"]["HOSTING_SERVER"], "db2");
+    let (_, again) = stack
+        .call("GET", &format!("/servers/{}", id(&db2)), None)
+        .await;
+    assert!(again.get("agent_credentials").is_none(), "{again}");
+    assert!(!again
+        .to_string()
+        .contains(creds["broker_password"].as_str().unwrap_or("-")));
+
+    // What that user may not do: read another host's queue, publish a task or a heartbeat of
+    // another host, speak as another user, make a queue of its own to listen on.
+    let agent = connect(&agent_url)
+        .await
+        .expect("the agent's user connects");
+    let ch = agent.create_channel().await.expect("a channel");
+    let other = ch
+        .basic_consume(
+            format!("{p}.rpc.dbprov.local").as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await;
+    assert!(other.as_ref().is_err_and(refused), "{:?}", other.err());
+    let task = publish(
+        &agent,
+        &format!("{p}.tasks"),
+        "installer",
+        BasicProperties::default().with_type("task.v1".into()),
+    )
+    .await;
+    assert!(
+        task.as_ref().is_err_and(refused),
+        "a task was published: {task:?}"
+    );
+    let via_default = publish(
+        &agent,
+        "",
+        &format!("{p}.tasks.installer"),
+        BasicProperties::default(),
+    )
+    .await;
+    assert!(
+        via_default.as_ref().is_err_and(refused),
+        "a task went through the default exchange: {via_default:?}"
+    );
+    let forged = publish(
+        &agent,
+        &format!("{p}.events"),
+        "agent.db.local",
+        BasicProperties::default().with_user_id(user.as_str().into()),
+    )
+    .await;
+    assert!(
+        forged.as_ref().is_err_and(refused),
+        "another host's heartbeat: {forged:?}"
+    );
+    let ch = agent.create_channel().await.expect("a channel");
+    let snoop = ch
+        .queue_declare(
+            format!("{p}.snoop").as_str().into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await;
+    assert!(snoop.as_ref().is_err_and(refused), "{:?}", snoop.err());
+    let _ = agent.close(200, "done".into()).await;
+
+    // A real dbprov under that user: it declares its queue, beats, and answers through the
+    // replies exchange; a site's database is made there.
+    let key = stack.dir.join("dbprov-db2.key");
+    stack
+        .start_as(
+            "dbprov-db2",
+            "dbprov",
+            &[
+                ("HOSTING_SERVER", "db2"),
+                ("HOSTING_AMQP_URL", &agent_url),
+                ("HOSTING_DBPROV_KEY_FILE", &key.to_string_lossy()),
+                // An agent holds no key to the state database.
+                ("HOSTING_DATABASE_URL", "postgres://nobody@127.0.0.1:1/none"),
+            ],
+        )
+        .expect("dbprov for db2");
+    let seen = wait_server(&stack, id(&db2), |v| v["agent"]["state"] == "connected").await;
+    assert!(
+        seen["agent"]["software"]["mariadb"]
+            .as_str()
+            .is_some_and(|v| v.contains("MariaDB")),
+        "{seen}"
+    );
+    stack.create_client("acme").await;
+    let body = json!({"domain": "db2.acme.example", "client": "acme", "platform": "example",
+                      "profile": "standard", "language": "en", "db_server": "db2"});
+    let (status, r) = stack.call("POST", "/sites", Some(body)).await;
+    assert_eq!(status, 202, "{r}");
+    let done = stack
+        .wait_task(id(&r["task"]), Duration::from_secs(60))
+        .await;
+    stack.assert_success(&done).await;
+    assert!(
+        std::fs::read_to_string(stack.dir.join("logs/dbprov-db2.log"))
+            .unwrap_or_default()
+            .contains("create database and user"),
+        "the site's database was not made by db2's agent"
+    );
+
+    // A new password: the old one is refused at once.
+    let (status, fresh) = stack
+        .call("POST", &format!("/servers/{}/credentials", id(&db2)), None)
+        .await;
+    assert_eq!(status, 200, "{fresh}");
+    assert!(
+        connect(&agent_url).await.is_err(),
+        "the old password still works"
+    );
+    let fresh_url = fresh["env"]["HOSTING_AMQP_URL"].as_str().unwrap_or("");
+    let c = connect(fresh_url).await.expect("the new password works");
+    let _ = c.close(200, "done".into()).await;
+
+    // Stopped, the agent turns unreachable within three beats.
+    stack.kill("dbprov-db2");
+    wait_server(&stack, id(&db2), |v| v["agent"]["state"] == "unreachable").await;
+
+    stack.teardown().await;
+}
