@@ -51,22 +51,8 @@ async fn main() -> anyhow::Result<()> {
     );
     bus.agent_ready().await;
     tracing::info!(%server, "dbprov ready");
-    let version_pool = pool.clone();
-    let software = || {
-        let pool = version_pool.clone();
-        async move {
-            let version: Result<String, _> = sqlx::query_scalar("SELECT VERSION()")
-                .fetch_one(&pool)
-                .await;
-            let mut s = std::collections::BTreeMap::new();
-            s.insert(
-                "mariadb".into(),
-                version.unwrap_or_else(|e| format!("unknown ({e})")),
-            );
-            s
-        }
-    };
-    let provisioner = provision::Provisioner::new(pool, user_host, key);
+    let software = || provision::software(pool.clone());
+    let provisioner = provision::Provisioner::new(pool.clone(), user_host, key);
     tokio::select! {
         _ = bus.serve::<contract::DbprovRpc, _>(&server, 4, provisioner) => {},
         _ = bus.beat(domain::ServerKind::Db, server.clone(), "dbprov", software) => {},

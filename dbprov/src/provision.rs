@@ -176,6 +176,19 @@ impl Provisioner {
     }
 }
 
+/// The version of the database server, as `mariadb` (MySQL's too: its `VERSION()` says which).
+pub async fn software(pool: MySqlPool) -> std::collections::BTreeMap<String, String> {
+    let version: Result<String, _> = sqlx::query_scalar("SELECT VERSION()")
+        .fetch_one(&pool)
+        .await;
+    let mut s = std::collections::BTreeMap::new();
+    s.insert(
+        "mariadb".into(),
+        version.unwrap_or_else(|e| format!("unknown ({e})")),
+    );
+    s
+}
+
 impl Serve<DbprovRpc> for Provisioner {
     async fn handle(&self, request: DbprovRequest) -> Result<DbprovReply, String> {
         let mut opened: Option<DbPassword> = None;
@@ -228,6 +241,12 @@ impl Serve<DbprovRpc> for Provisioner {
                     }),
                     Err(e) => Err(e.to_string()),
                 };
+            }
+            DbprovRequest::Software => {
+                return Ok(DbprovReply {
+                    software: Some(software(self.pool.clone()).await),
+                    ..DbprovReply::changed(false)
+                })
             }
             DbprovRequest::MoveTables { from, to } => {
                 tracing::info!(%from, %to, "move tables");

@@ -5,6 +5,7 @@ mod delete;
 mod install;
 mod lifecycle;
 mod platform_verify;
+mod server_verify;
 mod verify;
 mod welcome;
 
@@ -46,6 +47,7 @@ impl TaskHandler for Installer {
             Disable => lifecycle::disable(self, task, log).await,
             Enable => lifecycle::enable(self, task, log).await,
             Delete => delete::run(self, task, log).await,
+            ServerVerify => server_verify::run(self, task, log).await,
             // The bench's task: what the control plane costs when the work costs nothing.
             Noop => Outcome::Success(None),
             other => Outcome::Error(format!("the installer cannot run '{other}' tasks yet")),

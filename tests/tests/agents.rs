@@ -113,6 +113,37 @@ async fn a_hosts_agent_may_touch_only_its_own_queue_and_is_seen_while_it_beats()
         }
     }
 
+    // A server's verify asks its agent what it runs.
+    for s in servers.as_array().cloned().unwrap_or_default() {
+        let (status, r) = stack
+            .call(
+                "POST",
+                &format!("/servers/{}/tasks", id(&s)),
+                Some(json!({"type": "verify"})),
+            )
+            .await;
+        assert_eq!(status, 202, "{r}");
+        let done = stack
+            .wait_task(id(&r["task"]), Duration::from_secs(60))
+            .await;
+        stack.assert_success(&done).await;
+        let log = stack.task_log_text(id(&r["task"])).await;
+        let expected = if s["kind"] == "web" {
+            "php_pools: 8"
+        } else {
+            "mariadb: "
+        };
+        assert!(log.contains(expected), "{log}");
+    }
+    let (status, r) = stack
+        .call(
+            "POST",
+            &format!("/servers/{}/tasks", id(&servers[0])),
+            Some(json!({"type": "upgrade"})),
+        )
+        .await;
+    assert_eq!(status, 422, "{r}");
+
     // Registering a db server answers its agent's credentials, once.
     let (status, db2) = stack
         .call(
@@ -251,8 +282,72 @@ async fn a_hosts_agent_may_touch_only_its_own_queue_and_is_seen_while_it_beats()
     let _ = c.close(200, "done".into()).await;
 
     // Stopped, the agent turns unreachable within three beats.
+    let on_db2 = stack.site(id(&r["site"])).await;
+    let on_local = stack.install_site("local.acme.example", "acme").await;
     stack.kill("dbprov-db2");
     wait_server(&stack, id(&db2), |v| v["agent"]["state"] == "unreachable").await;
+
+    // A task for a site on that host waits, queued, saying for what; another host's goes on.
+    let (_, r) = stack
+        .post_site_task(id(&on_db2), json!({"type": "verify"}))
+        .await;
+    let waiting = id(&r["task"]);
+    let (_, r) = stack
+        .post_site_task(id(&on_local), json!({"type": "verify"}))
+        .await;
+    let elsewhere = stack
+        .wait_task(id(&r["task"]), Duration::from_secs(60))
+        .await;
+    stack.assert_success(&elsewhere).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !stack
+        .task_log_text(waiting)
+        .await
+        .contains("the agent dbprov on db server db2")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no line says what the task waits for: {}",
+            stack.task_log_text(waiting).await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, t) = stack.call("GET", &format!("/tasks/{waiting}"), None).await;
+    assert_eq!(t["status"], "queued", "{t}");
+    // Its verify says the agent does not answer.
+    let (_, r) = stack
+        .call(
+            "POST",
+            &format!("/servers/{}/tasks", id(&db2)),
+            Some(json!({"type": "verify"})),
+        )
+        .await;
+    let down = stack
+        .wait_task(id(&r["task"]), Duration::from_secs(60))
+        .await;
+    assert_eq!(down["status"], "error", "{down}");
+    assert!(
+        down["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("dbprov on db server db2 did not answer")),
+        "{down}"
+    );
+
+    // Back (with its new password), the agent is seen again and the task runs.
+    stack
+        .start_as(
+            "dbprov-db2",
+            "dbprov",
+            &[
+                ("HOSTING_SERVER", "db2"),
+                ("HOSTING_AMQP_URL", fresh_url),
+                ("HOSTING_DBPROV_KEY_FILE", &key.to_string_lossy()),
+            ],
+        )
+        .expect("dbprov for db2 again");
+    wait_server(&stack, id(&db2), |v| v["agent"]["state"] == "connected").await;
+    let done = stack.wait_task(waiting, Duration::from_secs(60)).await;
+    stack.assert_success(&done).await;
 
     stack.teardown().await;
 }

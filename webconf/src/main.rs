@@ -32,28 +32,7 @@ async fn main() -> anyhow::Result<()> {
     // Requests handled at once: vhost changes among them are applied together, so many
     // in flight make few reloads.
     let prefetch = config::parse("HOSTING_RPC_PREFETCH", 128u16)?;
-    let (nginx_bin, fpm_bin) = (
-        web.settings.nginx_bin.clone(),
-        web.settings.php_fpm_bin.clone(),
-    );
-    let software = || {
-        let (nginx_bin, fpm_bin) = (nginx_bin.clone(), fpm_bin.clone());
-        async move {
-            let mut s = std::collections::BTreeMap::new();
-            s.insert(
-                "nginx".into(),
-                bus::agent::program_version(&nginx_bin, &["-v"]).await,
-            );
-            s.insert(
-                "php".into(),
-                match fpm_bin {
-                    Some(bin) => bus::agent::program_version(&bin, &["-v"]).await,
-                    None => "not installed (no php-fpm found)".into(),
-                },
-            );
-            s
-        }
-    };
+    let software = || nginx::software(web.settings.clone());
     tokio::select! {
         _ = bus.serve::<contract::WebconfRpc, _>(&server, prefetch, vhost::VhostService::new(web.clone())) => {},
         _ = bus.beat(domain::ServerKind::Web, server.clone(), "webconf", software) => {},

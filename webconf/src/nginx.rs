@@ -650,3 +650,20 @@ fastcgi_param SERVER_PORT $server_port;
 fastcgi_param SERVER_NAME $server_name;
 fastcgi_param REDIRECT_STATUS 200;
 ";
+
+/// The versions of what this web server runs for sites, by name: `nginx` and `php`.
+pub async fn software(settings: Arc<Settings>) -> std::collections::BTreeMap<String, String> {
+    let mut s = std::collections::BTreeMap::new();
+    s.insert(
+        "nginx".into(),
+        bus::agent::program_version(&settings.nginx_bin, &["-v"]).await,
+    );
+    s.insert(
+        "php".into(),
+        match &settings.php_fpm_bin {
+            Some(bin) => bus::agent::program_version(bin, &["-v"]).await,
+            None => "not installed (no php-fpm found)".into(),
+        },
+    );
+    s
+}

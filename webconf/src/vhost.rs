@@ -254,6 +254,10 @@ impl Serve<WebconfRpc> for VhostService {
                     ..WebconfReply::changed(false)
                 })
             }
+            WebconfRequest::Software => Ok(WebconfReply {
+                software: Some(crate::nginx::software(self.nginx.settings.clone()).await),
+                ..WebconfReply::changed(false)
+            }),
             WebconfRequest::PhpInfo => {
                 let _guard = self.nginx.lock.lock().await;
                 self.nginx.fpm.info().await.map(|php| WebconfReply {

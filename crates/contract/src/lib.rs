@@ -210,6 +210,8 @@ pub enum WebconfRequest {
     PhpInfo,
     /// What is at a path on this host (a platform root about to be registered).
     InspectPath { path: HostPath },
+    /// The versions of the software this host runs for sites (nginx, PHP).
+    Software,
 }
 
 /// What a path on a host is.
@@ -290,6 +292,9 @@ pub struct WebconfReply {
     /// For `inspect-path`.
     #[serde(default)]
     pub path: Option<PathKind>,
+    /// For `software`: by name, its version (or why it could not be read).
+    #[serde(default)]
+    pub software: Option<std::collections::BTreeMap<String, String>>,
 }
 
 impl WebconfReply {
@@ -299,6 +304,7 @@ impl WebconfReply {
             ids: None,
             php: None,
             path: None,
+            software: None,
         }
     }
 }
@@ -346,6 +352,8 @@ pub enum DbprovRequest {
     /// its identity from it, as MediaWiki does). Idempotent: with nothing left in `from`, it
     /// is done.
     MoveTables { from: DbIdent, to: DbIdent },
+    /// The version of the database server this agent provisions.
+    Software,
 }
 
 impl DbprovRequest {
@@ -376,6 +384,9 @@ pub struct DbprovReply {
     /// For `tables-only`.
     #[serde(default)]
     pub tables_only: Option<bool>,
+    /// For `software`.
+    #[serde(default)]
+    pub software: Option<std::collections::BTreeMap<String, String>>,
 }
 
 impl DbprovReply {
@@ -384,6 +395,7 @@ impl DbprovReply {
             changed,
             public_key: None,
             tables_only: None,
+            software: None,
         }
     }
 }

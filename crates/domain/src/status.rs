@@ -119,6 +119,8 @@ text_enum!(
         PlatformUnlock = "platform-unlock",
         PlatformDelete = "platform-delete",
         MigrateSites = "migrate-sites",
+        // Checks a server's agent and the software it runs (its arguments name the server).
+        ServerVerify = "server-verify",
         // Removes finished tasks older than the setting `task_retention_days`.
         PurgeTasks = "purge-tasks",
         // Does nothing: the bench measures the control plane's own cost with it. The gateway
@@ -178,7 +180,9 @@ impl TaskType {
         use TaskType::*;
         match self {
             Install | Verify | LoginReset | Disable | Enable | Delete | PlatformVerify
-            | PlatformLock | PlatformUnlock | PlatformDelete | Noop => Service::Installer,
+            | PlatformLock | PlatformUnlock | PlatformDelete | ServerVerify | Noop => {
+                Service::Installer
+            }
             Backup | Restore | BackupDelete | VerifyBackup | PurgeTasks => Service::Backupper,
             Migrate | Clone | MigrateSites => Service::Migrator,
         }

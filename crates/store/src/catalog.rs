@@ -31,6 +31,15 @@ pub struct AgentSeen {
     pub age_secs: f64,
 }
 
+/// An agent a task waits for.
+#[derive(Debug, Clone)]
+pub struct AgentAway {
+    pub kind: ServerKind,
+    pub server: Name,
+    pub service: String,
+    pub last_seen: OffsetDateTime,
+}
+
 /// Where platforms may live on a web server that names no directories of its own.
 pub const DEFAULT_PLATFORM_DIRS: &[&str] = &["/srv/platforms", "/var/www", "/opt/platforms"];
 
@@ -426,6 +435,55 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() > 0)
+    }
+
+    /// The agents a queued task needs (those of its site's web and db servers, its platform's
+    /// server, and the target platform's and db server's of a migrate or clone) that have not
+    /// beaten for `silence` while others have: the task waits for them rather than failing
+    /// half-way. Measured against the freshest heartbeat, not the clock, so that while nobody
+    /// records heartbeats (every gateway down) no task is held back. An agent never seen is
+    /// not waited for (a task that needs it fails with the reason, as without heartbeats).
+    pub async fn agents_away(
+        &self,
+        task: TaskId,
+        silence: std::time::Duration,
+    ) -> Result<Vec<AgentAway>> {
+        let rows = sqlx::query(
+            "WITH t AS (SELECT site_id, platform_id, args FROM tasks WHERE id = $1 AND status = 'queued'),
+             needed AS (
+                 SELECT p.server_id AS id FROM t JOIN sites s ON s.id = t.site_id
+                   JOIN platforms p ON p.id = s.platform_id
+                 UNION SELECT s.db_server_id FROM t JOIN sites s ON s.id = t.site_id
+                 UNION SELECT p.server_id FROM t JOIN platforms p ON p.id = t.platform_id
+                 UNION SELECT p.server_id FROM t JOIN platforms p ON p.id =
+                     CASE WHEN jsonb_typeof(t.args->'platform') = 'number'
+                          THEN (t.args->>'platform')::numeric::bigint END
+                 UNION SELECT CASE WHEN jsonb_typeof(t.args->'db_server') = 'number'
+                          THEN (t.args->>'db_server')::numeric::bigint END FROM t
+             ),
+             freshest AS (SELECT max(last_seen) AS at FROM server_agents)
+             SELECT sv.kind, sv.name, a.service, a.last_seen
+               FROM needed n JOIN servers sv ON sv.id = n.id
+               JOIN server_agents a ON a.server_id = sv.id, freshest f
+              WHERE a.last_seen < f.at - make_interval(secs => $2)
+              ORDER BY sv.id",
+        )
+        .bind(task.0)
+        .bind(silence.as_secs_f64())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let kind: String = r.try_get("kind")?;
+                let name: String = r.try_get("name")?;
+                Ok(AgentAway {
+                    kind: ServerKind::parse(&kind).map_err(|e| StoreError::Corrupt(e.0))?,
+                    server: Name::parse(&name).map_err(|e| StoreError::Corrupt(e.0))?,
+                    service: r.try_get("service")?,
+                    last_seen: r.try_get("last_seen")?,
+                })
+            })
+            .collect()
     }
 
     /// What each server's agent said last, with how long ago (by the database's clock).

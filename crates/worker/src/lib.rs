@@ -9,7 +9,7 @@
 
 use bus::{Bus, Disposition, Handler, Incoming};
 use contract::{TaskEvent, TaskMessage};
-use domain::{TaskId, TaskStatus};
+use domain::{TaskId, TaskStatus, TaskType};
 use futures_util::FutureExt;
 use std::future::Future;
 use std::sync::Arc;
@@ -196,6 +196,45 @@ impl<H: TaskHandler> Worker<H> {
     }
 }
 
+impl<H: TaskHandler> Worker<H> {
+    /// Whether the task needs a host whose agent has gone silent: it then stays queued, with a
+    /// line in its log naming the agent, and the sweeper dispatches it again (every
+    /// `HOSTING_REDISPATCH_AFTER_SECS`) until the agent is back. Its message is acked, so
+    /// tasks of a host that is down do not fill this worker's prefetch, and the tasks of other
+    /// hosts go on.
+    async fn waits_for_agents(&self, msg: &TaskMessage) -> bool {
+        if matches!(msg.task_type, TaskType::Noop | TaskType::PurgeTasks) {
+            return false;
+        }
+        let silence = bus::agent::heartbeat_interval() * 3;
+        let away = match self.store.agents_away(msg.task, silence).await {
+            Ok(a) if !a.is_empty() => a,
+            // Unknown (the store is away): the claim that follows finds out.
+            _ => return false,
+        };
+        let names: Vec<String> = away
+            .iter()
+            .map(|a| {
+                let at = a
+                    .last_seen
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default();
+                format!(
+                    "{} on {} server {} (last seen {at})",
+                    a.service, a.kind, a.server
+                )
+            })
+            .collect();
+        TaskLog::new(self.store.clone(), self.bus.clone(), msg.task)
+            .info(format!(
+                "waiting: the agent {} is unreachable; the task stays queued and runs once it is back",
+                names.join(", ")
+            ))
+            .await;
+        true
+    }
+}
+
 impl<H: TaskHandler> Handler for Worker<H> {
     async fn handle(&self, message: Incoming) -> Disposition {
         // A message is checked against what it names before anything runs: its version, its
@@ -231,6 +270,9 @@ impl<H: TaskHandler> Handler for Worker<H> {
                 ),
                 false,
             );
+        }
+        if self.waits_for_agents(&msg).await {
+            return Disposition::Ack;
         }
         let started = std::time::Instant::now();
         // The claim is held locally until `claimed + lease` at most, measured from before it

@@ -21,6 +21,7 @@ pub fn router(state: AppState) -> Router {
             "/servers/{id}/credentials",
             post(servers::rotate_credentials),
         )
+        .route("/servers/{id}/tasks", post(servers::create_task))
         .route("/platforms", post(platforms::create).get(platforms::list))
         .route("/platforms/{id}", get(platforms::get))
         .route("/platforms/{id}/tasks", post(platforms::create_task))

@@ -148,6 +148,48 @@ pub async fn get(
     Ok(Json(view(&s, server).await?))
 }
 
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewServerTask {
+    #[serde(rename = "type")]
+    task_type: String,
+}
+
+/// A server's tasks: `verify` asks its agent what it runs (and whether it answers at all).
+pub async fn create_task(
+    State(s): State<AppState>,
+    caller: Caller,
+    PathId(id): PathId,
+    ApiJson(body): ApiJson<NewServerTask>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    caller.require_admin()?;
+    let server = s.store.server(ServerId(id)).await?;
+    if body.task_type != "verify" {
+        return Err(ApiError::Unprocessable(format!(
+            "type: '{}' is not a server task; the one there is: verify",
+            body.task_type.chars().take(64).collect::<String>()
+        )));
+    }
+    let task = s
+        .store
+        .create_task(&store::NewTask {
+            task_type: domain::TaskType::ServerVerify,
+            site: None,
+            platform: None,
+            parent: None,
+            retry_of: None,
+            args: serde_json::json!({ "server": server.id.0 }),
+            requested_by: caller.name(),
+            traceparent: bus::current_traceparent(),
+        })
+        .await?;
+    s.wake_relay.notify_one();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "task": task })),
+    ))
+}
+
 /// Makes a new broker password for the server's agent (the old one stops working at once)
 /// and answers it, once: for an operator who lost it, or after a host was compromised.
 pub async fn rotate_credentials(
