@@ -30,6 +30,8 @@ php -m 2>/dev/null | grep -qi '^pdo_mysql$' || need+=(php-mysql)
 php -m 2>/dev/null | grep -qi '^dom$' || need+=(php-xml)
 command -v zstd >/dev/null 2>&1 || need+=(zstd)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# The test topology's hosts: network namespaces, veth links and a bridge.
+command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need+=(iproute2)
 [ -f /usr/share/wordpress/wp-includes/version.php ] || need+=(wordpress)
 [ -d /usr/share/wordpress/wp-content/themes/twentytwentythree ] || need+=(wordpress-theme-twentytwentythree)
 ls /usr/share/wordpress/wp-content/languages/fr_FR.mo >/dev/null 2>&1 || need+=(wordpress-l10n)

@@ -7,6 +7,7 @@
 //! after a panic, `Drop`) removes all of it, so tests run in parallel and leave nothing behind.
 
 pub mod faults;
+pub mod hosts;
 pub mod http;
 pub mod proxy;
 pub mod smtp;
@@ -286,6 +287,39 @@ impl Stack {
             .stderr(log)
             .spawn()
             .with_context(|| format!("starting {bin} from {}", bin_dir().display()))?;
+        self.procs.insert(name, child);
+        Ok(())
+    }
+
+    /// Starts the service `bin` on a test host as the process `name`, with only `env` (and
+    /// `PATH`, `RUST_LOG`, the queue type): an agent on a host of its own holds nothing of the
+    /// control plane's settings or secrets.
+    pub fn start_on(
+        &mut self,
+        host: &hosts::Host,
+        name: &'static str,
+        bin: &'static str,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("logs/{name}.log")))?;
+        let child = host
+            .command(&bin_dir().join(bin), &[])
+            .env_clear()
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
+            .env("RUST_LOG", "info,sqlx=warn,lapin=warn")
+            .env("HOSTING_QUEUE_TYPE", "classic")
+            .envs(env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {bin} on {}", host.name))?;
         self.procs.insert(name, child);
         Ok(())
     }

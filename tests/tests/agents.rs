@@ -77,7 +77,7 @@ async fn a_hosts_agent_may_touch_only_its_own_queue_and_is_seen_while_it_beats()
                 "HOSTING_BROKER_ADMIN_URL".into(),
                 tests::BROKER_ADMIN_URL.into(),
             ),
-            ("*", "HOSTING_HEARTBEAT_SECS".into(), "0.5".into()),
+            ("*", "HOSTING_HEARTBEAT_SECS".into(), "1".into()),
         ],
         ..Default::default()
     };
@@ -285,7 +285,27 @@ async fn a_hosts_agent_may_touch_only_its_own_queue_and_is_seen_while_it_beats()
     let on_db2 = stack.site(id(&r["site"])).await;
     let on_local = stack.install_site("local.acme.example", "acme").await;
     stack.kill("dbprov-db2");
-    wait_server(&stack, id(&db2), |v| v["agent"]["state"] == "unreachable").await;
+    let gone = wait_server(&stack, id(&db2), |v| v["agent"]["state"] == "unreachable").await;
+    // Workers measure silence against the freshest beat (not the clock, which would hold
+    // every task back while no gateway records beats): wait until the others have beaten on.
+    let last = |v: &Value| {
+        v["agent"]["last_seen"]
+            .as_str()
+            .and_then(|t| {
+                time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+            })
+            .expect("a last_seen time")
+    };
+    let silent_since = last(&gone);
+    let local_db = servers
+        .as_array()
+        .and_then(|l| l.iter().find(|s| s["kind"] == "db"))
+        .map(id)
+        .expect("the local db server");
+    wait_server(&stack, local_db, |v| {
+        (last(v) - silent_since).as_seconds_f64() > 3.5
+    })
+    .await;
 
     // A task for a site on that host waits, queued, saying for what; another host's goes on.
     let (_, r) = stack
