@@ -102,12 +102,13 @@ impl Backupper {
         let Some(site) = task.site else {
             return Outcome::Error("a backup task without a site".into());
         };
-        let description = task
-            .args
-            .get("description")
-            .and_then(|d| d.as_str())
-            .unwrap_or(backup::ON_REQUEST)
-            .to_owned();
+        let description = match task.parsed_args() {
+            Ok(contract::TaskArgs::Backup(contract::BackupArgs {
+                description: Some(d),
+            })) => d,
+            Ok(_) => backup::ON_REQUEST.to_owned(),
+            Err(e) => return Outcome::Error(e.to_string()),
+        };
         let result = async {
             let st = site::SiteTask::load(&self.store, site).await?;
             backup::make_backup(self, &st, task.id, &description, log).await
@@ -123,14 +124,14 @@ impl Backupper {
 
     /// Removes archives and their records. Deleting one that is gone already is fine.
     async fn delete(&self, task: &store::Task, log: &TaskLog) -> Outcome {
-        let ids: Vec<i64> = task
-            .args
-            .get("backups")
-            .and_then(|v| serde_json::from_value(v.clone()).ok())
-            .unwrap_or_default();
+        let ids = match task.parsed_args() {
+            Ok(contract::TaskArgs::BackupDelete(a)) => a.backups,
+            Ok(_) => Vec::new(),
+            Err(e) => return Outcome::Error(e.to_string()),
+        };
         let mut removed = 0;
         for id in ids {
-            let backup = match self.store.backup(domain::BackupId(id)).await {
+            let backup = match self.store.backup(id).await {
                 Ok(b) => b,
                 Err(store::StoreError::NotFound(_)) => continue,
                 Err(e) => return Outcome::Error(e.to_string()),

@@ -12,73 +12,16 @@ use crate::backup::{make_backup, BEFORE_RESTORE};
 use crate::mysql::{self, Credentials};
 use crate::Backupper;
 use anyhow::{bail, Context};
+use contract::steps::RestoreStep;
 use contract::{DbprovRequest, WebconfRequest};
 use domain::{DbIdent, DbPassword, SiteStatus};
 use platform::Action;
-use saga::{Outcome as SagaOutcome, Saga, Step};
+use saga::{Outcome as SagaOutcome, Saga};
 use site::SiteTask;
 use std::path::PathBuf;
 use std::process::Stdio;
 use store::{Backup, Task};
 use worker::{Outcome, TaskLog};
-
-static STEPS: &[Step] = &[
-    Step {
-        name: "maintenance-on",
-        undoable: true,
-    },
-    // No undo: the safety backup is kept whatever happens next; it is what lets a user undo
-    // a restore they regret.
-    Step {
-        name: "safety-backup",
-        undoable: false,
-    },
-    Step {
-        name: "database",
-        undoable: true,
-    },
-    Step {
-        name: "unpack",
-        undoable: true,
-    },
-    Step {
-        name: "swap",
-        undoable: true,
-    },
-    // With `move-tables`: the site's tables into a database of this task's, then the restored
-    // ones into the site's database (two steps, so that a re-run knows which one it is in).
-    Step {
-        name: "tables-aside",
-        undoable: true,
-    },
-    Step {
-        name: "tables-in",
-        undoable: true,
-    },
-    // No undo of its own: the swap's undo puts the old directory and database back and
-    // writes the settings and vhost for them.
-    Step {
-        name: "verify",
-        undoable: false,
-    },
-    // No undo: taking the site out of maintenance is what every path ends with.
-    Step {
-        name: "maintenance-off",
-        undoable: false,
-    },
-    // No undo: it only looks. A restored site that answers 5xx is not restored: the unwind
-    // puts the old one back.
-    Step {
-        name: "serve-check",
-        undoable: false,
-    },
-    // No undo, and it cannot fail the restore: the restored site is already serving; what it
-    // could not remove is logged.
-    Step {
-        name: "cleanup",
-        undoable: false,
-    },
-];
 
 struct RestoreSaga<'a> {
     b: &'a Backupper,
@@ -99,7 +42,9 @@ pub async fn run(b: &Backupper, task: &Task, log: &TaskLog) -> Outcome {
     let Some(site_id) = task.site else {
         return Outcome::Error("a restore task without a site".into());
     };
-    let Some(backup_id) = task.args.get("backup").and_then(|v| v.as_i64()) else {
+    let Ok(contract::TaskArgs::OfBackup(contract::BackupRef { backup: backup_id })) =
+        task.parsed_args()
+    else {
         return Outcome::Error("a restore task needs {\"backup\": <id>}".into());
     };
     let prepared = async {
@@ -110,7 +55,7 @@ pub async fn run(b: &Backupper, task: &Task, log: &TaskLog) -> Outcome {
                 st.site.status
             );
         }
-        let backup = b.store.backup(domain::BackupId(backup_id)).await?;
+        let backup = b.store.backup(backup_id).await?;
         if backup.site != site_id {
             bail!("backup {backup_id} belongs to another site");
         }
@@ -143,7 +88,7 @@ pub async fn run(b: &Backupper, task: &Task, log: &TaskLog) -> Outcome {
     .await;
     match saga::run(&b.store, task.id, &saga, &b.faults).await {
         Ok(SagaOutcome::Completed) => {
-            Outcome::Success(Some(serde_json::json!({"backup": backup_id})))
+            Outcome::Success(Some(serde_json::json!({"backup": backup_id.0})))
         }
         Ok(SagaOutcome::Unwound { error }) => {
             Outcome::Error(format!("{error}; the site was put back as it was"))
@@ -311,14 +256,16 @@ impl Saga for RestoreSaga<'_> {
         "restore"
     }
 
-    fn steps(&self) -> &'static [Step] {
-        STEPS
+    type Step = RestoreStep;
+
+    fn steps(&self) -> &'static [RestoreStep] {
+        RestoreStep::ALL
     }
 
-    async fn action(&self, step: &'static str) -> anyhow::Result<()> {
+    async fn action(&self, step: RestoreStep) -> anyhow::Result<()> {
         match step {
-            "maintenance-on" => self.maintenance(Action::MaintenanceOn).await?,
-            "safety-backup" => {
+            RestoreStep::MaintenanceOn => self.maintenance(Action::MaintenanceOn).await?,
+            RestoreStep::SafetyBackup => {
                 let st = self.current().await?;
                 let backup =
                     make_backup(self.b, &st, self.task.id, BEFORE_RESTORE, self.log).await?;
@@ -326,7 +273,7 @@ impl Saga for RestoreSaga<'_> {
                     .info(format!("safety backup {} made", backup.id))
                     .await;
             }
-            "database" => {
+            RestoreStep::Database => {
                 self.previous_db().await?; // recorded before anything changes
                 let st = self.current().await?;
                 site::create_database(
@@ -343,8 +290,8 @@ impl Saga for RestoreSaga<'_> {
                     .info(format!("new database and user {}", self.new_db))
                     .await;
             }
-            "unpack" => self.unpack().await?,
-            "swap" => {
+            RestoreStep::Unpack => self.unpack().await?,
+            RestoreStep::Swap => {
                 if tokio::fs::try_exists(&self.fresh_dir).await? {
                     if tokio::fs::try_exists(&self.site_dir).await?
                         && !tokio::fs::try_exists(&self.previous_dir).await?
@@ -380,7 +327,7 @@ impl Saga for RestoreSaga<'_> {
                 }
                 self.log.info("the restored directory is the site's").await;
             }
-            "tables-aside" => {
+            RestoreStep::TablesAside => {
                 if self.placement().await? == site::DbPlacement::MoveTables {
                     let (live, _, _) = self.previous_db().await?;
                     self.move_tables(&live, &self.aside_db).await?;
@@ -389,7 +336,7 @@ impl Saga for RestoreSaga<'_> {
                         .await;
                 }
             }
-            "tables-in" => {
+            RestoreStep::TablesIn => {
                 if self.placement().await? == site::DbPlacement::MoveTables {
                     let (live, _, _) = self.previous_db().await?;
                     self.move_tables(&self.new_db, &live).await?;
@@ -400,16 +347,16 @@ impl Saga for RestoreSaga<'_> {
                         .await;
                 }
             }
-            "verify" => self.write_config().await?,
-            "maintenance-off" => self.maintenance(Action::MaintenanceOff).await?,
-            "serve-check" => {
+            RestoreStep::Verify => self.write_config().await?,
+            RestoreStep::MaintenanceOff => self.maintenance(Action::MaintenanceOff).await?,
+            RestoreStep::ServeCheck => {
                 let st = self.current().await?;
                 let status = st.check_serves(self.b.settings.rpc_timeout).await?;
                 self.log
                     .info(format!("the restored site answers {status}"))
                     .await;
             }
-            "cleanup" => {
+            RestoreStep::Cleanup => {
                 let (name, user, _) = self.previous_db().await?;
                 // What held the previous data: the database set aside, and the import's
                 // database, now empty, with its user; or, repointed, the previous database.
@@ -447,15 +394,14 @@ impl Saga for RestoreSaga<'_> {
                     }
                 }
             }
-            other => bail!("unknown restore step {other}"),
         }
         Ok(())
     }
 
-    async fn undo(&self, step: &'static str) -> anyhow::Result<()> {
+    async fn undo(&self, step: RestoreStep) -> anyhow::Result<()> {
         match step {
-            "maintenance-on" => self.maintenance(Action::MaintenanceOff).await?,
-            "database" => {
+            RestoreStep::MaintenanceOn => self.maintenance(Action::MaintenanceOff).await?,
+            RestoreStep::Database => {
                 let st = self.current().await?;
                 let request =
                     DbprovRequest::drop_database(self.new_db.clone(), self.new_db.clone());
@@ -467,15 +413,20 @@ impl Saga for RestoreSaga<'_> {
                 )
                 .await?;
             }
-            "unpack" => match tokio::fs::remove_dir_all(&self.fresh_dir).await {
+            RestoreStep::Unpack => match tokio::fs::remove_dir_all(&self.fresh_dir).await {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
                 _ => {}
             },
-            "tables-in" if self.placement().await? == site::DbPlacement::MoveTables => {
-                let (live, _, _) = self.previous_db().await?;
-                self.move_tables(&live, &self.new_db).await?;
+            RestoreStep::TablesIn => {
+                if self.placement().await? == site::DbPlacement::MoveTables {
+                    let (live, _, _) = self.previous_db().await?;
+                    self.move_tables(&live, &self.new_db).await?;
+                }
             }
-            "tables-aside" if self.placement().await? == site::DbPlacement::MoveTables => {
+            RestoreStep::TablesAside => {
+                if self.placement().await? != site::DbPlacement::MoveTables {
+                    return Ok(());
+                }
                 let (live, _, _) = self.previous_db().await?;
                 self.move_tables(&self.aside_db, &live).await?;
                 // Only if the move back left nothing there: what is still in it is kept.
@@ -494,7 +445,7 @@ impl Saga for RestoreSaga<'_> {
                     .info(format!("the site's own tables are back in {live}"))
                     .await;
             }
-            "swap" => {
+            RestoreStep::Swap => {
                 if tokio::fs::try_exists(&self.previous_dir).await? {
                     if tokio::fs::try_exists(&self.site_dir).await? {
                         tokio::fs::rename(&self.site_dir, &self.fresh_dir).await?;
@@ -508,7 +459,12 @@ impl Saga for RestoreSaga<'_> {
                     .await?;
                 self.write_config().await?;
             }
-            _ => {}
+            // Nothing to undo (see `RestoreStep`).
+            RestoreStep::SafetyBackup
+            | RestoreStep::Verify
+            | RestoreStep::MaintenanceOff
+            | RestoreStep::ServeCheck
+            | RestoreStep::Cleanup => {}
         }
         Ok(())
     }

@@ -8,14 +8,15 @@ use crate::restore::{unpack_and_import, Unpacked};
 use crate::Backupper;
 use anyhow::bail;
 use contract::DbprovRequest;
-use domain::{BackupId, DbPassword};
+use domain::DbPassword;
 use site::SiteTask;
 use std::collections::BTreeMap;
 use store::Task;
 use worker::{Outcome, TaskLog};
 
 pub async fn run(b: &Backupper, task: &Task, log: &TaskLog) -> Outcome {
-    let (Some(site), Some(id)) = (task.site, task.args.get("backup").and_then(|v| v.as_i64()))
+    let (Some(site), Ok(contract::TaskArgs::OfBackup(contract::BackupRef { backup: id }))) =
+        (task.site, task.parsed_args())
     else {
         return Outcome::Error("a verify-backup task needs a site and {\"backup\": <id>}".into());
     };
@@ -23,7 +24,7 @@ pub async fn run(b: &Backupper, task: &Task, log: &TaskLog) -> Outcome {
         Ok(st) => st,
         Err(e) => return Outcome::Error(format!("{e:#}")),
     };
-    let backup = match b.store.backup(BackupId(id)).await {
+    let backup = match b.store.backup(id).await {
         Ok(x) if x.site == site => x,
         Ok(_) => return Outcome::Error(format!("backup {id} belongs to another site")),
         Err(e) => return Outcome::Error(e.to_string()),

@@ -14,47 +14,16 @@
 
 use crate::Installer;
 use anyhow::{bail, Context};
+use contract::steps::{DeleteStep, SagaStep};
 use contract::{DbprovRequest, WebconfRequest};
 use domain::{SiteStatus, TaskType};
-use saga::{Outcome as SagaOutcome, Saga, Step};
+use saga::{Outcome as SagaOutcome, Saga};
 use site::{SiteTask, SITE_MARK};
 use std::path::PathBuf;
 use store::{NewTask, Task};
 use worker::{Outcome, TaskLog};
 
 pub const BEFORE_DELETE: &str = "Pre-delete backup";
-
-static STEPS: &[Step] = &[
-    // No undo: a backup harms nothing and is kept.
-    Step {
-        name: "backup",
-        undoable: false,
-    },
-    Step {
-        name: "vhost",
-        undoable: true,
-    },
-    Step {
-        name: "site-directory",
-        undoable: true,
-    },
-    // The point of no return, so no undo: once the database is dropped the way out is forward.
-    Step {
-        name: "database",
-        undoable: false,
-    },
-    // No undo: past the point of no return, the site's directory, then its PHP pool and unix
-    // user go.
-    Step {
-        name: "system-user",
-        undoable: false,
-    },
-    // No undo: it records the outcome.
-    Step {
-        name: "finish",
-        undoable: false,
-    },
-];
 
 struct DeleteSaga<'a> {
     inst: &'a Installer,
@@ -77,11 +46,12 @@ pub async fn run(inst: &Installer, task: &Task, log: &TaskLog) -> Outcome {
         Ok(st) => st,
         Err(e) => return Outcome::Error(format!("{e:#}")),
     };
-    let asked_force = task
-        .args
-        .get("force")
-        .and_then(|f| f.as_bool())
-        .unwrap_or(false);
+    let asked_force = matches!(
+        task.parsed_args(),
+        Ok(contract::TaskArgs::Delete(contract::DeleteArgs {
+            force: true
+        }))
+    );
     let force = asked_force
         || matches!(
             st.site.status,
@@ -197,14 +167,16 @@ impl Saga for DeleteSaga<'_> {
         "delete"
     }
 
-    fn steps(&self) -> &'static [Step] {
-        STEPS
+    type Step = DeleteStep;
+
+    fn steps(&self) -> &'static [DeleteStep] {
+        DeleteStep::ALL
     }
 
-    async fn action(&self, step: &'static str) -> anyhow::Result<()> {
+    async fn action(&self, step: DeleteStep) -> anyhow::Result<()> {
         let site = &self.st.site;
         match step {
-            "backup" => {
+            DeleteStep::Backup => {
                 if site.status == SiteStatus::Deleted {
                     self.log
                         .info("the site was deleted before; no backup to make")
@@ -228,7 +200,7 @@ impl Saga for DeleteSaga<'_> {
                     Err(e) => self.warn_or_fail(e, "the pre-delete backup").await?,
                 }
             }
-            "vhost" => {
+            DeleteStep::Vhost => {
                 if self.domain_reused {
                     self.log
                         .info(format!(
@@ -255,7 +227,7 @@ impl Saga for DeleteSaga<'_> {
                     })
                     .await;
             }
-            "site-directory" => {
+            DeleteStep::SiteDirectory => {
                 let dir = self.st.site_dir.as_path();
                 if self.domain_reused {
                     return Ok(());
@@ -294,7 +266,7 @@ impl Saga for DeleteSaga<'_> {
                     ))
                     .await;
             }
-            "database" => {
+            DeleteStep::Database => {
                 site::dbprov(
                     &self.inst.rpc,
                     &site.db_server,
@@ -309,7 +281,7 @@ impl Saga for DeleteSaga<'_> {
                     ))
                     .await;
             }
-            "system-user" => {
+            DeleteStep::SystemUser => {
                 // The directory goes first: the user goes only once nothing of it owns files
                 // here any more.
                 match tokio::fs::remove_dir_all(&self.aside).await {
@@ -346,7 +318,7 @@ impl Saga for DeleteSaga<'_> {
                     Err(e) => self.warn_or_fail(e, "removing the system user").await?,
                 }
             }
-            "finish" => {
+            DeleteStep::Finish => {
                 self.inst
                     .store
                     .set_site_status(site.id, SiteStatus::Deleted)
@@ -357,19 +329,21 @@ impl Saga for DeleteSaga<'_> {
                     .setting_bool("delete_backups_with_site", false)
                     .await
                 {
-                    let backups: Vec<i64> = self
+                    let backups: Vec<domain::BackupId> = self
                         .inst
                         .store
                         .backups(site.id)
                         .await?
                         .iter()
-                        .map(|b| b.id.0)
+                        .map(|b| b.id)
                         .collect();
                     if !backups.is_empty() {
                         let mut purge = NewTask::for_site(
                             TaskType::BackupDelete,
                             site.id,
-                            serde_json::json!({ "backups": backups }),
+                            contract::TaskArgs::BackupDelete(contract::BackupDeleteArgs {
+                                backups: backups.clone(),
+                            }),
                             &self.task.requested_by,
                         );
                         purge.parent = Some(self.task.id);
@@ -394,22 +368,24 @@ impl Saga for DeleteSaga<'_> {
                     ))
                     .await;
             }
-            other => bail!("unknown delete step {other}"),
         }
         Ok(())
     }
 
-    async fn undo(&self, step: &'static str) -> anyhow::Result<()> {
-        if matches!(step, "vhost" | "site-directory") && self.past_no_return().await {
+    async fn undo(&self, step: DeleteStep) -> anyhow::Result<()> {
+        if matches!(step, DeleteStep::Vhost | DeleteStep::SiteDirectory)
+            && self.past_no_return().await
+        {
             self.log
                 .warn(format!(
-                    "not undoing '{step}': the database drop had begun; a force delete finishes"
+                    "not undoing '{}': the database drop had begun; a force delete finishes",
+                    step.name()
                 ))
                 .await;
             return Ok(());
         }
         match step {
-            "vhost" => {
+            DeleteStep::Vhost => {
                 // Only a site that was serving gets its vhost back; a half-installed one
                 // is not brought to life by an unwind.
                 if self.domain_reused
@@ -430,7 +406,7 @@ impl Saga for DeleteSaga<'_> {
                 .await?;
                 self.log.info("vhost written back, nginx reloaded").await;
             }
-            "site-directory" => {
+            DeleteStep::SiteDirectory => {
                 let dir = self.st.site_dir.as_path();
                 if tokio::fs::try_exists(&self.aside).await? && !tokio::fs::try_exists(dir).await? {
                     tokio::fs::rename(&self.aside, dir)
@@ -439,7 +415,11 @@ impl Saga for DeleteSaga<'_> {
                     self.log.info("site directory moved back").await;
                 }
             }
-            _ => {}
+            // Nothing to undo (see `DeleteStep`).
+            DeleteStep::Backup
+            | DeleteStep::Database
+            | DeleteStep::SystemUser
+            | DeleteStep::Finish => {}
         }
         Ok(())
     }

@@ -5,48 +5,14 @@
 
 use crate::Installer;
 use anyhow::{bail, Context};
+use contract::steps::InstallStep;
 use contract::{DbprovReply, DbprovRequest, WebconfReply, WebconfRequest};
 use domain::{DbPassword, SiteStatus};
 use platform::Action;
-use saga::{Outcome as SagaOutcome, Saga, Step};
+use saga::{Outcome as SagaOutcome, Saga};
 use site::{SiteTask, SITE_MARK};
 use store::Task;
 use worker::{Outcome, TaskLog};
-
-static STEPS: &[Step] = &[
-    Step {
-        name: "system-user",
-        undoable: true,
-    },
-    Step {
-        name: "database",
-        undoable: true,
-    },
-    Step {
-        name: "site-directory",
-        undoable: true,
-    },
-    // No undo of its own: what the install action creates lives in the site's database and
-    // directory, which the undos of the two steps above remove.
-    Step {
-        name: "install",
-        undoable: false,
-    },
-    Step {
-        name: "vhost",
-        undoable: true,
-    },
-    // No undo: it only looks. A site that answers 5xx is not installed: the unwind removes it.
-    Step {
-        name: "serve-check",
-        undoable: false,
-    },
-    // No undo: the last step only records the outcome (status, packages).
-    Step {
-        name: "enable",
-        undoable: false,
-    },
-];
 
 struct InstallSaga<'a> {
     inst: &'a Installer,
@@ -211,14 +177,16 @@ impl Saga for InstallSaga<'_> {
         "install"
     }
 
-    fn steps(&self) -> &'static [Step] {
-        STEPS
+    type Step = InstallStep;
+
+    fn steps(&self) -> &'static [InstallStep] {
+        InstallStep::ALL
     }
 
-    async fn action(&self, step: &'static str) -> anyhow::Result<()> {
+    async fn action(&self, step: InstallStep) -> anyhow::Result<()> {
         let site = &self.st.site;
         match step {
-            "system-user" => {
+            InstallStep::SystemUser => {
                 let (uid, _) = site::ensure_site_user(
                     &self.inst.rpc,
                     &self.st,
@@ -232,7 +200,7 @@ impl Saga for InstallSaga<'_> {
                     ))
                     .await;
             }
-            "database" => {
+            InstallStep::Database => {
                 let password = self.password().await?;
                 site::create_database(
                     &self.inst.rpc,
@@ -251,7 +219,7 @@ impl Saga for InstallSaga<'_> {
                     ))
                     .await;
             }
-            "site-directory" => {
+            InstallStep::SiteDirectory => {
                 self.make_site_directory().await?;
                 self.log
                     .info(format!(
@@ -260,7 +228,7 @@ impl Saga for InstallSaga<'_> {
                     ))
                     .await;
             }
-            "install" => {
+            InstallStep::Install => {
                 self.log
                     .info(format!(
                         "installing with profile {} in {} for {}",
@@ -281,7 +249,7 @@ impl Saga for InstallSaga<'_> {
                         .await;
                 }
             }
-            "vhost" => {
+            InstallStep::Vhost => {
                 let reply = self
                     .webconf(WebconfRequest::WriteVhost(Box::new(self.st.vhost()?)))
                     .await?;
@@ -298,7 +266,7 @@ impl Saga for InstallSaga<'_> {
                     ))
                     .await;
             }
-            "serve-check" => {
+            InstallStep::ServeCheck => {
                 let status = self.st.check_serves(self.inst.settings.rpc_timeout).await?;
                 self.log
                     .info(format!(
@@ -307,7 +275,7 @@ impl Saga for InstallSaga<'_> {
                     ))
                     .await;
             }
-            "enable" => {
+            InstallStep::Enable => {
                 let ctx = self.st.context(self.st.password(&self.inst.store).await?);
                 let timeout = self.inst.settings.action_timeout;
                 let packages =
@@ -325,22 +293,21 @@ impl Saga for InstallSaga<'_> {
                     .info(format!("{} is enabled at {}", site.domain, self.st.url))
                     .await;
             }
-            other => bail!("unknown install step {other}"),
         }
         Ok(())
     }
 
-    async fn undo(&self, step: &'static str) -> anyhow::Result<()> {
+    async fn undo(&self, step: InstallStep) -> anyhow::Result<()> {
         let site = &self.st.site;
         match step {
-            "system-user" => {
+            InstallStep::SystemUser => {
                 site::remove_site_user(&self.inst.rpc, &self.st, self.inst.settings.rpc_timeout)
                     .await?;
                 self.log
                     .info(format!("system user {} removed", site.system_user))
                     .await;
             }
-            "database" => {
+            InstallStep::Database => {
                 self.dbprov(DbprovRequest::drop_database(
                     site.db_name.clone(),
                     site.db_user.clone(),
@@ -353,13 +320,13 @@ impl Saga for InstallSaga<'_> {
                     ))
                     .await;
             }
-            "site-directory" => {
+            InstallStep::SiteDirectory => {
                 self.remove_site_directory().await?;
                 self.log
                     .info(format!("site directory {} removed", self.st.site_dir))
                     .await;
             }
-            "vhost" => {
+            InstallStep::Vhost => {
                 self.webconf(WebconfRequest::RemoveVhost {
                     domain: site.domain.clone(),
                 })
@@ -368,7 +335,8 @@ impl Saga for InstallSaga<'_> {
                     .info(format!("vhost for {} removed", site.domain))
                     .await;
             }
-            _ => {}
+            // Nothing of their own to undo (see `InstallStep`).
+            InstallStep::Install | InstallStep::ServeCheck | InstallStep::Enable => {}
         }
         Ok(())
     }

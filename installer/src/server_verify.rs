@@ -1,7 +1,7 @@
 //! A server's `verify`: its agent answers, and says what it runs for sites.
 
 use crate::Installer;
-use domain::{ServerId, ServerKind};
+use domain::ServerKind;
 use std::collections::BTreeMap;
 use store::Task;
 use worker::{Outcome, TaskLog};
@@ -10,10 +10,12 @@ use worker::{Outcome, TaskLog};
 /// Success when every piece answers with a version; a warning when one could not be read
 /// (php-fpm missing, say); an error when the agent does not answer.
 pub async fn run(inst: &Installer, task: &Task, log: &TaskLog) -> Outcome {
-    let Some(id) = task.args.get("server").and_then(|v| v.as_i64()) else {
-        return Outcome::Error("a server task whose arguments name no server".into());
+    let id = match task.parsed_args() {
+        Ok(contract::TaskArgs::ServerVerify(a)) => a.server,
+        Ok(_) => return Outcome::Error("a server task whose arguments name no server".into()),
+        Err(e) => return Outcome::Error(e.to_string()),
     };
-    let server = match inst.store.server(ServerId(id)).await {
+    let server = match inst.store.server(id).await {
         Ok(s) => s,
         Err(e) => return Outcome::Error(e.to_string()),
     };
@@ -90,7 +92,7 @@ pub async fn run(inst: &Installer, task: &Task, log: &TaskLog) -> Outcome {
             log.info(format!("{name}: {version}")).await;
         }
     }
-    let result = serde_json::json!({ "server": id, "agent": agent, "software": software });
+    let result = serde_json::json!({ "server": id.0, "agent": agent, "software": software });
     if unknown.is_empty() {
         Outcome::Success(Some(result))
     } else {

@@ -19,10 +19,12 @@ async fn batch(m: &Migrator, task: &Task, log: &TaskLog) -> anyhow::Result<Outco
     let source = task
         .platform
         .ok_or_else(|| anyhow::anyhow!("a migrate-sites task without a platform"))?;
-    let arg = |k: &str| task.args.get(k).and_then(|v| v.as_i64());
-    let target = arg("target").ok_or_else(|| anyhow::anyhow!("the task has no \"target\""))?;
-    let concurrency = arg("concurrency").unwrap_or(4).max(1) as usize;
-    let budget = arg("failure_budget").unwrap_or(3).max(1) as usize;
+    let contract::TaskArgs::MigrateSites(args) = task.parsed_args()? else {
+        anyhow::bail!("a migrate-sites task without its target");
+    };
+    let target = args.target;
+    let concurrency = args.concurrency.max(1) as usize;
+    let budget = args.failure_budget.max(1) as usize;
 
     // Children made by an earlier run of this task (the migrator restarted) are watched,
     // not made again.
@@ -73,7 +75,12 @@ async fn batch(m: &Migrator, task: &Task, log: &TaskLog) -> anyhow::Result<Outco
             let mut child = NewTask::for_site(
                 TaskType::Migrate,
                 site,
-                serde_json::json!({ "platform": target }),
+                contract::TaskArgs::Move(contract::MoveArgs {
+                    platform: target,
+                    domain: None,
+                    db_server: None,
+                    clone_site: None,
+                }),
                 &task.requested_by,
             );
             child.parent = Some(task.id);

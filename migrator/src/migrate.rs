@@ -19,13 +19,14 @@
 
 use crate::Migrator;
 use anyhow::{bail, Context};
+use contract::steps::MoveStep;
 use contract::{
     BackupReply, BackupRequest, DbprovRequest, DeployReply, DeployRequest, WebconfRequest,
     DEPLOY_PASSWORD_SECRET,
 };
 use domain::{DbIdent, DbPassword, DomainName, PlatformId, ServerId, SiteId, SiteStatus};
 use platform::{Action, PreviousSite};
-use saga::{Outcome as SagaOutcome, Saga, Step};
+use saga::{Outcome as SagaOutcome, Saga};
 use serde::{Deserialize, Serialize};
 use site::{Placement, SiteTask, DEPLOY_MARK, SITE_MARK};
 use store::Task;
@@ -39,64 +40,6 @@ pub enum Mode {
 
 pub const BEFORE_MIGRATE: &str = "Generated before being migrated";
 pub const BEFORE_CLONE: &str = "Generated before being cloned";
-
-const fn step(name: &'static str, undoable: bool) -> Step {
-    Step { name, undoable }
-}
-
-// Undone by the maintenance-off of the unwind.
-const MAINTENANCE_ON: Step = step("maintenance-on", true);
-// No undo: the backup is kept; it is the way back if a migrate is regretted later.
-const BACKUP: Step = step("backup", false);
-const DATABASE: Step = step("database", true);
-const DEPLOY: Step = step("deploy", true);
-// No undo for the next three: they change only the deployed copy, which the deploy's and the
-// database's undos remove.
-const UPDATE_DB: Step = step("update-db", false);
-const FIX_PATHS: Step = step("fix-paths", false);
-const CLEAR_CACHE: Step = step("clear-cache", false);
-// On the same db server, with `move-tables`: the site's tables aside into a database of the
-// task's, then the migrated ones into the site's own database.
-const TABLES_ASIDE: Step = step("tables-aside", true);
-const TABLES_IN: Step = step("tables-in", true);
-const SWITCH: Step = step("switch", true);
-// No undo: coming out of maintenance is what every path ends with.
-const MAINTENANCE_OFF: Step = step("maintenance-off", false);
-// No undo: it only looks; a site that answers 5xx from its target unwinds the move.
-const SERVE_CHECK: Step = step("serve-check", false);
-// A clone is a site of its own, with its own unix user (a migrated site keeps its user).
-const CLONE_USER: Step = step("clone-user", true);
-// No undo, and it cannot fail the migrate: the site serves from the target already.
-const CLEANUP: Step = step("cleanup", false);
-
-static MIGRATE_STEPS: &[Step] = &[
-    MAINTENANCE_ON,
-    BACKUP,
-    DATABASE,
-    DEPLOY,
-    UPDATE_DB,
-    FIX_PATHS,
-    CLEAR_CACHE,
-    TABLES_ASIDE,
-    TABLES_IN,
-    SWITCH,
-    MAINTENANCE_OFF,
-    SERVE_CHECK,
-    CLEANUP,
-];
-
-/// A clone leaves the original as it is: no maintenance, no cleanup.
-static CLONE_STEPS: &[Step] = &[
-    CLONE_USER,
-    BACKUP,
-    DATABASE,
-    DEPLOY,
-    UPDATE_DB,
-    FIX_PATHS,
-    CLEAR_CACHE,
-    SWITCH,
-    SERVE_CHECK,
-];
 
 /// Where the site was when the task began, kept in the task's secrets (it holds the old
 /// database password), so a resumed task knows it even after the record was switched.
@@ -139,11 +82,12 @@ struct MoveSaga<'a> {
     missing: Vec<String>,
 }
 
-fn arg_i64(task: &Task, key: &str) -> anyhow::Result<i64> {
-    task.args
-        .get(key)
-        .and_then(|v| v.as_i64())
-        .with_context(|| format!("the task has no \"{key}\""))
+/// A migrate's or clone's arguments.
+fn move_args(task: &Task) -> anyhow::Result<contract::MoveArgs> {
+    match task.parsed_args()? {
+        contract::TaskArgs::Move(a) => Ok(a),
+        other => anyhow::bail!("a {} task with arguments {other:?}", task.task_type),
+    }
 }
 
 pub async fn run(m: &Migrator, task: &Task, log: &TaskLog, mode: Mode) -> Outcome {
@@ -203,8 +147,11 @@ pub async fn run(m: &Migrator, task: &Task, log: &TaskLog, mode: Mode) -> Outcom
 /// A clone that did not happen leaves no site: its record (which reserved the domain) is
 /// marked deleted, so the domain is free again and the history stays.
 async fn discard_clone_record(m: &Migrator, task: &Task) {
-    if let Ok(id) = arg_i64(task, "clone_site") {
-        let id = SiteId(id);
+    if let Ok(contract::MoveArgs {
+        clone_site: Some(id),
+        ..
+    }) = move_args(task)
+    {
         if let Ok(s) = m.store.site(id).await {
             if s.status == SiteStatus::Installing {
                 let _ = m.store.set_site_status(id, SiteStatus::Deleted).await;
@@ -246,17 +193,12 @@ async fn prepare<'a>(
             site.status
         );
     }
-    let platform = PlatformId(arg_i64(task, "platform")?);
-    let db_server = match task.args.get("db_server").and_then(|v| v.as_i64()) {
-        Some(id) => ServerId(id),
-        None => origin.db_server,
-    };
+    let args = move_args(task)?;
+    let platform = args.platform;
+    let db_server = args.db_server.unwrap_or(origin.db_server);
     let (target_site, target, target_password) = match mode {
         Mode::Migrate => {
-            let domain = match task.args.get("domain").and_then(|v| v.as_str()) {
-                Some(d) => DomainName::parse(d)?,
-                None => origin.domain.clone(),
-            };
+            let domain = args.domain.clone().unwrap_or_else(|| origin.domain.clone());
             // On the same db server the migrated database is prepared beside the site's as
             // `<base>_m<task>` (names do not grow with every migrate); on another one it has the
             // site's own name from the start.
@@ -284,7 +226,9 @@ async fn prepare<'a>(
             (site_id, target, password)
         }
         Mode::Clone => {
-            let new = SiteId(arg_i64(task, "clone_site")?);
+            let new = args
+                .clone_site
+                .context("the clone task names no site for the clone")?;
             let record = m.store.site(new).await?;
             if !resumed && record.status != SiteStatus::Installing {
                 bail!(
@@ -652,16 +596,18 @@ impl Saga for MoveSaga<'_> {
         }
     }
 
-    fn steps(&self) -> &'static [Step] {
+    type Step = MoveStep;
+
+    fn steps(&self) -> &'static [MoveStep] {
         match self.mode {
-            Mode::Migrate => MIGRATE_STEPS,
-            Mode::Clone => CLONE_STEPS,
+            Mode::Migrate => MoveStep::MIGRATE,
+            Mode::Clone => MoveStep::CLONE,
         }
     }
 
-    async fn action(&self, step: &'static str) -> anyhow::Result<()> {
+    async fn action(&self, step: MoveStep) -> anyhow::Result<()> {
         match step {
-            "clone-user" => {
+            MoveStep::CloneUser => {
                 let dest = self.destination().await?;
                 let (uid, _) =
                     site::ensure_site_user(&self.m.rpc, &dest, self.m.settings.rpc_timeout).await?;
@@ -672,7 +618,7 @@ impl Saga for MoveSaga<'_> {
                     ))
                     .await;
             }
-            "serve-check" => {
+            MoveStep::ServeCheck => {
                 let dest = self.destination().await?;
                 let status = dest.check_serves(self.m.settings.rpc_timeout).await?;
                 self.log
@@ -682,18 +628,18 @@ impl Saga for MoveSaga<'_> {
                     ))
                     .await;
             }
-            "maintenance-on" => {
+            MoveStep::MaintenanceOn => {
                 let source = self.source().await?;
                 self.action_on(&source, &self.origin.password, Action::MaintenanceOn, None)
                     .await?;
             }
-            "backup" => {
+            MoveStep::Backup => {
                 let b = self.backup().await?;
                 self.log
                     .info(format!("backup {} made ({} bytes)", b.backup, b.size))
                     .await;
             }
-            "database" => {
+            MoveStep::Database => {
                 let dest = self.staged().await?;
                 site::create_database(
                     &self.m.rpc,
@@ -712,7 +658,7 @@ impl Saga for MoveSaga<'_> {
                     ))
                     .await;
             }
-            "deploy" => {
+            MoveStep::Deploy => {
                 // The backup step's archive: asking again answers with the same backup.
                 let backup = self.backup().await?;
                 let dest = self.staged().await?;
@@ -732,7 +678,7 @@ impl Saga for MoveSaga<'_> {
                 dest.lay_out().await?;
                 dest.write_settings(self.target_password.clone()).await?;
             }
-            "update-db" => {
+            MoveStep::UpdateDb => {
                 let dest = self.staged().await?;
                 if let Some(r) = self
                     .action_on(&dest, &self.target_password, Action::UpdateDb, None)
@@ -741,7 +687,7 @@ impl Saga for MoveSaga<'_> {
                     self.log.info(format!("database updates: {r}")).await;
                 }
             }
-            "fix-paths" => {
+            MoveStep::FixPaths => {
                 let (source, dest) = (self.source().await?, self.staged().await?);
                 let previous = PreviousSite {
                     domain: source.site.domain.clone(),
@@ -756,12 +702,12 @@ impl Saga for MoveSaga<'_> {
                 )
                 .await?;
             }
-            "clear-cache" => {
+            MoveStep::ClearCache => {
                 let dest = self.staged().await?;
                 self.action_on(&dest, &self.target_password, Action::ClearCache, None)
                     .await?;
             }
-            "tables-aside" => {
+            MoveStep::TablesAside => {
                 if self.decide_db_placement().await? == site::DbPlacement::MoveTables {
                     let aside = self.aside_db()?;
                     self.move_tables(&self.origin.db_name, &aside).await?;
@@ -777,7 +723,7 @@ impl Saga for MoveSaga<'_> {
                         .await;
                 }
             }
-            "tables-in" => {
+            MoveStep::TablesIn => {
                 if self.db_placement().await? == site::DbPlacement::MoveTables {
                     self.move_tables(&self.target.db_name, &self.origin.db_name)
                         .await?;
@@ -789,7 +735,7 @@ impl Saga for MoveSaga<'_> {
                         .await;
                 }
             }
-            "switch" => {
+            MoveStep::Switch => {
                 let dest = self.destination().await?;
                 let (placement, password) = self.final_placement().await?;
                 dest.lay_out().await?;
@@ -840,7 +786,7 @@ impl Saga for MoveSaga<'_> {
                     ))
                     .await;
             }
-            "maintenance-off" => {
+            MoveStep::MaintenanceOff => {
                 let dest = self.destination().await?;
                 let (_, password) = self.final_placement().await?;
                 self.action_on(&dest, &password, Action::MaintenanceOff, None)
@@ -848,37 +794,41 @@ impl Saga for MoveSaga<'_> {
             }
             // Never fails: the site serves from the target already, so what cannot be
             // removed is logged, and an unwind from here would be worse than leftovers.
-            "cleanup" => {
+            MoveStep::Cleanup => {
                 if let Err(e) = self.cleanup().await {
                     self.log
                         .warn(format!("the old copy was not fully removed: {e:#}"))
                         .await;
                 }
             }
-            other => bail!("unknown step {other}"),
         }
         Ok(())
     }
 
-    async fn undo(&self, step: &'static str) -> anyhow::Result<()> {
+    async fn undo(&self, step: MoveStep) -> anyhow::Result<()> {
         match step {
-            "clone-user" => {
+            MoveStep::CloneUser => {
                 let dest = self.destination().await?;
                 site::remove_site_user(&self.m.rpc, &dest, self.m.settings.rpc_timeout).await?;
                 self.log
                     .info(format!("system user {} removed", dest.site.system_user))
                     .await;
             }
-            "maintenance-on" => {
+            MoveStep::MaintenanceOn => {
                 let source = self.source().await?;
                 self.action_on(&source, &self.origin.password, Action::MaintenanceOff, None)
                     .await?;
             }
-            "tables-in" if self.db_placement().await? == site::DbPlacement::MoveTables => {
-                self.move_tables(&self.origin.db_name, &self.target.db_name)
-                    .await?;
+            MoveStep::TablesIn => {
+                if self.db_placement().await? == site::DbPlacement::MoveTables {
+                    self.move_tables(&self.origin.db_name, &self.target.db_name)
+                        .await?;
+                }
             }
-            "tables-aside" if self.db_placement().await? == site::DbPlacement::MoveTables => {
+            MoveStep::TablesAside => {
+                if self.db_placement().await? != site::DbPlacement::MoveTables {
+                    return Ok(());
+                }
                 let aside = self.aside_db()?;
                 self.move_tables(&aside, &self.origin.db_name).await?;
                 let source = self.source().await?;
@@ -897,7 +847,7 @@ impl Saga for MoveSaga<'_> {
                     ))
                     .await;
             }
-            "database" => {
+            MoveStep::Database => {
                 let dest = self.staged().await?;
                 site::dbprov(
                     &self.m.rpc,
@@ -913,7 +863,7 @@ impl Saga for MoveSaga<'_> {
                     .info(format!("database {} dropped", self.target.db_name))
                     .await;
             }
-            "deploy" => {
+            MoveStep::Deploy => {
                 let dest = self.staged().await?;
                 let dir = dest.site_dir.as_path();
                 let staging = site::beside(dir, "deploy", self.task.id);
@@ -930,7 +880,7 @@ impl Saga for MoveSaga<'_> {
                         .await;
                 }
             }
-            "switch" => {
+            MoveStep::Switch => {
                 let (source, dest) = (self.source().await?, self.destination().await?);
                 match self.mode {
                     Mode::Migrate => {
@@ -985,7 +935,14 @@ impl Saga for MoveSaga<'_> {
                     }
                 }
             }
-            _ => {}
+            // Nothing to undo (see `MoveStep`).
+            MoveStep::Backup
+            | MoveStep::UpdateDb
+            | MoveStep::FixPaths
+            | MoveStep::ClearCache
+            | MoveStep::MaintenanceOff
+            | MoveStep::ServeCheck
+            | MoveStep::Cleanup => {}
         }
         Ok(())
     }

@@ -22,6 +22,12 @@ use std::time::{Duration, Instant};
 pub const PG_ADMIN_URL: &str = "postgres://hosting:hosting@127.0.0.1:5432/hosting";
 pub const MYSQL_ADMIN_URL: &str = "mysql://root@localhost/?socket=/run/mysqld/mysqld.sock";
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+/// The names of a saga's steps, from its step enum (`contract::steps`), in order: the
+/// fault-injection tests iterate these, so a step added to a saga is tested by itself.
+pub fn step_names<S: contract::steps::SagaStep>(steps: &[S]) -> Vec<&'static str> {
+    steps.iter().map(|s| s.name()).collect()
+}
+
 /// RabbitMQ's management API on the shared broker (`scripts/deps.sh` enables it).
 pub const BROKER_ADMIN_URL: &str = "http://guest:guest@127.0.0.1:15672";
 pub const SERVICES: [&str; 6] = [

@@ -362,18 +362,8 @@ async fn a_failure_at_each_restore_step_leaves_the_site_serving_as_before() {
     change_the_site(&stack, site, &dir).await;
     // Every step but the last: cleanup runs after the restored site serves and cannot fail
     // the restore (what it cannot remove is logged), so there is nothing to unwind there.
-    for step in [
-        "maintenance-on",
-        "safety-backup",
-        "database",
-        "unpack",
-        "swap",
-        "tables-aside",
-        "tables-in",
-        "verify",
-        "maintenance-off",
-        "serve-check",
-    ] {
+    let steps = tests::step_names(contract::steps::RestoreStep::ALL);
+    for step in steps.iter().filter(|s| **s != "cleanup") {
         stack.signal("backupper", libc::SIGTERM);
         let fail_at = format!("restore:{step}");
         stack

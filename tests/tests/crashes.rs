@@ -4,74 +4,19 @@
 //! left over or made twice: no database, database user, unix user, directory, vhost, PHP pool,
 //! half-written archive or backup record that its sites and records do not account for.
 
+use contract::steps::{DeleteStep, InstallStep, MoveStep, RestoreStep, SagaStep};
 use serde_json::{json, Value};
 use std::time::Duration;
 use tests::{id, Stack, StackOptions};
 
-const INSTALL: &[&str] = &[
-    "system-user",
-    "database",
-    "site-directory",
-    "install",
-    "vhost",
-    "serve-check",
-    "enable",
-];
-const DELETE: &[&str] = &[
-    "backup",
-    "vhost",
-    "site-directory",
-    "database",
-    "system-user",
-    "finish",
-];
-const RESTORE: &[&str] = &[
-    "maintenance-on",
-    "safety-backup",
-    "database",
-    "unpack",
-    "swap",
-    "tables-aside",
-    "tables-in",
-    "verify",
-    "maintenance-off",
-    "serve-check",
-    "cleanup",
-];
-const MIGRATE: &[&str] = &[
-    "maintenance-on",
-    "backup",
-    "database",
-    "deploy",
-    "update-db",
-    "fix-paths",
-    "clear-cache",
-    "tables-aside",
-    "tables-in",
-    "switch",
-    "maintenance-off",
-    "serve-check",
-    "cleanup",
-];
-const CLONE: &[&str] = &[
-    "clone-user",
-    "backup",
-    "database",
-    "deploy",
-    "update-db",
-    "fix-paths",
-    "clear-cache",
-    "switch",
-    "serve-check",
-];
-/// A backup is not a saga; it names its own points.
 const BACKUP: &[(&str, &str)] = &[
     ("archive", "before"),
     ("archive", "after"),
     ("record", "after"),
 ];
 
-fn points(steps: &[&str]) -> Vec<(String, &'static str)> {
+fn points<S: SagaStep>(steps: &[S]) -> Vec<(String, &'static str)> {
+    let steps = tests::step_names(steps);
     steps
         .iter()
         .flat_map(|s| [(s.to_string(), "before"), (s.to_string(), "after")])
@@ -137,7 +82,7 @@ fn backups(v: &Value) -> usize {
 async fn a_crash_at_every_install_and_delete_step_is_recovered() {
     let mut stack = stack().await;
     stack.create_client("acme").await;
-    for (n, (step, when)) in points(INSTALL).into_iter().enumerate() {
+    for (n, (step, when)) in points(InstallStep::ALL).into_iter().enumerate() {
         let point = format!("install:{step}:{when}");
         let domain = format!("i{n}.acme.example");
         let done = crash_then_resume(
@@ -153,7 +98,7 @@ async fn a_crash_at_every_install_and_delete_step_is_recovered() {
         }
         assert_clean(&stack, &point).await;
     }
-    for (n, (step, when)) in points(DELETE).into_iter().enumerate() {
+    for (n, (step, when)) in points(DeleteStep::ALL).into_iter().enumerate() {
         let point = format!("delete:{step}:{when}");
         let domain = format!("d{n}.acme.example");
         let site = id(&stack.install_site(&domain, "acme").await);
@@ -206,7 +151,7 @@ async fn a_crash_at_every_backup_and_restore_step_is_recovered() {
         .call("GET", &format!("/sites/{site}/backups"), None)
         .await;
     let backup = list[0]["id"].clone();
-    for (step, when) in points(RESTORE) {
+    for (step, when) in points(RestoreStep::ALL) {
         let point = format!("restore:{step}:{when}");
         let before = backups(&stack.backups(site).await);
         let done = crash_then_resume(
@@ -237,7 +182,7 @@ async fn a_crash_at_every_migrate_and_clone_step_is_recovered() {
     let site = id(&stack.install_site(DOMAIN, "acme").await);
     stack.fixture_platform("second", |m| m).await;
     let tasks = format!("/sites/{site}/tasks");
-    for (step, when) in points(MIGRATE) {
+    for (step, when) in points(MoveStep::MIGRATE) {
         let point = format!("migrate:{step}:{when}");
         let from = stack.site(site).await["platform"]
             .as_str()
@@ -273,7 +218,7 @@ async fn a_crash_at_every_migrate_and_clone_step_is_recovered() {
         );
         assert_clean(&stack, &point).await;
     }
-    for (n, (step, when)) in points(CLONE).into_iter().enumerate() {
+    for (n, (step, when)) in points(MoveStep::CLONE).into_iter().enumerate() {
         let point = format!("clone:{step}:{when}");
         let copy = format!("c{n}.acme.example");
         let done = crash_then_resume(

@@ -80,17 +80,9 @@ async fn a_failure_at_each_install_step_unwinds_cleanly() {
     let mut stack = Stack::spawn().await;
     stack.create_client("acme").await;
     let root = stack.example_root.clone();
-    for (n, step) in [
-        "system-user",
-        "database",
-        "site-directory",
-        "install",
-        "vhost",
-        "serve-check",
-        "enable",
-    ]
-    .iter()
-    .enumerate()
+    for (n, step) in tests::step_names(contract::steps::InstallStep::ALL)
+        .iter()
+        .enumerate()
     {
         stack.signal("installer", libc::SIGTERM);
         let fail_at = format!("install:{step}");

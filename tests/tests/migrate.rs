@@ -304,31 +304,13 @@ async fn a_failure_at_each_step_unwinds_and_every_action_can_run_twice() {
 
     // Cleanup is left out: it runs after the site serves from its target and cannot fail
     // (what it cannot remove is logged); an injected failure there would test the injector.
-    let migrate = [
-        "maintenance-on",
-        "backup",
-        "database",
-        "deploy",
-        "update-db",
-        "fix-paths",
-        "clear-cache",
-        "tables-aside",
-        "tables-in",
-        "switch",
-        "maintenance-off",
-        "serve-check",
-    ];
-    let clone = [
-        "clone-user",
-        "backup",
-        "database",
-        "deploy",
-        "update-db",
-        "fix-paths",
-        "clear-cache",
-        "switch",
-        "serve-check",
-    ];
+    use contract::steps::{MoveStep, SagaStep};
+    let migrate: Vec<&str> = MoveStep::MIGRATE
+        .iter()
+        .filter(|s| **s != MoveStep::Cleanup)
+        .map(|s| s.name())
+        .collect();
+    let clone = tests::step_names(MoveStep::CLONE);
     let cases = migrate
         .iter()
         .map(|s| ("migrate", *s))

@@ -9,6 +9,7 @@ use domain::{
     DbIdent, DomainName, HostPath, Name, ServerKind, SiteId, SystemUser, TaskId, TaskStatus,
     TaskType,
 };
+pub mod steps;
 pub use seal::{RecipientKey, Sealed};
 use serde::{Deserialize, Serialize};
 
@@ -142,6 +143,116 @@ pub const WEBCONF_MESSAGE_TYPE: &str = "webconf.v1";
 pub const DBPROV_MESSAGE_TYPE: &str = "dbprov.v1";
 pub const EVENT_MESSAGE_TYPE: &str = "event.v1";
 pub const BACKUP_MESSAGE_TYPE: &str = "backup.v1";
+
+/// A task's arguments: one variant per kind of task that takes any. The gateway parses a
+/// request into one, the store keeps its JSON (the `args` column, as the API shows it), and a
+/// worker reads it back with [`TaskArgs::of`], by the task's type, so a worker never picks keys
+/// out of loose JSON.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum TaskArgs {
+    None(NoArgs),
+    Backup(BackupArgs),
+    /// `restore` and `verify-backup`.
+    OfBackup(BackupRef),
+    BackupDelete(BackupDeleteArgs),
+    Delete(DeleteArgs),
+    /// `migrate` (a new domain renames) and `clone`.
+    Move(MoveArgs),
+    MigrateSites(MigrateSitesArgs),
+    ServerVerify(ServerArgs),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NoArgs {}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupArgs {
+    /// The backup's description (one line of text); the backupper's default when none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupRef {
+    pub backup: domain::BackupId,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupDeleteArgs {
+    pub backups: Vec<domain::BackupId>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteArgs {
+    /// Delete whatever state the site is in, going on past what cannot be removed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoveArgs {
+    pub platform: domain::PlatformId,
+    /// A new domain (a rename, or the clone's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<DomainName>,
+    /// Another db server for the site's database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_server: Option<domain::ServerId>,
+    /// A clone's new site, recorded with the task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clone_site: Option<SiteId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrateSitesArgs {
+    pub target: domain::PlatformId,
+    pub concurrency: u32,
+    pub failure_budget: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerArgs {
+    pub server: domain::ServerId,
+}
+
+impl TaskArgs {
+    /// Reads stored arguments as the task's type has them.
+    pub fn of(task_type: TaskType, args: &serde_json::Value) -> Result<Self, String> {
+        use TaskType::*;
+        fn read<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> Result<T, String> {
+            T::deserialize(v).map_err(|e| e.to_string())
+        }
+        let parsed = match task_type {
+            Backup => TaskArgs::Backup(read(args)?),
+            Restore | VerifyBackup => TaskArgs::OfBackup(read(args)?),
+            BackupDelete => TaskArgs::BackupDelete(read(args)?),
+            Delete => TaskArgs::Delete(read(args)?),
+            Migrate | Clone => TaskArgs::Move(read(args)?),
+            MigrateSites => TaskArgs::MigrateSites(read(args)?),
+            ServerVerify => TaskArgs::ServerVerify(read(args)?),
+            Install | Verify | LoginReset | Disable | Enable | PlatformVerify | PlatformLock
+            | PlatformUnlock | PlatformDelete | PurgeTasks | Noop => TaskArgs::None(NoArgs {}),
+        };
+        Ok(parsed)
+    }
+
+    pub fn none() -> Self {
+        TaskArgs::None(NoArgs {})
+    }
+
+    /// The JSON the store keeps.
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_else(|_| serde_json::json!({}))
+    }
+}
 
 /// One RPC service on a host: the service its queue is named after (`<SERVICE>.<server>`), the
 /// message type its requests carry (with the version; a callee refuses any other), and the
@@ -531,6 +642,28 @@ mod tests {
             serde_json::to_string(&m).unwrap(),
             r#"{"task":7,"type":"install"}"#
         );
+    }
+
+    #[test]
+    fn task_arguments_keep_their_stored_form() {
+        let m = TaskArgs::Move(MoveArgs {
+            platform: domain::PlatformId(3),
+            domain: None,
+            db_server: Some(domain::ServerId(2)),
+            clone_site: None,
+        });
+        assert_eq!(
+            m.to_value(),
+            serde_json::json!({"platform": 3, "db_server": 2})
+        );
+        assert_eq!(TaskArgs::of(TaskType::Migrate, &m.to_value()), Ok(m));
+        assert_eq!(TaskArgs::none().to_value(), serde_json::json!({}));
+        assert_eq!(
+            TaskArgs::Delete(DeleteArgs::default()).to_value(),
+            serde_json::json!({})
+        );
+        assert!(TaskArgs::of(TaskType::Restore, &serde_json::json!({"backup": "x"})).is_err());
+        assert!(TaskArgs::of(TaskType::Backup, &serde_json::json!({"force": true})).is_err());
     }
 
     #[test]

@@ -21,20 +21,16 @@ use std::future::Future;
 use std::time::Duration;
 use store::Store;
 
-#[derive(Debug, Clone, Copy)]
-pub struct Step {
-    pub name: &'static str,
-    /// Whether the step has an undo. A step without one creates nothing (or is the last step,
-    /// whose effect is the point of the saga) and says why next to its declaration.
-    pub undoable: bool,
-}
+pub use contract::steps::SagaStep;
 
 pub trait Saga: Send + Sync {
+    /// Its steps (an enum of `contract::steps`), which `action` and `undo` match on.
+    type Step: SagaStep;
     /// The saga's name, as used by `HOSTING_SAGA_FAIL_AT`.
     fn name(&self) -> &'static str;
-    fn steps(&self) -> &'static [Step];
-    fn action(&self, step: &'static str) -> impl Future<Output = anyhow::Result<()>> + Send;
-    fn undo(&self, step: &'static str) -> impl Future<Output = anyhow::Result<()>> + Send;
+    fn steps(&self) -> &'static [Self::Step];
+    fn action(&self, step: Self::Step) -> impl Future<Output = anyhow::Result<()>> + Send;
+    fn undo(&self, step: Self::Step) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -173,66 +169,66 @@ pub async fn run<S: Saga>(
         None => {
             let mut failure = None;
             for step in steps {
-                if has(step.name, "done") {
+                if has(step.name(), "done") {
                     continue;
                 }
-                if has(step.name, "started") {
+                if has(step.name(), "started") {
                     log(
                         store,
                         task,
                         "info",
-                        &format!("resuming step '{}' after an interruption", step.name),
+                        &format!("resuming step '{}' after an interruption", step.name()),
                     )
                     .await;
                 }
                 store
-                    .record_saga_event_fenced(task, epoch, step.name, "started", None)
+                    .record_saga_event_fenced(task, epoch, step.name(), "started", None)
                     .await?;
                 log(
                     store,
                     task,
                     "info",
-                    &format!("step '{}' started", step.name),
+                    &format!("step '{}' started", step.name()),
                 )
                 .await;
                 let panics = faults
                     .panic_at
                     .as_ref()
-                    .is_some_and(|(s, st)| s == saga.name() && st == step.name);
-                faults.crash_point(saga.name(), step.name, When::Before);
+                    .is_some_and(|(s, st)| s == saga.name() && st == step.name());
+                faults.crash_point(saga.name(), step.name(), When::Before);
                 let step_started = std::time::Instant::now();
-                let mut result = guarded(step.name, async {
-                    let r = saga.action(step.name).await;
+                let mut result = guarded(step.name(), async {
+                    let r = saga.action(*step).await;
                     if panics {
                         panic!(
                             "panic injected at step '{}' (HOSTING_SAGA_PANIC_AT)",
-                            step.name
+                            step.name()
                         );
                     }
                     r
                 })
                 .await;
                 if result.is_ok() && faults.repeat_actions {
-                    result = guarded(step.name, saga.action(step.name)).await;
+                    result = guarded(step.name(), saga.action(*step)).await;
                 }
                 if result.is_ok()
                     && faults
                         .fail_at
                         .as_ref()
-                        .is_some_and(|(s, st)| s == saga.name() && st == step.name)
+                        .is_some_and(|(s, st)| s == saga.name() && st == step.name())
                 {
                     result = Err(anyhow::anyhow!(
                         "failure injected at step '{}' (HOSTING_SAGA_FAIL_AT)",
-                        step.name
+                        step.name()
                     ));
                 }
                 match result {
                     Ok(()) => {
-                        faults.crash_point(saga.name(), step.name, When::After);
+                        faults.crash_point(saga.name(), step.name(), When::After);
                         store
-                            .record_saga_event_fenced(task, epoch, step.name, "done", None)
+                            .record_saga_event_fenced(task, epoch, step.name(), "done", None)
                             .await?;
-                        log(store, task, "info", &format!("step '{}' done", step.name)).await;
+                        log(store, task, "info", &format!("step '{}' done", step.name())).await;
                     }
                     Err(e) if interrupted(store, task, step_started).await => {
                         // Not the step's own failure: the state database or the broker went
@@ -240,7 +236,7 @@ pub async fn run<S: Saga>(
                         // step again (actions are idempotent).
                         return Err(e.context(format!(
                             "step '{}' was interrupted by an outage of the state database or the broker",
-                            step.name
+                            step.name()
                         )));
                     }
                     Err(e) => {
@@ -249,7 +245,7 @@ pub async fn run<S: Saga>(
                             .record_saga_event_fenced(
                                 task,
                                 epoch,
-                                step.name,
+                                step.name(),
                                 "failed",
                                 Some(&message),
                             )
@@ -258,10 +254,10 @@ pub async fn run<S: Saga>(
                             store,
                             task,
                             "error",
-                            &format!("step '{}' failed: {message}", step.name),
+                            &format!("step '{}' failed: {message}", step.name()),
                         )
                         .await;
-                        failure = Some(format!("step '{}' failed: {message}", step.name));
+                        failure = Some(format!("step '{}' failed: {message}", step.name()));
                         break;
                     }
                 }
@@ -283,39 +279,45 @@ pub async fn run<S: Saga>(
     let events = store.saga_events(task).await?;
     let has = |step: &str, event: &str| events.iter().any(|(s, e, _)| s == step && e == event);
     for step in steps.iter().rev() {
-        if !has(step.name, "started") || has(step.name, "undone") || !step.undoable {
+        if !has(step.name(), "started") || has(step.name(), "undone") || !step.undoable() {
             continue;
         }
         store
-            .record_saga_event_fenced(task, epoch, step.name, "undo-started", None)
+            .record_saga_event_fenced(task, epoch, step.name(), "undo-started", None)
             .await?;
         log(
             store,
             task,
             "info",
-            &format!("undoing step '{}'", step.name),
+            &format!("undoing step '{}'", step.name()),
         )
         .await;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match guarded(step.name, saga.undo(step.name)).await {
+            match guarded(step.name(), saga.undo(*step)).await {
                 Ok(()) => break,
                 Err(e) if attempt < 3 => {
-                    tracing::warn!(step = step.name, error = %format!("{e:#}"), "undo failed; retrying");
+                    tracing::warn!(step = step.name(), error = %format!("{e:#}"), "undo failed; retrying");
                     tokio_sleep(Duration::from_millis(500 * attempt)).await;
                 }
                 Err(e) => {
-                    let undo_error = format!("undoing step '{}' failed: {e:#}", step.name);
+                    let undo_error = format!("undoing step '{}' failed: {e:#}", step.name());
                     log(store, task, "error", &undo_error).await;
                     return Ok(Outcome::UnwindFailed { error, undo_error });
                 }
             }
         }
         store
-            .record_saga_event_fenced(task, epoch, step.name, "undone", None)
+            .record_saga_event_fenced(task, epoch, step.name(), "undone", None)
             .await?;
-        log(store, task, "info", &format!("step '{}' undone", step.name)).await;
+        log(
+            store,
+            task,
+            "info",
+            &format!("step '{}' undone", step.name()),
+        )
+        .await;
     }
     Ok(Outcome::Unwound { error })
 }

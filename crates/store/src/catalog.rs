@@ -720,7 +720,7 @@ impl Store {
             &NewTask::for_site(
                 TaskType::Install,
                 SiteId(id),
-                serde_json::json!({}),
+                contract::TaskArgs::none(),
                 &new.requested_by,
             )
             .traced(new.traceparent.clone()),
@@ -737,15 +737,20 @@ impl Store {
         &self,
         new: &NewSite,
         source: SiteId,
-        mut args: serde_json::Value,
+        mut args: contract::MoveArgs,
     ) -> Result<(Site, Task)> {
         let mut tx = self.pool.begin().await?;
         let id = insert_site_tx(&mut tx, new).await?;
-        args["clone_site"] = serde_json::json!(id);
+        args.clone_site = Some(SiteId(id));
         let task = crate::tasks::create_task_tx(
             &mut tx,
-            &NewTask::for_site(TaskType::Clone, source, args, &new.requested_by)
-                .traced(new.traceparent.clone()),
+            &NewTask::for_site(
+                TaskType::Clone,
+                source,
+                contract::TaskArgs::Move(args),
+                &new.requested_by,
+            )
+            .traced(new.traceparent.clone()),
         )
         .await?;
         tx.commit().await?;

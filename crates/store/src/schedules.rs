@@ -135,7 +135,9 @@ impl Store {
             let task = NewTask::for_site(
                 TaskType::Backup,
                 site,
-                serde_json::json!({"description": AUTOMATED_BACKUP}),
+                contract::TaskArgs::Backup(contract::BackupArgs {
+                    description: Some(AUTOMATED_BACKUP.into()),
+                }),
                 "scheduler",
             );
             create_task_tx(&mut tx, &task).await?;
@@ -166,7 +168,9 @@ impl Store {
             let task = NewTask::for_site(
                 TaskType::BackupDelete,
                 site,
-                serde_json::json!({"backups": backups}),
+                contract::TaskArgs::BackupDelete(contract::BackupDeleteArgs {
+                    backups: backups.iter().copied().map(domain::BackupId).collect(),
+                }),
                 "retention",
             );
             create_task_tx(&mut tx, &task).await?;
@@ -206,7 +210,7 @@ impl Store {
                 platform: None,
                 parent: None,
                 retry_of: None,
-                args: serde_json::json!({}),
+                args: contract::TaskArgs::none(),
                 requested_by: "retention".into(),
                 traceparent: None,
             };

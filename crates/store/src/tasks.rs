@@ -49,6 +49,16 @@ pub struct Task {
 }
 
 impl Task {
+    /// Its arguments as its type has them (see [`contract::TaskArgs`]).
+    pub fn parsed_args(&self) -> Result<contract::TaskArgs> {
+        contract::TaskArgs::of(self.task_type, &self.args).map_err(|e| {
+            StoreError::Corrupt(format!(
+                "the arguments of task {} do not fit a {} task: {e}",
+                self.id, self.task_type
+            ))
+        })
+    }
+
     /// What the task holds while it runs: its site, else its platform.
     pub fn target(&self) -> String {
         match (self.site, self.platform) {
@@ -111,7 +121,7 @@ pub struct NewTask {
     pub platform: Option<PlatformId>,
     pub parent: Option<TaskId>,
     pub retry_of: Option<TaskId>,
-    pub args: serde_json::Value,
+    pub args: contract::TaskArgs,
     pub requested_by: String,
     /// W3C trace context of the request that made the task, so its dispatch joins that trace.
     pub traceparent: Option<String>,
@@ -121,7 +131,7 @@ impl NewTask {
     pub fn for_site(
         task_type: TaskType,
         site: SiteId,
-        args: serde_json::Value,
+        args: contract::TaskArgs,
         requested_by: &str,
     ) -> Self {
         Self {
@@ -143,7 +153,7 @@ impl NewTask {
             platform: Some(platform),
             parent: None,
             retry_of: None,
-            args: serde_json::json!({}),
+            args: contract::TaskArgs::none(),
             requested_by: requested_by.into(),
             traceparent: None,
         }
@@ -155,17 +165,17 @@ impl NewTask {
     }
 
     /// The same task again, for a failed one.
-    pub fn retry(failed: &Task, requested_by: &str) -> Self {
-        Self {
+    pub fn retry(failed: &Task, requested_by: &str) -> Result<Self> {
+        Ok(Self {
             task_type: failed.task_type,
             site: failed.site,
             platform: failed.platform,
             parent: failed.parent,
             retry_of: Some(failed.id),
-            args: failed.args.clone(),
+            args: failed.parsed_args()?,
             requested_by: requested_by.into(),
             traceparent: None,
-        }
+        })
     }
 }
 
@@ -259,7 +269,7 @@ pub(crate) async fn create_task_tx(tx: &mut sqlx::PgConnection, new: &NewTask) -
     .bind(new.site.map(|s| s.0))
     .bind(new.platform.map(|p| p.0))
     .bind(new.parent.map(|p| p.0))
-    .bind(&new.args)
+    .bind(new.args.to_value())
     .bind(&new.requested_by)
     .bind(new.retry_of.map(|t| t.0))
     .fetch_one(&mut *tx)
@@ -442,10 +452,14 @@ impl Store {
             .await?;
         }
         // A clone that never ran made nothing: its new site's record frees the domain.
-        if let (TaskType::Clone, Some(copy)) = (
-            t.task_type,
-            t.args.get("clone_site").and_then(|v| v.as_i64()),
-        ) {
+        if let (
+            TaskType::Clone,
+            Ok(contract::TaskArgs::Move(contract::MoveArgs {
+                clone_site: Some(SiteId(copy)),
+                ..
+            })),
+        ) = (t.task_type, t.parsed_args())
+        {
             sqlx::query(
                 "UPDATE sites SET status = 'deleted', deleted_at = now(), updated_at = now()
                  WHERE id = $1 AND status = 'installing'",
@@ -476,7 +490,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        let t = create_task_tx(&mut tx, &NewTask::retry(failed, by)).await?;
+        let t = create_task_tx(&mut tx, &NewTask::retry(failed, by)?).await?;
         tx.commit().await?;
         Ok(t)
     }

@@ -208,7 +208,7 @@ pub async fn create_task(
             )));
         }
     }
-    let mut args = json!({});
+    let mut args = contract::TaskArgs::none();
     if task_type == TaskType::MigrateSites {
         let target = body.target.as_ref().ok_or_else(|| {
             ApiError::Unprocessable("target: give the platform the sites move to".into())
@@ -237,7 +237,12 @@ pub async fn create_task(
                 "failure_budget: give a number from 1 to 100000".into(),
             ));
         }
-        args = json!({"target": target.id, "concurrency": concurrency, "failure_budget": budget});
+        args = contract::TaskArgs::MigrateSites(contract::MigrateSitesArgs {
+            target: target.id,
+            // In range (checked above).
+            concurrency: u32::try_from(concurrency).unwrap_or(1),
+            failure_budget: u32::try_from(budget).unwrap_or(1),
+        });
     } else if body.target.is_some() || body.concurrency.is_some() || body.failure_budget.is_some() {
         return Err(ApiError::Unprocessable(format!(
             "target, concurrency and failure_budget are for migrate-sites, not {}",

@@ -178,7 +178,7 @@ pub async fn create_task(
             platform: None,
             parent: None,
             retry_of: None,
-            args: serde_json::json!({ "server": server.id.0 }),
+            args: contract::TaskArgs::ServerVerify(contract::ServerArgs { server: server.id }),
             requested_by: caller.name(),
             traceparent: bus::current_traceparent(),
         })

@@ -6,6 +6,7 @@ use crate::startup::AppState;
 use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
 use axum::Json;
+use contract::{BackupArgs, BackupDeleteArgs, BackupRef, DeleteArgs, MoveArgs, TaskArgs};
 use domain::*;
 use serde_json::{json, Value};
 use store::{NewSite, NewTask, Site, SiteFilter};
@@ -489,7 +490,7 @@ async fn task_args(
     site: &Site,
     task_type: TaskType,
     args: &serde_json::Map<String, Value>,
-) -> ApiResult<Value> {
+) -> ApiResult<TaskArgs> {
     let allowed: &[&str] = match task_type {
         TaskType::Backup => &["description"],
         TaskType::Restore | TaskType::VerifyBackup => &["backup"],
@@ -515,13 +516,15 @@ async fn task_args(
     };
     Ok(match task_type {
         TaskType::Backup => match args.get("description") {
-            None | Some(Value::Null) => json!({}),
+            None | Some(Value::Null) => TaskArgs::Backup(BackupArgs::default()),
             Some(Value::String(d))
                 if !d.trim().is_empty()
                     && d.chars().count() <= 255
                     && !d.chars().any(char::is_control) =>
             {
-                json!({"description": d.trim()})
+                TaskArgs::Backup(BackupArgs {
+                    description: Some(d.trim().to_owned()),
+                })
             }
             Some(_) => {
                 return Err(ApiError::Unprocessable(
@@ -534,7 +537,9 @@ async fn task_args(
                 ApiError::Unprocessable("backup: give the id of the backup to restore".into())
             })?;
             own_backup(id).await?;
-            json!({"backup": id})
+            TaskArgs::OfBackup(BackupRef {
+                backup: BackupId(id),
+            })
         }
         TaskType::BackupDelete => {
             let ids: Vec<i64> = args
@@ -559,15 +564,21 @@ async fn task_args(
             for id in &ids {
                 own_backup(*id).await?;
             }
-            json!({"backups": ids})
+            TaskArgs::BackupDelete(BackupDeleteArgs {
+                backups: ids.into_iter().map(BackupId).collect(),
+            })
         }
-        TaskType::Migrate | TaskType::Clone => move_args(s, site, task_type, args).await?,
+        TaskType::Migrate | TaskType::Clone => {
+            TaskArgs::Move(move_args(s, site, task_type, args).await?)
+        }
         TaskType::Delete => match args.get("force") {
-            None | Some(Value::Null) | Some(Value::Bool(false)) => json!({}),
-            Some(Value::Bool(true)) => json!({"force": true}),
+            None | Some(Value::Null) | Some(Value::Bool(false)) => {
+                TaskArgs::Delete(DeleteArgs { force: false })
+            }
+            Some(Value::Bool(true)) => TaskArgs::Delete(DeleteArgs { force: true }),
             Some(_) => return Err(ApiError::Unprocessable("force: give true or false".into())),
         },
-        _ => json!({}),
+        _ => TaskArgs::none(),
     })
 }
 
@@ -578,7 +589,7 @@ async fn move_args(
     site: &Site,
     task_type: TaskType,
     args: &serde_json::Map<String, Value>,
-) -> ApiResult<Value> {
+) -> ApiResult<MoveArgs> {
     let reference = |key: &str| -> ApiResult<Option<Ref>> {
         match args.get(key) {
             None | Some(Value::Null) => Ok(None),
@@ -655,14 +666,12 @@ async fn move_args(
         }
         Some(_) => {}
     }
-    let mut out = json!({ "platform": platform.id });
-    if let Some(d) = new_domain {
-        out["domain"] = json!(d);
-    }
-    if let Some(d) = db_server {
-        out["db_server"] = json!(d);
-    }
-    Ok(out)
+    Ok(MoveArgs {
+        platform: platform.id,
+        domain: new_domain.cloned(),
+        db_server,
+        clone_site: None,
+    })
 }
 
 pub async fn migrate_targets(
@@ -701,26 +710,23 @@ pub async fn create_task(
     // Whether the site offers the task comes first (409), then its arguments (422).
     ensure_available(&s, &site, task_type, &Value::Object(body.args.clone())).await?;
     let args = task_args(&s, &site, task_type, &body.args).await?;
-    if task_type == TaskType::Clone {
-        let platform = PlatformId(args["platform"].as_i64().unwrap_or_default());
-        let domain = DomainName::parse(args["domain"].as_str().unwrap_or_default())
-            .map_err(|e| ApiError::field("domain", e))?;
+    if let (TaskType::Clone, TaskArgs::Move(args)) = (task_type, &args) {
+        let domain = args.domain.clone().ok_or_else(|| {
+            ApiError::Unprocessable("domain: a clone needs a domain of its own".into())
+        })?;
         let new = NewSite {
             domain,
             aliases: vec![], // aliases are not copied
             client: site.client_id,
-            platform,
+            platform: args.platform,
             profile: site.profile.clone(),
             language: site.language.clone(),
-            db_server: args["db_server"]
-                .as_i64()
-                .map(ServerId)
-                .unwrap_or(site.db_server_id),
+            db_server: args.db_server.unwrap_or(site.db_server_id),
             db_prefix: s.config.db_prefix.clone(),
             requested_by: caller.name(),
             traceparent: bus::current_traceparent(),
         };
-        let (copy, task) = s.store.create_clone(&new, site.id, args).await?;
+        let (copy, task) = s.store.create_clone(&new, site.id, args.clone()).await?;
         s.wake_relay.notify_one();
         return Ok((
             StatusCode::ACCEPTED,

@@ -108,7 +108,7 @@ pub async fn create(
             platform: None,
             parent: None,
             retry_of: None,
-            args: serde_json::json!({}),
+            args: contract::TaskArgs::none(),
             requested_by: caller.name(),
             traceparent: bus::current_traceparent(),
         })
