@@ -49,6 +49,7 @@ async fn main() -> anyhow::Result<()> {
         contract::Topology::new(&common.prefix),
         "dbprov",
     );
+    bus.act_as_agent();
     bus.agent_ready().await;
     tracing::info!(%server, "dbprov ready");
     let software = || provision::software(pool.clone());

@@ -21,8 +21,8 @@ pub struct GatewayConfig {
     /// server registered gets a broker user of its own for its agent.
     pub broker_admin_url: Option<String>,
     /// The broker address agents on other hosts connect to (`amqp://host:5672/vhost`, no
-    /// user): the credentials a registration answers are put into it. By default the
-    /// gateway's own first URL, without its user.
+    /// user; several separated by commas for a cluster): the credentials a registration
+    /// answers are put into each. By default the gateway's own `HOSTING_AMQP_URL`.
     pub agent_amqp_url: Option<String>,
     /// An agent is `unreachable` when it has not beaten for three of these.
     pub heartbeat_interval: Duration,

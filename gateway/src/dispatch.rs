@@ -147,7 +147,12 @@ impl Handler for DeadLetters {
                 ),
                 Some("expired") => "it expired in its queue before a consumer took it".into(),
                 Some("maxlen") => "its queue was full".into(),
-                _ => "its consumer rejected it".into(),
+                // An agent's consumer, which may not publish dead letters itself (see
+                // `Bus::act_as_agent`): its log says why.
+                _ => format!(
+                    "its consumer rejected it (the log of the service reading {} says why)",
+                    h.get("x-first-death-queue").map_or("its queue", String::as_str)
+                ),
             }
         });
         let fail_task = h.get("x-hosting-fail-task").is_none_or(|v| v == "true");
@@ -156,8 +161,14 @@ impl Handler for DeadLetters {
         let recorded = self
             .store
             .record_dead_letter(&store::NewDeadLetter {
-                queue: h.get("x-hosting-queue").map(String::as_str),
-                exchange: h.get("x-hosting-exchange").map(String::as_str),
+                queue: h
+                    .get("x-hosting-queue")
+                    .or_else(|| h.get("x-first-death-queue"))
+                    .map(String::as_str),
+                exchange: h
+                    .get("x-hosting-exchange")
+                    .or_else(|| h.get("x-first-death-exchange"))
+                    .map(String::as_str),
                 routing_key: h.get("x-hosting-routing-key").map(String::as_str),
                 message_type: message.message_type.as_deref(),
                 reason: &reason,

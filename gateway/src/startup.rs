@@ -133,21 +133,37 @@ impl Application {
     }
 }
 
-/// Records what the servers' agents say of themselves. A beat from a broker user other than
-/// the one its server's agent was given is not believed.
+/// Records what the servers' agents say of themselves. A beat is believed only from the
+/// broker user its server's agent was given (or, for a server given none, the services' own
+/// user), as the broker vouches for it (`user_id`), and only with the routing key of the
+/// server it names.
 async fn record_heartbeats(store: store::Store, bus: bus::Bus) {
-    bus.watch_heartbeats(|beat, sender| {
-        let store = store.clone();
+    let services_user = bus.user();
+    bus.watch_heartbeats(|beat, sender, key| {
+        let (store, services_user) = (store.clone(), services_user.clone());
         async move {
-            let software = serde_json::to_value(&beat.software).unwrap_or_default();
+            let Some(sender) = sender else {
+                return tracing::warn!(server = %beat.server, "a heartbeat without a user_id was ignored");
+            };
+            if key != contract::heartbeat_routing_key(beat.kind, &beat.server) {
+                return tracing::warn!(%key, server = %beat.server, %sender, "a heartbeat naming another server than its routing key was ignored");
+            }
+            let cut = |s: &str| s.chars().take(200).collect::<String>();
+            let software: serde_json::Map<String, serde_json::Value> = beat
+                .software
+                .iter()
+                .take(16)
+                .map(|(k, v)| (cut(k), serde_json::Value::String(cut(v))))
+                .collect();
             match store
                 .record_heartbeat(
                     beat.kind,
                     &beat.server,
-                    sender.as_deref(),
-                    &beat.service,
-                    &beat.version,
-                    &software,
+                    &sender,
+                    &services_user,
+                    &cut(&beat.service),
+                    &cut(&beat.version),
+                    &serde_json::Value::Object(software),
                 )
                 .await
             {

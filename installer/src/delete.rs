@@ -46,12 +46,12 @@ pub async fn run(inst: &Installer, task: &Task, log: &TaskLog) -> Outcome {
         Ok(st) => st,
         Err(e) => return Outcome::Error(format!("{e:#}")),
     };
-    let asked_force = matches!(
-        task.parsed_args(),
-        Ok(contract::TaskArgs::Delete(contract::DeleteArgs {
-            force: true
-        }))
-    );
+    let asked_force = match task.parsed_args() {
+        Ok(contract::TaskArgs::Delete(a)) => a.force,
+        Ok(_) => false,
+        // Unreadable arguments could have asked for force: nothing is done rather than less.
+        Err(e) => return Outcome::Error(e.to_string()),
+    };
     let force = asked_force
         || matches!(
             st.site.status,

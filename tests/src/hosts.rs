@@ -48,9 +48,10 @@ pub struct Network {
 impl Network {
     pub fn create() -> anyhow::Result<Self> {
         let n = NETWORKS.fetch_add(1, Ordering::SeqCst);
-        let v = (std::process::id().wrapping_mul(8).wrapping_add(n)) & 0xffff;
+        // 14 bits: one /24 of 10.64.0.0/10 each, and a name of its own.
+        let v = (std::process::id().wrapping_mul(8).wrapping_add(n)) & 0x3fff;
         let tag = format!("{v:04x}");
-        let net = [10, 200 + ((v >> 8) % 50) as u8, (v & 0xff) as u8];
+        let net = [10, 64 + (v >> 8) as u8, (v & 0xff) as u8];
         let gateway = Ipv4Addr::new(net[0], net[1], net[2], 1);
         let bridge = format!("hb{tag}");
         // A bridge left by a run that was killed goes first.

@@ -297,6 +297,23 @@ impl Stack {
         Ok(())
     }
 
+    /// The servers API's view of server `id` once `ready` holds for it (within 60 s).
+    pub async fn wait_server(&self, id: i64, ready: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (status, s) = self.call("GET", &format!("/servers/{id}"), None).await;
+            assert_eq!(status, 200, "{s}");
+            if ready(&s) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server is not as expected: {s}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Starts the service `bin` on a test host as the process `name`, with only `env` (and
     /// `PATH`, `RUST_LOG`, the queue type): an agent on a host of its own holds nothing of the
     /// control plane's settings or secrets.

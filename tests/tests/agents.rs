@@ -12,22 +12,6 @@ use std::time::Duration;
 use tests::{id, Stack, StackOptions};
 
 /// The servers API's view of one server once `ready` holds for it (within 30 s).
-async fn wait_server(stack: &Stack, id: i64, ready: impl Fn(&Value) -> bool) -> Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let (status, s) = stack.call("GET", &format!("/servers/{id}"), None).await;
-        assert_eq!(status, 200, "{s}");
-        if ready(&s) {
-            return s;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the server is not as expected: {s}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 async fn connect(url: &str) -> Result<Connection, lapin::Error> {
     Connection::connect(url, ConnectionProperties::default()).await
 }
@@ -87,7 +71,9 @@ async fn a_hosts_agent_may_touch_only_its_own_queue_and_is_seen_while_it_beats()
     // The one-host install's agents share the services' user, and beat.
     let (_, servers) = stack.call("GET", "/servers", None).await;
     for s in servers.as_array().cloned().unwrap_or_default() {
-        let seen = wait_server(&stack, id(&s), |v| v["agent"]["state"] == "connected").await;
+        let seen = stack
+            .wait_server(id(&s), |v| v["agent"]["state"] == "connected")
+            .await;
         let software = &seen["agent"]["software"];
         match seen["kind"].as_str() {
             Some("web") => {
@@ -218,6 +204,30 @@ async fn a_hosts_agent_may_touch_only_its_own_queue_and_is_seen_while_it_beats()
         forged.as_ref().is_err_and(refused),
         "another host's heartbeat: {forged:?}"
     );
+    // Nor bind its own queue to another host's routing key, to be sent that host's requests.
+    let ch = agent.create_channel().await.expect("a channel");
+    let bound = ch
+        .queue_bind(
+            format!("{p}.rpc.dbprov.db2").as_str().into(),
+            format!("{p}.rpc").as_str().into(),
+            "dbprov.local".into(),
+            lapin::options::QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await;
+    assert!(bound.as_ref().is_err_and(refused), "{:?}", bound.err());
+    // Nor publish a dead letter (which could fail a task, or be replayed by an operator).
+    let letter = publish(
+        &agent,
+        &format!("{p}.dead-letter"),
+        "",
+        BasicProperties::default().with_type("task.v1".into()),
+    )
+    .await;
+    assert!(
+        letter.as_ref().is_err_and(refused),
+        "a dead letter: {letter:?}"
+    );
     let ch = agent.create_channel().await.expect("a channel");
     let snoop = ch
         .queue_declare(
@@ -245,7 +255,9 @@ async fn a_hosts_agent_may_touch_only_its_own_queue_and_is_seen_while_it_beats()
             ],
         )
         .expect("dbprov for db2");
-    let seen = wait_server(&stack, id(&db2), |v| v["agent"]["state"] == "connected").await;
+    let seen = stack
+        .wait_server(id(&db2), |v| v["agent"]["state"] == "connected")
+        .await;
     assert!(
         seen["agent"]["software"]["mariadb"]
             .as_str()
@@ -268,7 +280,11 @@ async fn a_hosts_agent_may_touch_only_its_own_queue_and_is_seen_while_it_beats()
         "the site's database was not made by db2's agent"
     );
 
-    // A new password: the old one is refused at once.
+    let on_db2 = stack.site(id(&r["site"])).await;
+    let on_local = stack.install_site("local.acme.example", "acme").await;
+
+    // A new password: the old one is refused at once, and the agent connected with it is cut
+    // off (it turns unreachable within three beats).
     let (status, fresh) = stack
         .call("POST", &format!("/servers/{}/credentials", id(&db2)), None)
         .await;
@@ -280,12 +296,10 @@ async fn a_hosts_agent_may_touch_only_its_own_queue_and_is_seen_while_it_beats()
     let fresh_url = fresh["env"]["HOSTING_AMQP_URL"].as_str().unwrap_or("");
     let c = connect(fresh_url).await.expect("the new password works");
     let _ = c.close(200, "done".into()).await;
-
-    // Stopped, the agent turns unreachable within three beats.
-    let on_db2 = stack.site(id(&r["site"])).await;
-    let on_local = stack.install_site("local.acme.example", "acme").await;
+    let gone = stack
+        .wait_server(id(&db2), |v| v["agent"]["state"] == "unreachable")
+        .await;
     stack.kill("dbprov-db2");
-    let gone = wait_server(&stack, id(&db2), |v| v["agent"]["state"] == "unreachable").await;
     // Workers measure silence against the freshest beat (not the clock, which would hold
     // every task back while no gateway records beats): wait until the others have beaten on.
     let last = |v: &Value| {
@@ -302,10 +316,11 @@ async fn a_hosts_agent_may_touch_only_its_own_queue_and_is_seen_while_it_beats()
         .and_then(|l| l.iter().find(|s| s["kind"] == "db"))
         .map(id)
         .expect("the local db server");
-    wait_server(&stack, local_db, |v| {
-        (last(v) - silent_since).as_seconds_f64() > 3.5
-    })
-    .await;
+    stack
+        .wait_server(local_db, |v| {
+            (last(v) - silent_since).as_seconds_f64() > 3.5
+        })
+        .await;
 
     // A task for a site on that host waits, queued, saying for what; another host's goes on.
     let (_, r) = stack
@@ -365,7 +380,9 @@ async fn a_hosts_agent_may_touch_only_its_own_queue_and_is_seen_while_it_beats()
             ],
         )
         .expect("dbprov for db2 again");
-    wait_server(&stack, id(&db2), |v| v["agent"]["state"] == "connected").await;
+    stack
+        .wait_server(id(&db2), |v| v["agent"]["state"] == "connected")
+        .await;
     let done = stack.wait_task(waiting, Duration::from_secs(60)).await;
     stack.assert_success(&done).await;
 

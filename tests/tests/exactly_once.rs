@@ -383,7 +383,8 @@ async fn messages_that_do_not_match_their_task_are_kept_as_dead_letters() {
             .is_some_and(|r| r.contains("task.v9")),
         "{letters:?}"
     );
-    // An RPC of a version the agent does not read is refused in the same way, and kept.
+    // An RPC of a version the agent does not read is refused too, and kept (an agent may not
+    // publish dead letters: it rejects, the broker dead-letters, and its log says why).
     stack
         .publish(
             "rpc",
@@ -393,18 +394,22 @@ async fn messages_that_do_not_match_their_task_are_kept_as_dead_letters() {
         )
         .await;
     let rpc_letters = wait_letters(&stack, |l| {
-        l.iter().any(|x| {
-            x["reason"]
-                .as_str()
-                .is_some_and(|r| r.contains("webconf.v2"))
-        })
+        l.iter().any(|x| x["message_type"] == "webconf.v2")
     })
     .await;
     assert!(
-        rpc_letters.iter().any(|x| x["reason"]
-            .as_str()
-            .is_some_and(|r| r.contains("webconf.v2") && r.contains("webconf.v1"))),
+        rpc_letters.iter().any(|x| x["message_type"] == "webconf.v2"
+            && x["queue"]
+                .as_str()
+                .is_some_and(|q| q.ends_with(".rpc.webconf.local"))
+            && x["reason"].as_str().is_some_and(|r| r.contains("rejected"))),
         "{rpc_letters:?}"
+    );
+    let webconf_log =
+        std::fs::read_to_string(stack.dir.join("logs/webconf.log")).unwrap_or_default();
+    assert!(
+        webconf_log.contains("webconf.v2") && webconf_log.contains("webconf.v1"),
+        "webconf's log does not say why"
     );
     // The backup it lied about is untouched, and runs once the backupper is back.
     let (_, b) = stack.call("GET", &format!("/tasks/{backup}"), None).await;

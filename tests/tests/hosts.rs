@@ -10,22 +10,6 @@ use std::time::Duration;
 use tests::hosts::{Host, MariaDb, Network, HOST_MARIADB_SOCKET, HOST_ROOT};
 use tests::{id, password_from_settings, Stack, StackOptions};
 
-async fn wait_server(stack: &Stack, id: i64, ready: impl Fn(&Value) -> bool) -> Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let (status, s) = stack.call("GET", &format!("/servers/{id}"), None).await;
-        assert_eq!(status, 200, "{s}");
-        if ready(&s) {
-            return s;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the server is not as expected: {s}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// Registers a server; answers it with its agent's environment.
 async fn register(stack: &Stack, body: Value) -> (Value, Vec<(String, String)>) {
     let (status, server) = stack.call("POST", "/servers", Some(body)).await;
@@ -140,14 +124,12 @@ async fn hosts_of_their_own_run_their_agents_and_hold_a_sites_database() {
             ("HOSTING_DBPROV_KEY_FILE", format!("{HOST_ROOT}/dbprov.key")),
         ],
     );
-    wait_server(&stack, id(&web2_server), |v| {
-        v["agent"]["state"] == "connected"
-    })
-    .await;
-    wait_server(&stack, id(&db2_server), |v| {
-        v["agent"]["state"] == "connected"
-    })
-    .await;
+    stack
+        .wait_server(id(&web2_server), |v| v["agent"]["state"] == "connected")
+        .await;
+    stack
+        .wait_server(id(&db2_server), |v| v["agent"]["state"] == "connected")
+        .await;
 
     // Each host's verify asks its own agent, which answers for its own software.
     let web_log = verify_server(&stack, &web2_server).await;

@@ -24,9 +24,10 @@ async fn main() -> anyhow::Result<()> {
         contract::Topology::new(&common.prefix),
         "webconf",
     );
+    bus.act_as_agent();
     bus.agent_ready().await;
     // The queue first: requests sent while nginx and php-fpm start wait in it.
-    bus.declare_rpc_queue("webconf", &server).await?;
+    bus.find_rpc_queue("webconf", &server).await?;
     web.prepare().await.context("preparing the web server")?;
     tracing::info!(%server, "webconf ready");
     // Requests handled at once: vhost changes among them are applied together, so many

@@ -114,6 +114,24 @@ impl BrokerAdmin {
         .await
     }
 
+    /// Closes every connection open as `user`: a new password does not end those, and a
+    /// host whose credentials are rotated because it was compromised must be cut off now.
+    /// (By the broker's connection tracking, which knows a connection as soon as it is
+    /// open; the listing of connections lags by the statistics interval.)
+    pub async fn close_connections(&self, user: &str) -> Result<(), AdminError> {
+        match self
+            .send(
+                "DELETE",
+                &format!("/api/connections/username/{}", encode(user)),
+                serde_json::Value::Null,
+            )
+            .await
+        {
+            Err(AdminError::Refused(_, 404, _)) => Ok(()),
+            other => other,
+        }
+    }
+
     /// Removes `user`, if there is one (its connections are closed by the broker).
     pub async fn delete_user(&self, user: &str) -> Result<(), AdminError> {
         match self

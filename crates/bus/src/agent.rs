@@ -101,11 +101,12 @@ pub async fn program_version(program: &str, args: &[&str]) -> String {
 }
 
 impl Bus {
-    /// Hands every agent heartbeat to `on_beat`, with the user the broker says sent it,
-    /// forever: on a queue of this process's own, made again after a lost connection.
+    /// Hands every agent heartbeat to `on_beat`, with the user the broker says sent it and
+    /// the routing key it came with (which the sender's topic permission allows), forever: on
+    /// a queue of this process's own, made again after a lost connection.
     pub async fn watch_heartbeats<F, Fut>(&self, on_beat: F)
     where
-        F: Fn(Heartbeat, Option<String>) -> Fut,
+        F: Fn(Heartbeat, Option<String>, String) -> Fut,
         Fut: Future<Output = ()>,
     {
         use futures_util::StreamExt;
@@ -118,8 +119,14 @@ impl Bus {
                             .user_id()
                             .as_ref()
                             .map(|u| u.as_str().to_owned());
+                        let key = delivery.routing_key.as_str().to_owned();
+                        // A heartbeat is small; anything else is not one.
+                        if delivery.data.len() > 8192 {
+                            tracing::warn!(?sender, "an oversized heartbeat ignored");
+                            continue;
+                        }
                         match serde_json::from_slice::<Heartbeat>(&delivery.data) {
-                            Ok(beat) => on_beat(beat, sender).await,
+                            Ok(beat) => on_beat(beat, sender, key).await,
                             Err(e) => {
                                 tracing::warn!(error = %e, ?sender, "unreadable heartbeat ignored")
                             }

@@ -127,7 +127,12 @@ impl Bus {
             let handler = handler.clone();
             let (bus, queue_name) = (self.clone(), queue.to_owned());
             let parent = trace::context_from_headers(delivery.properties.headers().as_ref());
-            let span = tracing::info_span!("message", queue, message_type = tracing::field::Empty);
+            let span = tracing::info_span!(
+                "message",
+                queue,
+                message_type = tracing::field::Empty,
+                hosting.task.id = tracing::field::Empty,
+            );
             trace::set_parent(&span, parent);
             tokio::spawn(
                 async move {
@@ -149,6 +154,9 @@ impl Bus {
                     };
                     if let Some(kind) = &incoming.message_type {
                         tracing::Span::current().record("message_type", kind.as_str());
+                    }
+                    if let Some(f) = incoming.fence {
+                        tracing::Span::current().record("hosting.task.id", f.task.0);
                     }
                     // A handler that panics (a bug) ends this message, never the consumer:
                     // the message goes to the dead-letter queue with the reason in the log.
@@ -185,6 +193,10 @@ impl Bus {
                         // Published to the dead-letter exchange as it came, with why and from
                         // where, then taken off this queue; if that publish fails, the broker's
                         // own dead-lettering (without the reason) takes it.
+                        Disposition::DeadLetter { reason, .. } if bus.rejects_dead_letters() => {
+                            tracing::warn!(queue = %queue_name, %reason, "rejecting a message (the broker dead-letters it)");
+                            delivery.reject(BasicRejectOptions { requeue: false }).await
+                        }
                         Disposition::DeadLetter { reason, fail_task } => {
                             tracing::warn!(queue = %queue_name, %reason, "dead-lettering a message");
                             let mut headers = delivery.properties.headers().clone().unwrap_or_default();

@@ -71,9 +71,8 @@ fn is_precondition_failed(e: &lapin::Error) -> bool {
     matches!(e.kind(), lapin::ErrorKind::ProtocolError(a) if a.get_id() == 406)
 }
 
-/// Whether the broker refused an operation because the user may not do it (403).
-pub fn is_access_refused(e: &BusError) -> bool {
-    matches!(e, BusError::Protocol(l) if matches!(l.kind(), lapin::ErrorKind::ProtocolError(a) if a.get_id() == 403))
+fn is_not_found(e: &lapin::Error) -> bool {
+    matches!(e.kind(), lapin::ErrorKind::ProtocolError(a) if a.get_id() == 404)
 }
 
 /// An AMQP URL without its password, for logs.
@@ -143,6 +142,11 @@ struct BusInner {
     name: String,
     topology: Topology,
     live: Mutex<Option<Arc<Live>>>,
+    /// An agent on a host of its own may not publish to the dead-letter exchange (a host must
+    /// not be able to fail other hosts' tasks or plant messages for an operator to replay):
+    /// its consumers reject poison messages instead, and the broker dead-letters them through
+    /// the queue's own dead-letter exchange, which the control plane declared.
+    reject_dead_letters: std::sync::atomic::AtomicBool,
 }
 
 /// How many times a quorum queue hands out one message before the broker dead-letters it: a
@@ -171,6 +175,7 @@ impl Bus {
                 name: connection_name.to_owned(),
                 topology,
                 live: Mutex::new(None),
+                reject_dead_letters: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -376,9 +381,7 @@ impl Bus {
                 Ok(()) => {
                     let _ = ch.close(200, "checked".into()).await;
                 }
-                Err(e) if matches!(e.kind(), lapin::ErrorKind::ProtocolError(a) if a.get_id() == 404) => {
-                    return self.declare_topology(&[]).await
-                }
+                Err(e) if is_not_found(&e) => return self.declare_topology(&[]).await,
                 Err(e) => return Err(e.into()),
             }
         }
@@ -400,41 +403,70 @@ impl Bus {
             .unwrap_or_else(|| "guest".into())
     }
 
-    /// Publishes an agent's heartbeat under its own broker user. Not mandatory: with no
-    /// control plane listening yet, it is simply not heard.
+    /// Publishes an agent's heartbeat under its own broker user (which the broker checks
+    /// against `user_id`). With no control plane listening yet it is unroutable, and simply
+    /// not heard.
     pub async fn publish_heartbeat(&self, beat: &contract::Heartbeat) -> Result<(), BusError> {
         let body = serde_json::to_vec(beat)
             .map_err(|e| BusError::Unreachable(format!("could not encode a heartbeat: {e}")))?;
-        let live = self.live().await?;
         let props = BasicProperties::default()
             .with_content_type("application/json".into())
             .with_type(contract::HEARTBEAT_MESSAGE_TYPE.into())
             .with_user_id(self.user().into())
             .with_expiration("60000".into());
         let key = contract::heartbeat_routing_key(beat.kind, &beat.server);
-        let confirm = live
-            .publisher
-            .basic_publish(
-                self.inner.topology.events_exchange().as_str().into(),
-                key.as_str().into(),
-                BasicPublishOptions::default(),
-                &body,
-                props,
+        match self
+            .publish_with(&self.inner.topology.events_exchange(), &key, &body, props)
+            .await
+        {
+            Err(BusError::Unroutable(..)) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Makes this process an agent on a host of its own: see `reject_dead_letters`.
+    pub fn act_as_agent(&self) {
+        self.inner
+            .reject_dead_letters
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn rejects_dead_letters(&self) -> bool {
+        self.inner
+            .reject_dead_letters
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The RPC queue of `<service>.<server>` as it is, or declared and bound when it is not
+    /// there yet (a one-host install, whose agents share the services' user). On a host of
+    /// its own the control plane declared and bound it at registration, and the agent's user
+    /// may neither declare a queue nor bind one: it could otherwise bind its queue to another
+    /// host's routing key and receive that host's requests.
+    pub async fn find_rpc_queue(
+        &self,
+        service: &str,
+        server: &domain::Name,
+    ) -> Result<String, BusError> {
+        let queue = self.inner.topology.rpc_queue(service, server);
+        let ch = self.channel().await?;
+        let found = ch
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
             )
             .await;
-        let result = match confirm {
-            Ok(c) => match tokio::time::timeout(Duration::from_secs(10), c).await {
-                Ok(Ok(Confirmation::Nack(_))) => Err(BusError::Nacked),
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(e)) => Err(e.into()),
-                Err(_) => Err(BusError::Unreachable("no confirm within 10 s".into())),
-            },
+        match found {
+            Ok(_) => {
+                let _ = ch.close(200, "found".into()).await;
+                Ok(queue)
+            }
+            Err(e) if is_not_found(&e) => self.declare_rpc_queue(service, server).await,
             Err(e) => Err(e.into()),
-        };
-        if result.is_err() {
-            self.forget(&live).await;
         }
-        result
     }
 
     /// Declares a durable queue with the dead-letter exchange and binds it.

@@ -252,9 +252,10 @@ struct RpcServer<R, H> {
 }
 
 impl<R: contract::Rpc, H: Serve<R>> RpcServer<R, H> {
-    /// The request read and handled, as the reply to send; or why it cannot be handled at
-    /// all (dead-lettered with that reason).
-    async fn answer(&self, message: &Incoming) -> Result<Vec<u8>, String> {
+    /// The request, if it is one this service reads: of its message type (and version), and
+    /// parsing. Checked before anything else, the lease epoch among it: a message that is
+    /// not a request must not move the fence.
+    fn read(message: &Incoming) -> Result<R::Request, String> {
         match message.message_type.as_deref() {
             Some(t) if t == R::MESSAGE_TYPE => {}
             other => {
@@ -266,8 +267,11 @@ impl<R: contract::Rpc, H: Serve<R>> RpcServer<R, H> {
                 ))
             }
         }
-        let request: R::Request = serde_json::from_slice(&message.data)
-            .map_err(|e| format!("the {} request does not parse: {e}", R::MESSAGE_TYPE))?;
+        serde_json::from_slice(&message.data)
+            .map_err(|e| format!("the {} request does not parse: {e}", R::MESSAGE_TYPE))
+    }
+
+    async fn answer(&self, request: R::Request) -> Vec<u8> {
         let reply = match self.handler.handle(request).await {
             Ok(body) => contract::RpcReply::Ok { body },
             Err(message) => {
@@ -275,34 +279,11 @@ impl<R: contract::Rpc, H: Serve<R>> RpcServer<R, H> {
                 contract::RpcReply::Error { message }
             }
         };
-        serde_json::to_vec(&reply).map_err(|e| format!("the reply does not encode: {e}"))
+        encode(&reply)
     }
-}
 
-impl<R: contract::Rpc, H: Serve<R>> Handler for RpcServer<R, H> {
-    async fn handle(&self, message: Incoming) -> Disposition {
-        // A request made under an older claim than one seen for its task comes from a worker
-        // that lost its lease: refused, with nothing done.
-        let answer = match message.fence {
-            Some(f) => match self.seen.admit(f) {
-                Ok(()) => crate::fence::scope(f, self.answer(&message)).await,
-                Err(newest) => serde_json::to_vec(&contract::RpcReply::<()>::Error {
-                    message: format!(
-                        "refused: this request for task {} comes under lease epoch {}, and epoch {newest} has been seen since (another worker runs the task now)",
-                        f.task, f.epoch
-                    ),
-                })
-                .map_err(|e| e.to_string()),
-            },
-            None => self.answer(&message).await,
-        };
-        let answer = match answer {
-            Ok(a) => a,
-            Err(reason) => {
-                tracing::error!(%reason, service = R::SERVICE, "unreadable request dead-lettered");
-                return Disposition::dead_letter(reason, false);
-            }
-        };
+    /// Sends `answer` to the caller, if one waits; whether the message is done with.
+    async fn reply(&self, message: &Incoming, answer: &[u8]) -> Disposition {
         let (Some(reply_to), Some(correlation)) = (&message.reply_to, &message.correlation_id)
         else {
             return Disposition::Ack; // nobody waits for an answer
@@ -313,7 +294,7 @@ impl<R: contract::Rpc, H: Serve<R>> Handler for RpcServer<R, H> {
         let replies = self.bus.topology().replies_exchange();
         match self
             .bus
-            .publish_with(&replies, reply_to, &answer, props)
+            .publish_with(&replies, reply_to, answer, props)
             .await
         {
             // The caller went away (its reply queue is gone): the work is done and idempotent,
@@ -330,6 +311,45 @@ impl<R: contract::Rpc, H: Serve<R>> Handler for RpcServer<R, H> {
     }
 }
 
+fn encode<T: serde::Serialize>(reply: &contract::RpcReply<T>) -> Vec<u8> {
+    serde_json::to_vec(reply).unwrap_or_else(|e| {
+        format!(r#"{{"outcome":"error","message":"the reply does not encode: {e}"}}"#).into_bytes()
+    })
+}
+
+impl<R: contract::Rpc, H: Serve<R>> Handler for RpcServer<R, H> {
+    async fn handle(&self, message: Incoming) -> Disposition {
+        let request = match Self::read(&message) {
+            Ok(r) => r,
+            Err(reason) => {
+                // The caller learns at once why, rather than at its timeout; the message is
+                // kept as a dead letter.
+                tracing::error!(%reason, service = R::SERVICE, "unreadable request dead-lettered");
+                let refusal = encode(&contract::RpcReply::<()>::Error {
+                    message: reason.clone(),
+                });
+                self.reply(&message, &refusal).await;
+                return Disposition::dead_letter(reason, false);
+            }
+        };
+        // A request made under an older claim than one seen for its task comes from a worker
+        // that lost its lease: refused, with nothing done.
+        let answer = match message.fence {
+            Some(f) => match self.seen.admit(f) {
+                Ok(()) => crate::fence::scope(f, self.answer(request)).await,
+                Err(newest) => encode(&contract::RpcReply::<()>::Error {
+                    message: format!(
+                        "refused: this request for task {} comes under lease epoch {}, and epoch {newest} has been seen since (another worker runs the task now)",
+                        f.task, f.epoch
+                    ),
+                }),
+            },
+            None => self.answer(request).await,
+        };
+        self.reply(&message, &answer).await
+    }
+}
+
 impl Bus {
     /// Serves `R` for `server` forever.
     pub async fn serve<R: contract::Rpc, H: Serve<R>>(
@@ -339,10 +359,10 @@ impl Bus {
         handler: H,
     ) {
         let queue = loop {
-            match self.declare_rpc_queue(R::SERVICE, server).await {
+            match self.find_rpc_queue(R::SERVICE, server).await {
                 Ok(q) => break q,
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot declare the RPC queue yet");
+                    tracing::warn!(error = %e, "cannot find or declare the RPC queue yet (a host of its own needs its server registered)");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }

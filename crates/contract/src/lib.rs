@@ -64,21 +64,21 @@ impl Topology {
     pub fn agent_user(&self, kind: ServerKind, server: &Name) -> String {
         format!("{}.agent.{kind}.{server}", self.prefix)
     }
-    /// What the agent of `server` may do on the broker, as RabbitMQ permission patterns: declare
-    /// and read its own RPC queue (and bind it to the RPC exchange); publish replies, dead
-    /// letters (its consumer's poison messages) and its own heartbeats (`agent.<kind>.<name>`
-    /// on the events exchange, the only routing key its topic permission allows). Nothing
-    /// else: no task queue, no other host's queue, no event of a task.
+    /// What the agent of `server` may do on the broker, as RabbitMQ permission patterns: read
+    /// (consume) its own RPC queue, which the control plane declared and bound at
+    /// registration; publish replies, and its own heartbeats (`agent.<kind>.<name>` on the
+    /// events exchange, the only routing key its topic permission allows). Nothing else: it
+    /// declares nothing (so it makes no exchange or queue to route through), binds nothing
+    /// (it needs write on a queue and read on an exchange for that, and has neither), reads no
+    /// other queue, publishes no task, no dead letter and no event of a task.
     pub fn agent_grant(&self, kind: ServerKind, server: &Name) -> AgentGrant {
         let q = regex_escape(&self.rpc_queue(agent_service(kind), server));
-        let rpc = regex_escape(&self.rpc_exchange());
         let replies = regex_escape(&self.replies_exchange());
         let events = regex_escape(&self.events_exchange());
-        let dead = regex_escape(&self.dead_letter_exchange());
         AgentGrant {
-            configure: format!("^{q}$"),
-            write: format!("^({q}|{replies}|{events}|{dead})$"),
-            read: format!("^({q}|{rpc})$"),
+            configure: "^$".into(),
+            write: format!("^({replies}|{events})$"),
+            read: format!("^{q}$"),
             events_exchange: self.events_exchange(),
             events_write: format!("^{}$", regex_escape(&heartbeat_routing_key(kind, server))),
         }
@@ -142,12 +142,14 @@ pub const TASK_MESSAGE_TYPE: &str = "task.v1";
 pub const WEBCONF_MESSAGE_TYPE: &str = "webconf.v1";
 pub const DBPROV_MESSAGE_TYPE: &str = "dbprov.v1";
 pub const EVENT_MESSAGE_TYPE: &str = "event.v1";
-pub const BACKUP_MESSAGE_TYPE: &str = "backup.v1";
+/// v2: the reply says which it is (`BackupperReply`).
+pub const BACKUP_MESSAGE_TYPE: &str = "backup.v2";
 
 /// A task's arguments: one variant per kind of task that takes any. The gateway parses a
 /// request into one, the store keeps its JSON (the `args` column, as the API shows it), and a
 /// worker reads it back with [`TaskArgs::of`], by the task's type, so a worker never picks keys
-/// out of loose JSON.
+/// out of loose JSON. Reading is lenient about keys it does not know (what a later version
+/// might add); the API's own checks are strict.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum TaskArgs {
@@ -167,7 +169,6 @@ pub enum TaskArgs {
 pub struct NoArgs {}
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct BackupArgs {
     /// The backup's description (one line of text); the backupper's default when none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -175,19 +176,16 @@ pub struct BackupArgs {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct BackupRef {
     pub backup: domain::BackupId,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct BackupDeleteArgs {
     pub backups: Vec<domain::BackupId>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct DeleteArgs {
     /// Delete whatever state the site is in, going on past what cannot be removed.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -195,7 +193,6 @@ pub struct DeleteArgs {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct MoveArgs {
     pub platform: domain::PlatformId,
     /// A new domain (a rename, or the clone's).
@@ -210,15 +207,26 @@ pub struct MoveArgs {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct MigrateSitesArgs {
     pub target: domain::PlatformId,
+    /// Sites moved at once (the API's default, 4).
+    #[serde(default = "MigrateSitesArgs::default_concurrency")]
     pub concurrency: u32,
+    /// Failures after which no more are started (the API's default, 3).
+    #[serde(default = "MigrateSitesArgs::default_failure_budget")]
     pub failure_budget: u32,
 }
 
+impl MigrateSitesArgs {
+    fn default_concurrency() -> u32 {
+        4
+    }
+    fn default_failure_budget() -> u32 {
+        3
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ServerArgs {
     pub server: domain::ServerId,
 }
@@ -663,7 +671,16 @@ mod tests {
             serde_json::json!({})
         );
         assert!(TaskArgs::of(TaskType::Restore, &serde_json::json!({"backup": "x"})).is_err());
-        assert!(TaskArgs::of(TaskType::Backup, &serde_json::json!({"force": true})).is_err());
+        assert!(TaskArgs::of(TaskType::Restore, &serde_json::json!({})).is_err());
+        // Written before the defaults were spelled out.
+        assert_eq!(
+            TaskArgs::of(TaskType::MigrateSites, &serde_json::json!({"target": 2})),
+            Ok(TaskArgs::MigrateSites(MigrateSitesArgs {
+                target: domain::PlatformId(2),
+                concurrency: 4,
+                failure_budget: 3
+            }))
+        );
     }
 
     #[test]
@@ -671,12 +688,9 @@ mod tests {
         let t = Topology::new("hosting-t1");
         let web2 = Name::parse("web2").unwrap();
         let g = t.agent_grant(ServerKind::Web, &web2);
-        assert_eq!(g.configure, r"^hosting\-t1\.rpc\.webconf\.web2$");
-        assert_eq!(
-            g.read,
-            r"^(hosting\-t1\.rpc\.webconf\.web2|hosting\-t1\.rpc)$"
-        );
-        assert!(!g.write.contains("tasks"), "{}", g.write);
+        assert_eq!(g.configure, "^$");
+        assert_eq!(g.read, r"^hosting\-t1\.rpc\.webconf\.web2$");
+        assert_eq!(g.write, r"^(hosting\-t1\.replies|hosting\-t1\.events)$");
         assert_eq!(g.events_write, r"^agent\.web\.web2$");
         assert_eq!(
             t.agent_user(ServerKind::Db, &web2),

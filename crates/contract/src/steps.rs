@@ -1,7 +1,9 @@
 //! The steps of every saga, as types. A saga's action and undo match on its step enum with no
 //! catch-all, so a step added here does not compile until both say what it does; the list of a
-//! saga's steps is made from the enum by the same macro, so the crash tests, which iterate it,
-//! cover a new step by themselves. A step's name is what the saga's stored progress and the
+//! saga's steps (`ALL`) is made from the enum by the same macro, so the crash tests, which
+//! iterate it, cover a new step by themselves. Migrate and clone share `MoveStep` and run the
+//! subsets `MoveStep::MIGRATE` and `MoveStep::CLONE`, written out by hand: a unit test below
+//! fails for a step in neither. A step's name is what the saga's stored progress and the
 //! fault-injection knobs (`HOSTING_SAGA_CRASH_AT=<saga>:<step>:<before|after>`) call it.
 
 /// One step of a saga.

@@ -408,12 +408,15 @@ impl Store {
 
     /// Records an agent's heartbeat for the server of that name and kind, if it is registered
     /// and `sender` (the broker-checked user the beat came from) is the one its agent was
-    /// given, or it was given none (a one-host install). Answers whether it was recorded.
+    /// given, or the services' own user for a server given none (a one-host install).
+    /// Answers whether it was recorded.
+    #[allow(clippy::too_many_arguments)]
     pub async fn record_heartbeat(
         &self,
         kind: ServerKind,
         name: &Name,
-        sender: Option<&str>,
+        sender: &str,
+        services_user: &str,
         service: &str,
         version: &str,
         software: &serde_json::Value,
@@ -421,7 +424,8 @@ impl Store {
         let done = sqlx::query(
             "INSERT INTO server_agents (server_id, service, version, software)
              SELECT id, $3, $4, $5 FROM servers
-              WHERE name = $1 AND kind = $2 AND (broker_user IS NULL OR broker_user = $6)
+              WHERE name = $1 AND kind = $2
+                AND (broker_user = $6 OR (broker_user IS NULL AND $6 = $7))
              ON CONFLICT (server_id) DO UPDATE
                SET service = EXCLUDED.service, version = EXCLUDED.version,
                    software = EXCLUDED.software, last_seen = now()",
@@ -432,6 +436,7 @@ impl Store {
         .bind(version)
         .bind(software)
         .bind(sender)
+        .bind(services_user)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() > 0)
@@ -442,14 +447,16 @@ impl Store {
     /// beaten for `silence` while others have: the task waits for them rather than failing
     /// half-way. Measured against the freshest heartbeat, not the clock, so that while nobody
     /// records heartbeats (every gateway down) no task is held back. An agent never seen is
-    /// not waited for (a task that needs it fails with the reason, as without heartbeats).
+    /// not waited for (a task that needs it fails with the reason, as without heartbeats), and
+    /// neither is any by a forced delete, which goes on past what it cannot reach.
     pub async fn agents_away(
         &self,
         task: TaskId,
         silence: std::time::Duration,
     ) -> Result<Vec<AgentAway>> {
         let rows = sqlx::query(
-            "WITH t AS (SELECT site_id, platform_id, args FROM tasks WHERE id = $1 AND status = 'queued'),
+            "WITH t AS (SELECT site_id, platform_id, args FROM tasks WHERE id = $1 AND status = 'queued'
+                          AND NOT (type = 'delete' AND args @> '{\"force\": true}')),
              needed AS (
                  SELECT p.server_id AS id FROM t JOIN sites s ON s.id = t.site_id
                    JOIN platforms p ON p.id = s.platform_id
@@ -484,6 +491,16 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// The last line of a task's log.
+    pub async fn last_log_line(&self, task: TaskId) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT message FROM task_log WHERE task_id = $1 ORDER BY id DESC LIMIT 1",
+        )
+        .bind(task.0)
+        .fetch_optional(&self.pool)
+        .await?)
     }
 
     /// What each server's agent said last, with how long ago (by the database's clock).

@@ -872,7 +872,9 @@ impl Store {
                AND (t.dispatched_at IS NULL OR t.dispatched_at < now() - make_interval(secs => $1))
                AND t.created_at < now() - make_interval(secs => $1)
                AND NOT EXISTS (SELECT 1 FROM outbox o WHERE (o.payload->>'task')::bigint = t.id)
-             ORDER BY t.id LIMIT 500 FOR UPDATE SKIP LOCKED",
+             -- Least recently dispatched first: many tasks waiting for a host that is down
+             -- do not hold back the others' redispatch.
+             ORDER BY t.dispatched_at NULLS FIRST, t.id LIMIT 500 FOR UPDATE SKIP LOCKED",
         )
         .bind(redispatch_after.as_secs_f64())
         .fetch_all(&mut *tx)

@@ -23,6 +23,7 @@ impl Drop for Guard {
     }
 }
 
+/// Call from within the service's tokio runtime (its `main`).
 pub fn init(service: &'static str) -> Guard {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let mut builder = SdkTracerProvider::builder().with_resource(
@@ -36,7 +37,18 @@ pub fn init(service: &'static str) -> Guard {
             .with_http()
             .build()
         {
-            Ok(exporter) => builder = builder.with_batch_exporter(exporter),
+            // The batch processor runs on the service's tokio runtime: the OTLP exporter's
+            // hyper client needs one (on the SDK's own processor thread it panicked at the
+            // first export, and no span ever left).
+            Ok(exporter) => {
+                let processor =
+                    opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor::builder(
+                        exporter,
+                        opentelemetry_sdk::runtime::Tokio,
+                    )
+                    .build();
+                builder = builder.with_span_processor(processor);
+            }
             Err(e) => export_error = Some(e.to_string()),
         }
     }

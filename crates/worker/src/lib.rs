@@ -225,12 +225,16 @@ impl<H: TaskHandler> Worker<H> {
                 )
             })
             .collect();
-        TaskLog::new(self.store.clone(), self.bus.clone(), msg.task)
-            .info(format!(
-                "waiting: the agent {} is unreachable; the task stays queued and runs once it is back",
-                names.join(", ")
-            ))
-            .await;
+        let line = format!(
+            "waiting: the agent {} is unreachable; the task stays queued and runs once it is back",
+            names.join(", ")
+        );
+        // Said once per wait, not at every dispatch.
+        if self.store.last_log_line(msg.task).await.ok().flatten() != Some(line.clone()) {
+            TaskLog::new(self.store.clone(), self.bus.clone(), msg.task)
+                .info(line)
+                .await;
+        }
         true
     }
 }
@@ -366,18 +370,38 @@ impl<H: TaskHandler> Handler for Worker<H> {
         // `HOSTING_PANIC_IN_TASK=<type>` makes one panic, for the tests that prove it.
         let injected =
             std::env::var("HOSTING_PANIC_IN_TASK").is_ok_and(|t| t == task.task_type.as_str());
+        // The task's span: what the trace of a task shows of it, and the parent of every RPC
+        // the handler makes (the agents' spans join it).
+        let task_span = tracing::info_span!(
+            "task",
+            otel.name = %format!("{} task", task.task_type),
+            hosting.task.id = task.id.0,
+            hosting.task.type = %task.task_type,
+            hosting.task.attempt = task.attempts,
+            hosting.site.id = tracing::field::Empty,
+            hosting.platform.id = tracing::field::Empty,
+        );
+        if let Some(site) = task.site {
+            task_span.record("hosting.site.id", site.0);
+        }
+        if let Some(platform) = task.platform {
+            task_span.record("hosting.platform.id", platform.0);
+        }
         let run = bus::fence::scope(
             fence,
-            std::panic::AssertUnwindSafe(async {
-                if injected {
-                    panic!(
-                        "panic injected in a {} task (HOSTING_PANIC_IN_TASK)",
-                        task.task_type
-                    );
-                }
-                // On the heap: a saga's future is large, and the worker thread's stack is not.
-                Box::pin(self.handler.run(&task, &log)).await
-            })
+            std::panic::AssertUnwindSafe(tracing::Instrument::instrument(
+                async {
+                    if injected {
+                        panic!(
+                            "panic injected in a {} task (HOSTING_PANIC_IN_TASK)",
+                            task.task_type
+                        );
+                    }
+                    // On the heap: a saga's future is large, and the worker thread's stack is not.
+                    Box::pin(self.handler.run(&task, &log)).await
+                },
+                task_span,
+            ))
             .catch_unwind(),
         );
         let ran = tokio::select! {

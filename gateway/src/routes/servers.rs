@@ -89,9 +89,22 @@ pub async fn create(
         None => None,
     };
     let mut server = s.store.create_server(&name, kind, &host, port).await?;
-    // The agent's broker user, made once the name is known to be free (an existing server's
-    // user is never touched here). If the broker will not make it, nothing is registered.
-    let credentials = match issue_credentials(&s, &server).await {
+    // Everything of the record first, the agent's broker user last: a registration that
+    // fails anywhere removes the record (and the user, if it was made), and an operator never
+    // holds credentials of a server that is not registered.
+    let finished = async {
+        if let Some(key) = key {
+            s.store
+                .record_server_public_key(server.id, key.as_str())
+                .await?;
+        }
+        if let Some(dirs) = dirs {
+            server = s.store.set_platform_dirs(server.id, &dirs).await?;
+        }
+        issue_credentials(&s, &server).await
+    }
+    .await;
+    let credentials = match finished {
         Ok(c) => c,
         Err(e) => {
             if let Err(undo) = s.store.delete_fresh_server(server.id).await {
@@ -100,15 +113,11 @@ pub async fn create(
             return Err(e);
         }
     };
-    if let Some(key) = key {
-        s.store
-            .record_server_public_key(server.id, key.as_str())
-            .await?;
-    }
-    if let Some(dirs) = dirs {
-        server = s.store.set_platform_dirs(server.id, &dirs).await?;
-    }
-    let view = view(&s, server).await?;
+    // A server just registered: its agent was never seen.
+    let view = ServerView {
+        agent: AgentView::new(&server, None, s.config.heartbeat_interval),
+        server,
+    };
     Ok((
         StatusCode::CREATED,
         Json(Registered {
@@ -124,18 +133,7 @@ pub async fn list(
     OriginalUri(uri): OriginalUri,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Page<ServerView>> {
-    let agents = s.store.server_agents().await?;
-    let views = s
-        .store
-        .servers()
-        .await?
-        .into_iter()
-        .map(|server| {
-            let seen = agents.iter().find(|a| a.server == server.id);
-            let agent = AgentView::new(&server, seen, s.config.heartbeat_interval);
-            ServerView { server, agent }
-        })
-        .collect();
+    let views = views(&s, s.store.servers().await?).await?;
     Page::from_list(views, &q, &uri, "after", |v| v.server.id.0)
 }
 
@@ -145,7 +143,10 @@ pub async fn get(
     PathId(id): PathId,
 ) -> ApiResult<Json<ServerView>> {
     let server = s.store.server(ServerId(id)).await?;
-    Ok(Json(view(&s, server).await?))
+    let mut one = views(&s, vec![server]).await?;
+    one.pop()
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("server {id}")))
 }
 
 #[derive(serde::Deserialize)]
@@ -200,18 +201,38 @@ pub async fn rotate_credentials(
     caller.require_admin()?;
     let server = s.store.server(ServerId(id)).await?;
     match issue_credentials(&s, &server).await? {
-        Some(c) => Ok(Json(c)),
+        Some(c) => {
+            // A new password leaves open connections open: the old holder is cut off now.
+            if let Some(admin) = &s.broker_admin {
+                admin
+                    .close_connections(&c.broker_user)
+                    .await
+                    .map_err(|e| {
+                        ApiError::Unavailable(
+                            format!("the password is new, but the agent's open connections were not closed: {e}; ask again"),
+                            10,
+                        )
+                    })?;
+            }
+            Ok(Json(c))
+        }
         None => Err(ApiError::Conflict(
             "this control plane makes no broker users (set HOSTING_BROKER_ADMIN_URL to RabbitMQ's management API); its agents use the services' own broker user".into(),
         )),
     }
 }
 
-async fn view(s: &AppState, server: store::Server) -> ApiResult<ServerView> {
+/// Servers with what their agents said last.
+async fn views(s: &AppState, servers: Vec<store::Server>) -> ApiResult<Vec<ServerView>> {
     let agents = s.store.server_agents().await?;
-    let seen = agents.iter().find(|a| a.server == server.id);
-    let agent = AgentView::new(&server, seen, s.config.heartbeat_interval);
-    Ok(ServerView { server, agent })
+    Ok(servers
+        .into_iter()
+        .map(|server| {
+            let seen = agents.iter().find(|a| a.server == server.id);
+            let agent = AgentView::new(&server, seen, s.config.heartbeat_interval);
+            ServerView { server, agent }
+        })
+        .collect())
 }
 
 /// A server as the API shows it: its record and its agent's state.
@@ -279,7 +300,8 @@ pub struct AgentCredentials {
 }
 
 /// Makes (or resets) the broker user of `server`'s agent with a fresh password, when this
-/// control plane manages broker users.
+/// control plane manages broker users, after declaring and binding the agent's RPC queue
+/// (the agent may not). The user is removed again if it cannot be recorded.
 async fn issue_credentials(
     s: &AppState,
     server: &store::Server,
@@ -291,14 +313,6 @@ async fn issue_credentials(
     let topology = s.bus.topology();
     let user = topology.agent_user(server.kind, &server.name);
     let password = hex::encode(rand::rng().random::<[u8; 24]>());
-    let grant = topology.agent_grant(server.kind, &server.name);
-    admin
-        .put_agent_user(&user, &password, &grant)
-        .await
-        .map_err(|e| {
-            ApiError::Unavailable(format!("the agent's broker user was not made: {e}"), 10)
-        })?;
-    s.store.set_server_broker_user(server.id, &user).await?;
     let base = s
         .config
         .agent_amqp_url
@@ -309,10 +323,33 @@ async fn issue_credentials(
             "HOSTING_AGENT_AMQP_URL (or HOSTING_AMQP_URL) is not a URL to put credentials in: {e}"
         ))
     })?;
+    let unavailable = |what: &str, e: String| {
+        ApiError::Unavailable(format!("the agent's {what} was not made: {e}"), 10)
+    };
+    s.bus
+        .declare_rpc_queue(contract::agent_service(server.kind), &server.name)
+        .await
+        .map_err(|e| unavailable("RPC queue", e.to_string()))?;
+    let grant = topology.agent_grant(server.kind, &server.name);
+    admin
+        .put_agent_user(&user, &password, &grant)
+        .await
+        .map_err(|e| unavailable("broker user", e.to_string()))?;
+    if let Err(e) = s.store.set_server_broker_user(server.id, &user).await {
+        if let Err(undo) = admin.delete_user(&user).await {
+            tracing::error!(error = %undo, %user, "could not remove a broker user whose server was not recorded");
+        }
+        return Err(e.into());
+    }
     let mut env = std::collections::BTreeMap::new();
     env.insert("HOSTING_SERVER", server.name.to_string());
     env.insert("HOSTING_PREFIX", s.config.common.prefix.clone());
     env.insert("HOSTING_AMQP_URL", amqp_url);
+    // The control plane calls an agent unreachable after three of its own intervals.
+    env.insert(
+        "HOSTING_HEARTBEAT_SECS",
+        s.config.heartbeat_interval.as_secs_f64().to_string(),
+    );
     Ok(Some(AgentCredentials {
         broker_user: user,
         broker_password: password,
