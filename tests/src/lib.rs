@@ -664,8 +664,11 @@ impl Stack {
         self.page_with(domain, path, &[]).await
     }
 
+    /// Waits for a platform's first verify (generous: a machine running the whole suite at
+    /// once, brokers of the cluster tests among it, can be slow to start a stack).
     pub async fn wait_platform(&self, name: &str) -> anyhow::Result<Value> {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let mut last = Value::Null;
         while Instant::now() < deadline {
             let (_, list) = self.call("GET", "/platforms", None).await;
             if let Some(p) = list
@@ -675,10 +678,12 @@ impl Stack {
                 if p["status"] == "enabled" {
                     return Ok(p.clone());
                 }
+                last = p.clone();
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        bail!("platform {name} was not verified within 30 s")
+        let (_, tasks) = self.call("GET", "/tasks?limit=5", None).await;
+        bail!("platform {name} was not verified within 90 s: {last}; its tasks: {tasks}")
     }
 
     /// Waits until a task ends and returns it.
@@ -951,7 +956,20 @@ impl Stack {
             .collect();
         queues.push(t.rpc_queue("webconf", &local));
         queues.push(t.rpc_queue("dbprov", &local));
+        queues.push(t.rpc_queue("backupper", &local));
         queues.push(t.dead_letter_queue());
+        // And whatever else the test made (the queues of servers it registered).
+        if let Ok(admin) = bus::admin::BrokerAdmin::new(BROKER_ADMIN_URL, AMQP_URL) {
+            for q in admin
+                .queues_named(&format!("{}.", self.prefix))
+                .await
+                .unwrap_or_default()
+            {
+                if !queues.contains(&q) && !q.contains(".reply.") {
+                    queues.push(q);
+                }
+            }
+        }
         let _ = tokio::time::timeout(
             Duration::from_secs(10),
             bus.delete_queues_and_exchanges(&queues),

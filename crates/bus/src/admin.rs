@@ -149,10 +149,23 @@ impl BrokerAdmin {
 
     /// The users whose names start with `prefix` (a test's own, to remove them after).
     pub async fn users_named(&self, prefix: &str) -> Result<Vec<String>, AdminError> {
-        let body = self.get("/api/users").await?;
+        self.names("/api/users?columns=name", prefix).await
+    }
+
+    /// The queues of the services' virtual host whose names start with `prefix`.
+    pub async fn queues_named(&self, prefix: &str) -> Result<Vec<String>, AdminError> {
+        self.names(
+            &format!("/api/queues/{}?columns=name", encode(&self.vhost)),
+            prefix,
+        )
+        .await
+    }
+
+    async fn names(&self, path: &str, prefix: &str) -> Result<Vec<String>, AdminError> {
+        let body = self.get(path).await?;
         let list: Vec<serde_json::Value> = serde_json::from_slice(&body).map_err(|e| {
             AdminError::Refused(
-                "GET /api/users".into(),
+                format!("GET {path}"),
                 200,
                 format!("unreadable answer: {e}"),
             )
