@@ -111,6 +111,8 @@ pub async fn sweeper(
 
 pub struct DeadLetters {
     pub store: Store,
+    /// The topology's prefix: which queues are task queues.
+    pub prefix: String,
 }
 
 /// The task a message names: its `task` field, from JSON or, when the message does not
@@ -155,7 +157,15 @@ impl Handler for DeadLetters {
                 ),
             }
         });
-        let fail_task = h.get("x-hosting-fail-task").is_none_or(|v| v == "true");
+        // A task fails with its own message only: one our consumer says so of, or one the
+        // broker dead-lettered from a task queue (its delivery limit). A request rejected or
+        // expired in an agent's RPC queue names a task it was made for, which goes on.
+        let fail_task = match h.get("x-hosting-fail-task") {
+            Some(v) => v == "true",
+            None => h
+                .get("x-first-death-queue")
+                .is_some_and(|q| q.starts_with(&format!("{}.tasks.", self.prefix))),
+        };
         // The task it names, read loosely: a garbled message may still say which.
         let task = named_task(&message.data);
         let recorded = self

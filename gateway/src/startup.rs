@@ -93,6 +93,7 @@ impl Application {
                 };
                 let dead_letters = async {
                     declare.await;
+                    redeclare_agent_queues(&s).await;
                     let queue = s.bus.topology().dead_letter_queue();
                     s.bus
                         .consume(
@@ -100,6 +101,7 @@ impl Application {
                             4,
                             Arc::new(dispatch::DeadLetters {
                                 store: s.store.clone(),
+                                prefix: s.config.common.prefix.clone(),
                             }),
                         )
                         .await
@@ -130,6 +132,23 @@ impl Application {
         background.abort();
         s.bus.close().await;
         Ok(())
+    }
+}
+
+/// Declares (again) the RPC queue of every registered server's agent: an agent on a host of
+/// its own may not, and a queue lost with a broker's data must not leave it stranded.
+async fn redeclare_agent_queues(s: &AppState) {
+    let servers = match s.store.servers().await {
+        Ok(list) => list,
+        Err(e) => {
+            return tracing::warn!(error = %e, "cannot list the servers to declare their agents' queues")
+        }
+    };
+    for server in servers {
+        let service = contract::agent_service(server.kind);
+        if let Err(e) = s.bus.declare_rpc_queue(service, &server.name).await {
+            tracing::warn!(error = %e, server = %server.name, service, "cannot declare the agent's RPC queue");
+        }
     }
 }
 

@@ -26,8 +26,12 @@ async fn main() -> anyhow::Result<()> {
     );
     bus.act_as_agent();
     bus.agent_ready().await;
-    // The queue first: requests sent while nginx and php-fpm start wait in it.
-    bus.find_rpc_queue("webconf", &server).await?;
+    // The queue first: requests sent while nginx and php-fpm start wait in it. On a host of
+    // its own it is the control plane's to declare (at registration, and at every start).
+    while let Err(e) = bus.find_rpc_queue("webconf", &server).await {
+        tracing::warn!(error = %e, "no RPC queue for this server yet (is it registered?); retrying in 2 s");
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
     web.prepare().await.context("preparing the web server")?;
     tracing::info!(%server, "webconf ready");
     // Requests handled at once: vhost changes among them are applied together, so many

@@ -111,7 +111,22 @@ impl BrokerAdmin {
                 "read": "^$",
             }),
         )
-        .await
+        .await?;
+        // An agent needs one connection and a few channels; a hostile one gets no more.
+        // (Best effort: a broker without per-user limits still gets the permissions above.)
+        for (limit, value) in [("max-connections", 4), ("max-channels", 64)] {
+            if let Err(e) = self
+                .send(
+                    "PUT",
+                    &format!("/api/user-limits/{u}/{limit}"),
+                    serde_json::json!({ "value": value }),
+                )
+                .await
+            {
+                tracing::warn!(error = %e, user, limit, "the broker did not take a per-user limit");
+            }
+        }
+        Ok(())
     }
 
     /// Closes every connection open as `user`: a new password does not end those, and a
@@ -119,17 +134,14 @@ impl BrokerAdmin {
     /// (By the broker's connection tracking, which knows a connection as soon as it is
     /// open; the listing of connections lags by the statistics interval.)
     pub async fn close_connections(&self, user: &str) -> Result<(), AdminError> {
-        match self
-            .send(
-                "DELETE",
-                &format!("/api/connections/username/{}", encode(user)),
-                serde_json::Value::Null,
-            )
-            .await
-        {
-            Err(AdminError::Refused(_, 404, _)) => Ok(()),
-            other => other,
-        }
+        // 204 whether or not any were open; a 404 means a broker without this endpoint,
+        // which must not pass for a host cut off.
+        self.send(
+            "DELETE",
+            &format!("/api/connections/username/{}", encode(user)),
+            serde_json::Value::Null,
+        )
+        .await
     }
 
     /// Removes `user`, if there is one (its connections are closed by the broker).

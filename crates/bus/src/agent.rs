@@ -151,7 +151,15 @@ impl Bus {
                     auto_delete: true,
                     ..Default::default()
                 },
-                FieldTable::default(),
+                {
+                    let mut args = crate::bounded_queue_args(1_000, 8 << 20);
+                    // Stale beats say nothing: whatever the sender set, a minute at most.
+                    args.insert(
+                        "x-message-ttl".into(),
+                        lapin::types::AMQPValue::LongLongInt(60_000),
+                    );
+                    args
+                },
             )
             .await?;
         ch.queue_bind(

@@ -71,6 +71,23 @@ fn is_precondition_failed(e: &lapin::Error) -> bool {
     matches!(e.kind(), lapin::ErrorKind::ProtocolError(a) if a.get_id() == 406)
 }
 
+/// The arguments of a queue that hosts can publish into (a caller's reply queue, the
+/// gateway's heartbeat queue): bounded, the oldest dropped first, so a hostile agent flooding
+/// it cannot fill the broker's memory.
+pub(crate) fn bounded_queue_args(max_messages: i64, max_bytes: i64) -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert("x-max-length".into(), AMQPValue::LongLongInt(max_messages));
+    args.insert(
+        "x-max-length-bytes".into(),
+        AMQPValue::LongLongInt(max_bytes),
+    );
+    args.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("drop-head".into()),
+    );
+    args
+}
+
 fn is_not_found(e: &lapin::Error) -> bool {
     matches!(e.kind(), lapin::ErrorKind::ProtocolError(a) if a.get_id() == 404)
 }
@@ -359,12 +376,9 @@ impl Bus {
     /// what is missing as the others do.
     pub async fn declare_agent_topology(&self) -> Result<(), BusError> {
         let t = &self.inner.topology;
-        for exchange in [
-            t.rpc_exchange(),
-            t.replies_exchange(),
-            t.events_exchange(),
-            t.dead_letter_exchange(),
-        ] {
+        // Only what the agent's user has permissions on (newer brokers want some permission
+        // on a resource even for a passive check).
+        for exchange in [t.replies_exchange(), t.events_exchange()] {
             let ch = self.channel().await?;
             let checked = ch
                 .exchange_declare(

@@ -81,8 +81,9 @@ impl RpcClient {
             auto_delete: true,
             ..Default::default()
         };
-        ch.queue_declare(name.as_str().into(), opts, FieldTable::default())
-            .await?;
+        // Answers are small and taken at once; more than this waiting is a flood.
+        let args = crate::bounded_queue_args(10_000, 64 << 20);
+        ch.queue_declare(name.as_str().into(), opts, args).await?;
         ch.queue_bind(
             name.as_str().into(),
             self.bus.topology().replies_exchange().as_str().into(),

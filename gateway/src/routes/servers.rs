@@ -331,10 +331,11 @@ async fn issue_credentials(
         .await
         .map_err(|e| unavailable("RPC queue", e.to_string()))?;
     let grant = topology.agent_grant(server.kind, &server.name);
-    admin
-        .put_agent_user(&user, &password, &grant)
-        .await
-        .map_err(|e| unavailable("broker user", e.to_string()))?;
+    if let Err(e) = admin.put_agent_user(&user, &password, &grant).await {
+        // Made part-way (its password never shown): removed.
+        let _ = admin.delete_user(&user).await;
+        return Err(unavailable("broker user", e.to_string()));
+    }
     if let Err(e) = s.store.set_server_broker_user(server.id, &user).await {
         if let Err(undo) = admin.delete_user(&user).await {
             tracing::error!(error = %undo, %user, "could not remove a broker user whose server was not recorded");
