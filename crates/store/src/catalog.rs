@@ -396,16 +396,6 @@ impl Store {
         Ok(())
     }
 
-    /// The broker user made for a server's agent, if one was.
-    pub async fn server_broker_user(&self, id: ServerId) -> Result<Option<String>> {
-        let user: Option<Option<String>> =
-            sqlx::query_scalar("SELECT broker_user FROM servers WHERE id = $1")
-                .bind(id.0)
-                .fetch_optional(&self.pool)
-                .await?;
-        user.ok_or_else(|| StoreError::NotFound(format!("server {id}")))
-    }
-
     /// Records an agent's heartbeat for the server of that name and kind, if it is registered
     /// and `sender` (the broker-checked user the beat came from) is the one its agent was
     /// given, or the services' own user for a server given none (a one-host install).
