@@ -543,13 +543,26 @@ async fn schedules_make_automated_backups_and_retention_keeps_exactly_the_expect
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     };
     assert_eq!(remaining, keep, "retention kept the wrong backups");
-    let (_, purges) = stack
-        .call(
-            "GET",
-            &format!("/tasks?site={site}&type=backup-delete"),
-            None,
-        )
-        .await;
+    // The records go before the purge task records its end: it is waited for.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let purges = loop {
+        let (_, purges) = stack
+            .call(
+                "GET",
+                &format!("/tasks?site={site}&type=backup-delete"),
+                None,
+            )
+            .await;
+        let ended = purges.as_array().is_some_and(|p| {
+            p.iter().all(|t| {
+                ["success", "warning", "error"].contains(&t["status"].as_str().unwrap_or(""))
+            })
+        });
+        if ended || std::time::Instant::now() > deadline {
+            break purges;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
     assert!(
         purges.as_array().is_some_and(|p| !p.is_empty()
             && p.iter()
