@@ -735,10 +735,38 @@ impl Stack {
 
     /// Accepts a site; returns (site, install task).
     pub async fn create_site(&self, domain: &str, client: &str, platform: &str) -> (Value, Value) {
-        let body = json!({"domain": domain, "client": client, "platform": platform, "profile": "standard", "language": "en", "db_server": "local"});
+        self.create_site_on(domain, client, platform, "local").await
+    }
+
+    /// Accepts a site with its database on `db_server`; returns (site, install task).
+    pub async fn create_site_on(
+        &self,
+        domain: &str,
+        client: &str,
+        platform: &str,
+        db_server: &str,
+    ) -> (Value, Value) {
+        let body = json!({"domain": domain, "client": client, "platform": platform, "profile": "standard", "language": "en", "db_server": db_server});
         let (status, r) = self.call("POST", "/sites", Some(body)).await;
         assert_eq!(status, 202, "{r}");
         (r["site"].clone(), r["task"].clone())
+    }
+
+    /// Runs a server's `verify` to success; answers its log.
+    pub async fn verify_server(&self, server: i64) -> String {
+        let (status, r) = self
+            .call(
+                "POST",
+                &format!("/servers/{server}/tasks"),
+                Some(json!({"type": "verify"})),
+            )
+            .await;
+        assert_eq!(status, 202, "{r}");
+        let done = self
+            .wait_task(id(&r["task"]), Duration::from_secs(60))
+            .await;
+        self.assert_success(&done).await;
+        self.task_log_text(id(&r["task"])).await
     }
 
     /// Installs a site on the example platform and waits for success.

@@ -101,19 +101,7 @@ async fn a_hosts_agent_may_touch_only_its_own_queue_and_is_seen_while_it_beats()
 
     // A server's verify asks its agent what it runs.
     for s in servers.as_array().cloned().unwrap_or_default() {
-        let (status, r) = stack
-            .call(
-                "POST",
-                &format!("/servers/{}/tasks", id(&s)),
-                Some(json!({"type": "verify"})),
-            )
-            .await;
-        assert_eq!(status, 202, "{r}");
-        let done = stack
-            .wait_task(id(&r["task"]), Duration::from_secs(60))
-            .await;
-        stack.assert_success(&done).await;
-        let log = stack.task_log_text(id(&r["task"])).await;
+        let log = stack.verify_server(id(&s)).await;
         let expected = if s["kind"] == "web" {
             "php_pools: 8"
         } else {
@@ -264,15 +252,45 @@ async fn a_hosts_agent_may_touch_only_its_own_queue_and_is_seen_while_it_beats()
             .is_some_and(|v| v.contains("MariaDB")),
         "{seen}"
     );
-    stack.create_client("acme").await;
-    let body = json!({"domain": "db2.acme.example", "client": "acme", "platform": "example",
-                      "profile": "standard", "language": "en", "db_server": "db2"});
-    let (status, r) = stack.call("POST", "/sites", Some(body)).await;
-    assert_eq!(status, 202, "{r}");
-    let done = stack
-        .wait_task(id(&r["task"]), Duration::from_secs(60))
+    let client = stack.create_client("acme").await;
+    let (site, task) = stack
+        .create_site_on("db2.acme.example", "acme", "example", "db2")
         .await;
+    let done = stack.wait_task(id(&task), Duration::from_secs(60)).await;
     stack.assert_success(&done).await;
+
+    // A client's token may not touch a server: neither rotate its agent's credentials nor
+    // start its tasks; and a server task takes only what it names.
+    let (status, t) = stack
+        .call(
+            "POST",
+            "/tokens",
+            Some(json!({"name": "acme-app", "client": client["id"]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{t}");
+    let token = t["token"].as_str().unwrap_or_default().to_owned();
+    for (path, body) in [
+        (format!("/servers/{}/credentials", id(&db2)), None),
+        (
+            format!("/servers/{}/tasks", id(&db2)),
+            Some(json!({"type": "verify"})),
+        ),
+    ] {
+        let (status, r) = stack.call_as(&token, "POST", &path, body).await;
+        assert_eq!(status, 403, "{path}: {r}");
+    }
+    for bad in [
+        json!({"type": 5}),
+        json!({"type": "verify", "server": 1}),
+        json!({"type": "x".repeat(100_000)}),
+    ] {
+        let (status, r) = stack
+            .call("POST", &format!("/servers/{}/tasks", id(&db2)), Some(bad))
+            .await;
+        assert!((400..500).contains(&status), "{status}: {r}");
+        assert!(r["error"]["message"].is_string(), "{r}");
+    }
     assert!(
         std::fs::read_to_string(stack.dir.join("logs/dbprov-db2.log"))
             .unwrap_or_default()
@@ -280,7 +298,7 @@ async fn a_hosts_agent_may_touch_only_its_own_queue_and_is_seen_while_it_beats()
         "the site's database was not made by db2's agent"
     );
 
-    let on_db2 = stack.site(id(&r["site"])).await;
+    let on_db2 = stack.site(id(&site)).await;
     let on_local = stack.install_site("local.acme.example", "acme").await;
 
     // A new password: the old one is refused at once, and the agent connected with it is cut

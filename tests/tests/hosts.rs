@@ -38,22 +38,6 @@ fn seen_by(pid: u32, path: &Path) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-async fn verify_server(stack: &Stack, server: &Value) -> String {
-    let (status, r) = stack
-        .call(
-            "POST",
-            &format!("/servers/{}/tasks", id(server)),
-            Some(json!({"type": "verify"})),
-        )
-        .await;
-    assert_eq!(status, 202, "{r}");
-    let done = stack
-        .wait_task(id(&r["task"]), Duration::from_secs(60))
-        .await;
-    stack.assert_success(&done).await;
-    stack.task_log_text(id(&r["task"])).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hosts_of_their_own_run_their_agents_and_hold_a_sites_database() {
     let mut net = Network::create().expect("the test network");
@@ -132,10 +116,10 @@ async fn hosts_of_their_own_run_their_agents_and_hold_a_sites_database() {
         .await;
 
     // Each host's verify asks its own agent, which answers for its own software.
-    let web_log = verify_server(&stack, &web2_server).await;
+    let web_log = stack.verify_server(id(&web2_server)).await;
     assert!(web_log.contains("nginx: nginx version"), "{web_log}");
     assert!(web_log.contains("php_pools: 8"), "{web_log}");
-    let db_log = verify_server(&stack, &db2_server).await;
+    let db_log = stack.verify_server(id(&db2_server)).await;
     assert!(db_log.contains("MariaDB"), "{db_log}");
 
     // web2's own nginx answers at web2's address (a name it serves no site for: 404).
@@ -147,15 +131,12 @@ async fn hosts_of_their_own_run_their_agents_and_hold_a_sites_database() {
     // A site on the control plane's web server with its database on db2: made by db2's
     // agent in db2's MariaDB, and the site serves what it reads from there.
     stack.create_client("acme").await;
-    let body = json!({"domain": "far.acme.example", "client": "acme", "platform": "example",
-                      "profile": "standard", "language": "en", "db_server": "db2"});
-    let (status, r) = stack.call("POST", "/sites", Some(body)).await;
-    assert_eq!(status, 202, "{r}");
-    let done = stack
-        .wait_task(id(&r["task"]), Duration::from_secs(120))
+    let (site, task) = stack
+        .create_site_on("far.acme.example", "acme", "example", "db2")
         .await;
+    let done = stack.wait_task(id(&task), Duration::from_secs(120)).await;
     stack.assert_success(&done).await;
-    let site = stack.site(id(&r["site"])).await;
+    let site = stack.site(id(&site)).await;
     let page = stack.page("far.acme.example", "/").await;
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(
