@@ -229,11 +229,15 @@ pub async fn make_backup(
     // Read as the site's own user: it owns the directory and could swap a part of it for a
     // symlink to somewhere only root may read while the backup runs.
     let read_as = st.owner()?.map(|o| (o.uid, o.gid));
+    // A worker that loses its lease drops this future mid-archive, while the blocking writer
+    // goes on: whichever of the two ends last removes the partial archive.
+    let abandon = AbandonGuard::new(partial.clone());
     let writer = {
         let (partial, site_dir) = (partial.clone(), st.site_dir.to_path_buf());
         let (level, workers) = (b.settings.zstd_level, b.settings.zstd_workers);
+        let abandoned = abandon.flag.clone();
         tokio::task::spawn_blocking(move || {
-            archive::write_archive(
+            let written = archive::write_archive(
                 &partial,
                 &site_dir,
                 &skip,
@@ -271,7 +275,11 @@ pub async fn make_backup(
                     serde_json::to_vec_pretty(&m)
                         .map_err(|e| archive::ArchiveError::Refused(e.to_string()))
                 },
-            )
+            );
+            if abandoned.load(std::sync::atomic::Ordering::SeqCst) {
+                let _ = std::fs::remove_file(&partial);
+            }
+            written
         })
     };
     let (rows, dump, written) = tokio::join!(counting, reader, writer);
@@ -307,6 +315,7 @@ pub async fn make_backup(
     )
     .await?;
     tokio::fs::rename(&partial, &path).await?;
+    abandon.disarm();
     b.faults.crash_point("backup", "archive", saga::When::After);
     let manifest = serde_json::json!({
         "rows": rows,
@@ -348,4 +357,36 @@ pub async fn make_backup(
     ))
     .await;
     Ok(record)
+}
+
+/// Removes a partial archive when the backup that writes it is dropped before it is renamed
+/// into place, and tells the blocking writer (which outlives a dropped future) to remove it
+/// too when it ends.
+struct AbandonGuard {
+    partial: std::path::PathBuf,
+    flag: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    armed: bool,
+}
+
+impl AbandonGuard {
+    fn new(partial: std::path::PathBuf) -> Self {
+        Self {
+            partial,
+            flag: Default::default(),
+            armed: true,
+        }
+    }
+
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for AbandonGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            self.flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            let _ = std::fs::remove_file(&self.partial);
+        }
+    }
 }
