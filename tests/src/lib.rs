@@ -1038,6 +1038,9 @@ impl Drop for Stack {
             me.prefix,
             me.dir.join("logs").display()
         );
+        // CI keeps only the test's output: print what the services warned about, so a failure
+        // there carries its cause.
+        print_log_warnings(&me.dir.join("logs"));
         let _ = std::thread::spawn(move || {
             if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -1047,6 +1050,31 @@ impl Drop for Stack {
             }
         })
         .join();
+    }
+}
+
+/// Prints the last warnings and errors of every service log in `dir`.
+fn print_log_warnings(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    paths.sort();
+    for path in paths {
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+            .collect();
+        if lines.is_empty() {
+            continue;
+        }
+        eprintln!("--- {}: its last warnings and errors", path.display());
+        for line in &lines[lines.len().saturating_sub(15)..] {
+            eprintln!("{}", line.chars().take(600).collect::<String>());
+        }
     }
 }
 

@@ -67,7 +67,7 @@ async fn a_wordpress_site_installs_logs_in_restores_and_goes() {
     let done = stack
         .run_site_task(sid, json!({"type": "login-reset"}))
         .await;
-    assert_eq!(done["status"], "success", "{done}");
+    stack.assert_success(&done).await;
     let link = stack.site(sid).await["link"]["url"]
         .as_str()
         .unwrap_or_default()
@@ -99,7 +99,7 @@ async fn a_wordpress_site_installs_logs_in_restores_and_goes() {
 
     // Backup → publish a post → restore → the post is gone.
     let backup = stack.run_site_task(sid, json!({"type": "backup"})).await;
-    assert_eq!(backup["status"], "success", "{backup}");
+    stack.assert_success(&backup).await;
     publish(&stack, &db, "A post to lose").await;
     assert!(stack
         .page(DOMAIN, "/")
@@ -119,27 +119,21 @@ async fn a_wordpress_site_installs_logs_in_restores_and_goes() {
     assert!(home.body.contains(&format!("<title>{DOMAIN}")));
 
     // Disable, enable and delete behave as on the example platform.
-    assert_eq!(
-        stack.run_site_task(sid, json!({"type": "disable"})).await["status"],
-        "success"
-    );
+    let disabled = stack.run_site_task(sid, json!({"type": "disable"})).await;
+    stack.assert_success(&disabled).await;
     let page = stack.page(DOMAIN, "/").await;
     assert_eq!(page.status, 302);
     assert_eq!(
         page.header("location"),
         Some(format!("{}/disabled/{DOMAIN}", stack.api).as_str())
     );
-    assert_eq!(
-        stack.run_site_task(sid, json!({"type": "enable"})).await["status"],
-        "success"
-    );
+    let enabled = stack.run_site_task(sid, json!({"type": "enable"})).await;
+    stack.assert_success(&enabled).await;
     assert_eq!(stack.page(DOMAIN, "/").await.status, 200);
-    assert_eq!(
-        stack.run_site_task(sid, json!({"type": "disable"})).await["status"],
-        "success"
-    );
+    let disabled = stack.run_site_task(sid, json!({"type": "disable"})).await;
+    stack.assert_success(&disabled).await;
     let deleted = stack.run_site_task(sid, json!({"type": "delete"})).await;
-    assert_eq!(deleted["status"], "success", "{deleted}");
+    stack.assert_success(&deleted).await;
     let (dbs, users) = stack.mariadb_leftovers().await;
     assert!(dbs.is_empty() && users.is_empty(), "{dbs:?} {users:?}");
     assert!(!stack
