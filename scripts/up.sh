@@ -19,7 +19,7 @@ for svc in $SERVICES; do
   if running "$svc"; then
     echo "$svc: already running (pid $(cat "$STACK/pids/$svc.pid"))"
   else
-    nohup "$BIN/$svc" >>"$STACK/logs/$svc.log" 2>&1 &
+    HOSTING_METRICS_LISTEN=$(metrics_listen "$svc") nohup "$BIN/$svc" >>"$STACK/logs/$svc.log" 2>&1 &
     echo $! >"$STACK/pids/$svc.pid"
     echo "$svc: started (pid $!), log $STACK/logs/$svc.log"
   fi
@@ -56,6 +56,8 @@ The control plane is up.
   API:        http://$HOSTING_LISTEN/api/v1   (token in $STACK/admin.token)
   Sites:      http://$HOSTING_HTTP_LISTEN/    (chosen by the Host header)
   Logs:       $STACK/logs/
+  Metrics:    http://$HOSTING_LISTEN/metrics and 127.0.0.1:9471-9475/metrics
+              (deploy/prometheus/prometheus.yml scrapes them; deploy/grafana/ has a dashboard)
 
 First command:
   curl -s -H "Authorization: Bearer \$(cat $STACK/admin.token)" http://$HOSTING_LISTEN/api/v1/platforms

@@ -78,6 +78,7 @@ pub async fn make_backup(
     description: &str,
     log: &TaskLog,
 ) -> anyhow::Result<Backup> {
+    let began = std::time::Instant::now();
     let fence = bus::fence::current();
     // One backup at a time per task in this process: a caller's retry (an RPC that timed
     // out) waits for the first attempt and then finds its backup, rather than racing it.
@@ -351,6 +352,7 @@ pub async fn make_backup(
         }
     };
     b.faults.crash_point("backup", "record", saga::When::After);
+    telemetry::metrics::backup_written(written.size, began.elapsed());
     log.info(format!(
         "backup {} of {domain}: {} files ({} bytes) and {} bytes of database in {} bytes ({key})",
         record.id, written.files.count, written.files.bytes, written.dump.bytes, written.size

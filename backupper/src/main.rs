@@ -200,6 +200,8 @@ async fn remove_unrecorded_archives(store: &store::Store, dir: &std::path::Path)
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _telemetry = telemetry::init("backupper");
+    // Scraped by Prometheus at HOSTING_METRICS_LISTEN, when that is set.
+    tokio::spawn(telemetry::metrics::serve_from_env());
     let common = config::Common::from_env()?;
     let settings = Settings {
         backup_dir: PathBuf::from(config::string("HOSTING_BACKUP_DIR", "/var/backups/hosting")),

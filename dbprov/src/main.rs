@@ -11,6 +11,8 @@ use std::time::Duration;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _telemetry = telemetry::init("dbprov");
+    // Scraped by Prometheus at HOSTING_METRICS_LISTEN, when that is set.
+    tokio::spawn(telemetry::metrics::serve_from_env());
     let common = config::Common::from_env()?;
     let server = domain::Name::parse(&config::string("HOSTING_SERVER", "local"))
         .context("HOSTING_SERVER")?;

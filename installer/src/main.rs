@@ -84,6 +84,8 @@ impl Installer {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _telemetry = telemetry::init("installer");
+    // Scraped by Prometheus at HOSTING_METRICS_LISTEN, when that is set.
+    tokio::spawn(telemetry::metrics::serve_from_env());
     let common = config::Common::from_env()?;
     let settings = Settings {
         action_timeout: config::seconds("HOSTING_ACTION_TIMEOUT_SECS", 600.0)?,

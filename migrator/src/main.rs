@@ -39,6 +39,8 @@ impl TaskHandler for Migrator {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _telemetry = telemetry::init("migrator");
+    // Scraped by Prometheus at HOSTING_METRICS_LISTEN, when that is set.
+    tokio::spawn(telemetry::metrics::serve_from_env());
     let common = config::Common::from_env()?;
     let lease = config::seconds("HOSTING_LEASE_SECS", 30.0)?;
     // A batch holds one slot while its children run in the others.

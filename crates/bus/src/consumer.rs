@@ -195,10 +195,12 @@ impl Bus {
                         // own dead-lettering (without the reason) takes it.
                         Disposition::DeadLetter { reason, .. } if bus.rejects_dead_letters() => {
                             tracing::warn!(queue = %queue_name, %reason, "rejecting a message (the broker dead-letters it)");
+                            telemetry::metrics::message_dead_lettered(&queue_name);
                             delivery.reject(BasicRejectOptions { requeue: false }).await
                         }
                         Disposition::DeadLetter { reason, fail_task } => {
                             tracing::warn!(queue = %queue_name, %reason, "dead-lettering a message");
+                            telemetry::metrics::message_dead_lettered(&queue_name);
                             let mut headers = delivery.properties.headers().clone().unwrap_or_default();
                             headers.insert("x-hosting-reason".into(), AMQPValue::LongString(reason.as_str().into()));
                             headers.insert("x-hosting-fail-task".into(), AMQPValue::Boolean(fail_task));

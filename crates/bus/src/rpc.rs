@@ -132,8 +132,17 @@ impl RpcClient {
         request: &R::Request,
         timeout: Duration,
     ) -> Result<R::Reply, RpcError> {
-        self.call(R::SERVICE, server, R::MESSAGE_TYPE, request, timeout)
-            .await
+        let asked = std::time::Instant::now();
+        let reply = self
+            .call(R::SERVICE, server, R::MESSAGE_TYPE, request, timeout)
+            .await;
+        let outcome = match &reply {
+            Ok(_) => "ok",
+            Err(RpcError::Remote(..)) => "error",
+            Err(_) => "unanswered",
+        };
+        telemetry::metrics::rpc_finished(R::SERVICE, R::MESSAGE_TYPE, outcome, asked.elapsed());
+        reply
     }
 
     /// Sends `request` to `<service>.<server>` and decodes the `RpcReply<T>` it answers. If

@@ -311,6 +311,7 @@ pub async fn run<S: Saga>(
         store
             .record_saga_event_fenced(task, epoch, step.name(), "undone", None)
             .await?;
+        telemetry::metrics::saga_undo(saga.name(), step.name());
         log(
             store,
             task,

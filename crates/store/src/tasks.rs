@@ -276,6 +276,9 @@ pub(crate) async fn create_task_tx(tx: &mut sqlx::PgConnection, new: &NewTask) -
     .await?;
     let task = task(&row)?;
     enqueue_dispatch(tx, task.id, task.task_type, new.traceparent.as_deref()).await?;
+    // Counted when written, before the caller's commit: a transaction that rolls back after
+    // this (rare: a conflict found later in it) counts a task that was not queued.
+    telemetry::metrics::task_accepted(task.task_type.as_str());
     Ok(task)
 }
 
@@ -806,6 +809,40 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// The outbox rows not yet published, and how old the oldest is (seconds, by the
+    /// database's clock).
+    pub async fn outbox_backlog(&self) -> Result<(i64, f64)> {
+        let row = sqlx::query(
+            "SELECT count(*) AS n,
+                    coalesce(extract(epoch FROM now() - min(created_at))::float8, 0) AS age
+               FROM outbox",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row.try_get("n")?, row.try_get("age")?))
+    }
+
+    /// How many tasks are queued and how many are running, by type.
+    pub async fn open_task_counts(&self) -> Result<Vec<(TaskType, TaskStatus, i64)>> {
+        let rows = sqlx::query(
+            "SELECT type, status, count(*) AS n FROM tasks
+              WHERE status IN ('queued', 'processing') GROUP BY type, status ORDER BY type, status",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let t: String = r.try_get("type")?;
+                let s: String = r.try_get("status")?;
+                Ok((
+                    TaskType::parse(&t)?,
+                    TaskStatus::parse(&s)?,
+                    r.try_get("n")?,
+                ))
+            })
+            .collect()
     }
 
     pub async fn outbox_len(&self) -> Result<i64> {

@@ -1,9 +1,11 @@
-//! Logs and traces.
+//! Logs, traces and metrics.
 //!
 //! Logs go to stderr (`RUST_LOG` filters, `HOSTING_LOG_FORMAT=json` for machines). Spans are
 //! OpenTelemetry spans: the W3C trace-context propagator is installed globally so the bus
 //! carries one trace across services, and when `OTEL_EXPORTER_OTLP_ENDPOINT` is set the
 //! spans are exported over OTLP/HTTP to a collector.
+
+pub mod metrics;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;

@@ -468,6 +468,16 @@ impl<H: TaskHandler> Handler for Worker<H> {
         match finished {
             Ok(_) => {
                 tracing::info!(task = %task.id, %status, "task finished");
+                let waited = task
+                    .started_at
+                    .map(|s| s - task.created_at)
+                    .and_then(|d| std::time::Duration::try_from(d).ok());
+                telemetry::metrics::task_finished(
+                    task.task_type.as_str(),
+                    status.as_str(),
+                    started.elapsed(),
+                    waited,
+                );
                 self.bus
                     .publish_event(&TaskEvent::Status {
                         task: task.id,

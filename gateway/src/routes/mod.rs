@@ -1,5 +1,6 @@
 mod clients;
 mod dead_letters;
+mod metrics;
 pub(crate) mod platforms;
 mod public;
 mod servers;
@@ -60,6 +61,7 @@ pub fn router(state: AppState) -> Router {
             get(|| async { Json(serde_json::json!({"status": "ok"})) }),
         )
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics::scrape))
         .route("/login/{token}", get(public::login))
         .route("/disabled/{domain}", get(public::disabled))
         .nest("/api/v1", api)

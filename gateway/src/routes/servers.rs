@@ -258,7 +258,7 @@ pub struct AgentView {
 }
 
 impl AgentView {
-    fn new(
+    pub(crate) fn new(
         server: &store::Server,
         seen: Option<&store::AgentSeen>,
         interval: std::time::Duration,
@@ -277,6 +277,18 @@ impl AgentView {
                 .map(|a| a.software.clone())
                 .unwrap_or_else(|| serde_json::json!({})),
         }
+    }
+}
+
+impl AgentView {
+    pub(crate) fn state(&self) -> &'static str {
+        self.state
+    }
+    pub(crate) fn service(&self) -> &'static str {
+        self.service
+    }
+    pub(crate) fn last_seen(&self) -> Option<time::OffsetDateTime> {
+        self.last_seen
     }
 }
 
