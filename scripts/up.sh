@@ -59,6 +59,9 @@ The control plane is up.
   Metrics:    http://$HOSTING_LISTEN/metrics and 127.0.0.1:9471-9475/metrics
               (deploy/prometheus/prometheus.yml scrapes them; deploy/grafana/ has a dashboard)
 
-First command:
+The command line, hostctl, is $BIN/hostctl. First commands:
+  export PATH="$BIN:\$PATH" HOSTCTL_URL=http://$HOSTING_LISTEN HOSTCTL_TOKEN_FILE=$STACK/admin.token
+  hostctl platform list
+Or with curl:
   curl -s -H "Authorization: Bearer \$(cat $STACK/admin.token)" http://$HOSTING_LISTEN/api/v1/platforms
 MSG

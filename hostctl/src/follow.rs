@@ -1,0 +1,142 @@
+//! Following a task: its log lines and status changes as the gateway streams them
+//! (`GET /tasks/{id}/events`, server-sent events that end when the task does).
+
+use crate::api::Api;
+use crate::output::clean;
+use http_body_util::BodyExt;
+use serde_json::Value;
+use std::io::Write;
+use std::time::Duration;
+
+/// One server-sent event: its name and its data.
+#[derive(Debug, PartialEq)]
+pub struct Event {
+    pub name: String,
+    pub data: String,
+}
+
+/// Splits what has arrived into whole events, keeping a partial one in `buffer`. Comment
+/// lines (the keep-alives) are skipped.
+pub fn take_events(buffer: &mut String) -> Vec<Event> {
+    let mut events = Vec::new();
+    while let Some(end) = buffer.find("\n\n") {
+        let block: String = buffer.drain(..end + 2).collect();
+        let mut name = String::from("message");
+        let mut data: Vec<&str> = Vec::new();
+        for line in block.lines() {
+            if let Some(v) = line.strip_prefix("event:") {
+                name = v.trim_start().to_owned();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                data.push(v.strip_prefix(' ').unwrap_or(v));
+            }
+        }
+        if !data.is_empty() {
+            events.push(Event {
+                name,
+                data: data.join("\n"),
+            });
+        }
+    }
+    events
+}
+
+/// Prints the task's log and status changes as they come (to stderr when `quiet_stdout`, so
+/// that `--json` leaves only the final task on stdout), and answers the task once it ended.
+pub async fn follow(api: &Api, task: i64, quiet_stdout: bool) -> anyhow::Result<Value> {
+    let print = |line: String| {
+        if quiet_stdout {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+            let _ = std::io::stdout().flush();
+        }
+    };
+    let mut last_status = String::new();
+    match api.stream(&format!("/tasks/{task}/events")).await {
+        Ok(response) => {
+            let mut body = response.into_body();
+            let mut buffer = String::new();
+            while let Some(frame) = body.frame().await {
+                let Ok(frame) = frame else { break };
+                let Some(bytes) = frame.data_ref() else {
+                    continue;
+                };
+                buffer.push_str(&String::from_utf8_lossy(bytes).replace("\r\n", "\n"));
+                for event in take_events(&mut buffer) {
+                    let v: Value = serde_json::from_str(&event.data).unwrap_or_default();
+                    match event.name.as_str() {
+                        "log" => print(format!(
+                            "{}  {:<7}  {}",
+                            v["at"].as_str().map(short_time).unwrap_or_default(),
+                            v["level"].as_str().unwrap_or("info"),
+                            clean(v["message"].as_str().unwrap_or_default())
+                        )),
+                        "status" => {
+                            let status = v["status"].as_str().unwrap_or_default().to_owned();
+                            if status != last_status {
+                                print(format!("task {task}: {status}"));
+                                last_status = status;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        // Not streamable (an old gateway, a proxy that buffers): polled below instead.
+        Err(e)
+            if e.downcast_ref::<crate::api::ApiError>()
+                .is_some_and(|e| e.0.contains(": 404:")) =>
+        {
+            return Err(e)
+        }
+        Err(_) => {}
+    }
+    // The stream ends with the task; if it was cut short, ask until the task has ended.
+    loop {
+        let t = api.call("GET", &format!("/tasks/{task}"), None).await?;
+        if matches!(t["status"].as_str(), Some("success" | "warning" | "error")) {
+            return Ok(t);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// `2026-12-01T19:24:15.007952Z` as `19:24:15`.
+fn short_time(at: &str) -> String {
+    at.split_once('T')
+        .map(|(_, t)| t.chars().take(8).collect())
+        .unwrap_or_else(|| at.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_split_as_they_arrive() {
+        let mut buffer = String::from(":keep-alive\n\nevent: log\ndata: {\"a\":1}\n\nevent: sta");
+        assert_eq!(
+            take_events(&mut buffer),
+            vec![Event {
+                name: "log".into(),
+                data: "{\"a\":1}".into()
+            }]
+        );
+        assert_eq!(buffer, "event: sta");
+        buffer.push_str("tus\ndata: x\ndata: y\n\n");
+        assert_eq!(
+            take_events(&mut buffer),
+            vec![Event {
+                name: "status".into(),
+                data: "x\ny".into()
+            }]
+        );
+        assert!(buffer.is_empty());
+    }
+
+    #[test]
+    fn times_are_shortened_to_the_second() {
+        assert_eq!(short_time("2026-12-01T19:24:15.007952Z"), "19:24:15");
+    }
+}
