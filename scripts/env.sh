@@ -15,10 +15,11 @@ export HOSTING_BACKUP_DIR=${HOSTING_BACKUP_DIR:-$STACK/backups}
 export HOSTING_SERVER=${HOSTING_SERVER:-local}
 export HOSTING_DBPROV_KEY_FILE=${HOSTING_DBPROV_KEY_FILE:-$STACK/dbprov.key}
 SERVICES="dbprov webconf installer backupper migrator gateway"
-# Where each service other than the gateway (which serves /metrics on its API port) answers
-# Prometheus's scrapes: deploy/prometheus/prometheus.yml scrapes these.
+# Where each service answers Prometheus's scrapes (/metrics): deploy/prometheus/prometheus.yml
+# scrapes these.
 metrics_listen() {
   case $1 in
+    gateway) echo "${HOSTING_GATEWAY_METRICS_LISTEN:-127.0.0.1:9470}" ;;
     installer) echo "${HOSTING_INSTALLER_METRICS_LISTEN:-127.0.0.1:9471}" ;;
     backupper) echo "${HOSTING_BACKUPPER_METRICS_LISTEN:-127.0.0.1:9472}" ;;
     migrator) echo "${HOSTING_MIGRATOR_METRICS_LISTEN:-127.0.0.1:9473}" ;;

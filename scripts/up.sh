@@ -56,7 +56,7 @@ The control plane is up.
   API:        http://$HOSTING_LISTEN/api/v1   (token in $STACK/admin.token)
   Sites:      http://$HOSTING_HTTP_LISTEN/    (chosen by the Host header)
   Logs:       $STACK/logs/
-  Metrics:    http://$HOSTING_LISTEN/metrics and 127.0.0.1:9471-9475/metrics
+  Metrics:    http://127.0.0.1:9470/metrics (gateway) to :9475 (one port per service)
               (deploy/prometheus/prometheus.yml scrapes them; deploy/grafana/ has a dashboard)
 
 The command line, hostctl, is $BIN/hostctl. First commands:

@@ -3,6 +3,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod dispatch;
 pub mod error;
+pub mod openapi;
 pub mod paging;
 pub mod policy;
 pub mod routes;

@@ -88,11 +88,15 @@ impl<T> Page<T> {
 }
 
 /// The paging parameters of a short list.
-#[derive(serde::Deserialize, Default)]
+#[derive(serde::Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    /// Items per page: 1 to 1000 (default 100).
     pub limit: Option<i64>,
+    /// The cursor of lists in id order: the last id of the previous page.
     pub after: Option<i64>,
+    /// The cursor of lists newest first (backups): the last id of the previous page.
     pub before: Option<i64>,
 }
 

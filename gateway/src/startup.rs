@@ -122,6 +122,7 @@ impl Application {
                 );
             })
         };
+        let metrics = tokio::spawn(routes::serve_metrics(s.clone()));
         let app = routes::router(s.clone());
         axum::serve(
             self.listener,
@@ -130,6 +131,7 @@ impl Application {
         .with_graceful_shutdown(telemetry::shutdown_signal())
         .await?;
         background.abort();
+        metrics.abort();
         s.bus.close().await;
         Ok(())
     }

@@ -5,7 +5,6 @@ use crate::api::Api;
 use crate::output::clean;
 use http_body_util::BodyExt;
 use serde_json::Value;
-use std::io::Write;
 use std::time::Duration;
 
 /// One server-sent event: its name and its data.
@@ -15,12 +14,13 @@ pub struct Event {
     pub data: String,
 }
 
-/// Splits what has arrived into whole events, keeping a partial one in `buffer`. Comment
-/// lines (the keep-alives) are skipped.
-pub fn take_events(buffer: &mut String) -> Vec<Event> {
+/// Splits what has arrived into whole events, keeping a partial one in `buffer` (bytes: a
+/// character may be split between two reads). Comment lines (the keep-alives) are skipped.
+pub fn take_events(buffer: &mut Vec<u8>) -> Vec<Event> {
     let mut events = Vec::new();
-    while let Some(end) = buffer.find("\n\n") {
-        let block: String = buffer.drain(..end + 2).collect();
+    while let Some(end) = buffer.windows(2).position(|w| w == b"\n\n") {
+        let bytes: Vec<u8> = buffer.drain(..end + 2).collect();
+        let block = String::from_utf8_lossy(&bytes).replace('\r', "");
         let mut name = String::from("message");
         let mut data: Vec<&str> = Vec::new();
         for line in block.lines() {
@@ -47,32 +47,34 @@ pub async fn follow(api: &Api, task: i64, quiet_stdout: bool) -> anyhow::Result<
         if quiet_stdout {
             eprintln!("{line}");
         } else {
-            println!("{line}");
-            let _ = std::io::stdout().flush();
+            say!("{line}");
         }
     };
     let mut last_status = String::new();
     match api.stream(&format!("/tasks/{task}/events")).await {
         Ok(response) => {
             let mut body = response.into_body();
-            let mut buffer = String::new();
-            while let Some(frame) = body.frame().await {
+            let mut buffer = Vec::new();
+            // The gateway sends a keep-alive every 15 s: a stream silent for longer is a
+            // connection that died half-open, and the task is polled instead.
+            while let Ok(Some(frame)) = tokio::time::timeout(STREAM_SILENCE, body.frame()).await {
                 let Ok(frame) = frame else { break };
                 let Some(bytes) = frame.data_ref() else {
                     continue;
                 };
-                buffer.push_str(&String::from_utf8_lossy(bytes).replace("\r\n", "\n"));
+                buffer.extend_from_slice(bytes);
                 for event in take_events(&mut buffer) {
                     let v: Value = serde_json::from_str(&event.data).unwrap_or_default();
+                    let field = |k: &str| clean(v[k].as_str().unwrap_or_default());
                     match event.name.as_str() {
                         "log" => print(format!(
                             "{}  {:<7}  {}",
-                            v["at"].as_str().map(short_time).unwrap_or_default(),
-                            v["level"].as_str().unwrap_or("info"),
-                            clean(v["message"].as_str().unwrap_or_default())
+                            short_time(&field("at")),
+                            field("level"),
+                            field("message")
                         )),
                         "status" => {
-                            let status = v["status"].as_str().unwrap_or_default().to_owned();
+                            let status = field("status");
                             if status != last_status {
                                 print(format!("task {task}: {status}"));
                                 last_status = status;
@@ -92,15 +94,29 @@ pub async fn follow(api: &Api, task: i64, quiet_stdout: bool) -> anyhow::Result<
         }
         Err(_) => {}
     }
-    // The stream ends with the task; if it was cut short, ask until the task has ended.
+    // The stream ends with the task; if it was cut short, ask until the task has ended. A
+    // gateway restarting meanwhile is waited for (a minute at most); the task goes on anyway.
+    let mut unreachable_since: Option<std::time::Instant> = None;
     loop {
-        let t = api.call("GET", &format!("/tasks/{task}"), None).await?;
-        if matches!(t["status"].as_str(), Some("success" | "warning" | "error")) {
-            return Ok(t);
+        match api.call("GET", &format!("/tasks/{task}"), None).await {
+            Ok(t) if matches!(t["status"].as_str(), Some("success" | "warning" | "error")) => {
+                return Ok(t)
+            }
+            Ok(_) => unreachable_since = None,
+            Err(e) if e.to_string().contains("cannot reach the API") => {
+                let since = *unreachable_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() > Duration::from_secs(60) {
+                    return Err(e);
+                }
+            }
+            Err(e) => return Err(e),
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+/// How long the event stream may be silent (its keep-alives come every 15 s).
+const STREAM_SILENCE: Duration = Duration::from_secs(45);
 
 /// `2026-12-01T19:24:15.007952Z` as `19:24:15`.
 fn short_time(at: &str) -> String {
@@ -115,7 +131,7 @@ mod tests {
 
     #[test]
     fn events_are_split_as_they_arrive() {
-        let mut buffer = String::from(":keep-alive\n\nevent: log\ndata: {\"a\":1}\n\nevent: sta");
+        let mut buffer = b":keep-alive\n\nevent: log\ndata: {\"a\":1}\n\nevent: sta".to_vec();
         assert_eq!(
             take_events(&mut buffer),
             vec![Event {
@@ -123,13 +139,16 @@ mod tests {
                 data: "{\"a\":1}".into()
             }]
         );
-        assert_eq!(buffer, "event: sta");
-        buffer.push_str("tus\ndata: x\ndata: y\n\n");
+        assert_eq!(buffer, b"event: sta");
+        // A character split between two reads.
+        buffer.extend_from_slice(b"tus\ndata: \xc3");
+        assert!(take_events(&mut buffer).is_empty());
+        buffer.extend_from_slice(b"\xa9t\xc3\xa9\ndata: y\n\n");
         assert_eq!(
             take_events(&mut buffer),
             vec![Event {
                 name: "status".into(),
-                data: "x\ny".into()
+                data: "\u{e9}t\u{e9}\ny".into()
             }]
         );
         assert!(buffer.is_empty());

@@ -5,6 +5,14 @@
 //! exits 0 when it succeeded (or ended with a warning), 1 when it failed. Usage errors exit 2,
 //! API errors (refused, unreachable) 3.
 
+/// `println!` and `print!` that end hostctl quietly when its reader has gone away.
+macro_rules! say {
+    ($($arg:tt)*) => { $crate::output::out(&format!("{}\n", format_args!($($arg)*))) };
+}
+macro_rules! say_raw {
+    ($($arg:tt)*) => { $crate::output::out(&format!($($arg)*)) };
+}
+
 mod api;
 mod follow;
 mod output;
@@ -247,8 +255,9 @@ enum PlatformCommand {
         server: String,
         #[arg(long)]
         root: String,
+        /// How the platform is driven: hooks (its hosting.toml), drupal or wordpress.
         #[arg(long)]
-        driver: Option<String>,
+        driver: String,
         #[command(flatten)]
         wait: Wait,
     },
@@ -463,6 +472,15 @@ const BACKUP_COLUMNS: &[Column] = &[
     ("SIZE", "size"),
     ("VERIFIED", "verified"),
 ];
+const TARGET_COLUMNS: &[Column] = &[
+    ("PLATFORM", "platform.name"),
+    ("SELECTABLE", "selectable"),
+    ("SAME", "counts.same"),
+    ("UPGRADE", "counts.upgrade"),
+    ("WARNING", "counts.warning"),
+    ("ERROR", "counts.error"),
+    ("WHY NOT", "reason"),
+];
 const DEAD_LETTER_COLUMNS: &[Column] = &[
     ("ID", "id"),
     ("RECEIVED", "received_at"),
@@ -524,37 +542,59 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let answer = page.items;
     match show {
         _ if json_out && !matches!(show, Show::Started(Wait { wait: true })) => {
-            println!("{}", serde_json::to_string_pretty(&answer)?);
+            say!("{}", serde_json::to_string_pretty(&answer)?);
         }
         Show::Table(_) if quiet => {
             for item in answer.as_array().into_iter().flatten() {
-                println!("{}", output::clean(&item["id"].to_string()));
+                say!("{}", output::clean(&item["id"].to_string()));
             }
         }
-        Show::Record if quiet => println!("{}", output::clean(&answer["id"].to_string())),
-        Show::Table(columns) => print!(
+        // What only this answer shows (a new token, an agent's credentials) is what -q prints;
+        // else the record's id, if it has one.
+        Show::Record if quiet => {
+            let shown = ["token", "broker_password"]
+                .iter()
+                .map(|k| &answer[*k])
+                .chain([
+                    &answer["agent_credentials"]["broker_password"],
+                    &answer["id"],
+                ])
+                .find(|v| !v.is_null());
+            if let Some(v) = shown {
+                say!(
+                    "{}",
+                    output::clean(
+                        v.as_str()
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| v.to_string())
+                            .as_str()
+                    )
+                );
+            }
+        }
+        Show::Table(columns) => say_raw!(
             "{}",
             output::table(
                 &json!({"items": answer, "total": page.total, "next": page.next}),
                 columns
             )
         ),
-        Show::Record => print!("{}", output::record(&answer)),
+        Show::Record => say_raw!("{}", output::record(&answer)),
         Show::Started(wait) => {
             let task = started_task(&answer)
                 .ok_or_else(|| ApiError(format!("the answer names no task: {answer}")))?;
             if quiet {
-                println!("{}", task["id"]);
+                say!("{}", task["id"]);
             }
             if !wait.wait {
                 if !quiet {
-                    print!("{}", output::record(&answer));
+                    say_raw!("{}", output::record(&answer));
                 }
                 return Ok(ExitCode::SUCCESS);
             }
             let id = task["id"].as_i64().unwrap_or_default();
             if !json_out && !quiet {
-                println!(
+                say!(
                     "task {id} ({}) queued; following it",
                     task["type"].as_str().unwrap_or("task")
                 );
@@ -581,19 +621,19 @@ fn finished(task: &Value, json_out: bool, quiet: bool) -> ExitCode {
     if quiet {
         // The task's id was printed when it was started; its log went to stderr.
     } else if json_out {
-        println!("{}", serde_json::to_string_pretty(task).unwrap_or_default());
+        say!("{}", serde_json::to_string_pretty(task).unwrap_or_default());
     } else {
         let id = &task["id"];
         match (status, task["error"].as_str()) {
-            ("success", _) => println!("task {id} succeeded"),
-            ("warning", why) => println!(
+            ("success", _) => say!("task {id} succeeded"),
+            ("warning", why) => say!(
                 "task {id} succeeded with a warning: {}",
                 output::clean(why.unwrap_or("-"))
             ),
-            (_, why) => println!("task {id} failed: {}", output::clean(why.unwrap_or("-"))),
+            (_, why) => say!("task {id} failed: {}", output::clean(why.unwrap_or("-"))),
         }
         if status != "error" && !task["result"].is_null() {
-            print!("{}", output::record(&json!({"result": task["result"]})));
+            say_raw!("{}", output::record(&json!({"result": task["result"]})));
         }
     }
     if status == "error" {
@@ -640,24 +680,31 @@ async fn resolve(api: &Api, noun: &str, key: &str, r: &str) -> anyhow::Result<i6
     } else {
         format!("/{noun}?limit=100")
     };
+    // Names and domains compare as the API keeps them (lower case, no final dot). A domain
+    // used again after its site was deleted names the live site, else the newest record.
+    let wanted = r.trim_end_matches('.').to_lowercase();
+    let mut best: Option<(bool, i64)> = None;
     loop {
         let page = api.call_page("GET", &path, None).await?;
-        if let Some(found) = page
-            .items
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|i| i[key].as_str() == Some(r))
-        {
-            return found["id"]
-                .as_i64()
-                .ok_or_else(|| ApiError(format!("{noun}: {r} has no id")).into());
+        for item in page.items.as_array().into_iter().flatten() {
+            if item[key].as_str().map(str::to_lowercase).as_deref() != Some(wanted.as_str()) {
+                continue;
+            }
+            let Some(id) = item["id"].as_i64() else {
+                continue;
+            };
+            let live = item["status"].as_str() != Some("deleted");
+            if best.is_none_or(|b| (live, id) > b) {
+                best = Some((live, id));
+            }
         }
         match page.next.as_deref() {
             Some(next) => path = next.trim_start_matches("/api/v1").to_owned(),
-            None => return Err(ApiError(format!("{noun}: there is no {r:?}")).into()),
+            None => break,
         }
     }
+    best.map(|(_, id)| id)
+        .ok_or_else(|| ApiError(format!("{noun}: there is no {r:?}")).into())
 }
 
 /// A query-string value, percent-encoded.
@@ -877,7 +924,7 @@ async fn request(api: &Api, command: Command) -> anyhow::Result<Request> {
                     "GET",
                     format!("/sites/{id}/migrate-targets"),
                     None,
-                    Show::Record,
+                    Show::Table(TARGET_COLUMNS),
                 )
             }
             S::Schedule { site, set } => {
@@ -916,10 +963,7 @@ async fn request(api: &Api, command: Command) -> anyhow::Result<Request> {
                 driver,
                 wait,
             } => {
-                let mut body = json!({"name": name, "server": reference(&server), "root": root});
-                if let Some(d) = driver {
-                    body["driver"] = json!(d);
-                }
+                let body = json!({"name": name, "server": reference(&server), "root": root, "driver": driver});
                 ("POST", "/platforms".into(), Some(body), Show::Started(wait))
             }
             PlatformCommand::Task {
@@ -1161,6 +1205,91 @@ mod tests {
         );
         assert!(pairs(&["nokey".into()]).is_err());
         assert!(pairs(&["=x".into()]).is_err());
+    }
+
+    /// Shell words, for the README's lines: quotes group, `\` at a line's end joins the next.
+    fn words(line: &str) -> Vec<String> {
+        let (mut out, mut cur, mut quote, mut any) = (Vec::new(), String::new(), None, false);
+        for c in line.chars() {
+            match (quote, c) {
+                (None, '\'' | '"') => {
+                    quote = Some(c);
+                    any = true;
+                }
+                (Some(q), c) if c == q => quote = None,
+                (None, ' ') => {
+                    if any || !cur.is_empty() {
+                        out.push(std::mem::take(&mut cur));
+                    }
+                    any = false;
+                }
+                (_, c) => cur.push(c),
+            }
+        }
+        if any || !cur.is_empty() {
+            out.push(cur);
+        }
+        out
+    }
+
+    #[test]
+    fn every_hostctl_line_in_the_readme_parses() {
+        let readme = include_str!("../../README.md");
+        let mut checked = 0;
+        let mut lines = readme.lines().peekable();
+        let mut in_sh = false;
+        while let Some(line) = lines.next() {
+            if line.trim_start().starts_with("```") {
+                in_sh = line.trim() == "```sh";
+                continue;
+            }
+            if !in_sh {
+                continue;
+            }
+            let mut line = line.trim().to_owned();
+            while line.ends_with('\\') {
+                line.pop();
+                line.push_str(lines.next().unwrap_or_default().trim());
+            }
+            // The command itself: before a pipe, a comment or a redirection.
+            let Some(start) = line.find("hostctl ") else {
+                continue;
+            };
+            if !(start == 0 || line[..start].ends_with("$(")) || line.starts_with("hostctl,") {
+                continue;
+            }
+            let command: String = line[start..]
+                .split(" | ")
+                .next()
+                .unwrap_or_default()
+                .split(" #")
+                .next()
+                .unwrap_or_default()
+                .split(" > ")
+                .next()
+                .unwrap_or_default()
+                .trim_end_matches(')')
+                .to_owned();
+            // A shell variable or a command's output stands for an id here.
+            let argv: Vec<String> = words(&command)
+                .into_iter()
+                .map(|w| {
+                    if w.starts_with('$') && !w.contains('/') {
+                        "1".into()
+                    } else {
+                        w
+                    }
+                })
+                .collect();
+            if let Err(e) = Cli::try_parse_from(&argv) {
+                panic!("README: {command}\n{e}");
+            }
+            checked += 1;
+        }
+        assert!(
+            checked >= 40,
+            "only {checked} hostctl lines found in the README"
+        );
     }
 
     #[test]

@@ -110,17 +110,33 @@ fn write_record(v: &Value, depth: usize, out: &mut String) {
 }
 
 /// What the API answers is shown on a terminal: control characters (an escape sequence in a
-/// task's error, a hostile site's title) are shown as `\u{..}`, not obeyed.
+/// task's error, a newline in a backup's description that would fake a line of its own) and
+/// the bidirectional overrides that reorder what is shown are written as `\u{..}`, not obeyed.
 pub fn clean(s: &str) -> String {
     s.chars()
         .map(|c| {
-            if c.is_control() && c != '\n' && c != '\t' {
+            let bidi = matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}');
+            if c.is_control() || bidi {
                 format!("\\u{{{:x}}}", c as u32)
             } else {
                 c.to_string()
             }
         })
         .collect()
+}
+
+/// Writes to stdout; a reader that went away (`hostctl ... | head -1`) ends hostctl quietly
+/// rather than with a panic.
+pub fn out(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .is_err()
+    {
+        std::process::exit(0);
+    }
 }
 
 #[cfg(test)]
@@ -146,6 +162,8 @@ mod tests {
     #[test]
     fn control_characters_from_the_api_are_shown_not_obeyed() {
         assert_eq!(clean("ok\u{1b}[2Jgone"), "ok\\u{1b}[2Jgone");
+        assert_eq!(clean("a\nstatus: enabled"), "a\\u{a}status: enabled");
+        assert_eq!(clean("x\u{202e}y"), "x\\u{202e}y");
         assert_eq!(record(&json!({"error": "x\u{7}"})), "error: x\\u{7}\n");
     }
 }

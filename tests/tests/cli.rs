@@ -199,6 +199,31 @@ async fn hostctl_runs_the_site_lifecycle_and_says_how_each_task_ended() {
         assert_eq!(o.status.code(), Some(0), "{}", text(&o));
         assert!(stdout(&o).contains("example"), "{}", text(&o));
 
+        // -q prints what only this answer shows: the new token.
+        let o = cli
+            .run(&["-q", "token", "add", "portal", "client=acme"])
+            .await;
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        assert!(stdout(&o).starts_with("hst_"), "{}", text(&o));
+        // A reader that goes away early ends hostctl quietly.
+        let piped = tokio::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "set -o pipefail; for i in 1 2 3 4 5 6 7 8; do echo; done | true; {} task list | head -c 1 >/dev/null",
+                bin_dir().join("hostctl").display()
+            ))
+            .env("HOSTCTL_URL", &stack.api)
+            .env("HOSTCTL_TOKEN", &stack.token)
+            .env("HOME", &home)
+            .output()
+            .await
+            .expect("bash");
+        assert!(
+            !String::from_utf8_lossy(&piped.stderr).contains("panicked"),
+            "{}",
+            text(&piped)
+        );
+
         let o = cli.run(&["completions", "bash"]).await;
         assert_eq!(o.status.code(), Some(0));
         assert!(stdout(&o).contains("_hostctl"), "{}", text(&o));

@@ -65,10 +65,16 @@ pub fn task_accepted(task_type: &str) {
         .inc();
 }
 
-/// A task ended and its outcome was stored: `ran` is how long its handler took, `waited` how
-/// long it was queued before it started (from its creation).
-pub fn task_finished(task_type: &str, status: &str, ran: Duration, waited: Option<Duration>) {
-    let by_type = vec![("type", task_type.to_owned())];
+/// A worker started a task that had waited `waited` since it was accepted.
+pub fn task_started(task_type: &str, waited: Duration) {
+    METRICS
+        .task_queue_wait
+        .get_or_create(&vec![("type", task_type.to_owned())])
+        .observe(waited.as_secs_f64());
+}
+
+/// A task ended and its outcome was stored: `ran` is how long its handler took.
+pub fn task_finished(task_type: &str, status: &str, ran: Duration) {
     METRICS
         .tasks_finished
         .get_or_create(&vec![
@@ -78,13 +84,23 @@ pub fn task_finished(task_type: &str, status: &str, ran: Duration, waited: Optio
         .inc();
     METRICS
         .task_duration
-        .get_or_create(&by_type)
+        .get_or_create(&vec![("type", task_type.to_owned())])
         .observe(ran.as_secs_f64());
-    if let Some(waited) = waited {
-        METRICS
-            .task_queue_wait
-            .get_or_create(&by_type)
-            .observe(waited.as_secs_f64());
+}
+
+/// Makes the task counters' series exist at 0 for these task types and statuses, so that
+/// Prometheus sees the first increase after a start (`rate()` cannot see a series appear).
+pub fn preset_task_series(task_types: &[&str], statuses: &[&str]) {
+    for t in task_types {
+        let _ = METRICS
+            .tasks_accepted
+            .get_or_create(&vec![("type", (*t).to_owned())]);
+        for s in statuses {
+            let _ = METRICS.tasks_finished.get_or_create(&vec![
+                ("type", (*t).to_owned()),
+                ("status", (*s).to_owned()),
+            ]);
+        }
     }
 }
 
@@ -228,12 +244,8 @@ mod tests {
     #[test]
     fn counters_and_histograms_are_written_with_their_conventional_names() {
         task_accepted("verify");
-        task_finished(
-            "verify",
-            "success",
-            Duration::from_millis(30),
-            Some(Duration::from_millis(4)),
-        );
+        task_started("verify", Duration::from_millis(4));
+        task_finished("verify", "success", Duration::from_millis(30));
         rpc_finished("webconf", "webconf.v1", "ok", Duration::from_millis(2));
         backup_written(1234, Duration::from_secs(1));
         let text = encode_registry(&registry());

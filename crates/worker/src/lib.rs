@@ -106,6 +106,12 @@ impl<H: TaskHandler> Worker<H> {
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
         tracing::info!(worker = %id, "task worker starting");
+        let mine: Vec<&str> = TaskType::ALL
+            .iter()
+            .filter(|t| t.owner().as_str() == config.service)
+            .map(|t| t.as_str())
+            .collect();
+        telemetry::metrics::preset_task_series(&mine, &["success", "warning", "error"]);
         reclaim_from_dead_processes(&store, config.service, &host).await;
         loop {
             match bus.declare_topology(&[config.service]).await {
@@ -311,6 +317,17 @@ impl<H: TaskHandler> Handler for Worker<H> {
             }
         };
         tracing::info!(task = %task.id, task_type = %task.task_type, attempt = task.attempts, "task started");
+        // Its wait in the queue, from acceptance to its first start (a resumed attempt
+        // waited for its worker's death, not in the queue).
+        if task.attempts <= 1 {
+            if let Some(waited) = task
+                .started_at
+                .map(|s| s - task.created_at)
+                .and_then(|d| std::time::Duration::try_from(d).ok())
+            {
+                telemetry::metrics::task_started(task.task_type.as_str(), waited);
+            }
+        }
         self.bus
             .publish_event(&TaskEvent::Status {
                 task: task.id,
@@ -404,6 +421,7 @@ impl<H: TaskHandler> Handler for Worker<H> {
             ))
             .catch_unwind(),
         );
+        let handler_started = std::time::Instant::now();
         let ran = tokio::select! {
             ran = run => ran,
             _ = lease_lost.notified() => {
@@ -414,6 +432,7 @@ impl<H: TaskHandler> Handler for Worker<H> {
         };
         heartbeat.abort();
         bus::fence::released(fence);
+        let ran_for = handler_started.elapsed();
         let outcome = match ran {
             Ok(o) => o,
             Err(panic) => {
@@ -466,17 +485,18 @@ impl<H: TaskHandler> Handler for Worker<H> {
             }
         };
         match finished {
-            Ok(_) => {
+            // Another worker holds the task now (this one lost its lease): its outcome is the
+            // one that counts, and this one is neither announced nor counted.
+            Ok(false) => {
+                tracing::warn!(task = %task.id, "the outcome was not stored: another worker holds the task now");
+                Disposition::Ack
+            }
+            Ok(true) => {
                 tracing::info!(task = %task.id, %status, "task finished");
-                let waited = task
-                    .started_at
-                    .map(|s| s - task.created_at)
-                    .and_then(|d| std::time::Duration::try_from(d).ok());
                 telemetry::metrics::task_finished(
                     task.task_type.as_str(),
                     status.as_str(),
-                    started.elapsed(),
-                    waited,
+                    ran_for,
                 );
                 self.bus
                     .publish_event(&TaskEvent::Status {

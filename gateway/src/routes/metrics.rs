@@ -3,9 +3,9 @@
 //! its oldest row's age, the dead letters kept, the tasks queued and running, and each
 //! server's agent.
 //!
-//! Outside `/api/v1` and without a token, as Prometheus scrapes: it shows counts by task type
-//! and status and the names of servers, never a site, a client or a secret. A provider that
-//! does not want even that reachable keeps the port behind its firewall (as the API is).
+//! Served on a port of its own (`HOSTING_METRICS_LISTEN`), not the API's, and without a
+//! token, as Prometheus scrapes: it shows counts by task type and status and the names of
+//! servers, never a site, a client or a secret; the port belongs on the monitoring network.
 
 use super::servers::AgentView;
 use crate::startup::AppState;
@@ -19,6 +19,9 @@ use telemetry::metrics::Labels;
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 pub async fn scrape(State(s): State<AppState>) -> axum::response::Response {
+    // Every task type's accepted counter exists from the first scrape, at 0.
+    let types: Vec<&str> = domain::TaskType::ALL.iter().map(|t| t.as_str()).collect();
+    telemetry::metrics::preset_task_series(&types, &[]);
     let mut registry = telemetry::metrics::registry();
     let state_up = s.state_up.load(std::sync::atomic::Ordering::SeqCst);
     let up = Gauge::<i64>::default();
@@ -73,6 +76,15 @@ async fn from_state_database(
     );
 
     let open = Family::<Labels, Gauge>::default();
+    // Every type's series at 0 first: an empty queue is a 0, not a missing series.
+    for t in domain::TaskType::ALL {
+        for status in [domain::TaskStatus::Queued, domain::TaskStatus::Processing] {
+            let _ = open.get_or_create(&vec![
+                ("type", t.as_str().to_owned()),
+                ("status", status.as_str().to_owned()),
+            ]);
+        }
+    }
     for (task_type, status, n) in s.store.open_task_counts().await? {
         open.get_or_create(&vec![
             ("type", task_type.as_str().to_owned()),

@@ -11,57 +11,90 @@ mod tokens;
 
 use crate::error::{ApiError, ApiResult};
 use crate::startup::AppState;
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// The API's routes, each from its annotated handler: the router and the OpenAPI document
+/// are built from the same list, so no route goes undocumented. (One `routes!` per path.)
+pub fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
+        .routes(routes!(servers::create, servers::list))
+        .routes(routes!(servers::get, servers::change))
+        .routes(routes!(servers::rotate_credentials))
+        .routes(routes!(servers::create_task))
+        .routes(routes!(platforms::create, platforms::list))
+        .routes(routes!(platforms::get))
+        .routes(routes!(platforms::create_task))
+        .routes(routes!(clients::create, clients::list))
+        .routes(routes!(sites::create, sites::list))
+        .routes(routes!(sites::get))
+        .routes(routes!(sites::create_task))
+        .routes(routes!(sites::backups))
+        .routes(routes!(sites::migrate_targets))
+        .routes(routes!(sites::backup_schedule, sites::set_backup_schedule))
+        .routes(routes!(tasks::list, tasks::create))
+        .routes(routes!(tasks::get))
+        .routes(routes!(tasks::log))
+        .routes(routes!(tasks::events))
+        .routes(routes!(tasks::cancel))
+        .routes(routes!(tasks::retry))
+        .routes(routes!(tokens::create, tokens::list))
+        .routes(routes!(tokens::revoke))
+        .routes(routes!(settings::get, settings::patch))
+        .routes(routes!(dead_letters::list))
+        .routes(routes!(dead_letters::drop))
+        .routes(routes!(dead_letters::replay))
+}
+
+/// Serves `/metrics` at `HOSTING_METRICS_LISTEN` when that is set: a port of its own for the
+/// monitoring network, not the API's, which browsers reach for login links.
+pub async fn serve_metrics(state: AppState) {
+    let Some(addr) = std::env::var("HOSTING_METRICS_LISTEN")
+        .ok()
+        .filter(|a| !a.trim().is_empty())
+    else {
+        return;
+    };
+    let listener = match tokio::net::TcpListener::bind(addr.trim()).await {
+        Ok(l) => l,
+        Err(e) => {
+            return tracing::error!(%addr, error = %e, "cannot listen for metrics scrapes; no metrics are served")
+        }
+    };
+    tracing::info!(%addr, "serving metrics at /metrics");
+    let app = Router::new()
+        .route("/metrics", get(metrics::scrape))
+        .with_state(state);
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!(error = %e, "the metrics listener stopped");
+    }
+}
 
 pub fn router(state: AppState) -> Router {
-    let api = Router::new()
-        .route("/servers", post(servers::create).get(servers::list))
-        .route("/servers/{id}", get(servers::get).patch(servers::change))
-        .route(
-            "/servers/{id}/credentials",
-            post(servers::rotate_credentials),
-        )
-        .route("/servers/{id}/tasks", post(servers::create_task))
-        .route("/platforms", post(platforms::create).get(platforms::list))
-        .route("/platforms/{id}", get(platforms::get))
-        .route("/platforms/{id}/tasks", post(platforms::create_task))
-        .route("/clients", post(clients::create).get(clients::list))
-        .route("/sites", post(sites::create).get(sites::list))
-        .route("/sites/{id}", get(sites::get))
-        .route("/sites/{id}/tasks", post(sites::create_task))
-        .route("/sites/{id}/backups", get(sites::backups))
-        .route("/sites/{id}/migrate-targets", get(sites::migrate_targets))
-        .route(
-            "/sites/{id}/backup-schedule",
-            get(sites::backup_schedule).put(sites::set_backup_schedule),
-        )
-        .route("/tasks", get(tasks::list).post(tasks::create))
-        .route("/tasks/{id}", get(tasks::get))
-        .route("/tasks/{id}/log", get(tasks::log))
-        .route("/tasks/{id}/events", get(tasks::events))
-        .route("/tasks/{id}/cancel", post(tasks::cancel))
-        .route("/tasks/{id}/retry", post(tasks::retry))
-        .route("/tokens", post(tokens::create).get(tokens::list))
-        .route("/tokens/{id}", axum::routing::delete(tokens::revoke))
-        .route("/settings", get(settings::get).patch(settings::patch))
-        .route("/dead-letters", get(dead_letters::list))
-        .route(
-            "/dead-letters/{id}",
-            axum::routing::delete(dead_letters::drop),
-        )
-        .route("/dead-letters/{id}/replay", post(dead_letters::replay))
+    let (api, doc) = api_router().split_for_parts();
+    let doc = std::sync::Arc::new(doc);
+    let api = api
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             state_gate,
-        ));
+        ))
+        // The document itself: no token, and served while the state database is away.
+        .route(
+            "/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move { Json(doc) }
+            }),
+        );
     Router::new()
         .route(
             "/healthz",
             get(|| async { Json(serde_json::json!({"status": "ok"})) }),
         )
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics::scrape))
         .route("/login/{token}", get(public::login))
         .route("/disabled/{domain}", get(public::disabled))
         .nest("/api/v1", api)
@@ -122,7 +155,7 @@ async fn readyz(
 }
 
 /// A reference to a record in a request body: its id or its name.
-#[derive(serde::Deserialize, Debug, Clone)]
+#[derive(serde::Deserialize, Debug, Clone, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum Ref {
     Id(i64),

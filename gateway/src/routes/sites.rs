@@ -11,7 +11,7 @@ use domain::*;
 use serde_json::{json, Value};
 use store::{NewSite, NewTask, Site, SiteFilter};
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewSiteBody {
     domain: String,
@@ -265,6 +265,7 @@ pub(crate) async fn visible_site(s: &AppState, caller: &Caller, id: i64) -> ApiR
     }
 }
 
+#[utoipa::path(post, path = "/sites", tag = "sites", request_body = NewSiteBody, responses((status = 202, description = "The site (installing) and its install task", body = serde_json::Value), crate::openapi::WriteErrors), operation_id = "sites_create")]
 pub async fn create(
     State(s): State<AppState>,
     caller: Caller,
@@ -358,7 +359,8 @@ pub async fn create(
     ))
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SiteQuery {
     domain: Option<String>,
@@ -375,6 +377,7 @@ pub struct SiteQuery {
 /// The longest search text: a domain name's length.
 const MAX_SEARCH_CHARS: usize = 253;
 
+#[utoipa::path(get, path = "/sites", tag = "sites", params(SiteQuery), responses((status = 200, description = "Sites with their links and available tasks", body = [serde_json::Value]), crate::openapi::ReadErrors), operation_id = "sites_list")]
 pub async fn list(
     State(s): State<AppState>,
     caller: Caller,
@@ -466,6 +469,7 @@ pub async fn list(
     ))
 }
 
+#[utoipa::path(get, path = "/sites/{id}", tag = "sites", params(("id" = i64, Path, description = "the site's id")), responses((status = 200, description = "The site: status, link, packages, available tasks", body = serde_json::Value), crate::openapi::ReadErrors), operation_id = "sites_get")]
 pub async fn get(
     State(s): State<AppState>,
     caller: Caller,
@@ -475,7 +479,7 @@ pub async fn get(
     Ok(Json(site_json(&s, &site).await?))
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 pub struct NewSiteTask {
     #[serde(rename = "type")]
     task_type: String,
@@ -674,6 +678,7 @@ async fn move_args(
     })
 }
 
+#[utoipa::path(get, path = "/sites/{id}/migrate-targets", tag = "sites", params(("id" = i64, Path, description = "the site's id")), responses((status = 200, description = "Platforms the site could move to, each with its package comparison and whether it can be chosen", body = [serde_json::Value]), crate::openapi::ReadErrors), operation_id = "sites_migrate_targets")]
 pub async fn migrate_targets(
     State(s): State<AppState>,
     caller: Caller,
@@ -698,6 +703,7 @@ pub async fn migrate_targets(
     ))
 }
 
+#[utoipa::path(post, path = "/sites/{id}/tasks", tag = "sites", params(("id" = i64, Path, description = "the site's id")), request_body = NewSiteTask, responses((status = 202, description = "The site task accepted", body = serde_json::Value), crate::openapi::WriteErrors), operation_id = "sites_create_task")]
 pub async fn create_task(
     State(s): State<AppState>,
     caller: Caller,
@@ -744,6 +750,7 @@ pub async fn create_task(
     Ok((StatusCode::ACCEPTED, Json(json!({ "task": task }))))
 }
 
+#[utoipa::path(get, path = "/sites/{id}/backups", tag = "sites", params(("id" = i64, Path, description = "the site's id"), ListQuery), responses((status = 200, description = "The site's backups, newest first", body = [serde_json::Value]), crate::openapi::ReadErrors), operation_id = "sites_backups")]
 pub async fn backups(
     State(s): State<AppState>,
     caller: Caller,
@@ -758,7 +765,7 @@ pub async fn backups(
     })
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleBody {
     /// A schedule object, "off" (no automated backups for this site) or "inherit" (follow the
@@ -766,6 +773,7 @@ pub struct ScheduleBody {
     schedule: Value,
 }
 
+#[utoipa::path(get, path = "/sites/{id}/backup-schedule", tag = "sites", params(("id" = i64, Path, description = "the site's id")), responses((status = 200, description = "The site's own schedule and the global one it may inherit", body = serde_json::Value), crate::openapi::ReadErrors), operation_id = "sites_backup_schedule")]
 pub async fn backup_schedule(
     State(s): State<AppState>,
     caller: Caller,
@@ -796,6 +804,7 @@ pub async fn backup_schedule(
     })))
 }
 
+#[utoipa::path(put, path = "/sites/{id}/backup-schedule", tag = "sites", params(("id" = i64, Path, description = "the site's id")), request_body = ScheduleBody, responses((status = 200, description = "The site's schedule as set", body = serde_json::Value), crate::openapi::WriteErrors), operation_id = "sites_set_backup_schedule")]
 pub async fn set_backup_schedule(
     State(s): State<AppState>,
     caller: Caller,
