@@ -1,10 +1,14 @@
 # Two commands do all set-up on a fresh Debian 12 machine with Rust: `make up` and `make test`.
-.PHONY: up down test bench deps build lint
+.PHONY: up down test bench deps test-deps build lint
 
 CARGO ?= cargo
 
 deps:
 	@scripts/deps.sh
+
+# What only the tests need: schemathesis for the OpenAPI test.
+test-deps:
+	@scripts/test-deps.sh
 
 build:
 	$(CARGO) build --workspace --bins
@@ -16,7 +20,7 @@ down:
 	@scripts/down.sh
 
 # The end-to-end tests start the real binaries (built here) against the real services.
-test: deps build
+test: deps test-deps build
 	$(CARGO) test --workspace --no-fail-fast -- --test-threads=4
 
 # Built with the same feature set as the services (one build), then run from target/release.

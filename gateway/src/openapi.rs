@@ -40,12 +40,25 @@ pub enum ReadErrors {
     /// No such record (or another client's).
     #[response(status = 404)]
     NotFound(ErrorBody),
+    /// An invalid query value (a page size out of bounds, an unknown status).
+    #[response(status = 422)]
+    Unprocessable(ErrorBody),
     /// Too many failed authentications from this address (see `Retry-After`).
     #[response(status = 429)]
     TooManyRequests(ErrorBody),
     /// The state database is unreachable (see `Retry-After`).
     #[response(status = 503)]
     Unavailable(ErrorBody),
+}
+
+/// One server-sent event of a task: `log` (its data a log line: id, at, level, message) or
+/// `status` (its data the task), as JSON.
+#[derive(utoipa::ToSchema, serde::Serialize)]
+pub struct TaskEventMessage {
+    /// `log` or `status`.
+    pub event: String,
+    /// The event's JSON.
+    pub data: String,
 }
 
 /// The error answers of a request that changes something.
@@ -112,7 +125,7 @@ impl utoipa::Modify for BearerToken {
     servers((url = "/api/v1")),
     modifiers(&BearerToken),
     security(("token" = [])),
-    components(schemas(ErrorBody, ErrorDetail)),
+    components(schemas(ErrorBody, ErrorDetail, TaskEventMessage)),
     tags(
         (name = "servers", description = "Web and database servers and their agents"),
         (name = "platforms", description = "Codebases sites run on"),
@@ -220,8 +233,10 @@ mod tests {
         // The API's router is built with `routes!` only; a plain `.route(` there would serve
         // an undocumented path. (The document's own route is the one exception.)
         let source = include_str!("routes/mod.rs");
-        let api = &source[source.find("pub fn api_router").expect("api_router")
-            ..source.find("pub fn router").expect("router")];
+        let start = source.find("pub fn api_router").expect("api_router");
+        let end = start + source[start..].find("\n}\n").expect("its end");
+        let api = &source[start..end];
+        assert!(api.contains("routes!(sites::create"), "{api}");
         assert!(!api.contains(".route("), "an API route outside routes!()");
     }
 

@@ -93,6 +93,7 @@ impl<T> Page<T> {
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Items per page: 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
     /// The cursor of lists in id order: the last id of the previous page.
     pub after: Option<i64>,

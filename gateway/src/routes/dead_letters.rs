@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 pub struct DeadLetterQuery {
     /// Only dead letters older than this id (the next page).
     before: Option<i64>,
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 

@@ -369,6 +369,7 @@ pub struct SiteQuery {
     platform: Option<String>,
     /// Part of a domain, as typed in a search box.
     search: Option<String>,
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
     /// The cursor: the last site id of the previous page.
     after: Option<i64>,

@@ -20,6 +20,7 @@ pub struct TaskQuery {
     #[serde(rename = "type")]
     task_type: Option<String>,
     parent: Option<i64>,
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
     /// The cursor: the last (oldest) task id of the previous page; tasks come newest first.
     before: Option<i64>,
@@ -142,7 +143,7 @@ pub async fn log(
 /// Server-sent events: each log line as a `log` event and each status change as a `status`
 /// event, until the task ends. Read from the state database, so any gateway instance can
 /// serve any task's stream and a reconnecting client misses nothing.
-#[utoipa::path(get, path = "/tasks/{id}/events", tag = "tasks", params(("id" = i64, Path, description = "the task's id")), responses((status = 200, description = "Server-sent events: `log` (a log line) and `status` (the task) as they happen; the stream ends with the task", content_type = "text/event-stream", body = String), crate::openapi::ReadErrors), operation_id = "tasks_events")]
+#[utoipa::path(get, path = "/tasks/{id}/events", tag = "tasks", params(("id" = i64, Path, description = "the task's id")), responses((status = 200, description = "Server-sent events: `log` (a log line) and `status` (the task) as they happen; the stream ends with the task", content_type = "text/event-stream", body = crate::openapi::TaskEventMessage), crate::openapi::ReadErrors), operation_id = "tasks_events")]
 pub async fn events(
     State(s): State<AppState>,
     caller: Caller,
