@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs (apt-get, Debian 12) and starts what the stack needs: RabbitMQ, PostgreSQL,
-# MariaDB, nginx, php-fpm with the PHP CLI and its MySQL and XML extensions, zstd, curl, Prometheus
-# (for the metrics test), and Debian's
+# MariaDB, nginx, php-fpm with the PHP CLI and its MySQL and XML extensions, zstd, curl, python3,
+# and Debian's
 # WordPress (with a theme and its translations) for the wordpress platform. Whatever is
 # installed already is kept, and whatever answers on its port already is reused.
 # Then makes sure the state database role exists (hosting/hosting, allowed to create the
@@ -33,8 +33,8 @@ command -v zstd >/dev/null 2>&1 || need+=(zstd)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 # The test topology's hosts: network namespaces, veth links and a bridge.
 command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need+=(iproute2)
-# The metrics test scrapes the services with a Prometheus of its own.
-[ -x /usr/bin/prometheus ] || need+=(prometheus)
+# The README's curl examples read JSON with it.
+command -v python3 >/dev/null 2>&1 || need+=(python3)
 [ -f /usr/share/wordpress/wp-includes/version.php ] || need+=(wordpress)
 [ -d /usr/share/wordpress/wp-content/themes/twentytwentythree ] || need+=(wordpress-theme-twentytwentythree)
 ls /usr/share/wordpress/wp-content/languages/fr_FR.mo >/dev/null 2>&1 || need+=(wordpress-l10n)

@@ -52,6 +52,7 @@ impl From<store::StoreError> for ApiError {
                 ApiError::NotFound(format!("{what} does not exist"))
             }
             store::StoreError::Conflict(msg) => ApiError::Conflict(msg),
+            store::StoreError::Invalid(msg) => ApiError::Unprocessable(msg),
             e if e.is_unavailable() => {
                 tracing::warn!(error = %e, "the state database is unreachable");
                 ApiError::state_unavailable()

@@ -3,9 +3,10 @@
 //! handlers (`utoipa_axum::routes!`), so a route cannot be served without being documented;
 //! served at `/api/v1/openapi.json`.
 //!
-//! Request bodies and query parameters are the handlers' own types. Most answers are
+//! Request bodies and query parameters are the handlers' own types. Success answers are
 //! documented as JSON objects (or arrays of them) without their fields: the views are built
-//! as JSON from several records, and the README's API section says what they hold.
+//! as JSON from several records, and the README's API section says what they hold. Errors
+//! are documented in full.
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
@@ -120,7 +121,7 @@ impl utoipa::Modify for BearerToken {
 #[openapi(
     info(
         title = "hosting control plane",
-        description = "Sites, platforms, servers, clients, tasks and their logs, backups, tokens, settings and dead letters. Every change is a task: it is accepted (202) and runs in order per site; follow it with GET /tasks/{id}/events.",
+        description = "Sites, platforms, servers, clients, tasks and their logs, backups, tokens, settings and dead letters. What changes a site or a platform is a task: it is accepted (202) and runs in order per site; follow it with GET /tasks/{id}/events. Lists answer an array, with the total in X-Total-Count and the next page in Link. Every route answers 405 (JSON) to a method it does not take.",
     ),
     servers((url = "/api/v1")),
     modifiers(&BearerToken),

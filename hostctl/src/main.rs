@@ -309,7 +309,7 @@ enum ServerCommand {
         #[arg(long = "platform-dir")]
         platform_dirs: Vec<String>,
     },
-    /// Changes a server's record (KEY=VALUE: host, port, platform_dirs=[...]).
+    /// Changes a server's record (KEY=VALUE: platform_dirs=[...]).
     Change {
         server: String,
         #[arg(value_name = "KEY=VALUE", required = true)]

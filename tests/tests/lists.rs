@@ -145,6 +145,17 @@ async fn every_list_pages_with_a_cursor_a_total_and_a_next_link() {
         .call("GET", &format!("/sites?search={long}"), None)
         .await;
     assert_eq!(status, 422, "{body}");
+    // A NUL byte (PostgreSQL cannot hold one in text) is refused, not a 500; in a name
+    // filter too.
+    for query in [
+        "search=a%00b",
+        "client=a%00b",
+        "platform=%00",
+        "domain=a%00.example",
+    ] {
+        let (status, body) = stack.call("GET", &format!("/sites?{query}"), None).await;
+        assert!(status == 422 || status == 404, "{query}: {status} {body}");
+    }
     stack.teardown().await;
 }
 

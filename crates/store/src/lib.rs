@@ -27,6 +27,10 @@ pub enum StoreError {
     Conflict(String),
     #[error("the state database holds a value that does not parse: {0}")]
     Corrupt(String),
+    /// A value PostgreSQL cannot hold as text (a NUL byte, an invalid encoding): the input
+    /// is refused, nothing was written.
+    #[error("{0}")]
+    Invalid(String),
     #[error("state database error: {0}")]
     Database(sqlx::Error),
     #[error("state database migration failed: {0}")]
@@ -67,6 +71,15 @@ impl From<sqlx::Error> for StoreError {
         // connections (down, restarting, at max_connections) shows as exactly that. A pool
         // that is merely busy looks the same; a task failed then is given back and run again,
         // which is safe, only slower.
+        // 22021 (a NUL byte in text) and 22P05 (a character the encoding cannot hold) come
+        // from what a caller sent: its fault, not the database's.
+        if let Some(code) = e.as_database_error().and_then(|d| d.code()) {
+            if code == "22021" || code == "22P05" {
+                return StoreError::Invalid(
+                    "a value holds a character that cannot be stored (a NUL byte or an invalid one)".into(),
+                );
+            }
+        }
         let e = StoreError::Database(e);
         if e.is_unavailable() {
             OUTAGES.noticed();

@@ -14,7 +14,7 @@ pub struct NewClient {
     email: String,
 }
 
-#[utoipa::path(post, path = "/clients", tag = "clients", request_body = NewClient, responses((status = 201, description = "The client", body = serde_json::Value), crate::openapi::WriteErrors), operation_id = "clients_create")]
+#[utoipa::path(post, path = "/clients", tag = "clients", request_body = NewClient, responses((status = 201, description = "The client", body = Object), crate::openapi::WriteErrors), operation_id = "clients_create")]
 pub async fn create(
     State(s): State<AppState>,
     caller: Caller,
@@ -29,7 +29,7 @@ pub async fn create(
     ))
 }
 
-#[utoipa::path(get, path = "/clients", tag = "clients", params(ListQuery), responses((status = 200, description = "Clients (a client's token sees its own)", body = [serde_json::Value]), crate::openapi::ReadErrors), operation_id = "clients_list")]
+#[utoipa::path(get, path = "/clients", tag = "clients", params(ListQuery), responses((status = 200, description = "Clients (a client's token sees its own)", body = [Object]), crate::openapi::ReadErrors), operation_id = "clients_list")]
 pub async fn list(
     State(s): State<AppState>,
     caller: Caller,

@@ -28,7 +28,7 @@ fn letter_json(d: &store::DeadLetter) -> Value {
     v
 }
 
-#[utoipa::path(get, path = "/dead-letters", tag = "dead-letters", params(DeadLetterQuery), responses((status = 200, description = "Dead letters, newest first, with why each was refused", body = [serde_json::Value]), crate::openapi::ReadErrors), operation_id = "dead_letters_list")]
+#[utoipa::path(get, path = "/dead-letters", tag = "dead-letters", params(DeadLetterQuery), responses((status = 200, description = "Dead letters, newest first, with why each was refused", body = [Object]), crate::openapi::ReadErrors), operation_id = "dead_letters_list")]
 pub async fn list(
     State(s): State<AppState>,
     caller: Caller,
@@ -53,7 +53,7 @@ pub async fn list(
     ))
 }
 
-#[utoipa::path(delete, path = "/dead-letters/{id}", tag = "dead-letters", params(("id" = i64, Path, description = "the dead letter's id")), responses((status = 200, description = "Dropped", body = serde_json::Value), crate::openapi::WriteErrors), operation_id = "dead_letters_drop")]
+#[utoipa::path(delete, path = "/dead-letters/{id}", tag = "dead-letters", params(("id" = i64, Path, minimum = 1, description = "the dead letter's id")), responses((status = 200, description = "Dropped", body = Object), crate::openapi::WriteErrors), operation_id = "dead_letters_drop")]
 pub async fn drop(
     State(s): State<AppState>,
     caller: Caller,
@@ -68,7 +68,7 @@ pub async fn drop(
     Ok(Json(json!({"dropped": id})))
 }
 
-#[utoipa::path(post, path = "/dead-letters/{id}/replay", tag = "dead-letters", params(("id" = i64, Path, description = "the dead letter's id")), responses((status = 200, description = "Published again to where it came from", body = serde_json::Value), crate::openapi::WriteErrors), operation_id = "dead_letters_replay")]
+#[utoipa::path(post, path = "/dead-letters/{id}/replay", tag = "dead-letters", params(("id" = i64, Path, minimum = 1, description = "the dead letter's id")), responses((status = 200, description = "Published again to where it came from", body = Object), crate::openapi::WriteErrors), operation_id = "dead_letters_replay")]
 pub async fn replay(
     State(s): State<AppState>,
     caller: Caller,

@@ -28,7 +28,7 @@ pub async fn platform_json(store: &Store, p: &Platform) -> ApiResult<Value> {
     Ok(v)
 }
 
-#[utoipa::path(post, path = "/platforms", tag = "platforms", request_body = NewPlatform, responses((status = 202, description = "The platform registered and its first verify task", body = serde_json::Value), crate::openapi::WriteErrors), operation_id = "platforms_create")]
+#[utoipa::path(post, path = "/platforms", tag = "platforms", request_body = NewPlatform, responses((status = 202, description = "The platform registered and its first verify task", body = Object), crate::openapi::WriteErrors), operation_id = "platforms_create")]
 pub async fn create(
     State(s): State<AppState>,
     caller: Caller,
@@ -125,7 +125,7 @@ async fn check_root(s: &AppState, server: &store::Server, root: &HostPath) -> Ap
     }
 }
 
-#[utoipa::path(get, path = "/platforms", tag = "platforms", params(ListQuery), responses((status = 200, description = "Platforms with their packages and profiles", body = [serde_json::Value]), crate::openapi::ReadErrors), operation_id = "platforms_list")]
+#[utoipa::path(get, path = "/platforms", tag = "platforms", params(ListQuery), responses((status = 200, description = "Platforms with their packages and profiles", body = [Object]), crate::openapi::ReadErrors), operation_id = "platforms_list")]
 pub async fn list(
     State(s): State<AppState>,
     _caller: Caller,
@@ -147,7 +147,7 @@ pub async fn list(
     })
 }
 
-#[utoipa::path(get, path = "/platforms/{id}", tag = "platforms", params(("id" = i64, Path, description = "the platform's id")), responses((status = 200, description = "The platform with its packages and profiles", body = serde_json::Value), crate::openapi::ReadErrors), operation_id = "platforms_get")]
+#[utoipa::path(get, path = "/platforms/{id}", tag = "platforms", params(("id" = i64, Path, minimum = 1, description = "the platform's id")), responses((status = 200, description = "The platform with its packages and profiles", body = Object), crate::openapi::ReadErrors), operation_id = "platforms_get")]
 pub async fn get(
     State(s): State<AppState>,
     _caller: Caller,
@@ -170,7 +170,7 @@ pub struct NewPlatformTask {
     failure_budget: Option<i64>,
 }
 
-#[utoipa::path(post, path = "/platforms/{id}/tasks", tag = "platforms", params(("id" = i64, Path, description = "the platform's id")), request_body = NewPlatformTask, responses((status = 202, description = "The platform task accepted", body = serde_json::Value), crate::openapi::WriteErrors), operation_id = "platforms_create_task")]
+#[utoipa::path(post, path = "/platforms/{id}/tasks", tag = "platforms", params(("id" = i64, Path, minimum = 1, description = "the platform's id")), request_body = NewPlatformTask, responses((status = 202, description = "The platform task accepted", body = Object), crate::openapi::WriteErrors), operation_id = "platforms_create_task")]
 pub async fn create_task(
     State(s): State<AppState>,
     caller: Caller,

@@ -48,7 +48,7 @@ fn platform_dirs(list: &[String]) -> ApiResult<Vec<HostPath>> {
         .collect()
 }
 
-#[utoipa::path(post, path = "/servers", tag = "servers", request_body = NewServer, responses((status = 201, description = "The server registered, with its agent's broker credentials (shown only here) when the control plane makes broker users", body = serde_json::Value), crate::openapi::WriteErrors), operation_id = "servers_create")]
+#[utoipa::path(post, path = "/servers", tag = "servers", request_body = NewServer, responses((status = 201, description = "The server registered, with its agent's broker credentials (shown only here) when the control plane makes broker users", body = Object), crate::openapi::WriteErrors), operation_id = "servers_create")]
 pub async fn create(
     State(s): State<AppState>,
     caller: Caller,
@@ -128,7 +128,7 @@ pub async fn create(
     ))
 }
 
-#[utoipa::path(get, path = "/servers", tag = "servers", params(ListQuery), responses((status = 200, description = "Servers with their agents' state; X-Total-Count and Link say the total and the next page", body = [serde_json::Value]), crate::openapi::ReadErrors), operation_id = "servers_list")]
+#[utoipa::path(get, path = "/servers", tag = "servers", params(ListQuery), responses((status = 200, description = "Servers with their agents' state; X-Total-Count and Link say the total and the next page", body = [Object]), crate::openapi::ReadErrors), operation_id = "servers_list")]
 pub async fn list(
     State(s): State<AppState>,
     _caller: Caller,
@@ -139,7 +139,7 @@ pub async fn list(
     Page::from_list(views, &q, &uri, "after", |v| v.server.id.0)
 }
 
-#[utoipa::path(get, path = "/servers/{id}", tag = "servers", params(("id" = i64, Path, description = "the server's id")), responses((status = 200, description = "The server with its agent's state (connected, unreachable, never-seen), last heartbeat and software", body = serde_json::Value), crate::openapi::ReadErrors), operation_id = "servers_get")]
+#[utoipa::path(get, path = "/servers/{id}", tag = "servers", params(("id" = i64, Path, minimum = 1, description = "the server's id")), responses((status = 200, description = "The server with its agent's state (connected, unreachable, never-seen), last heartbeat and software", body = Object), crate::openapi::ReadErrors), operation_id = "servers_get")]
 pub async fn get(
     State(s): State<AppState>,
     _caller: Caller,
@@ -160,7 +160,7 @@ pub struct NewServerTask {
 }
 
 /// A server's tasks: `verify` asks its agent what it runs (and whether it answers at all).
-#[utoipa::path(post, path = "/servers/{id}/tasks", tag = "servers", params(("id" = i64, Path, description = "the server's id")), request_body = NewServerTask, responses((status = 202, description = "The server task (verify) accepted", body = serde_json::Value), crate::openapi::WriteErrors), operation_id = "servers_create_task")]
+#[utoipa::path(post, path = "/servers/{id}/tasks", tag = "servers", params(("id" = i64, Path, minimum = 1, description = "the server's id")), request_body = NewServerTask, responses((status = 202, description = "The server task (verify) accepted", body = Object), crate::openapi::WriteErrors), operation_id = "servers_create_task")]
 pub async fn create_task(
     State(s): State<AppState>,
     caller: Caller,
@@ -197,7 +197,7 @@ pub async fn create_task(
 
 /// Makes a new broker password for the server's agent (the old one stops working at once)
 /// and answers it, once: for an operator who lost it, or after a host was compromised.
-#[utoipa::path(post, path = "/servers/{id}/credentials", tag = "servers", params(("id" = i64, Path, description = "the server's id")), responses((status = 200, description = "New broker credentials for the server's agent (shown only here); the old password's connections are closed", body = serde_json::Value), crate::openapi::WriteErrors), operation_id = "servers_rotate_credentials")]
+#[utoipa::path(post, path = "/servers/{id}/credentials", tag = "servers", params(("id" = i64, Path, minimum = 1, description = "the server's id")), responses((status = 200, description = "New broker credentials for the server's agent (shown only here); the old password's connections are closed", body = Object), crate::openapi::WriteErrors), operation_id = "servers_rotate_credentials")]
 pub async fn rotate_credentials(
     State(s): State<AppState>,
     caller: Caller,
@@ -393,7 +393,7 @@ fn agent_amqp_url(base: &str, user: &str, password: &str) -> Result<String, Stri
 }
 
 /// Changes a web server's platform directories (platforms registered before stay).
-#[utoipa::path(patch, path = "/servers/{id}", tag = "servers", params(("id" = i64, Path, description = "the server's id")), request_body = ServerChange, responses((status = 200, description = "The server as changed", body = serde_json::Value), crate::openapi::WriteErrors), operation_id = "servers_change")]
+#[utoipa::path(patch, path = "/servers/{id}", tag = "servers", params(("id" = i64, Path, minimum = 1, description = "the server's id")), request_body = ServerChange, responses((status = 200, description = "The server as changed", body = Object), crate::openapi::WriteErrors), operation_id = "servers_change")]
 pub async fn change(
     State(s): State<AppState>,
     caller: Caller,

@@ -91,7 +91,7 @@ fn check(kind: Kind, v: &Value) -> Result<(), String> {
     }
 }
 
-#[utoipa::path(get, path = "/settings", tag = "settings", responses((status = 200, description = "Every setting with its value", body = serde_json::Value), crate::openapi::ReadErrors), operation_id = "settings_get")]
+#[utoipa::path(get, path = "/settings", tag = "settings", responses((status = 200, description = "Every setting with its value", body = Object), crate::openapi::ReadErrors), operation_id = "settings_get")]
 pub async fn get(State(s): State<AppState>, _caller: Caller) -> ApiResult<Json<Value>> {
     let mut map = s.store.settings().await?;
     let bad = invalid(&map);
@@ -102,7 +102,7 @@ pub async fn get(State(s): State<AppState>, _caller: Caller) -> ApiResult<Json<V
     Ok(Json(Value::Object(map)))
 }
 
-#[utoipa::path(patch, path = "/settings", tag = "settings", request_body(content = serde_json::Value, description = "Settings to change, by key (GET /settings lists them)"), responses((status = 200, description = "Every setting after the change", body = serde_json::Value), crate::openapi::WriteErrors), operation_id = "settings_patch")]
+#[utoipa::path(patch, path = "/settings", tag = "settings", request_body(content = Object, description = "Settings to change, by key (GET /settings lists them)"), responses((status = 200, description = "Every setting after the change", body = Object), crate::openapi::WriteErrors), operation_id = "settings_patch")]
 pub async fn patch(
     State(s): State<AppState>,
     caller: Caller,

@@ -265,7 +265,7 @@ pub(crate) async fn visible_site(s: &AppState, caller: &Caller, id: i64) -> ApiR
     }
 }
 
-#[utoipa::path(post, path = "/sites", tag = "sites", request_body = NewSiteBody, responses((status = 202, description = "The site (installing) and its install task", body = serde_json::Value), crate::openapi::WriteErrors), operation_id = "sites_create")]
+#[utoipa::path(post, path = "/sites", tag = "sites", request_body = NewSiteBody, responses((status = 202, description = "The site (installing) and its install task", body = Object), crate::openapi::WriteErrors), operation_id = "sites_create")]
 pub async fn create(
     State(s): State<AppState>,
     caller: Caller,
@@ -378,7 +378,7 @@ pub struct SiteQuery {
 /// The longest search text: a domain name's length.
 const MAX_SEARCH_CHARS: usize = 253;
 
-#[utoipa::path(get, path = "/sites", tag = "sites", params(SiteQuery), responses((status = 200, description = "Sites with their links and available tasks", body = [serde_json::Value]), crate::openapi::ReadErrors), operation_id = "sites_list")]
+#[utoipa::path(get, path = "/sites", tag = "sites", params(SiteQuery), responses((status = 200, description = "Sites with their links and available tasks", body = [Object]), crate::openapi::ReadErrors), operation_id = "sites_list")]
 pub async fn list(
     State(s): State<AppState>,
     caller: Caller,
@@ -398,6 +398,14 @@ pub async fn list(
         return Err(ApiError::Unprocessable(format!(
             "search: at most {MAX_SEARCH_CHARS} characters (part of a domain name)"
         )));
+    }
+    if q.search
+        .as_ref()
+        .is_some_and(|t| t.chars().any(char::is_control))
+    {
+        return Err(ApiError::Unprocessable(
+            "search: no control characters (part of a domain name)".into(),
+        ));
     }
     let mut filter = SiteFilter {
         domain: q
@@ -470,7 +478,7 @@ pub async fn list(
     ))
 }
 
-#[utoipa::path(get, path = "/sites/{id}", tag = "sites", params(("id" = i64, Path, description = "the site's id")), responses((status = 200, description = "The site: status, link, packages, available tasks", body = serde_json::Value), crate::openapi::ReadErrors), operation_id = "sites_get")]
+#[utoipa::path(get, path = "/sites/{id}", tag = "sites", params(("id" = i64, Path, minimum = 1, description = "the site's id")), responses((status = 200, description = "The site: status, link, packages, available tasks", body = Object), crate::openapi::ReadErrors), operation_id = "sites_get")]
 pub async fn get(
     State(s): State<AppState>,
     caller: Caller,
@@ -679,7 +687,7 @@ async fn move_args(
     })
 }
 
-#[utoipa::path(get, path = "/sites/{id}/migrate-targets", tag = "sites", params(("id" = i64, Path, description = "the site's id")), responses((status = 200, description = "Platforms the site could move to, each with its package comparison and whether it can be chosen", body = [serde_json::Value]), crate::openapi::ReadErrors), operation_id = "sites_migrate_targets")]
+#[utoipa::path(get, path = "/sites/{id}/migrate-targets", tag = "sites", params(("id" = i64, Path, minimum = 1, description = "the site's id")), responses((status = 200, description = "Platforms the site could move to, each with its package comparison and whether it can be chosen", body = [Object]), crate::openapi::ReadErrors), operation_id = "sites_migrate_targets")]
 pub async fn migrate_targets(
     State(s): State<AppState>,
     caller: Caller,
@@ -704,7 +712,7 @@ pub async fn migrate_targets(
     ))
 }
 
-#[utoipa::path(post, path = "/sites/{id}/tasks", tag = "sites", params(("id" = i64, Path, description = "the site's id")), request_body = NewSiteTask, responses((status = 202, description = "The site task accepted", body = serde_json::Value), crate::openapi::WriteErrors), operation_id = "sites_create_task")]
+#[utoipa::path(post, path = "/sites/{id}/tasks", tag = "sites", params(("id" = i64, Path, minimum = 1, description = "the site's id")), request_body = NewSiteTask, responses((status = 202, description = "The site task accepted", body = Object), crate::openapi::WriteErrors), operation_id = "sites_create_task")]
 pub async fn create_task(
     State(s): State<AppState>,
     caller: Caller,
@@ -751,7 +759,7 @@ pub async fn create_task(
     Ok((StatusCode::ACCEPTED, Json(json!({ "task": task }))))
 }
 
-#[utoipa::path(get, path = "/sites/{id}/backups", tag = "sites", params(("id" = i64, Path, description = "the site's id"), ListQuery), responses((status = 200, description = "The site's backups, newest first", body = [serde_json::Value]), crate::openapi::ReadErrors), operation_id = "sites_backups")]
+#[utoipa::path(get, path = "/sites/{id}/backups", tag = "sites", params(("id" = i64, Path, minimum = 1, description = "the site's id"), ListQuery), responses((status = 200, description = "The site's backups, newest first", body = [Object]), crate::openapi::ReadErrors), operation_id = "sites_backups")]
 pub async fn backups(
     State(s): State<AppState>,
     caller: Caller,
@@ -774,7 +782,7 @@ pub struct ScheduleBody {
     schedule: Value,
 }
 
-#[utoipa::path(get, path = "/sites/{id}/backup-schedule", tag = "sites", params(("id" = i64, Path, description = "the site's id")), responses((status = 200, description = "The site's own schedule and the global one it may inherit", body = serde_json::Value), crate::openapi::ReadErrors), operation_id = "sites_backup_schedule")]
+#[utoipa::path(get, path = "/sites/{id}/backup-schedule", tag = "sites", params(("id" = i64, Path, minimum = 1, description = "the site's id")), responses((status = 200, description = "The site's own schedule and the global one it may inherit", body = Object), crate::openapi::ReadErrors), operation_id = "sites_backup_schedule")]
 pub async fn backup_schedule(
     State(s): State<AppState>,
     caller: Caller,
@@ -805,7 +813,7 @@ pub async fn backup_schedule(
     })))
 }
 
-#[utoipa::path(put, path = "/sites/{id}/backup-schedule", tag = "sites", params(("id" = i64, Path, description = "the site's id")), request_body = ScheduleBody, responses((status = 200, description = "The site's schedule as set", body = serde_json::Value), crate::openapi::WriteErrors), operation_id = "sites_set_backup_schedule")]
+#[utoipa::path(put, path = "/sites/{id}/backup-schedule", tag = "sites", params(("id" = i64, Path, minimum = 1, description = "the site's id")), request_body = ScheduleBody, responses((status = 200, description = "The site's schedule as set", body = Object), crate::openapi::WriteErrors), operation_id = "sites_set_backup_schedule")]
 pub async fn set_backup_schedule(
     State(s): State<AppState>,
     caller: Caller,

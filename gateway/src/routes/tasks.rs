@@ -41,7 +41,7 @@ async fn visible_task(s: &AppState, caller: &Caller, id: i64) -> ApiResult<Task>
     Ok(task)
 }
 
-#[utoipa::path(get, path = "/tasks", tag = "tasks", params(TaskQuery), responses((status = 200, description = "Tasks, newest first", body = [serde_json::Value]), crate::openapi::ReadErrors), operation_id = "tasks_list")]
+#[utoipa::path(get, path = "/tasks", tag = "tasks", params(TaskQuery), responses((status = 200, description = "Tasks, newest first", body = [Object]), crate::openapi::ReadErrors), operation_id = "tasks_list")]
 pub async fn list(
     State(s): State<AppState>,
     caller: Caller,
@@ -86,7 +86,7 @@ pub struct NewSystemTask {
 
 /// Starts a task of the control plane itself, about no site or platform (admins only):
 /// `purge-tasks` applies the task retention now rather than at the backupper's daily run.
-#[utoipa::path(post, path = "/tasks", tag = "tasks", request_body = NewSystemTask, responses((status = 202, description = "The control plane's own task (purge-tasks) accepted", body = serde_json::Value), crate::openapi::WriteErrors), operation_id = "tasks_create")]
+#[utoipa::path(post, path = "/tasks", tag = "tasks", request_body = NewSystemTask, responses((status = 202, description = "The control plane's own task (purge-tasks) accepted", body = Object), crate::openapi::WriteErrors), operation_id = "tasks_create")]
 pub async fn create(
     State(s): State<AppState>,
     caller: Caller,
@@ -121,7 +121,7 @@ pub async fn create(
     Ok((StatusCode::ACCEPTED, Json(task)))
 }
 
-#[utoipa::path(get, path = "/tasks/{id}", tag = "tasks", params(("id" = i64, Path, description = "the task's id")), responses((status = 200, description = "The task: type, status, arguments, result or error", body = serde_json::Value), crate::openapi::ReadErrors), operation_id = "tasks_get")]
+#[utoipa::path(get, path = "/tasks/{id}", tag = "tasks", params(("id" = i64, Path, minimum = 1, description = "the task's id")), responses((status = 200, description = "The task: type, status, arguments, result or error", body = Object), crate::openapi::ReadErrors), operation_id = "tasks_get")]
 pub async fn get(
     State(s): State<AppState>,
     caller: Caller,
@@ -130,7 +130,7 @@ pub async fn get(
     Ok(Json(visible_task(&s, &caller, id).await?))
 }
 
-#[utoipa::path(get, path = "/tasks/{id}/log", tag = "tasks", params(("id" = i64, Path, description = "the task's id")), responses((status = 200, description = "The task's log lines, oldest first", body = [serde_json::Value]), crate::openapi::ReadErrors), operation_id = "tasks_log")]
+#[utoipa::path(get, path = "/tasks/{id}/log", tag = "tasks", params(("id" = i64, Path, minimum = 1, description = "the task's id")), responses((status = 200, description = "The task's log lines, oldest first", body = [Object]), crate::openapi::ReadErrors), operation_id = "tasks_log")]
 pub async fn log(
     State(s): State<AppState>,
     caller: Caller,
@@ -143,7 +143,7 @@ pub async fn log(
 /// Server-sent events: each log line as a `log` event and each status change as a `status`
 /// event, until the task ends. Read from the state database, so any gateway instance can
 /// serve any task's stream and a reconnecting client misses nothing.
-#[utoipa::path(get, path = "/tasks/{id}/events", tag = "tasks", params(("id" = i64, Path, description = "the task's id")), responses((status = 200, description = "Server-sent events: `log` (a log line) and `status` (the task) as they happen; the stream ends with the task", content_type = "text/event-stream", body = crate::openapi::TaskEventMessage), crate::openapi::ReadErrors), operation_id = "tasks_events")]
+#[utoipa::path(get, path = "/tasks/{id}/events", tag = "tasks", params(("id" = i64, Path, minimum = 1, description = "the task's id")), responses((status = 200, description = "Server-sent events: `log` (a log line) and `status` (the task) as they happen; the stream ends with the task", content_type = "text/event-stream", body = crate::openapi::TaskEventMessage), crate::openapi::ReadErrors), operation_id = "tasks_events")]
 pub async fn events(
     State(s): State<AppState>,
     caller: Caller,
@@ -190,7 +190,7 @@ pub async fn events(
 /// Cancels a task that has not started. One that runs already is not interrupted: its steps
 /// undo themselves only on failure, and stopping one halfway would leave the site neither
 /// old nor new.
-#[utoipa::path(post, path = "/tasks/{id}/cancel", tag = "tasks", params(("id" = i64, Path, description = "the task's id")), responses((status = 200, description = "The task, cancelled before it started", body = serde_json::Value), crate::openapi::WriteErrors), operation_id = "tasks_cancel")]
+#[utoipa::path(post, path = "/tasks/{id}/cancel", tag = "tasks", params(("id" = i64, Path, minimum = 1, description = "the task's id")), responses((status = 200, description = "The task, cancelled before it started", body = Object), crate::openapi::WriteErrors), operation_id = "tasks_cancel")]
 pub async fn cancel(
     State(s): State<AppState>,
     caller: Caller,
@@ -214,7 +214,7 @@ pub async fn cancel(
 
 /// Retries a failed task: a new task with the same type and arguments, pointing at the
 /// failed one (`retry_of`). The site's rules apply as for a new task.
-#[utoipa::path(post, path = "/tasks/{id}/retry", tag = "tasks", params(("id" = i64, Path, description = "the task's id")), responses((status = 202, description = "A new task running the failed one again", body = serde_json::Value), crate::openapi::WriteErrors), operation_id = "tasks_retry")]
+#[utoipa::path(post, path = "/tasks/{id}/retry", tag = "tasks", params(("id" = i64, Path, minimum = 1, description = "the task's id")), responses((status = 202, description = "A new task running the failed one again", body = Object), crate::openapi::WriteErrors), operation_id = "tasks_retry")]
 pub async fn retry(
     State(s): State<AppState>,
     caller: Caller,

@@ -24,7 +24,7 @@ pub struct NewToken {
     task_types: Option<Vec<String>>,
 }
 
-#[utoipa::path(post, path = "/tokens", tag = "tokens", request_body = NewToken, responses((status = 201, description = "The token record with the token itself, shown only here", body = serde_json::Value), crate::openapi::WriteErrors), operation_id = "tokens_create")]
+#[utoipa::path(post, path = "/tokens", tag = "tokens", request_body = NewToken, responses((status = 201, description = "The token record with the token itself, shown only here", body = Object), crate::openapi::WriteErrors), operation_id = "tokens_create")]
 pub async fn create(
     State(s): State<AppState>,
     caller: Caller,
@@ -83,7 +83,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(out)))
 }
 
-#[utoipa::path(get, path = "/tokens", tag = "tokens", params(ListQuery), responses((status = 200, description = "Tokens (never their secret)", body = [serde_json::Value]), crate::openapi::ReadErrors), operation_id = "tokens_list")]
+#[utoipa::path(get, path = "/tokens", tag = "tokens", params(ListQuery), responses((status = 200, description = "Tokens (never their secret)", body = [Object]), crate::openapi::ReadErrors), operation_id = "tokens_list")]
 pub async fn list(
     State(s): State<AppState>,
     caller: Caller,
@@ -94,7 +94,7 @@ pub async fn list(
     Page::from_list(s.store.tokens().await?, &q, &uri, "after", |t| t.id)
 }
 
-#[utoipa::path(delete, path = "/tokens/{id}", tag = "tokens", params(("id" = i64, Path, description = "the token's id")), responses((status = 200, description = "The token, revoked", body = serde_json::Value), crate::openapi::WriteErrors), operation_id = "tokens_revoke")]
+#[utoipa::path(delete, path = "/tokens/{id}", tag = "tokens", params(("id" = i64, Path, minimum = 1, description = "the token's id")), responses((status = 200, description = "The token, revoked", body = Object), crate::openapi::WriteErrors), operation_id = "tokens_revoke")]
 pub async fn revoke(
     State(s): State<AppState>,
     caller: Caller,
