@@ -81,4 +81,14 @@ SQL
 if ! as_root runuser -u postgres -- psql -tAc "SELECT 1 FROM pg_database WHERE datname = 'hosting'" | grep -q 1; then
   as_root runuser -u postgres -- createdb -O hosting hosting
 fi
+# Each control plane holds a few dozen connections (its services' pools), and the test suite
+# runs several whole stacks at once: PostgreSQL's default of 100 is too few. Past it,
+# connections are refused and tasks fail on "pool timed out" (a CI run failed so).
+max_conn=$(as_root runuser -u postgres -- psql -tAc "SHOW max_connections" | tr -d ' ')
+if [ "${max_conn:-0}" -lt 400 ]; then
+  echo "raising PostgreSQL's max_connections from $max_conn to 400 (it restarts)"
+  as_root runuser -u postgres -- psql -q -c "ALTER SYSTEM SET max_connections = 400"
+  as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -n 1)" main restart
+  wait_port 5432 PostgreSQL
+fi
 echo "dependencies ready: PostgreSQL :5432, MariaDB :3306, RabbitMQ :5672 (management :15672), nginx, php-fpm"

@@ -47,7 +47,32 @@ impl TaskHandler for Shared {
 /// `make-backup` for the installer (pre-disable, pre-delete) and the migrator: the backup is
 /// made here, where the backup store is, and logged in the caller's task.
 impl bus::Serve<contract::BackupperRpc> for Shared {
+    /// A request that failed only because the state database was away or its pool busy is
+    /// handled again (both requests are idempotent) for up to two minutes, rather than
+    /// answered with an error that would fail the caller's task.
     async fn handle(
+        &self,
+        request: contract::BackupRequest,
+    ) -> Result<contract::BackupperReply, String> {
+        let began = std::time::Instant::now();
+        loop {
+            let attempt = std::time::Instant::now();
+            match self.handle_once(request.clone()).await {
+                Err(e)
+                    if store::outage_since(attempt)
+                        && began.elapsed() < Duration::from_secs(120) =>
+                {
+                    tracing::warn!(error = %e, "the state database was away during a request; handling it again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+impl Shared {
+    async fn handle_once(
         &self,
         request: contract::BackupRequest,
     ) -> Result<contract::BackupperReply, String> {
@@ -220,7 +245,13 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&settings.backup_dir)?;
     let lease = config::seconds("HOSTING_LEASE_SECS", 30.0)?;
     let prefetch = config::parse("HOSTING_PREFETCH", 2u16)?;
-    let store = store::Store::connect(&common.database_url, 4, Duration::from_secs(60)).await?;
+    let store = store::Store::connect_waiting(
+        &common.database_url,
+        8,
+        Duration::from_secs(60),
+        Duration::from_secs(15),
+    )
+    .await?;
     let bus = bus::Bus::new(
         &common.amqp_url,
         contract::Topology::new(&common.prefix),

@@ -97,7 +97,13 @@ async fn main() -> anyhow::Result<()> {
     };
     let lease = config::seconds("HOSTING_LEASE_SECS", 30.0)?;
     let prefetch = config::parse("HOSTING_PREFETCH", 4u16)?;
-    let store = store::Store::connect(&common.database_url, 8, Duration::from_secs(60)).await?;
+    let store = store::Store::connect_waiting(
+        &common.database_url,
+        8,
+        Duration::from_secs(60),
+        Duration::from_secs(15),
+    )
+    .await?;
     let bus = bus::Bus::new(
         &common.amqp_url,
         contract::Topology::new(&common.prefix),

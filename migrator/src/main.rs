@@ -51,7 +51,13 @@ async fn main() -> anyhow::Result<()> {
         backup_timeout: config::seconds("HOSTING_BACKUP_TIMEOUT_SECS", 3600.0)?,
         batch_poll: config::seconds("HOSTING_BATCH_POLL_SECS", 0.5)?,
     };
-    let store = store::Store::connect(&common.database_url, 8, Duration::from_secs(60)).await?;
+    let store = store::Store::connect_waiting(
+        &common.database_url,
+        8,
+        Duration::from_secs(60),
+        Duration::from_secs(15),
+    )
+    .await?;
     let bus = bus::Bus::new(
         &common.amqp_url,
         contract::Topology::new(&common.prefix),

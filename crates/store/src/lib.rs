@@ -116,13 +116,26 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 impl Store {
     /// Connects, retrying for up to `patience` while PostgreSQL starts.
     pub async fn connect(url: &str, max_connections: u32, patience: Duration) -> Result<Self> {
+        // Short: a request that cannot get a connection fails soon and says why (the gateway
+        // answers 503), rather than hanging while PostgreSQL is away.
+        Self::connect_waiting(url, max_connections, patience, Duration::from_secs(3)).await
+    }
+
+    /// As [`Store::connect`], for a task service: a query waits up to `acquire` for a free
+    /// connection. On a loaded host a pool that is merely busy must not fail a step of a task
+    /// (a 3 s wait failed a clone's deploy under a loaded test run); an outage is still
+    /// noticed, only later.
+    pub async fn connect_waiting(
+        url: &str,
+        max_connections: u32,
+        patience: Duration,
+        acquire: Duration,
+    ) -> Result<Self> {
         let deadline = tokio::time::Instant::now() + patience;
         loop {
-            // Short: a request that cannot get a connection fails soon and says why (the
-            // gateway answers 503), rather than hanging while PostgreSQL is away.
             let attempt = PgPoolOptions::new()
                 .max_connections(max_connections)
-                .acquire_timeout(Duration::from_secs(3))
+                .acquire_timeout(acquire)
                 .connect(url)
                 .await;
             match attempt {
