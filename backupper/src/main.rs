@@ -249,7 +249,7 @@ async fn main() -> anyhow::Result<()> {
         &common.database_url,
         8,
         Duration::from_secs(60),
-        Duration::from_secs(15),
+        Duration::from_secs(3),
     )
     .await?;
     let bus = bus::Bus::new(

@@ -121,10 +121,9 @@ impl Store {
         Self::connect_waiting(url, max_connections, patience, Duration::from_secs(3)).await
     }
 
-    /// As [`Store::connect`], for a task service: a query waits up to `acquire` for a free
-    /// connection. On a loaded host a pool that is merely busy must not fail a step of a task
-    /// (a 3 s wait failed a clone's deploy under a loaded test run); an outage is still
-    /// noticed, only later.
+    /// As [`Store::connect`], with the wait for a free connection (`acquire`) chosen by the
+    /// caller. (A longer wait for the task services, 15 s, made the faults test see no task
+    /// flow within 10 s of the broker's return; they keep 3 s, with pools large enough.)
     pub async fn connect_waiting(
         url: &str,
         max_connections: u32,
