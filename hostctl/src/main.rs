@@ -707,16 +707,9 @@ async fn resolve(api: &Api, noun: &str, key: &str, r: &str) -> anyhow::Result<i6
         .ok_or_else(|| ApiError(format!("{noun}: there is no {r:?}")).into())
 }
 
-/// A query-string value, percent-encoded.
+/// A query-string value, encoded as a form value (what the API's query parser reads).
 fn query_value(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 /// `?a=1&b=x` from the options given.
