@@ -294,7 +294,13 @@ pub async fn json_refusals(
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|t| t.starts_with("application/json"));
-    if status.as_u16() < 400 || is_json {
+    // The dashboard's and the public pages' refusals are pages for people.
+    let is_html = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("text/html"));
+    if status.as_u16() < 400 || is_json || is_html {
         return response;
     }
     let allow = response

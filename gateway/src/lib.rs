@@ -1,6 +1,7 @@
 pub mod auth;
 pub mod bootstrap;
 pub mod config;
+pub mod dashboard;
 pub mod dispatch;
 pub mod error;
 pub mod openapi;

@@ -89,6 +89,8 @@ pub fn router(state: AppState) -> Router {
                 async move { Json(doc) }
             }),
         );
+    // The dashboard calls the API's handlers in process, through this same router.
+    let dashboard = crate::dashboard::router(state.clone(), api.clone().with_state(state.clone()));
     Router::new()
         .route(
             "/healthz",
@@ -98,6 +100,8 @@ pub fn router(state: AppState) -> Router {
         .route("/login/{token}", get(public::login))
         .route("/disabled/{domain}", get(public::disabled))
         .nest("/api/v1", api)
+        .with_state(state)
+        .merge(dashboard)
         .fallback(|uri: axum::http::Uri| async move {
             crate::error::ApiError::NotFound(format!(
                 "no such endpoint: {}; the API lives under /api/v1",
@@ -110,7 +114,6 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(crate::error::json_refusals))
         .layer(axum::middleware::from_fn(crate::error::catch_panics))
         .layer(axum::middleware::from_fn(trace_request))
-        .with_state(state)
 }
 
 /// While the state database does not answer, every API request gets a 503 with

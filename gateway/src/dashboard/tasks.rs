@@ -1,0 +1,219 @@
+//! The task queue, a task's page with its log live from the task's event stream, and
+//! cancel and retry.
+
+use super::page::{badge, csrf, pager, query, refused, text, when, Layout};
+use super::{CsrfOnly, Dashboard, Session};
+use axum::extract::{Form, Path, Query, State};
+use axum::http::Method;
+use axum::response::{IntoResponse, Redirect, Response};
+use maud::{html, Markup};
+use serde_json::Value;
+use std::collections::HashMap;
+
+const PAGE: i64 = 50;
+
+const STATUSES: &[&str] = &["queued", "running", "success", "warning", "error"];
+
+/// Tasks as a table: newest first, each linking to its page (and its site's, if `site`).
+pub fn table(tasks: &[Value], site: bool) -> Markup {
+    html! {
+        @if tasks.is_empty() {
+            p.empty { "No tasks." }
+        } @else {
+            table.tasks {
+                thead { tr {
+                    th { "Task" } th { "Type" } th { "Status" }
+                    @if site { th { "Site" } }
+                    th { "By" } th { "Created" } th { "Finished" }
+                } }
+                tbody {
+                    @for t in tasks {
+                        tr {
+                            td { a href=(format!("/ui/tasks/{}", text(&t["id"]))) { "#" (text(&t["id"])) } }
+                            td { (text(&t["type"])) }
+                            td { (badge(&text(&t["status"]))) }
+                            @if site {
+                                td { @if !t["site"].is_null() { a href=(format!("/ui/sites/{}", text(&t["site"]))) { "site " (text(&t["site"])) } } }
+                            }
+                            td { (text(&t["requested_by"])) }
+                            td { (when(&t["created"])) }
+                            td { (when(&t["finished"])) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The queue: every task the session may see, with the API's filters.
+pub async fn list(
+    State(d): State<Dashboard>,
+    session: Session,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let filter = |k: &str| q.get(k).map(|v| v.trim().to_owned()).unwrap_or_default();
+    let filters: Vec<(&str, String)> = ["status", "type", "site"]
+        .into_iter()
+        .map(|k| (k, filter(k)))
+        .collect();
+    let mut pairs = filters.clone();
+    pairs.push(("before", filter("before")));
+    pairs.push(("limit", PAGE.to_string()));
+    let answer = d
+        .call(
+            &(&session).into(),
+            Method::GET,
+            &format!("/tasks?{}", query(pairs)),
+            None,
+        )
+        .await;
+    let (total, next) = (answer.total(), answer.next_cursor("before"));
+    let tasks = match answer.ok() {
+        Ok(Value::Array(t)) => t,
+        Ok(_) => vec![],
+        Err(e) => return refused(&session, e),
+    };
+    let next = next.map(|before| {
+        let mut p = filters.clone();
+        p.push(("before", before.to_string()));
+        format!("/ui/tasks?{}", query(p))
+    });
+    let body = html! {
+        h1 { "Tasks" }
+        form.filters method="get" action="/ui/tasks" {
+            label { "Status "
+                select name="status" {
+                    option value="" { "any" }
+                    @for s in STATUSES { option value=(s) selected[filter("status") == *s] { (s) } }
+                }
+            }
+            label { "Type " input name="type" value=(filter("type")) placeholder="backup"; }
+            label { "Site " input name="site" value=(filter("site")) placeholder="site id" inputmode="numeric"; }
+            button type="submit" { "Filter" }
+        }
+        (table(&tasks, true))
+        (pager(total, tasks.len(), next))
+    };
+    Layout::page(&session, "Tasks", body)
+}
+
+/// A task: what it is, how it ended, and its log, which streams while it runs.
+pub async fn show(State(d): State<Dashboard>, session: Session, Path(id): Path<i64>) -> Response {
+    let task = match d.get(&session, &format!("/tasks/{id}")).await {
+        Ok(t) => t,
+        Err(e) => return refused(&session, e),
+    };
+    let status = text(&task["status"]);
+    let finished = !task["finished"].is_null();
+    // A finished task's log is on the page; a live one's comes from its event stream.
+    let log = if finished {
+        d.get_or_empty(&session, &format!("/tasks/{id}/log")).await
+    } else {
+        vec![]
+    };
+    let args = match &task["args"] {
+        Value::Object(m) if !m.is_empty() => Some(task["args"].to_string()),
+        _ => None,
+    };
+    let body = html! {
+        div.title {
+            h1 { "Task #" (id) ": " (text(&task["type"])) " " span #task-status { (badge(&status)) } }
+            div.buttons {
+                @if status == "queued" {
+                    form.inline method="post" action=(format!("/ui/tasks/{id}/cancel")) {
+                        (csrf(&session)) button #cancel type="submit" { "Cancel" }
+                    }
+                }
+                @if status == "error" {
+                    form.inline method="post" action=(format!("/ui/tasks/{id}/retry")) {
+                        (csrf(&session)) button #retry type="submit" { "Retry" }
+                    }
+                }
+            }
+        }
+        dl.facts {
+            @if !task["site"].is_null() {
+                dt { "Site" } dd { a #task-site href=(format!("/ui/sites/{}", text(&task["site"]))) { "site " (text(&task["site"])) } }
+            }
+            @if !task["platform"].is_null() {
+                dt { "Platform" } dd { a href=(format!("/ui/platforms/{}", text(&task["platform"]))) { "platform " (text(&task["platform"])) } }
+            }
+            @if let Some(a) = &args { dt { "Arguments" } dd { code { (a) } } }
+            dt { "Requested by" } dd { (text(&task["requested_by"])) }
+            dt { "Created" } dd { (when(&task["created"])) }
+            dt { "Started" } dd { (when(&task["started"])) }
+            dt { "Finished" } dd #task-finished { (when(&task["finished"])) }
+            @if !task["retry_of"].is_null() {
+                dt { "Retries" } dd { a href=(format!("/ui/tasks/{}", text(&task["retry_of"]))) { "#" (text(&task["retry_of"])) } }
+            }
+        }
+        p.error #task-error hidden[task["error"].is_null()] { (text(&task["error"])) }
+        h2 { "Log" }
+        @if finished {
+            ol.log #log { @for l in &log { (line(l)) } }
+        } @else {
+            ol.log #log data-events=(format!("/ui/tasks/{id}/events")) {}
+            p.hint #log-hint { "The log follows the task as it runs." }
+        }
+    };
+    Layout::page(&session, &format!("Task {id}"), body)
+}
+
+fn line(l: &Value) -> Markup {
+    html! {
+        li class=(format!("level-{}", text(&l["level"]))) {
+            time { (when(&l["at"])) } " " (text(&l["message"]))
+        }
+    }
+}
+
+/// The task's server-sent events, for the page's script: the API's own stream, through the
+/// session's cookie (an EventSource cannot send a token).
+pub async fn events(State(d): State<Dashboard>, session: Session, Path(id): Path<i64>) -> Response {
+    d.stream(&session, &format!("/tasks/{id}/events")).await
+}
+
+pub async fn cancel(
+    State(d): State<Dashboard>,
+    session: Session,
+    Path(id): Path<i64>,
+    Form(f): Form<CsrfOnly>,
+) -> Response {
+    act(d, session, id, f, "cancel").await
+}
+
+pub async fn retry(
+    State(d): State<Dashboard>,
+    session: Session,
+    Path(id): Path<i64>,
+    Form(f): Form<CsrfOnly>,
+) -> Response {
+    act(d, session, id, f, "retry").await
+}
+
+async fn act(d: Dashboard, session: Session, id: i64, f: CsrfOnly, what: &str) -> Response {
+    if let Err(r) = session.check_csrf(&f.csrf) {
+        return r;
+    }
+    match d
+        .call(
+            &(&session).into(),
+            Method::POST,
+            &format!("/tasks/{id}/{what}"),
+            None,
+        )
+        .await
+        .ok()
+    {
+        // A retry is a new task; a cancelled one stays itself.
+        Ok(v) => {
+            let shown = v["task"]["id"]
+                .as_i64()
+                .or_else(|| v["id"].as_i64())
+                .unwrap_or(id);
+            Redirect::to(&format!("/ui/tasks/{shown}")).into_response()
+        }
+        Err(e) => refused(&session, e),
+    }
+}
