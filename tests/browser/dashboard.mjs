@@ -156,6 +156,8 @@ async function main() {
     const streamed = Number(await page.locator("#log").getAttribute("data-streamed"));
     expect(streamed > 0, "log lines arrived over the event stream");
     expect((await page.locator("#log li").count()) === streamed, "every line shown came from the stream");
+    expect(await page.locator("#cancel-form").isHidden(), "no Cancel once the task has started");
+    expect((await page.locator("#task-started").innerText()).endsWith("UTC"), "the start time arrived with the status");
     await shot(page, "08-backup-live-log");
 
     step = "the backup is listed, its reason escaped";

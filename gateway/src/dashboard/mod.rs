@@ -174,6 +174,13 @@ fn csrf_for(token: &str) -> String {
     hex::encode(sha2::Sha256::digest(format!("hosting-dashboard-form\0{token}")))
 }
 
+/// Whether `t` can be an API token (and so a cookie value as it is): letters, digits, `_`, `-`.
+fn token_shaped(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 256
+        && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 /// The session token in a request's cookies.
 fn session_token(parts: &Parts) -> Option<String> {
     parts
@@ -185,7 +192,7 @@ fn session_token(parts: &Parts) -> Option<String> {
         .filter_map(|c| c.trim().split_once('='))
         .find(|(k, _)| *k == SESSION_COOKIE)
         .map(|(_, v)| v.trim().to_owned())
-        .filter(|t| !t.is_empty() && t.len() <= 256 && t.bytes().all(|b| b.is_ascii_graphic()))
+        .filter(|t| token_shaped(t))
 }
 
 impl FromRequestParts<Dashboard> for Session {
@@ -273,7 +280,7 @@ async fn login(
     Form(form): Form<LoginForm>,
 ) -> Response {
     let token = form.token.trim().to_owned();
-    if token.is_empty() || token.len() > 256 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+    if !token_shaped(&token) {
         return login_page(
             StatusCode::UNPROCESSABLE_ENTITY,
             Some("Give the API token: letters and digits, as the API answered it."),

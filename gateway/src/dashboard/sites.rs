@@ -541,7 +541,7 @@ pub async fn task_form(
     };
     let body = html! {
         h1 { (label(&task)) ": " (domain) }
-        form.card #task-form method="post" action=(format!("/ui/sites/{id}/tasks")) {
+        form.card.wide #task-form method="post" action=(format!("/ui/sites/{id}/tasks")) {
             (csrf(&session))
             input type="hidden" name="type" value=(task);
             (fields)

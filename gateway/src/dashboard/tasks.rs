@@ -112,6 +112,14 @@ pub async fn show(State(d): State<Dashboard>, session: Session, Path(id): Path<i
     } else {
         vec![]
     };
+    let site_name = match task["site"].as_i64() {
+        Some(site) => d
+            .get(&session, &format!("/sites/{site}"))
+            .await
+            .map(|s| text(&s["domain"]))
+            .unwrap_or_else(|_| format!("site {site}")),
+        None => String::new(),
+    };
     let args = match &task["args"] {
         Value::Object(m) if !m.is_empty() => Some(task["args"].to_string()),
         _ => None,
@@ -119,22 +127,19 @@ pub async fn show(State(d): State<Dashboard>, session: Session, Path(id): Path<i
     let body = html! {
         div.title {
             h1 { "Task #" (id) ": " (text(&task["type"])) " " span #task-status { (badge(&status)) } }
+            // Both are on the page; the script shows the one the task's status allows.
             div.buttons {
-                @if status == "queued" {
-                    form.inline method="post" action=(format!("/ui/tasks/{id}/cancel")) {
-                        (csrf(&session)) button #cancel type="submit" { "Cancel" }
-                    }
+                form.inline #cancel-form method="post" action=(format!("/ui/tasks/{id}/cancel")) hidden[status != "queued"] {
+                    (csrf(&session)) button #cancel type="submit" { "Cancel" }
                 }
-                @if status == "error" {
-                    form.inline method="post" action=(format!("/ui/tasks/{id}/retry")) {
-                        (csrf(&session)) button #retry type="submit" { "Retry" }
-                    }
+                form.inline #retry-form method="post" action=(format!("/ui/tasks/{id}/retry")) hidden[status != "error"] {
+                    (csrf(&session)) button #retry type="submit" { "Retry" }
                 }
             }
         }
         dl.facts {
             @if !task["site"].is_null() {
-                dt { "Site" } dd { a #task-site href=(format!("/ui/sites/{}", text(&task["site"]))) { "site " (text(&task["site"])) } }
+                dt { "Site" } dd { a #task-site href=(format!("/ui/sites/{}", text(&task["site"]))) { (site_name) } }
             }
             @if !task["platform"].is_null() {
                 dt { "Platform" } dd { a href=(format!("/ui/platforms/{}", text(&task["platform"]))) { "platform " (text(&task["platform"])) } }
@@ -142,7 +147,7 @@ pub async fn show(State(d): State<Dashboard>, session: Session, Path(id): Path<i
             @if let Some(a) = &args { dt { "Arguments" } dd { code { (a) } } }
             dt { "Requested by" } dd { (text(&task["requested_by"])) }
             dt { "Created" } dd { (when(&task["created"])) }
-            dt { "Started" } dd { (when(&task["started"])) }
+            dt { "Started" } dd #task-started { (when(&task["started"])) }
             dt { "Finished" } dd #task-finished { (when(&task["finished"])) }
             @if !task["retry_of"].is_null() {
                 dt { "Retries" } dd { a href=(format!("/ui/tasks/{}", text(&task["retry_of"]))) { "#" (text(&task["retry_of"])) } }

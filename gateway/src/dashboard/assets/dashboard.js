@@ -15,6 +15,11 @@ document.addEventListener("DOMContentLoaded", () => {
 const TERMINAL = ["success", "warning", "error"];
 const CLASSES = { success: "ok", warning: "mid", queued: "mid", running: "mid", error: "bad" };
 
+// An RFC 3339 time as the pages write it: 2026-12-01 22:28:15 UTC.
+function time(at) {
+  return String(at).replace("T", " ").replace(/\.\d+/, "").replace("Z", " UTC");
+}
+
 function follow(log, url) {
   const source = new EventSource(url);
   const hint = document.getElementById("log-hint");
@@ -23,7 +28,7 @@ function follow(log, url) {
     const item = document.createElement("li");
     item.className = "level-" + String(line.level);
     const at = document.createElement("time");
-    at.textContent = String(line.at).replace("T", " ").replace(/\.\d+/, "").replace("Z", " UTC");
+    at.textContent = time(line.at);
     item.append(at, " " + String(line.message));
     log.append(item);
     log.dataset.streamed = String(log.children.length);
@@ -36,6 +41,14 @@ function follow(log, url) {
       badge.textContent = status;
       badge.className = "badge " + (CLASSES[status] || "");
     }
+    for (const [id, when] of [["task-started", task.started], ["task-finished", task.finished]]) {
+      const cell = document.getElementById(id);
+      if (cell && when) cell.textContent = time(when);
+    }
+    const cancel = document.getElementById("cancel-form");
+    if (cancel) cancel.hidden = status !== "queued";
+    const retry = document.getElementById("retry-form");
+    if (retry) retry.hidden = status !== "error";
     if (TERMINAL.includes(status)) {
       source.close();
       const error = document.getElementById("task-error");
@@ -43,15 +56,11 @@ function follow(log, url) {
         error.textContent = String(task.error);
         error.hidden = false;
       }
-      const finished = document.getElementById("task-finished");
-      if (finished && task.finished) {
-        finished.textContent = String(task.finished).replace("T", " ").replace(/\.\d+/, "").replace("Z", " UTC");
-      }
       if (hint) {
         hint.textContent = "The task has ended. ";
         const again = document.createElement("a");
         again.href = window.location.pathname;
-        again.textContent = "Reload for its buttons";
+        again.textContent = "Reload the page";
         hint.append(again);
       }
       document.body.dataset.taskDone = status;
