@@ -53,6 +53,7 @@ done
 cat <<MSG
 
 The control plane is up.
+  Dashboard:  http://$HOSTING_LISTEN/   (sign in with the token in $STACK/admin.token)
   API:        http://$HOSTING_LISTEN/api/v1   (token in $STACK/admin.token)
   Sites:      http://$HOSTING_HTTP_LISTEN/    (chosen by the Host header)
   Logs:       $STACK/logs/

@@ -47,7 +47,10 @@ async fn the_dashboard_runs_a_site_life_in_a_browser_and_a_client_sees_only_its_
     stack
         .fixture_platform(&newer, |m| {
             m.replace("schema_version = 6003", "schema_version = 6004")
-                .replace("[[profiles]]\nname = \"minimal\"\nlanguages = [\"en\"]\n", "")
+                .replace(
+                    "[[profiles]]\nname = \"minimal\"\nlanguages = [\"en\"]\n",
+                    "",
+                )
         })
         .await;
     let older = format!("older{}", &prefix[prefix.len().saturating_sub(6)..]);

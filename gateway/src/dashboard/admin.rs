@@ -88,7 +88,7 @@ pub async fn create_platform(
     session: Session,
     Form(f): Form<PlatformForm>,
 ) -> Response {
-    if let Err(r) = session.check_csrf(&f.csrf) {
+    if let Some(r) = session.csrf_refusal(&f.csrf) {
         return r;
     }
     let server = f
@@ -104,13 +104,17 @@ pub async fn create_platform(
     .await
 }
 
-pub async fn platform(State(d): State<Dashboard>, session: Session, Path(id): Path<i64>) -> Response {
+pub async fn platform(
+    State(d): State<Dashboard>,
+    session: Session,
+    Path(id): Path<i64>,
+) -> Response {
     let p = match d.get(&session, &format!("/platforms/{id}")).await {
         Ok(p) => p,
         Err(e) => return refused(&session, e),
     };
     let history = d
-        .get_or_empty(&session, &format!("/tasks?type=platform-verify&limit=10"))
+        .get_or_empty(&session, "/tasks?type=platform-verify&limit=50")
         .await
         .into_iter()
         .filter(|t| t["platform"].as_i64() == Some(id))
@@ -176,7 +180,7 @@ pub async fn platform_task(
     Path(id): Path<i64>,
     Form(f): Form<TypeForm>,
 ) -> Response {
-    if let Err(r) = session.check_csrf(&f.csrf) {
+    if let Some(r) = session.csrf_refusal(&f.csrf) {
         return r;
     }
     post_then(
@@ -235,7 +239,7 @@ pub async fn server_verify(
     Path(id): Path<i64>,
     Form(f): Form<CsrfOnly>,
 ) -> Response {
-    if let Err(r) = session.check_csrf(&f.csrf) {
+    if let Some(r) = session.csrf_refusal(&f.csrf) {
         return r;
     }
     post_then(
@@ -294,7 +298,7 @@ pub async fn create_client(
     session: Session,
     Form(f): Form<ClientForm>,
 ) -> Response {
-    if let Err(r) = session.check_csrf(&f.csrf) {
+    if let Some(r) = session.csrf_refusal(&f.csrf) {
         return r;
     }
     let body = json!({"name": f.name.trim(), "email": f.email.trim()});
@@ -375,7 +379,7 @@ pub async fn create_token(
     session: Session,
     Form(f): Form<TokenForm>,
 ) -> Response {
-    if let Err(r) = session.check_csrf(&f.csrf) {
+    if let Some(r) = session.csrf_refusal(&f.csrf) {
         return r;
     }
     let mut body = Map::new();
@@ -420,7 +424,7 @@ pub async fn revoke_token(
     Path(id): Path<i64>,
     Form(f): Form<CsrfOnly>,
 ) -> Response {
-    if let Err(r) = session.check_csrf(&f.csrf) {
+    if let Some(r) = session.csrf_refusal(&f.csrf) {
         return r;
     }
     post_then(
@@ -443,8 +447,14 @@ enum Field {
 }
 
 const FIELDS: &[Field] = &[
-    Field::Check("features.migrate", "Migrate: sites may move to another platform"),
-    Field::Check("features.clone", "Clone: sites may be copied (turns migrate on)"),
+    Field::Check(
+        "features.migrate",
+        "Migrate: sites may move to another platform",
+    ),
+    Field::Check(
+        "features.clone",
+        "Clone: sites may be copied (turns migrate on)",
+    ),
     Field::Check(
         "require_disable_before_delete",
         "Require site to be disabled before deletion",
@@ -588,7 +598,7 @@ pub async fn save_settings(
         .find(|(k, _)| k == "csrf")
         .map(|(_, v)| v.as_str())
         .unwrap_or("");
-    if let Err(r) = session.check_csrf(sent) {
+    if let Some(r) = session.csrf_refusal(sent) {
         return r;
     }
     let body = match settings_body(&fields) {

@@ -65,10 +65,16 @@ pub fn router(app: AppState, api: Router) -> Router {
         .route("/ui/platforms/{id}/tasks", post(admin::platform_task))
         .route("/ui/servers", get(admin::servers))
         .route("/ui/servers/{id}/verify", post(admin::server_verify))
-        .route("/ui/clients", get(admin::clients).post(admin::create_client))
+        .route(
+            "/ui/clients",
+            get(admin::clients).post(admin::create_client),
+        )
         .route("/ui/tokens", get(admin::tokens).post(admin::create_token))
         .route("/ui/tokens/{id}/revoke", post(admin::revoke_token))
-        .route("/ui/settings", get(admin::settings).post(admin::save_settings))
+        .route(
+            "/ui/settings",
+            get(admin::settings).post(admin::save_settings),
+        )
         .route("/ui/{*rest}", get(not_found))
         .layer(axum::middleware::from_fn(security_headers))
         .with_state(state)
@@ -100,7 +106,10 @@ async fn security_headers(
 }
 
 async fn stylesheet() -> Response {
-    asset("text/css; charset=utf-8", include_str!("assets/dashboard.css"))
+    asset(
+        "text/css; charset=utf-8",
+        include_str!("assets/dashboard.css"),
+    )
 }
 
 async fn script() -> Response {
@@ -148,8 +157,8 @@ impl Session {
         csrf_for(&self.token)
     }
 
-    /// Refuses a form whose `csrf` field is not this session's.
-    fn check_csrf(&self, sent: &str) -> Result<(), Response> {
+    /// The refusal of a form whose `csrf` field is not this session's.
+    fn csrf_refusal(&self, sent: &str) -> Option<Response> {
         let want = self.csrf();
         // Compared in constant time: it is derived from the token.
         let same = want.len() == sent.len()
@@ -158,27 +167,28 @@ impl Session {
                 .zip(sent.bytes())
                 .fold(0u8, |acc, (a, b)| acc | (a ^ b))
                 == 0;
-        if same {
-            Ok(())
-        } else {
-            Err(page::error_page(
+        (!same).then(|| {
+            page::error_page(
                 Some(self),
                 StatusCode::FORBIDDEN,
                 "This form is out of date or came from another site. Reload the page and send it again.",
-            ))
-        }
+            )
+        })
     }
 }
 
 fn csrf_for(token: &str) -> String {
-    hex::encode(sha2::Sha256::digest(format!("hosting-dashboard-form\0{token}")))
+    hex::encode(sha2::Sha256::digest(format!(
+        "hosting-dashboard-form\0{token}"
+    )))
 }
 
 /// Whether `t` can be an API token (and so a cookie value as it is): letters, digits, `_`, `-`.
 fn token_shaped(t: &str) -> bool {
     !t.is_empty()
         && t.len() <= 256
-        && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// The session token in a request's cookies.
@@ -233,9 +243,11 @@ impl axum::extract::OptionalFromRequestParts<Dashboard> for Session {
         parts: &mut Parts,
         state: &Dashboard,
     ) -> Result<Option<Self>, Self::Rejection> {
-        Ok(<Session as FromRequestParts<Dashboard>>::from_request_parts(parts, state)
-            .await
-            .ok())
+        Ok(
+            <Session as FromRequestParts<Dashboard>>::from_request_parts(parts, state)
+                .await
+                .ok(),
+        )
     }
 }
 
@@ -322,7 +334,7 @@ struct CsrfOnly {
 }
 
 async fn logout(session: Session, Form(form): Form<CsrfOnly>) -> Response {
-    if let Err(r) = session.check_csrf(&form.csrf) {
+    if let Some(r) = session.csrf_refusal(&form.csrf) {
         return r;
     }
     (clear_cookie(), Redirect::to("/ui/login")).into_response()

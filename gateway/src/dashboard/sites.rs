@@ -210,7 +210,9 @@ pub struct SiteForm {
 /// A form field naming a record: an id when it is one, else a name, as the API takes it.
 fn reference(v: &str) -> Value {
     let v = v.trim();
-    v.parse::<i64>().map(Value::from).unwrap_or_else(|_| json!(v))
+    v.parse::<i64>()
+        .map(Value::from)
+        .unwrap_or_else(|_| json!(v))
 }
 
 pub async fn create(
@@ -218,7 +220,7 @@ pub async fn create(
     session: Session,
     axum::extract::Form(f): axum::extract::Form<SiteForm>,
 ) -> Response {
-    if let Err(r) = session.check_csrf(&f.csrf) {
+    if let Some(r) = session.csrf_refusal(&f.csrf) {
         return r;
     }
     let aliases: Vec<&str> = f
@@ -432,7 +434,7 @@ pub async fn set_schedule(
     Path(id): Path<i64>,
     axum::extract::Form(f): axum::extract::Form<ScheduleForm>,
 ) -> Response {
-    if let Err(r) = session.check_csrf(&f.csrf) {
+    if let Some(r) = session.csrf_refusal(&f.csrf) {
         return r;
     }
     let schedule = match f.mode.as_str() {
@@ -534,7 +536,9 @@ pub async fn task_form(
     };
     let confirm = match task.as_str() {
         "delete" => format!("Delete {domain}? Its database, files and vhost are removed."),
-        "disable" => format!("Disable {domain}? Visitors see the disabled page until it is enabled."),
+        "disable" => {
+            format!("Disable {domain}? Visitors see the disabled page until it is enabled.")
+        }
         "restore" => format!("Restore {domain} from a backup? What changed since is lost."),
         "backup-delete" => "Delete the chosen backups? They cannot be brought back.".to_owned(),
         _ => describe(&task).to_owned(),
@@ -629,7 +633,7 @@ pub async fn create_task(
         .find(|(k, _)| k == "csrf")
         .map(|(_, v)| v.clone())
         .unwrap_or_default();
-    if let Err(r) = session.check_csrf(&sent_csrf) {
+    if let Some(r) = session.csrf_refusal(&sent_csrf) {
         return r;
     }
     fields.retain(|(k, _)| k != "csrf");

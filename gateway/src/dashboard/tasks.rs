@@ -198,7 +198,7 @@ pub async fn retry(
 }
 
 async fn act(d: Dashboard, session: Session, id: i64, f: CsrfOnly, what: &str) -> Response {
-    if let Err(r) = session.check_csrf(&f.csrf) {
+    if let Some(r) = session.csrf_refusal(&f.csrf) {
         return r;
     }
     match d
