@@ -36,18 +36,18 @@ impl AuthGuard {
     }
 
     /// Seconds to wait, if this address has failed too often lately.
-    fn blocked(&self, ip: IpAddr) -> Option<u64> {
+    pub(crate) fn blocked(&self, ip: IpAddr) -> Option<u64> {
         let map = self.failures.lock().ok()?;
         let (since, n) = map.get(&ip)?;
         let left = self.window.checked_sub(since.elapsed())?;
         (*n >= self.allowed).then(|| left.as_secs().max(1))
     }
 
-    fn known_good(&self, hash: &str) -> bool {
+    pub(crate) fn known_good(&self, hash: &str) -> bool {
         self.good.lock().is_ok_and(|g| g.contains(hash))
     }
 
-    fn succeeded(&self, hash: String) {
+    pub(crate) fn succeeded(&self, hash: String) {
         if let Ok(mut g) = self.good.lock() {
             if g.len() > 10_000 {
                 g.clear();
@@ -56,7 +56,7 @@ impl AuthGuard {
         }
     }
 
-    fn failed(&self, ip: IpAddr) {
+    pub(crate) fn failed(&self, ip: IpAddr) {
         let Ok(mut map) = self.failures.lock() else {
             return;
         };
@@ -74,7 +74,7 @@ impl AuthGuard {
 }
 
 /// The address the request came from (the connection's peer).
-fn client_ip(parts: &Parts) -> IpAddr {
+pub(crate) fn client_ip(parts: &Parts) -> IpAddr {
     parts
         .extensions
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()

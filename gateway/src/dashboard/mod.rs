@@ -213,17 +213,41 @@ impl FromRequestParts<Dashboard> for Session {
         let Some(token) = session_token(parts) else {
             return Err(to_login());
         };
+        // A cookie is a token like a bearer header: failures count against the address, as
+        // on the API, so cookies cannot be used to guess tokens faster.
+        let guard = &state.app.auth_guard;
+        let ip = crate::auth::client_ip(parts);
+        let hash = store::hash_token(&token);
+        if let Some(wait) = guard.blocked(ip) {
+            if !guard.known_good(&hash) {
+                let mut r = page::error_page(
+                    None,
+                    StatusCode::TOO_MANY_REQUESTS,
+                    &format!("Too many failed sign-ins from this address; try again in {wait} s."),
+                );
+                if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
+                    r.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+                return Err(r);
+            }
+        }
         match state.app.store.principal_for_token(&token).await {
-            Ok(Some(principal)) => Ok(Session {
-                token,
-                principal,
-                peer: parts
-                    .extensions
-                    .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-                    .cloned(),
-            }),
+            Ok(Some(principal)) => {
+                guard.succeeded(hash);
+                Ok(Session {
+                    token,
+                    principal,
+                    peer: parts
+                        .extensions
+                        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                        .cloned(),
+                })
+            }
             // Revoked, or never valid: signed out.
-            Ok(None) => Err((clear_cookie(), to_login()).into_response()),
+            Ok(None) => {
+                guard.failed(ip);
+                Err((clear_cookie(), to_login()).into_response())
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot check a dashboard session");
                 Err(page::error_page(
