@@ -139,3 +139,153 @@ async fn the_dashboard_runs_a_site_life_in_a_browser_and_a_client_sees_only_its_
     }
     stack.teardown().await;
 }
+
+/// What a hostile page or a careless form can send the dashboard: each gets a page that says
+/// what to fix, with the security headers, and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_refuses_cross_site_forms_and_bad_input_with_pages() {
+    use tests::http::request_typed;
+    let stack = Stack::spawn().await;
+    let ui = |path: &str| format!("{}{path}", stack.api);
+    let form = "application/x-www-form-urlencoded";
+    let admin = stack.token.clone();
+    let cookie = format!("hosting_session={admin}");
+
+    // Another site's page signing the browser in (with the attacker's token) is refused,
+    // whether the browser says so in Sec-Fetch-Site or in Origin.
+    let login = format!("token={admin}");
+    for headers in [
+        vec![("Sec-Fetch-Site", "cross-site")],
+        vec![("Origin", "http://evil.test")],
+        vec![("Origin", "null")],
+    ] {
+        let r = request_typed("POST", &ui("/ui/login"), Some((form, &login)), &headers)
+            .await
+            .expect("POST /ui/login");
+        assert_eq!(r.status, 403, "{headers:?}: {}", r.body);
+        assert!(
+            r.header("set-cookie").is_none(),
+            "no session from {headers:?}"
+        );
+        assert!(r.body.contains("another site"), "{}", r.body);
+    }
+    // The dashboard's own page signs in.
+    let own_origin = stack.api.clone();
+    let r = request_typed(
+        "POST",
+        &ui("/ui/login"),
+        Some((form, &login)),
+        &[
+            ("Origin", own_origin.as_str()),
+            ("Sec-Fetch-Site", "same-origin"),
+        ],
+    )
+    .await
+    .expect("POST /ui/login");
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert!(
+        r.header("set-cookie")
+            .is_some_and(|c| c.contains("HttpOnly") && c.contains("SameSite=Strict")),
+        "{:?}",
+        r.headers
+    );
+
+    // A form without the session's token is refused, and nothing is made.
+    let r = request_typed(
+        "POST",
+        &ui("/ui/clients"),
+        Some((form, "name=sneaky&email=s%40x.example")),
+        &[("Cookie", cookie.as_str())],
+    )
+    .await
+    .expect("POST /ui/clients");
+    assert_eq!(r.status, 403, "{}", r.body);
+    let (_, clients) = stack.call("GET", "/clients", None).await;
+    assert!(!clients.to_string().contains("sneaky"), "{clients}");
+
+    // A token form naming a client that does not exist makes no token (never an admin one).
+    let csrf = {
+        let page = request_typed(
+            "GET",
+            &ui("/ui/tokens"),
+            None,
+            &[("Cookie", cookie.as_str())],
+        )
+        .await
+        .expect("GET /ui/tokens");
+        let at = page
+            .body
+            .find("name=\"csrf\" value=\"")
+            .expect("a csrf field")
+            + 19;
+        page.body[at..at + 64].to_owned()
+    };
+    let r = request_typed(
+        "POST",
+        &ui("/ui/tokens"),
+        Some((
+            form,
+            &format!("csrf={csrf}&name=typo&client=no-such-client&task_types="),
+        )),
+        &[("Cookie", cookie.as_str())],
+    )
+    .await
+    .expect("POST /ui/tokens");
+    assert_eq!(r.status, 422, "{}", r.body);
+    let (_, tokens) = stack.call("GET", "/tokens", None).await;
+    assert!(!tokens.to_string().contains("\"typo\""), "{tokens}");
+
+    // Bad paths, missing fields, wrong methods and a revoked cookie: pages, with the CSP.
+    for (method, path, body, status) in [
+        ("GET", "/ui/sites/abc", None, 400),
+        ("GET", "/ui/sites/99999999999999999999", None, 400),
+        ("GET", "/ui/nothing-here", None, 404),
+        ("GET", "/ui/logout", None, 405),
+        (
+            "POST",
+            "/ui/clients",
+            Some(format!("csrf={csrf}&name=x")),
+            422,
+        ),
+    ] {
+        let r = request_typed(
+            method,
+            &ui(path),
+            body.as_deref().map(|b| (form, b)),
+            &[("Cookie", cookie.as_str())],
+        )
+        .await
+        .expect("a dashboard request");
+        assert_eq!(r.status, status, "{method} {path}: {}", r.body);
+        assert!(
+            r.header("content-type")
+                .is_some_and(|t| t.starts_with("text/html")),
+            "{method} {path}: a page, not {:?}",
+            r.header("content-type")
+        );
+        assert!(
+            r.header("content-security-policy").is_some(),
+            "{method} {path}"
+        );
+    }
+    let r = request_typed(
+        "GET",
+        &ui("/ui/sites"),
+        None,
+        &[(
+            "Cookie",
+            "hosting_session=hst_0000000000000000; hosting_session=bad*value",
+        )],
+    )
+    .await
+    .expect("GET /ui/sites");
+    assert_eq!(r.status, 303, "an unknown session goes to the sign-in page");
+    assert_eq!(r.header("location"), Some("/ui/login"));
+    // A second cookie of the name (one a neighbouring site set) does not hide the real one.
+    let both = format!("hosting_session=hst_0000000000000000; {cookie}");
+    let r = request_typed("GET", &ui("/ui/sites"), None, &[("Cookie", both.as_str())])
+        .await
+        .expect("GET /ui/sites");
+    assert_eq!(r.status, 200, "{}", r.body);
+    stack.teardown().await;
+}

@@ -274,12 +274,14 @@ pub async fn clients(State(d): State<Dashboard>, session: Session) -> Response {
                 }
             }
         }
+        @if session.is_admin() {
         form.card #client-form method="post" action="/ui/clients" {
             h2 { "Add a client" }
             (csrf(&session))
             label for="name" { "Name" } input #name name="name" required;
             label for="email" { "Email" } input #email type="email" name="email" required;
             button type="submit" { "Add client" }
+        }
         }
     };
     Layout::page(&session, "Clients", body)
@@ -384,8 +386,11 @@ pub async fn create_token(
     }
     let mut body = Map::new();
     body.insert("name".into(), json!(f.name.trim()));
-    if let Ok(id) = f.client.trim().parse::<i64>() {
-        body.insert("client".into(), json!(id));
+    // Empty: an admin token. Anything else names a client, by id or by name, and the API
+    // refuses one that does not exist: a typo never makes an admin token.
+    let client = f.client.trim();
+    if !client.is_empty() {
+        body.insert("client".into(), super::sites::reference(client));
     }
     let types: Vec<&str> = f
         .task_types

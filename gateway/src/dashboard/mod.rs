@@ -76,12 +76,19 @@ pub fn router(app: AppState, api: Router) -> Router {
             get(admin::settings).post(admin::save_settings),
         )
         .route("/ui/{*rest}", get(not_found))
+        // A browser asks for it on every page.
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
+        .layer(axum::middleware::from_fn(html_refusals))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            same_origin_writes,
+        ))
         .layer(axum::middleware::from_fn(security_headers))
         .with_state(state)
 }
 
 /// Headers on every dashboard answer: scripts, styles and connections from this origin only,
-/// no framing, no referrer (login links carry secrets), nothing cached.
+/// no framing, no referrer to other sites (login links carry secrets), nothing cached.
 async fn security_headers(
     request: axum::extract::Request,
     next: axum::middleware::Next,
@@ -95,7 +102,9 @@ async fn security_headers(
              connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
         ),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::REFERRER_POLICY, "no-referrer"),
+        // Nothing of a page's address leaves the dashboard (login links carry secrets); its own
+        // forms still say their origin, which `same_origin_writes` checks.
+        (header::REFERRER_POLICY, "same-origin"),
         (header::X_FRAME_OPTIONS, "DENY"),
     ] {
         h.insert(name, HeaderValue::from_static(value));
@@ -103,6 +112,83 @@ async fn security_headers(
     h.entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
     response
+}
+
+/// Refuses a form sent from another site's page. SameSite=Strict keeps the session cookie
+/// off such a request, and each form's token is the session's; this also covers the sign-in
+/// form, which has no session yet (another site could otherwise sign a browser in with the
+/// attacker's token). Browsers say where a request comes from in `Sec-Fetch-Site` and
+/// `Origin`; a client that sends neither (curl) is not a browser that could be tricked.
+async fn same_origin_writes(
+    State(d): State<Dashboard>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use axum::http::Method;
+    if matches!(*request.method(), Method::GET | Method::HEAD) {
+        return next.run(request).await;
+    }
+    let h = request.headers();
+    let header = |name: &str| h.get(name).and_then(|v| v.to_str().ok());
+    let fetch_site_ok = header("sec-fetch-site").is_none_or(|v| v == "same-origin" || v == "none");
+    // The page's own origin: the address it was asked at, or the public one (behind a proxy
+    // that changes the Host header).
+    let origin_ok = match header("origin") {
+        None => true,
+        Some(origin) => {
+            let authority = origin
+                .strip_prefix("http://")
+                .or_else(|| origin.strip_prefix("https://"));
+            (authority.is_some() && authority == header("host"))
+                || d.app.config.public_url.trim_end_matches('/') == origin
+        }
+    };
+    if fetch_site_ok && origin_ok {
+        next.run(request).await
+    } else {
+        page::error_page(
+            None,
+            StatusCode::FORBIDDEN,
+            "This form was sent from another site's page. Open the dashboard itself and send it from there.",
+        )
+    }
+}
+
+/// Refusals made before a handler runs (a path that is not an id, a form field missing, a
+/// body too large, a method the page does not take) as pages, not as the API's JSON.
+async fn html_refusals(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_html = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("text/html") || t.starts_with("text/event-stream"));
+    if status.as_u16() < 400 || is_html {
+        return response;
+    }
+    let allow = response
+        .headers()
+        .get(header::ALLOW)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let text = axum::body::to_bytes(response.into_body(), 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let message = match (status, allow) {
+        (StatusCode::METHOD_NOT_ALLOWED, Some(allow)) => {
+            format!("{method} is not how this page is used; it takes {allow}.")
+        }
+        (StatusCode::PAYLOAD_TOO_LARGE, _) => {
+            "The form is larger than the dashboard takes.".to_owned()
+        }
+        (StatusCode::NOT_FOUND, _) => "There is no such page here.".to_owned(),
+        _ if text.is_empty() => format!("The request was refused ({status})."),
+        _ => format!("The request was refused: {text}"),
+    };
+    page::error_page(None, status, &message)
 }
 
 async fn stylesheet() -> Response {
@@ -151,6 +237,30 @@ impl Session {
         self.principal.is_admin() && self.principal.allowed_task_types.is_none()
     }
 
+    /// What the navigation calls the session's token.
+    fn role(&self) -> &'static str {
+        match (
+            self.principal.is_admin(),
+            &self.principal.allowed_task_types,
+        ) {
+            (true, None) => "admin",
+            (true, Some(_)) => "admin (limited)",
+            (false, _) => "client",
+        }
+    }
+
+    /// Whether the token's scopes allow a site task, so the page offers only buttons that
+    /// the API would take from this token.
+    fn may(&self, task: &str) -> bool {
+        let Some(allowed) = &self.principal.allowed_task_types else {
+            return true;
+        };
+        domain::TaskType::parse(task)
+            .ok()
+            .and_then(domain::Scope::of_task)
+            .is_some_and(|scope| allowed.contains(&scope))
+    }
+
     /// The value every form of this session carries, so that a page of another site cannot
     /// post a form here with this browser's cookie (SameSite=Strict is the first guard).
     fn csrf(&self) -> String {
@@ -191,8 +301,9 @@ fn token_shaped(t: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-/// The session token in a request's cookies.
-fn session_token(parts: &Parts) -> Option<String> {
+/// The session tokens in a request's cookies, at most a few: a browser may hold more than one
+/// cookie of this name (one set by a neighbouring site for a wider path), so each is tried.
+fn session_tokens(parts: &Parts) -> Vec<String> {
     parts
         .headers
         .get_all(header::COOKIE)
@@ -200,9 +311,11 @@ fn session_token(parts: &Parts) -> Option<String> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == SESSION_COOKIE)
+        .filter(|(k, _)| *k == SESSION_COOKIE)
         .map(|(_, v)| v.trim().to_owned())
         .filter(|t| token_shaped(t))
+        .take(3)
+        .collect()
 }
 
 impl FromRequestParts<Dashboard> for Session {
@@ -210,9 +323,21 @@ impl FromRequestParts<Dashboard> for Session {
 
     async fn from_request_parts(parts: &mut Parts, state: &Dashboard) -> Result<Self, Response> {
         let to_login = || Redirect::to("/ui/login").into_response();
-        let Some(token) = session_token(parts) else {
-            return Err(to_login());
-        };
+        let mut refusal = None;
+        for token in session_tokens(parts) {
+            match Self::check(parts, state, token).await {
+                Ok(session) => return Ok(session),
+                Err(r) => refusal = Some(r),
+            }
+        }
+        Err(refusal.unwrap_or_else(to_login))
+    }
+}
+
+impl Session {
+    /// The session of one cookie's token, or where to send the browser instead.
+    async fn check(parts: &Parts, state: &Dashboard, token: String) -> Result<Self, Response> {
+        let to_login = || Redirect::to("/ui/login").into_response();
         // A cookie is a token like a bearer header: failures count against the address, as
         // on the API, so cookies cannot be used to guess tokens faster.
         let guard = &state.app.auth_guard;
@@ -331,6 +456,12 @@ async fn login(
     let answer = d
         .call(&probe, axum::http::Method::GET, "/sites?limit=1", None)
         .await;
+    if answer.status == StatusCode::UNAUTHORIZED {
+        return login_page(
+            answer.status,
+            Some("That token is not valid: mistyped, or revoked. Ask the admin for a new one."),
+        );
+    }
     if !answer.status.is_success() {
         return login_page(answer.status, Some(&answer.message()));
     }

@@ -52,7 +52,7 @@ impl Layout {
                     a href="/ui/tokens" { "Tokens" }
                     a href="/ui/settings" { "Settings" }
                 }
-                span.who { (if admin { "admin" } else { "client" }) " · " (session.principal.name) }
+                span.who { (session.role()) " · " (session.principal.name) }
                 form.inline method="post" action="/ui/logout" {
                     (csrf(session))
                     button.link type="submit" { "Sign out" }

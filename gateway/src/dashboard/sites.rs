@@ -208,7 +208,7 @@ pub struct SiteForm {
 }
 
 /// A form field naming a record: an id when it is one, else a name, as the API takes it.
-fn reference(v: &str) -> Value {
+pub(super) fn reference(v: &str) -> Value {
     let v = v.trim();
     v.parse::<i64>()
         .map(Value::from)
@@ -291,6 +291,7 @@ pub async fn show(State(d): State<Dashboard>, session: Session, Path(id): Path<i
         .into_iter()
         .flatten()
         .map(text)
+        .filter(|t| session.may(t))
         .collect();
     let link = &site["link"];
     let body = html! {

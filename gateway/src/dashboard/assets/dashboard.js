@@ -23,8 +23,14 @@ function time(at) {
 function follow(log, url) {
   const source = new EventSource(url);
   const hint = document.getElementById("log-hint");
+  // A stream that reconnects starts again from the first line: lines seen are skipped.
+  let last = 0;
   source.addEventListener("log", (event) => {
     const line = JSON.parse(event.data);
+    if (typeof line.id === "number") {
+      if (line.id <= last) return;
+      last = line.id;
+    }
     const item = document.createElement("li");
     item.className = "level-" + String(line.level);
     const at = document.createElement("time");
