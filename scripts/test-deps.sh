@@ -32,7 +32,8 @@ if [ -n "$missing" ]; then
   # shellcheck disable=SC2086
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
-if [ "$(cat "$PLAYWRIGHT/node_modules/playwright-core/package.json" 2>/dev/null | grep -o '"version": *"[^"]*"' | head -1)" != "\"version\": \"$PLAYWRIGHT_VERSION\"" ]; then
+installed=$(node -p "require('$PLAYWRIGHT/node_modules/playwright-core/package.json').version" 2>/dev/null || true)
+if [ "$installed" != "$PLAYWRIGHT_VERSION" ]; then
   echo "installing playwright-core $PLAYWRIGHT_VERSION into $PLAYWRIGHT"
   mkdir -p "$PLAYWRIGHT"
   npm install --silent --no-audit --no-fund --prefix "$PLAYWRIGHT" "playwright-core@$PLAYWRIGHT_VERSION" >/dev/null

@@ -200,6 +200,7 @@ async fn the_dashboard_refuses_cross_site_forms_and_bad_input_with_pages() {
     .await
     .expect("POST /ui/clients");
     assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.contains("out of date"), "{}", r.body);
     let (_, clients) = stack.call("GET", "/clients", None).await;
     assert!(!clients.to_string().contains("sneaky"), "{clients}");
 
@@ -287,5 +288,32 @@ async fn the_dashboard_refuses_cross_site_forms_and_bad_input_with_pages() {
         .await
         .expect("GET /ui/sites");
     assert_eq!(r.status, 200, "{}", r.body);
+    // A revoked token's session ends: to the sign-in page, its cookie cleared.
+    let (_, made) = stack
+        .call("POST", "/tokens", Some(json!({"name": "soon-revoked"})))
+        .await;
+    let revoked = format!(
+        "hosting_session={}",
+        made["token"].as_str().unwrap_or_default()
+    );
+    let (status, r) = stack
+        .call("DELETE", &format!("/tokens/{}", made["id"]), None)
+        .await;
+    assert_eq!(status, 200, "{r}");
+    let r = request_typed(
+        "GET",
+        &ui("/ui/sites"),
+        None,
+        &[("Cookie", revoked.as_str())],
+    )
+    .await
+    .expect("GET /ui/sites");
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert!(
+        r.header("set-cookie")
+            .is_some_and(|c| c.contains("Max-Age=0")),
+        "{:?}",
+        r.headers
+    );
     stack.teardown().await;
 }

@@ -64,7 +64,7 @@ pub async fn platforms(State(d): State<Dashboard>, session: Session) -> Response
                     }
                     label for="root" { "Root" } input #root name="root" required placeholder="/srv/platforms/example-2";
                     label for="driver" { "Driver" }
-                    select #driver name="driver" { @for dr in ["hooks", "wordpress", "drupal"] { option value=(dr) { (dr) } } }
+                    select #driver name="driver" { @for dr in domain::Driver::ALL.iter().map(|d| d.as_str()) { option value=(dr) { (dr) } } }
                     button type="submit" { "Add platform" }
                 }
             }
@@ -91,12 +91,7 @@ pub async fn create_platform(
     if let Some(r) = session.csrf_refusal(&f.csrf) {
         return r;
     }
-    let server = f
-        .server
-        .trim()
-        .parse::<i64>()
-        .map(Value::from)
-        .unwrap_or_else(|_| json!(f.server.trim()));
+    let server = super::sites::reference(&f.server);
     let body = json!({"name": f.name.trim(), "server": server, "root": f.root.trim(), "driver": f.driver.trim()});
     post_then(&d, &session, Method::POST, "/platforms", Some(body), |v| {
         format!("/ui/tasks/{}", text(&v["task"]["id"]))
@@ -125,7 +120,8 @@ pub async fn platform(
             h1 { (name) " " (badge(&text(&p["status"]))) }
             @if session.is_admin() {
                 div.buttons {
-                    @for (t, label) in [("verify", "Verify"), ("lock", "Lock"), ("unlock", "Unlock")] {
+                    @let locked = p["status"] == "locked";
+                    @for (t, label) in [("verify", "Verify"), ("lock", "Lock"), ("unlock", "Unlock")].into_iter().filter(|(t, _)| match *t { "lock" => !locked, "unlock" => locked, _ => true }) {
                         form.inline method="post" action=(format!("/ui/platforms/{id}/tasks")) {
                             (csrf(&session))
                             input type="hidden" name="type" value=(t);
@@ -352,8 +348,10 @@ pub async fn tokens(State(d): State<Dashboard>, session: Session) -> Response {
             (csrf(&session))
             label for="name" { "Name" } input #name name="name" required;
             label for="client" { "Client" }
-            select #client name="client" {
-                option value="" { "none: an admin token" }
+            // No choice is made for the admin: a token that sees everything is chosen on purpose.
+            select #client name="client" required {
+                option value="" selected { "choose: a client, or an admin token" }
+                option value="admin" { "none: an admin token (sees and does everything)" }
                 @for c in &clients { option value=(text(&c["id"])) { (text(&c["name"])) } }
             }
             label for="task_types" { "May do (task types, comma-separated; empty: all its client may)" }
@@ -388,9 +386,18 @@ pub async fn create_token(
     body.insert("name".into(), json!(f.name.trim()));
     // Empty: an admin token. Anything else names a client, by id or by name, and the API
     // refuses one that does not exist: a typo never makes an admin token.
-    let client = f.client.trim();
-    if !client.is_empty() {
-        body.insert("client".into(), super::sites::reference(client));
+    match f.client.trim() {
+        "" => {
+            return error_page(
+                Some(&session),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "client: choose the client whose sites the token may see, or an admin token",
+            )
+        }
+        "admin" => {}
+        client => {
+            body.insert("client".into(), super::sites::reference(client));
+        }
     }
     let types: Vec<&str> = f
         .task_types

@@ -139,8 +139,11 @@ async fn same_origin_writes(
             let authority = origin
                 .strip_prefix("http://")
                 .or_else(|| origin.strip_prefix("https://"));
+            let public = url::Url::parse(&d.app.config.public_url)
+                .map(|u| u.origin().ascii_serialization())
+                .ok();
             (authority.is_some() && authority == header("host"))
-                || d.app.config.public_url.trim_end_matches('/') == origin
+                || public.as_deref() == Some(origin)
         }
     };
     if fetch_site_ok && origin_ok {

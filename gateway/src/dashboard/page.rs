@@ -121,7 +121,7 @@ pub fn when(v: &Value) -> String {
 pub fn badge(status: &str) -> Markup {
     let class = match status {
         "success" | "enabled" | "connected" | "verified" => "badge ok",
-        "warning" | "disabled" | "installing" | "queued" | "running" | "locked" => "badge mid",
+        "warning" | "disabled" | "installing" | "queued" | "processing" | "locked" => "badge mid",
         "error" | "failed" | "unreachable" | "deleted" => "badge bad",
         _ => "badge",
     };

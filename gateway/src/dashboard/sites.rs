@@ -57,14 +57,14 @@ pub async fn list(
     let body = html! {
         div.title {
             h1 { "Sites" }
-            a.button href="/ui/sites/new" { "Add site" }
+            @if session.may("install") { a.button href="/ui/sites/new" { "Add site" } }
         }
         form.filters method="get" action="/ui/sites" {
             label { "Search " input type="search" name="search" value=(filter("search")) placeholder="part of a domain"; }
             label { "Status "
                 select name="status" {
                     option value="" { "any" }
-                    @for s in ["enabled", "disabled", "installing", "failed", "deleted"] {
+                    @for s in domain::SiteStatus::ALL.iter().map(|s| s.as_str()) {
                         option value=(s) selected[chosen("status", s)] { (s) }
                     }
                 }
@@ -398,16 +398,34 @@ fn backups_table(backups: &[Value]) -> Markup {
 }
 
 fn schedule_form(session: &Session, id: i64, schedule: &Value) -> Markup {
-    let own = &schedule["schedule"];
-    let (mode, custom) = match own {
-        Value::String(s) if s == "off" => ("off", String::new()),
-        Value::Null => ("inherit", String::new()),
-        Value::String(s) if s == "inherit" => ("inherit", String::new()),
-        other => ("custom", other.to_string()),
+    let inherits = schedule["inherits"].as_bool().unwrap_or(true);
+    let mode = match (inherits, schedule["source"].as_str()) {
+        (true, _) => "inherit",
+        (false, Some("site")) => "custom",
+        (false, _) => "off",
+    };
+    let shown = match &schedule["schedule"] {
+        Value::Null => String::new(),
+        v => v.to_string(),
+    };
+    let custom = if mode == "custom" {
+        shown.clone()
+    } else {
+        String::new()
+    };
+    let summary = match mode {
+        "inherit" if shown.is_empty() => "follows the global schedule (none is set)".to_owned(),
+        "inherit" => format!("follows the global schedule {shown}"),
+        "custom" => format!("its own: {shown}"),
+        _ => "no automated backups".to_owned(),
     };
     html! {
         details.card {
-            summary { "Backup schedule: " (mode) @if mode == "custom" { " " code { (custom) } } }
+            summary {
+                "Backup schedule: " (summary)
+                @if let Some(next) = schedule["next_run"].as_str() { " · next " (when(&json!(next))) }
+            }
+            @if let Some(bad) = schedule["invalid"].as_str() { p.error { "The stored schedule cannot be used: " (bad) } }
             form method="post" action=(format!("/ui/sites/{id}/backup-schedule")) {
                 (csrf(session))
                 label { input type="radio" name="mode" value="inherit" checked[mode == "inherit"]; " Follow the global schedule" }
@@ -477,6 +495,13 @@ pub async fn task_form(
         Err(e) => return refused(&session, e),
     };
     let domain = text(&site["domain"]);
+    if !session.may(&task) {
+        return super::page::error_page(
+            Some(&session),
+            StatusCode::FORBIDDEN,
+            &format!("This token may not run '{task}'."),
+        );
+    }
     if !site["available_tasks"]
         .as_array()
         .is_some_and(|a| a.iter().any(|t| *t == task.as_str()))

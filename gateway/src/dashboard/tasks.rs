@@ -12,8 +12,6 @@ use std::collections::HashMap;
 
 const PAGE: i64 = 50;
 
-const STATUSES: &[&str] = &["queued", "running", "success", "warning", "error"];
-
 /// Tasks as a table: newest first, each linking to its page (and its site's, if `site`).
 pub fn table(tasks: &[Value], site: bool) -> Markup {
     html! {
@@ -85,7 +83,7 @@ pub async fn list(
             label { "Status "
                 select name="status" {
                     option value="" { "any" }
-                    @for s in STATUSES { option value=(s) selected[filter("status") == *s] { (s) } }
+                    @for s in domain::TaskStatus::ALL.iter().map(|s| s.as_str()) { option value=(s) selected[filter("status") == s] { (s) } }
                 }
             }
             label { "Type " input name="type" value=(filter("type")) placeholder="backup"; }
@@ -106,7 +104,8 @@ pub async fn show(State(d): State<Dashboard>, session: Session, Path(id): Path<i
     };
     let status = text(&task["status"]);
     let finished = !task["finished"].is_null();
-    // A finished task's log is on the page; a live one's comes from its event stream.
+    // The log comes from the task's event stream, which replays a finished task's lines and
+    // follows a running one's; without scripts, a finished task's log is on the page.
     let log = if finished {
         d.get_or_empty(&session, &format!("/tasks/{id}/log")).await
     } else {
@@ -155,10 +154,10 @@ pub async fn show(State(d): State<Dashboard>, session: Session, Path(id): Path<i
         }
         p.error #task-error hidden[task["error"].is_null()] { (text(&task["error"])) }
         h2 { "Log" }
+        ol.log #log data-events=(format!("/ui/tasks/{id}/events")) {}
         @if finished {
-            ol.log #log { @for l in &log { (line(l)) } }
+            noscript { ol.log { @for l in &log { (line(l)) } } }
         } @else {
-            ol.log #log data-events=(format!("/ui/tasks/{id}/events")) {}
             p.hint #log-hint { "The log follows the task as it runs." }
         }
     };

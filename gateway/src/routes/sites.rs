@@ -804,9 +804,12 @@ pub async fn backup_schedule(
         None => ("global", global),
     };
     let invalid = own.as_ref().and_then(|o| o.invalid.clone());
+    // "off" is either the site's own choice or a global schedule that is not set.
+    let inherits = own.as_ref().is_none_or(|o| o.overridden.is_none());
     let next = own.and_then(|o| o.next_run_at).filter(|_| source != "off");
     Ok(Json(json!({
         "source": source,
+        "inherits": inherits,
         "schedule": schedule,
         "invalid": invalid,
         "next_run": next.and_then(|n| n.format(&time::format_description::well_known::Rfc3339).ok()),

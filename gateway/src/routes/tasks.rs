@@ -169,6 +169,17 @@ pub async fn events(
                         return Some((Ok(event), (id, line.id, last, false)));
                     }
                     let task = store.task(id).await.ok()?;
+                    // Lines written just before the task ended come before its last status.
+                    if task.status.is_terminal() {
+                        let late = store.task_log(id, after).await.unwrap_or_default();
+                        if let Some(line) = late.first() {
+                            let event = Event::default()
+                                .event("log")
+                                .json_data(line)
+                                .unwrap_or_default();
+                            return Some((Ok(event), (id, line.id, last, false)));
+                        }
+                    }
                     if Some(task.status) != last {
                         let event = Event::default()
                             .event("status")

@@ -13,7 +13,7 @@ document.addEventListener("DOMContentLoaded", () => {
 });
 
 const TERMINAL = ["success", "warning", "error"];
-const CLASSES = { success: "ok", warning: "mid", queued: "mid", running: "mid", error: "bad" };
+const CLASSES = { success: "ok", warning: "mid", queued: "mid", processing: "mid", error: "bad" };
 
 // An RFC 3339 time as the pages write it: 2026-12-01 22:28:15 UTC.
 function time(at) {
