@@ -289,18 +289,13 @@ pub async fn json_refusals(
     let path = request.uri().path().to_owned();
     let response = next.run(request).await;
     let status = response.status();
-    let is_json = response
+    // JSON is the API's own; HTML is a page for people (the dashboard's, the public pages').
+    let answered = response
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|t| t.starts_with("application/json"));
-    // The dashboard's and the public pages' refusals are pages for people.
-    let is_html = response
-        .headers()
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|t| t.starts_with("text/html"));
-    if status.as_u16() < 400 || is_json || is_html {
+        .is_some_and(|t| t.starts_with("application/json") || t.starts_with("text/html"));
+    if status.as_u16() < 400 || answered {
         return response;
     }
     let allow = response

@@ -604,15 +604,10 @@ pub async fn save_settings(
     session: Session,
     axum::extract::RawForm(raw): axum::extract::RawForm,
 ) -> Response {
-    let fields: Vec<(String, String)> = form_urlencoded::parse(&raw).into_owned().collect();
-    let sent = fields
-        .iter()
-        .find(|(k, _)| k == "csrf")
-        .map(|(_, v)| v.as_str())
-        .unwrap_or("");
-    if let Some(r) = session.csrf_refusal(sent) {
-        return r;
-    }
+    let fields = match session.checked_fields(&raw) {
+        Ok(f) => f,
+        Err(refusal) => return *refusal,
+    };
     let body = match settings_body(&fields) {
         Ok(b) => b,
         Err(m) => return error_page(Some(&session), StatusCode::UNPROCESSABLE_ENTITY, &m),

@@ -270,6 +270,22 @@ impl Session {
         csrf_for(&self.token)
     }
 
+    /// A form's fields in order, without its `csrf` field, once that is this session's (a
+    /// form whose fields repeat, such as a list of backups, is read this way).
+    fn checked_fields(&self, raw: &[u8]) -> Result<Vec<(String, String)>, Box<Response>> {
+        let mut fields: Vec<(String, String)> = form_urlencoded::parse(raw).into_owned().collect();
+        let sent = fields
+            .iter()
+            .find(|(k, _)| k == "csrf")
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("");
+        if let Some(refusal) = self.csrf_refusal(sent) {
+            return Err(Box::new(refusal));
+        }
+        fields.retain(|(k, _)| k != "csrf");
+        Ok(fields)
+    }
+
     /// The refusal of a form whose `csrf` field is not this session's.
     fn csrf_refusal(&self, sent: &str) -> Option<Response> {
         let want = self.csrf();

@@ -653,16 +653,10 @@ pub async fn create_task(
     Path(id): Path<i64>,
     axum::extract::RawForm(raw): axum::extract::RawForm,
 ) -> Response {
-    let mut fields: Vec<(String, String)> = form_urlencoded::parse(&raw).into_owned().collect();
-    let sent_csrf = fields
-        .iter()
-        .find(|(k, _)| k == "csrf")
-        .map(|(_, v)| v.clone())
-        .unwrap_or_default();
-    if let Some(r) = session.csrf_refusal(&sent_csrf) {
-        return r;
-    }
-    fields.retain(|(k, _)| k != "csrf");
+    let fields = match session.checked_fields(&raw) {
+        Ok(f) => f,
+        Err(refusal) => return *refusal,
+    };
     let body = match task_body(&fields) {
         Ok(b) => b,
         Err(message) => {
