@@ -495,7 +495,7 @@ const FIELDS: &[Field] = &[
     ),
     Field::Json(
         "backup_retention",
-        r#"Backup retention, e.g. {"keep_last": 7}; empty: keep all"#,
+        r#"Backup retention, e.g. {"keep_newest": 3, "rules": [{"older_than": "2d", "keep_one_per": "1d"}]}; empty: keep all"#,
     ),
 ];
 

@@ -605,7 +605,11 @@ fn comparison(task: &str, site: &Value, targets: &[Value], servers: &[Value]) ->
                             td {
                                 (text(&t["platform"]["name"]))
                                 @if t["current"].as_bool().unwrap_or(false) { " (current)" }
-                                @if let Some(r) = t["reason"].as_str() { br; small.error { (r) } }
+                                @if let Some(r) = t["reason"].as_str() {
+                                    br; small.error { (r) }
+                                } @else if !selectable {
+                                    br; small.error { (text(&t["counts"]["error"])) " package(s) would go back to an older version (see compare)" }
+                                }
                             }
                             td { (text(&t["counts"]["same"])) }
                             td { (text(&t["counts"]["upgrade"])) }

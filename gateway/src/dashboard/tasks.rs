@@ -56,6 +56,30 @@ pub async fn list(
         .map(|k| (k, filter(k)))
         .collect();
     let mut pairs = filters.clone();
+    // A site may be given by its domain, as hostctl takes it.
+    let site = filter("site");
+    if !site.is_empty() && site.parse::<i64>().is_err() {
+        let found = d
+            .get_or_empty(
+                &session,
+                &format!("/sites?{}", query([("domain", site.clone())])),
+            )
+            .await;
+        match found.first() {
+            Some(s) => {
+                for pair in pairs.iter_mut().filter(|(k, _)| *k == "site") {
+                    pair.1 = text(&s["id"]);
+                }
+            }
+            None => {
+                return super::page::error_page(
+                    Some(&session),
+                    axum::http::StatusCode::NOT_FOUND,
+                    &format!("site: there is no site {site}; give its id or its domain"),
+                )
+            }
+        }
+    }
     pairs.push(("before", filter("before")));
     pairs.push(("limit", PAGE.to_string()));
     let answer = d
@@ -87,7 +111,7 @@ pub async fn list(
                 }
             }
             label { "Type " input name="type" value=(filter("type")) placeholder="backup"; }
-            label { "Site " input name="site" value=(filter("site")) placeholder="site id" inputmode="numeric"; }
+            label { "Site " input name="site" value=(filter("site")) placeholder="id or domain"; }
             button type="submit" { "Filter" }
         }
         (table(&tasks, true))
@@ -149,7 +173,7 @@ pub async fn show(State(d): State<Dashboard>, session: Session, Path(id): Path<i
             dt { "Started" } dd #task-started { (when(&task["started"])) }
             dt { "Finished" } dd #task-finished { (when(&task["finished"])) }
             @if !task["retry_of"].is_null() {
-                dt { "Retries" } dd { a href=(format!("/ui/tasks/{}", text(&task["retry_of"]))) { "#" (text(&task["retry_of"])) } }
+                dt { "Retry of" } dd { a href=(format!("/ui/tasks/{}", text(&task["retry_of"]))) { "#" (text(&task["retry_of"])) } }
             }
         }
         p.error #task-error hidden[task["error"].is_null()] { (text(&task["error"])) }
