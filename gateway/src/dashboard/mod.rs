@@ -288,14 +288,8 @@ impl Session {
 
     /// The refusal of a form whose `csrf` field is not this session's.
     fn csrf_refusal(&self, sent: &str) -> Option<Response> {
-        let want = self.csrf();
         // Compared in constant time: it is derived from the token.
-        let same = want.len() == sent.len()
-            && want
-                .bytes()
-                .zip(sent.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0;
+        let same = store::constant_time_eq(self.csrf().as_bytes(), sent.as_bytes());
         (!same).then(|| {
             page::error_page(
                 Some(self),
