@@ -2,33 +2,18 @@
 //! tokens and settings. The API decides who may do what: a client's token sees platforms and
 //! servers, and is refused the admin's forms with the API's own words.
 
+use super::api::task_page;
 use super::page::{badge, csrf, error_page, refused, text, when, Layout};
 use super::{CsrfOnly, Dashboard, Session};
 use axum::extract::{Form, Path, State};
 use axum::http::{Method, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 use maud::html;
 use serde_json::{json, Map, Value};
 
-/// POSTs `body` and sends the browser to `then`, or shows the API's refusal.
-async fn post_then(
-    d: &Dashboard,
-    session: &Session,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-    then: impl FnOnce(&Value) -> String,
-) -> Response {
-    match d.call(&session.into(), method, path, body).await.ok() {
-        Ok(v) => Redirect::to(&then(&v)).into_response(),
-        Err(e) => refused(session, e),
-    }
-}
-
 pub async fn platforms(State(d): State<Dashboard>, session: Session) -> Response {
-    let platforms = match d.get(&session, "/platforms?limit=1000").await {
-        Ok(Value::Array(p)) => p,
-        Ok(_) => vec![],
+    let platforms = match d.get_list(&session, "/platforms?limit=1000").await {
+        Ok(items) => items,
         Err(e) => return refused(&session, e),
     };
     let servers = d.get_or_empty(&session, "/servers?limit=1000").await;
@@ -93,10 +78,8 @@ pub async fn create_platform(
     }
     let server = super::sites::reference(&f.server);
     let body = json!({"name": f.name.trim(), "server": server, "root": f.root.trim(), "driver": f.driver.trim()});
-    post_then(&d, &session, Method::POST, "/platforms", Some(body), |v| {
-        format!("/ui/tasks/{}", text(&v["task"]["id"]))
-    })
-    .await
+    d.send_then(&session, Method::POST, "/platforms", Some(body), task_page)
+        .await
 }
 
 pub async fn platform(
@@ -179,21 +162,19 @@ pub async fn platform_task(
     if let Some(r) = session.csrf_refusal(&f.csrf) {
         return r;
     }
-    post_then(
-        &d,
+    d.send_then(
         &session,
         Method::POST,
         &format!("/platforms/{id}/tasks"),
         Some(json!({"type": f.task_type})),
-        |v| format!("/ui/tasks/{}", text(&v["task"]["id"])),
+        task_page,
     )
     .await
 }
 
 pub async fn servers(State(d): State<Dashboard>, session: Session) -> Response {
-    let servers = match d.get(&session, "/servers?limit=1000").await {
-        Ok(Value::Array(s)) => s,
-        Ok(_) => vec![],
+    let servers = match d.get_list(&session, "/servers?limit=1000").await {
+        Ok(items) => items,
         Err(e) => return refused(&session, e),
     };
     let body = html! {
@@ -238,21 +219,19 @@ pub async fn server_verify(
     if let Some(r) = session.csrf_refusal(&f.csrf) {
         return r;
     }
-    post_then(
-        &d,
+    d.send_then(
         &session,
         Method::POST,
         &format!("/servers/{id}/tasks"),
         Some(json!({"type": "verify"})),
-        |v| format!("/ui/tasks/{}", text(&v["task"]["id"])),
+        task_page,
     )
     .await
 }
 
 pub async fn clients(State(d): State<Dashboard>, session: Session) -> Response {
-    let clients = match d.get(&session, "/clients?limit=1000").await {
-        Ok(Value::Array(c)) => c,
-        Ok(_) => vec![],
+    let clients = match d.get_list(&session, "/clients?limit=1000").await {
+        Ok(items) => items,
         Err(e) => return refused(&session, e),
     };
     let body = html! {
@@ -300,16 +279,15 @@ pub async fn create_client(
         return r;
     }
     let body = json!({"name": f.name.trim(), "email": f.email.trim()});
-    post_then(&d, &session, Method::POST, "/clients", Some(body), |_| {
+    d.send_then(&session, Method::POST, "/clients", Some(body), |_| {
         "/ui/clients".into()
     })
     .await
 }
 
 pub async fn tokens(State(d): State<Dashboard>, session: Session) -> Response {
-    let tokens = match d.get(&session, "/tokens?limit=1000").await {
-        Ok(Value::Array(t)) => t,
-        Ok(_) => vec![],
+    let tokens = match d.get_list(&session, "/tokens?limit=1000").await {
+        Ok(items) => items,
         Err(e) => return refused(&session, e),
     };
     let clients = d.get_or_empty(&session, "/clients?limit=1000").await;
@@ -439,8 +417,7 @@ pub async fn revoke_token(
     if let Some(r) = session.csrf_refusal(&f.csrf) {
         return r;
     }
-    post_then(
-        &d,
+    d.send_then(
         &session,
         Method::DELETE,
         &format!("/tokens/{id}"),
@@ -612,7 +589,7 @@ pub async fn save_settings(
         Ok(b) => b,
         Err(m) => return error_page(Some(&session), StatusCode::UNPROCESSABLE_ENTITY, &m),
     };
-    post_then(&d, &session, Method::PATCH, "/settings", Some(body), |_| {
+    d.send_then(&session, Method::PATCH, "/settings", Some(body), |_| {
         "/ui/settings".into()
     })
     .await

@@ -25,6 +25,23 @@ impl<'a> From<&'a Session> for Caller<'a> {
     }
 }
 
+/// A page of a list as the API answered it.
+pub struct Listed {
+    pub items: Vec<Value>,
+    pub total: Option<i64>,
+    pub next: Option<i64>,
+}
+
+/// The page of the task an API answer names: `{"task": {...}}` (a task accepted) or a task.
+pub fn task_page(answer: &Value) -> String {
+    let task = if answer["task"].is_object() {
+        &answer["task"]
+    } else {
+        answer
+    };
+    format!("/ui/tasks/{}", super::page::text(&task["id"]))
+}
+
 /// An API answer.
 pub struct Answer {
     pub status: StatusCode,
@@ -139,12 +156,55 @@ impl Dashboard {
             .ok()
     }
 
+    /// A list, or the API's refusal.
+    pub async fn get_list(
+        &self,
+        session: &Session,
+        path: &str,
+    ) -> Result<Vec<Value>, (StatusCode, String)> {
+        match self.get(session, path).await? {
+            Value::Array(items) => Ok(items),
+            _ => Ok(vec![]),
+        }
+    }
+
+    /// One page of a paged list: its items, the total and the cursor of the next page
+    /// (`cursor` is the list's parameter, `after` or `before`).
+    pub async fn get_page(
+        &self,
+        session: &Session,
+        path: &str,
+        cursor: &str,
+    ) -> Result<Listed, (StatusCode, String)> {
+        let answer = self.call(&session.into(), Method::GET, path, None).await;
+        let (total, next) = (answer.total(), answer.next_cursor(cursor));
+        let items = match answer.ok()? {
+            Value::Array(items) => items,
+            _ => vec![],
+        };
+        Ok(Listed { items, total, next })
+    }
+
+    /// Sends a form's request to the API and the browser on to `then` (given the answer), or
+    /// shows the API's refusal.
+    pub async fn send_then(
+        &self,
+        session: &Session,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        then: impl FnOnce(&Value) -> String,
+    ) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        match self.call(&session.into(), method, path, body).await.ok() {
+            Ok(v) => axum::response::Redirect::to(&then(&v)).into_response(),
+            Err(e) => super::page::refused(session, e),
+        }
+    }
+
     /// A GET that a page can do without (a list a client's token may not read): empty then.
     pub async fn get_or_empty(&self, session: &Session, path: &str) -> Vec<Value> {
-        match self.get(session, path).await {
-            Ok(Value::Array(items)) => items,
-            _ => vec![],
-        }
+        self.get_list(session, path).await.unwrap_or_default()
     }
 
     /// The raw answer, for a stream (a task's events).
@@ -164,5 +224,43 @@ impl Dashboard {
             Ok(r) => r,
             Err(never) => match never {},
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_page_follows_an_accepted_task_or_the_task_itself() {
+        // POST .../tasks and retry answer {"task": ...}; cancel answers the task.
+        assert_eq!(
+            task_page(&serde_json::json!({"task": {"id": 41}})),
+            "/ui/tasks/41"
+        );
+        assert_eq!(
+            task_page(&serde_json::json!({"id": 7, "status": "error"})),
+            "/ui/tasks/7"
+        );
+    }
+
+    #[test]
+    fn the_next_cursor_comes_from_the_link_header() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::LINK,
+            "</sites?status=enabled&after=120>; rel=\"next\""
+                .parse()
+                .expect("a header value"),
+        );
+        headers.insert("x-total-count", "300".parse().expect("a header value"));
+        let answer = Answer {
+            status: StatusCode::OK,
+            headers,
+            body: Value::Null,
+        };
+        assert_eq!(answer.next_cursor("after"), Some(120));
+        assert_eq!(answer.next_cursor("before"), None);
+        assert_eq!(answer.total(), Some(300));
     }
 }

@@ -2,11 +2,12 @@
 //! (the reference's front end: migrate and clone with their platform comparison, restore with
 //! its list of backups, delete and disable with a confirmation).
 
+use super::api::{task_page, Listed};
 use super::page::{badge, csrf, pager, query, refused, size, text, when, Layout};
 use super::{Dashboard, Session};
 use axum::extract::{Path, Query, State};
 use axum::http::{Method, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 use maud::{html, Markup};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -28,18 +29,15 @@ pub async fn list(
     let mut pairs = filters.clone();
     pairs.push(("after", filter("after")));
     pairs.push(("limit", PAGE.to_string()));
-    let answer = d
-        .call(
-            &(&session).into(),
-            Method::GET,
-            &format!("/sites?{}", query(pairs)),
-            None,
-        )
-        .await;
-    let (total, next) = (answer.total(), answer.next_cursor("after"));
-    let sites = match answer.ok() {
-        Ok(Value::Array(s)) => s,
-        Ok(_) => vec![],
+    let Listed {
+        items: sites,
+        total,
+        next,
+    } = match d
+        .get_page(&session, &format!("/sites?{}", query(pairs)), "after")
+        .await
+    {
+        Ok(page) => page,
         Err(e) => return refused(&session, e),
     };
     let clients = if session.is_admin() {
@@ -238,14 +236,8 @@ pub async fn create(
         "language": f.language.trim(),
         "db_server": reference(&f.db_server),
     });
-    match d
-        .call(&(&session).into(), Method::POST, "/sites", Some(body))
+    d.send_then(&session, Method::POST, "/sites", Some(body), task_page)
         .await
-        .ok()
-    {
-        Ok(v) => Redirect::to(&format!("/ui/tasks/{}", text(&v["task"]["id"]))).into_response(),
-        Err(e) => refused(&session, e),
-    }
 }
 
 /// Tasks that run from their button at once; the others open a form first.
@@ -469,19 +461,14 @@ pub async fn set_schedule(
             }
         },
     };
-    match d
-        .call(
-            &(&session).into(),
-            Method::PUT,
-            &format!("/sites/{id}/backup-schedule"),
-            Some(json!({ "schedule": schedule })),
-        )
-        .await
-        .ok()
-    {
-        Ok(_) => Redirect::to(&format!("/ui/sites/{id}#backups")).into_response(),
-        Err(e) => refused(&session, e),
-    }
+    d.send_then(
+        &session,
+        Method::PUT,
+        &format!("/sites/{id}/backup-schedule"),
+        Some(json!({ "schedule": schedule })),
+        |_| format!("/ui/sites/{id}#backups"),
+    )
+    .await
 }
 
 /// A task's form: what it will do, what it needs chosen, and a button to confirm.
@@ -538,11 +525,10 @@ pub async fn task_form(
         }
         "migrate" | "clone" => {
             let targets = match d
-                .get(&session, &format!("/sites/{id}/migrate-targets"))
+                .get_list(&session, &format!("/sites/{id}/migrate-targets"))
                 .await
             {
-                Ok(Value::Array(t)) => t,
-                Ok(_) => vec![],
+                Ok(t) => t,
                 Err(e) => return refused(&session, e),
             };
             let servers = d.get_or_empty(&session, "/servers?limit=1000").await;
@@ -671,19 +657,14 @@ pub async fn create_task(
             )
         }
     };
-    match d
-        .call(
-            &(&session).into(),
-            Method::POST,
-            &format!("/sites/{id}/tasks"),
-            Some(body),
-        )
-        .await
-        .ok()
-    {
-        Ok(v) => Redirect::to(&format!("/ui/tasks/{}", text(&v["task"]["id"]))).into_response(),
-        Err(e) => refused(&session, e),
-    }
+    d.send_then(
+        &session,
+        Method::POST,
+        &format!("/sites/{id}/tasks"),
+        Some(body),
+        task_page,
+    )
+    .await
 }
 
 /// The API's task body from a form: `type`, and each argument typed as the API takes it.

@@ -1,11 +1,12 @@
 //! The task queue, a task's page with its log live from the task's event stream, and
 //! cancel and retry.
 
+use super::api::{task_page, Listed};
 use super::page::{badge, csrf, pager, query, refused, text, when, Layout};
 use super::{CsrfOnly, Dashboard, Session};
 use axum::extract::{Form, Path, Query, State};
 use axum::http::Method;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 use maud::{html, Markup};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -82,18 +83,15 @@ pub async fn list(
     }
     pairs.push(("before", filter("before")));
     pairs.push(("limit", PAGE.to_string()));
-    let answer = d
-        .call(
-            &(&session).into(),
-            Method::GET,
-            &format!("/tasks?{}", query(pairs)),
-            None,
-        )
-        .await;
-    let (total, next) = (answer.total(), answer.next_cursor("before"));
-    let tasks = match answer.ok() {
-        Ok(Value::Array(t)) => t,
-        Ok(_) => vec![],
+    let Listed {
+        items: tasks,
+        total,
+        next,
+    } = match d
+        .get_page(&session, &format!("/tasks?{}", query(pairs)), "before")
+        .await
+    {
+        Ok(page) => page,
         Err(e) => return refused(&session, e),
     };
     let next = next.map(|before| {
@@ -224,24 +222,13 @@ async fn act(d: Dashboard, session: Session, id: i64, f: CsrfOnly, what: &str) -
     if let Some(r) = session.csrf_refusal(&f.csrf) {
         return r;
     }
-    match d
-        .call(
-            &(&session).into(),
-            Method::POST,
-            &format!("/tasks/{id}/{what}"),
-            None,
-        )
-        .await
-        .ok()
-    {
-        // A retry is a new task; a cancelled one stays itself.
-        Ok(v) => {
-            let shown = v["task"]["id"]
-                .as_i64()
-                .or_else(|| v["id"].as_i64())
-                .unwrap_or(id);
-            Redirect::to(&format!("/ui/tasks/{shown}")).into_response()
-        }
-        Err(e) => refused(&session, e),
-    }
+    // A retry answers the new task; a cancel, the task itself.
+    d.send_then(
+        &session,
+        Method::POST,
+        &format!("/tasks/{id}/{what}"),
+        None,
+        task_page,
+    )
+    .await
 }

@@ -162,22 +162,14 @@ pub async fn events(
                 loop {
                     let lines = store.task_log(id, after).await.unwrap_or_default();
                     if let Some(line) = lines.first() {
-                        let event = Event::default()
-                            .event("log")
-                            .json_data(line)
-                            .unwrap_or_default();
-                        return Some((Ok(event), (id, line.id, last, false)));
+                        return Some((Ok(log_event(line)), (id, line.id, last, false)));
                     }
                     let task = store.task(id).await.ok()?;
                     // Lines written just before the task ended come before its last status.
                     if task.status.is_terminal() {
                         let late = store.task_log(id, after).await.unwrap_or_default();
                         if let Some(line) = late.first() {
-                            let event = Event::default()
-                                .event("log")
-                                .json_data(line)
-                                .unwrap_or_default();
-                            return Some((Ok(event), (id, line.id, last, false)));
+                            return Some((Ok(log_event(line)), (id, line.id, last, false)));
                         }
                     }
                     if Some(task.status) != last {
@@ -196,6 +188,13 @@ pub async fn events(
         },
     );
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+fn log_event(line: &LogLine) -> Event {
+    Event::default()
+        .event("log")
+        .json_data(line)
+        .unwrap_or_default()
 }
 
 /// Cancels a task that has not started. One that runs already is not interrupted: its steps
