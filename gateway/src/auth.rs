@@ -73,6 +73,43 @@ impl AuthGuard {
     }
 }
 
+/// Principals of tokens that authenticated in the last second, by their token's hash: a
+/// client that sends many requests (a batch, a dashboard's page, a bench) costs the state
+/// database one lookup a second, not one per request. A revoke through this gateway empties
+/// it at once; another gateway's revoke reaches this one within `PRINCIPAL_TTL`.
+#[derive(Default)]
+pub struct PrincipalCache {
+    entries: Mutex<HashMap<String, (Instant, Principal)>>,
+}
+
+/// How long a token's principal is used without asking the state database again.
+pub const PRINCIPAL_TTL: Duration = Duration::from_secs(1);
+
+impl PrincipalCache {
+    fn get(&self, hash: &str) -> Option<Principal> {
+        let map = self.entries.lock().ok()?;
+        let (at, p) = map.get(hash)?;
+        (at.elapsed() < PRINCIPAL_TTL).then(|| p.clone())
+    }
+
+    fn put(&self, hash: String, principal: Principal) {
+        if let Ok(mut map) = self.entries.lock() {
+            // Stale entries go, so the table cannot grow without bound.
+            if map.len() > 10_000 {
+                map.retain(|_, (at, _)| at.elapsed() < PRINCIPAL_TTL);
+            }
+            map.insert(hash, (Instant::now(), principal));
+        }
+    }
+
+    /// Forgets every principal (a token was revoked).
+    pub fn clear(&self) {
+        if let Ok(mut map) = self.entries.lock() {
+            map.clear();
+        }
+    }
+}
+
 /// The address the request came from (the connection's peer).
 pub(crate) fn client_ip(parts: &Parts) -> IpAddr {
     parts
@@ -108,8 +145,12 @@ impl FromRequestParts<AppState> for Caller {
             state.auth_guard.failed(ip);
             return Err(ApiError::Unauthorized);
         };
+        if let Some(p) = state.principals.get(&hash) {
+            return Ok(Caller(p));
+        }
         match state.store.principal_for_token(token).await? {
             Some(p) => {
+                state.principals.put(hash.clone(), p.clone());
                 state.auth_guard.succeeded(hash);
                 Ok(Caller(p))
             }

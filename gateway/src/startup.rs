@@ -14,6 +14,7 @@ pub struct AppState {
     pub config: Arc<GatewayConfig>,
     pub wake_relay: Arc<Notify>,
     pub auth_guard: Arc<crate::auth::AuthGuard>,
+    pub principals: Arc<crate::auth::PrincipalCache>,
     /// Whether the state database answered its last ping: while it does not, the API answers
     /// 503 at once instead of waiting for a connection.
     pub state_up: Arc<std::sync::atomic::AtomicBool>,
@@ -51,6 +52,7 @@ impl Application {
                 store,
                 rpc: bus::RpcClient::new(bus.clone()),
                 bus,
+                principals: Default::default(),
                 auth_guard: Arc::new(crate::auth::AuthGuard::new(
                     Duration::from_secs(60),
                     config.auth_failures_per_minute,

@@ -431,7 +431,8 @@ impl Stack {
         while Instant::now() < deadline {
             let out = self
                 .state_query(&format!(
-                    "SELECT id::text FROM tasks WHERE id = {task} AND dispatched_at IS NOT NULL"
+                    "SELECT t.id::text FROM tasks t WHERE t.id = {task}
+                     AND NOT EXISTS (SELECT 1 FROM outbox o WHERE (o.payload->>'task')::bigint = t.id)"
                 ))
                 .await;
             if !out.is_empty() {

@@ -66,7 +66,7 @@ fn server(row: &PgRow) -> Result<Server> {
     })
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Package {
     pub name: String,
     #[serde(rename = "type")]
@@ -1157,23 +1157,58 @@ impl Store {
         Ok(())
     }
 
+    /// Records the packages a site has enabled, in place of those it had. A package listed
+    /// twice counts once (its last entry). Nothing is written when the list is what the
+    /// record says already (a verify, most of the time); otherwise one statement writes it,
+    /// however many packages a site has (a Drupal site has hundreds).
     pub async fn replace_site_packages(&self, id: SiteId, packages: &[Package]) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM site_packages WHERE site_id = $1")
-            .bind(id.0)
-            .execute(&mut *tx)
-            .await?;
+        let mut wanted: std::collections::BTreeMap<(&str, &str), &Package> = Default::default();
         for p in packages {
-            let package_id = upsert_package(&mut tx, p).await?;
-            sqlx::query("INSERT INTO site_packages (site_id, package_id, version, schema_version) VALUES ($1, $2, $3, $4)")
-                .bind(id.0)
-                .bind(package_id)
-                .bind(&p.version)
-                .bind(p.schema_version)
-                .execute(&mut *tx)
-                .await?;
+            wanted.insert((p.package_type.as_str(), p.name.as_str()), p);
         }
-        tx.commit().await?;
+        let current = self.site_packages(id).await?;
+        let same = current.len() == wanted.len()
+            && current.iter().all(|c| {
+                wanted
+                    .get(&(c.package_type.as_str(), c.name.as_str()))
+                    .is_some_and(|w| *w == c)
+            });
+        if same {
+            return Ok(());
+        }
+        let (mut names, mut types, mut versions, mut schemas) = (vec![], vec![], vec![], vec![]);
+        for p in wanted.values() {
+            names.push(p.name.as_str());
+            types.push(p.package_type.as_str());
+            versions.push(p.version.as_str());
+            schemas.push(p.schema_version);
+        }
+        // The packages named (made if new), then the site's rows: the ones it no longer has
+        // removed, the others written. The delete reads the upsert's ids, so it runs after it
+        // and never touches a row the insert writes.
+        sqlx::query(
+            "WITH input AS (
+                 SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[])
+                     AS i(name, type, version, schema_version)),
+             pk AS (
+                 INSERT INTO packages (name, type) SELECT name, type FROM input
+                 ON CONFLICT (name, type) DO UPDATE SET name = EXCLUDED.name
+                 RETURNING id, name, type),
+             gone AS (
+                 DELETE FROM site_packages WHERE site_id = $1
+                     AND package_id NOT IN (SELECT id FROM pk))
+             INSERT INTO site_packages (site_id, package_id, version, schema_version)
+             SELECT $1, pk.id, i.version, i.schema_version FROM input i JOIN pk USING (name, type)
+             ON CONFLICT (site_id, package_id)
+                 DO UPDATE SET version = EXCLUDED.version, schema_version = EXCLUDED.schema_version",
+        )
+        .bind(id.0)
+        .bind(&names)
+        .bind(&types)
+        .bind(&versions)
+        .bind(&schemas)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

@@ -69,6 +69,13 @@ impl Task {
     }
 }
 
+/// `Task::target` in SQL, over a row of `tasks` named `t` (a claim reads and locks its task
+/// in the statement that takes the target's lock, which `finish_task` releases by
+/// `Task::target`: were the two to differ, no target would ever be released again, which every
+/// end-to-end test would see).
+const TARGET_SQL: &str = "CASE WHEN t.site_id IS NOT NULL THEN 'site:' || t.site_id
+    WHEN t.platform_id IS NOT NULL THEN 'platform:' || t.platform_id ELSE 'task:' || t.id END";
+
 const TASK_COLUMNS: &str =
     "id, type, status, site_id, platform_id, parent_id, args, result, error, requested_by,
     attempts, created_at, started_at, finished_at, retry_of, cancelled_by, lease_epoch";
@@ -310,6 +317,61 @@ async fn enqueue_dispatch(
     Ok(())
 }
 
+/// `Store::finish_task`'s statement (made once: it names every task type's owner).
+static FINISH_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH done AS (
+                 UPDATE tasks SET status = $3, error = $4, result = $5, finished_at = now(),
+                     lease_owner = NULL, lease_until = NULL
+                 WHERE id = $1 AND lease_owner = $2 AND status = 'processing' AND lease_epoch = $6
+                 RETURNING id, site_id, platform_id),
+             released AS (
+                 DELETE FROM target_locks WHERE target = $7 AND task_id IN (SELECT id FROM done)),
+             nx AS (
+                 (SELECT n.id, n.type FROM tasks n, done d
+                  WHERE d.site_id IS NOT NULL AND n.site_id = d.site_id
+                      AND n.status = 'queued' AND n.id <> d.id
+                  ORDER BY n.id LIMIT 1)
+                 UNION ALL
+                 (SELECT n.id, n.type FROM tasks n, done d
+                  WHERE d.site_id IS NULL AND d.platform_id IS NOT NULL AND n.platform_id = d.platform_id
+                      AND n.site_id IS NULL AND n.status = 'queued' AND n.id <> d.id
+                  ORDER BY n.id LIMIT 1)),
+             queued AS ({DISPATCH_NX_SQL} RETURNING id)
+             SELECT (SELECT count(*) FROM done) AS finished,
+                 CASE WHEN EXISTS (SELECT 1 FROM queued) THEN pg_notify($9, '') END AS woken",
+        DISPATCH_NX_SQL = dispatch_sql("nx", "$8"),
+    )
+});
+
+/// Whether an earlier task of the target of the task `t` (a row of `tasks`) is open, as SQL:
+/// one branch per kind of target, each on its own index (`tasks_open_site`,
+/// `tasks_open_platform`), and none for a task of no site or platform.
+const EARLIER_OPEN_SQL: &str = "CASE
+    WHEN t.site_id IS NOT NULL THEN EXISTS (SELECT 1 FROM tasks e WHERE e.site_id = t.site_id
+        AND e.status IN ('queued', 'processing') AND e.id < t.id)
+    WHEN t.platform_id IS NOT NULL THEN EXISTS (SELECT 1 FROM tasks e
+        WHERE e.platform_id = t.platform_id AND e.site_id IS NULL
+        AND e.status IN ('queued', 'processing') AND e.id < t.id)
+    ELSE false END";
+
+/// The outbox rows that dispatch the tasks `(id, type)` of the relation `from`, as SQL: the
+/// task message built in the statement (`TaskMessage`'s wire format, `{"task": id, "type":
+/// type}`, which `task_message_wire_format_is_stable` in `contract` holds still), routed to the
+/// service that owns its type. `message_type`
+/// is the SQL parameter holding `contract::TASK_MESSAGE_TYPE`.
+fn dispatch_sql(from: &str, message_type: &str) -> String {
+    let owners: String = TaskType::ALL
+        .iter()
+        .map(|t| format!(" WHEN '{}' THEN '{}'", t.as_str(), t.owner().as_str()))
+        .collect();
+    format!(
+        "INSERT INTO outbox (exchange_kind, routing_key, message_type, payload)
+         SELECT 'tasks', CASE {from}.type{owners} END, {message_type},
+             jsonb_build_object('task', {from}.id, 'type', {from}.type) FROM {from}"
+    )
+}
+
 /// An outbox row a relay is publishing.
 #[derive(Debug)]
 pub struct OutboxMessage {
@@ -329,11 +391,42 @@ pub struct SweepReport {
 }
 
 impl Store {
+    /// A task and its outbox row in one statement (one round trip, one commit): the hot path
+    /// of every API request that starts a task. The outbox payload is the task's message with
+    /// its id filled in by the insert (the message's other fields are serialized here).
     pub async fn create_task(&self, new: &NewTask) -> Result<Task> {
-        let mut tx = self.pool.begin().await?;
-        let t = create_task_tx(&mut tx, new).await?;
-        tx.commit().await?;
-        Ok(t)
+        let template = TaskMessage {
+            task: TaskId(0),
+            task_type: new.task_type,
+        };
+        let template =
+            serde_json::to_value(&template).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "WITH t AS (
+                 INSERT INTO tasks (type, site_id, platform_id, parent_id, retry_of, status, args, requested_by)
+                 VALUES ($1, $2, $3, $4, $7, 'queued', $5, $6) RETURNING {TASK_COLUMNS}),
+             queued AS (
+                 INSERT INTO outbox (exchange_kind, routing_key, message_type, payload, traceparent)
+                 SELECT 'tasks', $8, $9, $10::jsonb || jsonb_build_object('task', t.id), $11 FROM t)
+             SELECT t.*, pg_notify($12, '') FROM t"
+        )))
+        .bind(new.task_type.as_str())
+        .bind(new.site.map(|s| s.0))
+        .bind(new.platform.map(|p| p.0))
+        .bind(new.parent.map(|p| p.0))
+        .bind(new.args.to_value())
+        .bind(&new.requested_by)
+        .bind(new.retry_of.map(|t| t.0))
+        .bind(new.task_type.owner().as_str())
+        .bind(contract::TASK_MESSAGE_TYPE)
+        .bind(template)
+        .bind(new.traceparent.as_deref())
+        .bind(OUTBOX_CHANNEL)
+        .fetch_one(&self.pool)
+        .await?;
+        let task = task(&row)?;
+        telemetry::metrics::task_accepted(task.task_type.as_str());
+        Ok(task)
     }
 
     pub async fn task(&self, id: TaskId) -> Result<Task> {
@@ -548,68 +641,62 @@ impl Store {
         worker: &str,
         lease: std::time::Duration,
     ) -> Result<Claim> {
-        let lease_secs = lease.as_secs_f64();
-        let mut tx = self.pool.begin().await?;
-        // Per-site order across services: no task starts while an earlier one of its target
-        // is queued or running, whichever service owns that one. It is dispatched again when
-        // the earlier one ends. (A platform's target is its platform tasks, not its sites'.)
+        // One statement (one round trip, one commit): the task read and locked, and claimed
+        // only if it is of the expected type, not finished, not running under a live lease,
+        // and no earlier task of its target is queued or running (per-site order across
+        // services: it is dispatched again when the earlier one ends; a platform's target is
+        // its platform tasks, not its sites'). The claim takes the target's lock if it is free,
+        // ours already (a redelivery of this task), or held by a worker whose lease lapsed;
+        // and only then the task. A task that runs under a live lease is not claimed again,
+        // not even by the worker that holds it: a second delivery is a duplicate, never a
+        // second run.
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {TASK_COLUMNS}, lease_owner, lease_until < now() AS lapsed,
-                 EXISTS (SELECT 1 FROM tasks e WHERE e.id < t.id AND e.status IN ('queued', 'processing')
-                     AND ((t.site_id IS NOT NULL AND e.site_id = t.site_id)
-                       OR (t.site_id IS NULL AND t.platform_id IS NOT NULL
-                           AND e.platform_id = t.platform_id AND e.site_id IS NULL))) AS earlier
-             FROM tasks t WHERE id = $1 FOR UPDATE OF t"
-        )))
-        .bind(id.0)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| StoreError::NotFound(format!("task {id}")))?;
-        let t = task(&row)?;
-        if t.task_type != expected {
-            return Ok(Claim::OtherType(t.task_type));
-        }
-        if t.status.is_terminal() {
-            return Ok(Claim::Finished(t.status));
-        }
-        // A task that runs under a live lease is not claimed again, not even by the worker that
-        // holds it: a second delivery of a running task is a duplicate, never a second run.
-        if t.status == TaskStatus::Processing {
-            let lapsed: Option<bool> = row.try_get("lapsed")?;
-            if lapsed != Some(true) {
-                return Ok(Claim::HeldElsewhere);
-            }
-        }
-        let earlier: bool = row.try_get("earlier")?;
-        if earlier {
-            tx.commit().await?;
-            return Ok(Claim::TargetBusy);
-        }
-        // Take the target's lock if it is free, ours already (a redelivery of this task), or
-        // held by a worker whose lease lapsed; and only then the task.
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "WITH locked AS (
+            "WITH cur AS (
+                 SELECT t.type, t.status, t.lease_until < now() AS lapsed, {TARGET_SQL} AS target,
+                     {EARLIER_OPEN_SQL} AS earlier
+                 FROM tasks t WHERE t.id = $1 FOR UPDATE OF t),
+             claimable AS (
+                 SELECT target FROM cur WHERE type = $4 AND status IN ('queued', 'processing')
+                     AND (status = 'queued' OR lapsed IS TRUE) AND NOT earlier),
+             locked AS (
                  INSERT INTO target_locks (target, task_id, lease_until)
-                 VALUES ($4, $1, now() + make_interval(secs => $3))
+                 SELECT target, $1, now() + make_interval(secs => $3) FROM claimable
                  ON CONFLICT (target) DO UPDATE SET task_id = EXCLUDED.task_id, lease_until = EXCLUDED.lease_until
                    WHERE target_locks.task_id = EXCLUDED.task_id OR target_locks.lease_until < now()
-                 RETURNING task_id)
-             UPDATE tasks SET status = 'processing', started_at = COALESCE(started_at, now()),
-                 attempts = attempts + 1, lease_owner = $2, lease_until = now() + make_interval(secs => $3),
-                 lease_epoch = lease_epoch + 1
-             WHERE id = $1 AND EXISTS (SELECT 1 FROM locked) RETURNING {TASK_COLUMNS}"
+                 RETURNING task_id),
+             claimed AS (
+                 UPDATE tasks SET status = 'processing', started_at = COALESCE(started_at, now()),
+                     attempts = attempts + 1, lease_owner = $2, lease_until = now() + make_interval(secs => $3),
+                     lease_epoch = lease_epoch + 1
+                 WHERE id = $1 AND EXISTS (SELECT 1 FROM locked) RETURNING {TASK_COLUMNS})
+             SELECT cur.type AS cur_type, cur.status AS cur_status, cur.lapsed, cur.earlier, claimed.*
+             FROM cur LEFT JOIN claimed ON true"
         )))
         .bind(id.0)
         .bind(worker)
-        .bind(lease_secs)
-        .bind(t.target())
-        .fetch_optional(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        match row {
-            Some(row) => Ok(Claim::Claimed(Box::new(task(&row)?))),
-            None => Ok(Claim::TargetBusy),
+        .bind(lease.as_secs_f64())
+        .bind(expected.as_str())
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("task {id}")))?;
+        if row.try_get::<Option<i64>, _>("id")?.is_some() {
+            return Ok(Claim::Claimed(Box::new(task(&row)?)));
         }
+        let actual = TaskType::parse(row.try_get("cur_type")?)?;
+        if actual != expected {
+            return Ok(Claim::OtherType(actual));
+        }
+        let status = TaskStatus::parse(row.try_get("cur_status")?)?;
+        if status.is_terminal() {
+            return Ok(Claim::Finished(status));
+        }
+        if status == TaskStatus::Processing
+            && row.try_get::<Option<bool>, _>("lapsed")? != Some(true)
+        {
+            return Ok(Claim::HeldElsewhere);
+        }
+        // An earlier task of its target, or its target's lock held by a live task.
+        Ok(Claim::TargetBusy)
     }
 
     /// Extends the lease of a task the worker still holds. `false`: the lease was lost.
@@ -651,46 +738,24 @@ impl Store {
         error: Option<&str>,
         result: Option<&serde_json::Value>,
     ) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
-        // The outcome, the target's lock released, and the target's next queued task found,
-        // in one statement.
-        let row = sqlx::query(
-            "WITH done AS (
-                 UPDATE tasks SET status = $3, error = $4, result = $5, finished_at = now(),
-                     lease_owner = NULL, lease_until = NULL
-                 WHERE id = $1 AND lease_owner = $2 AND status = 'processing' AND lease_epoch = $6
-                 RETURNING id, site_id, platform_id),
-             released AS (
-                 DELETE FROM target_locks WHERE target = $7 AND task_id IN (SELECT id FROM done))
-             SELECT (SELECT count(*) FROM done) AS finished, nx.id AS next_id, nx.type AS next_type
-             FROM (SELECT 1) one LEFT JOIN LATERAL (
-                 SELECT n.id, n.type FROM tasks n, done d WHERE n.status = 'queued' AND n.id <> d.id
-                     AND ((d.site_id IS NOT NULL AND n.site_id = d.site_id)
-                       OR (d.site_id IS NULL AND d.platform_id IS NOT NULL
-                           AND n.platform_id = d.platform_id AND n.site_id IS NULL))
-                 ORDER BY n.id LIMIT 1) nx ON true",
-        )
-        .bind(t.id.0)
-        .bind(worker)
-        .bind(status.as_str())
-        .bind(error)
-        .bind(result)
-        .bind(t.lease_epoch)
-        .bind(t.target())
-        .fetch_one(&mut *tx)
-        .await?;
+        // One statement (one round trip, one commit): the outcome, the target's lock
+        // released, and the target's next queued task dispatched (its outbox row, and the
+        // relay's wake-up).
+        let row = sqlx::query(sqlx::AssertSqlSafe(FINISH_SQL.as_str()))
+            .bind(t.id.0)
+            .bind(worker)
+            .bind(status.as_str())
+            .bind(error)
+            .bind(result)
+            .bind(t.lease_epoch)
+            .bind(t.target())
+            .bind(contract::TASK_MESSAGE_TYPE)
+            .bind(OUTBOX_CHANNEL)
+            .fetch_one(&self.pool)
+            .await?;
         let finished: i64 = row.try_get("finished")?;
-        if finished == 0 {
-            // The lease lapsed and someone else took the task over; their outcome stands.
-            return Ok(false);
-        }
-        let next: Option<i64> = row.try_get("next_id")?;
-        let next_type: Option<String> = row.try_get("next_type")?;
-        if let (Some(next), Some(next_type)) = (next, next_type) {
-            enqueue_dispatch(&mut tx, TaskId(next), TaskType::parse(&next_type)?, None).await?;
-        }
-        tx.commit().await?;
-        Ok(true)
+        // 0: the lease lapsed and someone else took the task over; their outcome stands.
+        Ok(finished == 1)
     }
 
     /// Gives a claimed task back to the queue (an outage of the state database or the broker
@@ -779,25 +844,19 @@ impl Store {
         Ok(out)
     }
 
-    /// The broker confirmed the messages: drop their rows and note when their tasks were
-    /// dispatched, in one statement.
+    /// The broker confirmed the messages: drop their rows. Their tasks' rows are not touched:
+    /// a worker claims a task the moment its message arrives, and would wait for this
+    /// statement's commit on the task's row lock (a third commit on the dispatch path). The
+    /// sweeper finds a lost message by its task being queued with no outbox row left.
     pub async fn outbox_published(&self, messages: &[&OutboxMessage]) -> Result<()> {
         if messages.is_empty() {
             return Ok(());
         }
         let ids: Vec<i64> = messages.iter().map(|m| m.id).collect();
-        let tasks: Vec<i64> = messages
-            .iter()
-            .filter_map(|m| m.payload.get("task").and_then(|v| v.as_i64()))
-            .collect();
-        sqlx::query(
-            "WITH gone AS (DELETE FROM outbox WHERE id = ANY($1))
-             UPDATE tasks SET dispatched_at = now() WHERE id = ANY($2)",
-        )
-        .bind(&ids)
-        .bind(&tasks)
-        .execute(&self.pool)
-        .await?;
+        sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
+            .bind(&ids)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 

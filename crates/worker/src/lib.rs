@@ -81,9 +81,16 @@ pub trait TaskHandler: Send + Sync + 'static {
 
 pub struct WorkerConfig {
     pub service: &'static str,
+    /// Tasks whose handlers run at once (`HOSTING_PREFETCH`).
     pub prefetch: u16,
     pub lease: Duration,
 }
+
+/// Task messages one instance holds at once (`HOSTING_MESSAGE_PREFETCH`): checked, claimed,
+/// settled, and their outcomes stored, while at most `WorkerConfig::prefetch` of their
+/// handlers run. The bookkeeping of a task (two statements, an ack) is not held up behind
+/// the few slow handlers that run, and a burst of small tasks is not served four at a time.
+const MESSAGE_PREFETCH: u16 = 64;
 
 pub struct Worker<H> {
     store: Store,
@@ -93,6 +100,8 @@ pub struct Worker<H> {
     lease: Duration,
     service: &'static str,
     max_attempts: i32,
+    /// One per handler that may run at once.
+    running: tokio::sync::Semaphore,
 }
 
 impl<H: TaskHandler> Worker<H> {
@@ -131,8 +140,12 @@ impl<H: TaskHandler> Worker<H> {
             lease: config.lease,
             service: config.service,
             max_attempts: config::parse("HOSTING_MAX_ATTEMPTS", 5).unwrap_or(5),
+            running: tokio::sync::Semaphore::new(usize::from(config.prefetch.max(1))),
         });
-        bus.consume(&queue, config.prefetch, worker).await
+        let messages = config::parse("HOSTING_MESSAGE_PREFETCH", MESSAGE_PREFETCH)
+            .unwrap_or(MESSAGE_PREFETCH)
+            .max(config.prefetch);
+        bus.consume(&queue, messages, worker).await
     }
 }
 
@@ -414,6 +427,9 @@ impl<H: TaskHandler> Handler for Worker<H> {
                             task.task_type
                         );
                     }
+                    // The task is claimed (its lease renewed, its target held) while it waits
+                    // for a handler's slot. The semaphore is never closed.
+                    let _slot = self.running.acquire().await;
                     // On the heap: a saga's future is large, and the worker thread's stack is not.
                     Box::pin(self.handler.run(&task, &log)).await
                 },

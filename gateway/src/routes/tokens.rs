@@ -106,5 +106,8 @@ pub async fn revoke(
             "this is the token you are calling with; revoke it with another admin token".into(),
         ));
     }
-    Ok(Json(s.store.revoke_token(id).await?))
+    let revoked = s.store.revoke_token(id).await?;
+    // Refused from now on by this gateway (others within `auth::PRINCIPAL_TTL`).
+    s.principals.clear();
+    Ok(Json(revoked))
 }
