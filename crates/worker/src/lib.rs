@@ -86,11 +86,12 @@ pub struct WorkerConfig {
     pub lease: Duration,
 }
 
-/// Task messages one instance holds at once (`HOSTING_MESSAGE_PREFETCH`): checked, claimed,
-/// settled, and their outcomes stored, while at most `WorkerConfig::prefetch` of their
-/// handlers run. The bookkeeping of a task (two statements, an ack) is not held up behind
-/// the few slow handlers that run, and a burst of small tasks is not served four at a time.
-const MESSAGE_PREFETCH: u16 = 64;
+/// Task messages one instance holds per handler slot (`HOSTING_MESSAGE_PREFETCH` sets the
+/// total): while `WorkerConfig::prefetch` tasks are claimed and run, the next few messages
+/// are at hand, and the tasks that end have their outcomes stored and their messages acked
+/// outside the slots. Still a small prefetch (DESIGN.md): another instance is not starved of
+/// messages this one cannot run soon.
+const MESSAGES_PER_SLOT: u16 = 4;
 
 pub struct Worker<H> {
     store: Store,
@@ -142,8 +143,9 @@ impl<H: TaskHandler> Worker<H> {
             max_attempts: config::parse("HOSTING_MAX_ATTEMPTS", 5).unwrap_or(5),
             running: tokio::sync::Semaphore::new(usize::from(config.prefetch.max(1))),
         });
-        let messages = config::parse("HOSTING_MESSAGE_PREFETCH", MESSAGE_PREFETCH)
-            .unwrap_or(MESSAGE_PREFETCH)
+        let per_slot = config.prefetch.saturating_mul(MESSAGES_PER_SLOT);
+        let messages = config::parse("HOSTING_MESSAGE_PREFETCH", per_slot)
+            .unwrap_or(per_slot)
             .max(config.prefetch);
         bus.consume(&queue, messages, worker).await
     }
@@ -297,6 +299,11 @@ impl<H: TaskHandler> Handler for Worker<H> {
         if self.waits_for_agents(&msg).await {
             return Disposition::Ack;
         }
+        // A handler's slot before the claim: a claimed task runs at once (its `processing`
+        // is true), and one that waits is still `queued`. The slot is given back when the
+        // handler returns; storing the outcome and the ack happen outside it. The semaphore
+        // is never closed.
+        let slot = self.running.acquire().await.ok();
         let started = std::time::Instant::now();
         // The claim is held locally until `claimed + lease` at most, measured from before it
         // was asked for: the store's lease cannot end before that.
@@ -427,9 +434,6 @@ impl<H: TaskHandler> Handler for Worker<H> {
                             task.task_type
                         );
                     }
-                    // The task is claimed (its lease renewed, its target held) while it waits
-                    // for a handler's slot. The semaphore is never closed.
-                    let _slot = self.running.acquire().await;
                     // On the heap: a saga's future is large, and the worker thread's stack is not.
                     Box::pin(self.handler.run(&task, &log)).await
                 },
@@ -448,6 +452,7 @@ impl<H: TaskHandler> Handler for Worker<H> {
         };
         heartbeat.abort();
         bus::fence::released(fence);
+        drop(slot);
         let ran_for = handler_started.elapsed();
         let outcome = match ran {
             Ok(o) => o,
