@@ -266,23 +266,41 @@ pub enum Claim {
     OtherType(TaskType),
 }
 
-/// Writes a task and the outbox row that dispatches it, in the caller's transaction.
-pub(crate) async fn create_task_tx(tx: &mut sqlx::PgConnection, new: &NewTask) -> Result<Task> {
+/// Writes a task and the outbox row that dispatches it in one statement, on the caller's
+/// connection (in its transaction, or alone: one round trip, one commit, the hot path of
+/// every API request that starts a task). The outbox payload is the task's message with its
+/// id filled in by the insert (the message's other fields are serialized here).
+pub(crate) async fn create_task_tx(conn: &mut sqlx::PgConnection, new: &NewTask) -> Result<Task> {
+    let template = TaskMessage {
+        task: TaskId(0),
+        task_type: new.task_type,
+    };
+    let template =
+        serde_json::to_value(&template).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO tasks (type, site_id, platform_id, parent_id, retry_of, status, args, requested_by)
-         VALUES ($1, $2, $3, $4, $7, 'queued', $5, $6) RETURNING {TASK_COLUMNS}"
-    )))
-    .bind(new.task_type.as_str())
-    .bind(new.site.map(|s| s.0))
-    .bind(new.platform.map(|p| p.0))
-    .bind(new.parent.map(|p| p.0))
-    .bind(new.args.to_value())
-    .bind(&new.requested_by)
-    .bind(new.retry_of.map(|t| t.0))
-    .fetch_one(&mut *tx)
-    .await?;
+            "WITH t AS (
+                 INSERT INTO tasks (type, site_id, platform_id, parent_id, retry_of, status, args, requested_by)
+                 VALUES ($1, $2, $3, $4, $7, 'queued', $5, $6) RETURNING {TASK_COLUMNS}),
+             queued AS (
+                 INSERT INTO outbox (exchange_kind, routing_key, message_type, payload, traceparent)
+                 SELECT 'tasks', $8, $9, $10::jsonb || jsonb_build_object('task', t.id), $11 FROM t)
+             SELECT t.*, pg_notify($12, '') FROM t"
+        )))
+        .bind(new.task_type.as_str())
+        .bind(new.site.map(|s| s.0))
+        .bind(new.platform.map(|p| p.0))
+        .bind(new.parent.map(|p| p.0))
+        .bind(new.args.to_value())
+        .bind(&new.requested_by)
+        .bind(new.retry_of.map(|t| t.0))
+        .bind(new.task_type.owner().as_str())
+        .bind(contract::TASK_MESSAGE_TYPE)
+        .bind(template)
+        .bind(new.traceparent.as_deref())
+        .bind(OUTBOX_CHANNEL)
+        .fetch_one(&mut *conn)
+        .await?;
     let task = task(&row)?;
-    enqueue_dispatch(tx, task.id, task.task_type, new.traceparent.as_deref()).await?;
     // Counted when written, before the caller's commit: a transaction that rolls back after
     // this (rare: a conflict found later in it) counts a task that was not queued.
     telemetry::metrics::task_accepted(task.task_type.as_str());
@@ -391,42 +409,10 @@ pub struct SweepReport {
 }
 
 impl Store {
-    /// A task and its outbox row in one statement (one round trip, one commit): the hot path
-    /// of every API request that starts a task. The outbox payload is the task's message with
-    /// its id filled in by the insert (the message's other fields are serialized here).
+    /// A task and its outbox row, on their own (see `create_task_tx`).
     pub async fn create_task(&self, new: &NewTask) -> Result<Task> {
-        let template = TaskMessage {
-            task: TaskId(0),
-            task_type: new.task_type,
-        };
-        let template =
-            serde_json::to_value(&template).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "WITH t AS (
-                 INSERT INTO tasks (type, site_id, platform_id, parent_id, retry_of, status, args, requested_by)
-                 VALUES ($1, $2, $3, $4, $7, 'queued', $5, $6) RETURNING {TASK_COLUMNS}),
-             queued AS (
-                 INSERT INTO outbox (exchange_kind, routing_key, message_type, payload, traceparent)
-                 SELECT 'tasks', $8, $9, $10::jsonb || jsonb_build_object('task', t.id), $11 FROM t)
-             SELECT t.*, pg_notify($12, '') FROM t"
-        )))
-        .bind(new.task_type.as_str())
-        .bind(new.site.map(|s| s.0))
-        .bind(new.platform.map(|p| p.0))
-        .bind(new.parent.map(|p| p.0))
-        .bind(new.args.to_value())
-        .bind(&new.requested_by)
-        .bind(new.retry_of.map(|t| t.0))
-        .bind(new.task_type.owner().as_str())
-        .bind(contract::TASK_MESSAGE_TYPE)
-        .bind(template)
-        .bind(new.traceparent.as_deref())
-        .bind(OUTBOX_CHANNEL)
-        .fetch_one(&self.pool)
-        .await?;
-        let task = task(&row)?;
-        telemetry::metrics::task_accepted(task.task_type.as_str());
-        Ok(task)
+        let mut conn = self.pool.acquire().await?;
+        create_task_tx(&mut conn, new).await
     }
 
     pub async fn task(&self, id: TaskId) -> Result<Task> {
