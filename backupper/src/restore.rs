@@ -108,7 +108,8 @@ impl RestoreSaga<'_> {
     async fn maintenance(&self, action: Action) -> anyhow::Result<()> {
         let st = self.current().await?;
         let ctx = st.context(st.password(&self.b.store).await?);
-        site::run_declared_action(&st, action, &ctx, self.b.settings.action_timeout, self.log)
+        let timeout = self.b.settings.action_timeout;
+        site::run_declared_action(&self.b.rpc, &self.b.store, &st, action, &ctx, timeout, self.log)
             .await?;
         Ok(())
     }
@@ -199,8 +200,10 @@ impl RestoreSaga<'_> {
 
     async fn write_config(&self) -> anyhow::Result<()> {
         let st = self.current().await?;
-        st.lay_out().await?;
-        st.write_settings(st.password(&self.b.store).await?).await?;
+        let (rpc, store, timeout) = (&self.b.rpc, &self.b.store, self.b.settings.rpc_timeout);
+        st.lay_out(rpc, false, timeout).await?;
+        st.write_settings(rpc, store, st.password(store).await?, timeout)
+            .await?;
         let reply = site::webconf(
             &self.b.rpc,
             &st.web_server,

@@ -13,13 +13,12 @@
 //! dropped. Running it again is harmless.
 
 use crate::Installer;
-use anyhow::{bail, Context};
+use anyhow::bail;
 use contract::steps::{DeleteStep, SagaStep};
-use contract::{DbprovRequest, WebconfRequest};
+use contract::{DbprovRequest, DirOutcome, WebconfRequest};
 use domain::{SiteStatus, TaskType};
 use saga::{Outcome as SagaOutcome, Saga};
 use site::{SiteTask, SITE_MARK};
-use std::path::PathBuf;
 use store::{NewTask, Task};
 use worker::{Outcome, TaskLog};
 
@@ -35,7 +34,7 @@ struct DeleteSaga<'a> {
     /// site's now and are left alone.
     domain_reused: bool,
     /// Where the site directory waits while the database is dropped.
-    aside: PathBuf,
+    aside: domain::HostPath,
 }
 
 pub async fn run(inst: &Installer, task: &Task, log: &TaskLog) -> Outcome {
@@ -80,8 +79,12 @@ pub async fn run(inst: &Installer, task: &Task, log: &TaskLog) -> Outcome {
             .any(|s| s.id != st.site.id && s.status != SiteStatus::Deleted),
         Err(e) => return Outcome::Error(e.to_string()),
     };
-    let dir = st.site_dir.as_path();
-    let aside = site::beside(dir, "deleting", task.id);
+    let aside = match domain::HostPath::parse(
+        &site::beside(st.site_dir.as_path(), "deleting", task.id).to_string_lossy(),
+    ) {
+        Ok(p) => p,
+        Err(e) => return Outcome::Error(format!("the site directory's aside path: {e}")),
+    };
     let saga = DeleteSaga {
         inst,
         st,
@@ -137,17 +140,14 @@ impl DeleteSaga<'_> {
             .unwrap_or(true)
     }
 
-    fn mark(&self) -> String {
-        format!("site {}\n", self.st.site.id)
-    }
-
-    /// Whether a directory is this site's: it carries this site's mark, or, in force mode, no
-    /// mark at all (the path is this site's by its domain and nobody else's).
-    async fn is_ours(&self, dir: &std::path::Path) -> bool {
-        match site::read_mark(dir, SITE_MARK).await {
-            Some(m) => m == self.mark(),
-            None => self.force,
-        }
+    async fn webconf(&self, request: WebconfRequest) -> anyhow::Result<contract::WebconfReply> {
+        site::webconf(
+            &self.inst.rpc,
+            &self.st.web_server,
+            request,
+            self.inst.settings.rpc_timeout,
+        )
+        .await
     }
 
     async fn warn_or_fail(&self, e: anyhow::Error, what: &str) -> anyhow::Result<()> {
@@ -228,43 +228,46 @@ impl Saga for DeleteSaga<'_> {
                     .await;
             }
             DeleteStep::SiteDirectory => {
-                let dir = self.st.site_dir.as_path();
                 if self.domain_reused {
                     return Ok(());
                 }
-                if tokio::fs::try_exists(&self.aside).await? {
-                    return Ok(()); // moved aside by an interrupted run
-                }
-                if !tokio::fs::try_exists(dir).await? {
-                    if !self.force {
-                        bail!(
-                            "the site directory {} is missing; delete with {{\"force\": true}} \
-                             removes what is left",
-                            dir.display()
-                        );
+                // By the web server's agent: a directory that carries this site's mark (or,
+                // in force mode, none) is renamed beside itself; one already moved aside by
+                // an interrupted run stays there.
+                let reply = self
+                    .webconf(WebconfRequest::MoveSiteDir {
+                        site: site.id,
+                        from: self.st.site_dir.clone(),
+                        to: self.aside.clone(),
+                        unmarked_ok: self.force,
+                    })
+                    .await?;
+                let dir = &self.st.site_dir;
+                match reply.dir {
+                    Some(DirOutcome::Done) => {
+                        self.log
+                            .info(format!(
+                                "site directory moved aside until the database is dropped: {}",
+                                self.aside
+                            ))
+                            .await
                     }
-                    self.log
-                        .info(format!("no site directory at {}", dir.display()))
-                        .await;
-                    return Ok(());
+                    Some(DirOutcome::TargetExists) => {}
+                    Some(DirOutcome::Missing) if self.force => {
+                        self.log.info(format!("no site directory at {dir}")).await
+                    }
+                    Some(DirOutcome::Missing) => bail!(
+                        "the site directory {dir} is missing; delete with {{\"force\": true}} \
+                         removes what is left"
+                    ),
+                    Some(DirOutcome::NotOurs) | None => {
+                        let e = anyhow::anyhow!(
+                            "{dir} carries another site's mark ({SITE_MARK}) or none; it is left \
+                             alone, remove it by hand if it is this site's"
+                        );
+                        return self.warn_or_fail(e, "the site directory").await;
+                    }
                 }
-                if !self.is_ours(dir).await {
-                    let e = anyhow::anyhow!(
-                        "{} carries another site's mark ({SITE_MARK}) or none; it is left \
-                         alone, remove it by hand if it is this site's",
-                        dir.display()
-                    );
-                    return self.warn_or_fail(e, "the site directory").await;
-                }
-                tokio::fs::rename(dir, &self.aside)
-                    .await
-                    .with_context(|| format!("moving {} aside", dir.display()))?;
-                self.log
-                    .info(format!(
-                        "site directory moved aside until the database is dropped: {}",
-                        self.aside.display()
-                    ))
-                    .await;
             }
             DeleteStep::Database => {
                 site::dbprov(
@@ -284,14 +287,24 @@ impl Saga for DeleteSaga<'_> {
             DeleteStep::SystemUser => {
                 // The directory goes first: the user goes only once nothing of it owns files
                 // here any more.
-                match tokio::fs::remove_dir_all(&self.aside).await {
-                    Ok(()) => self.log.info("site directory removed").await,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => {
-                        let e = anyhow::Error::from(e)
-                            .context(format!("removing {}", self.aside.display()));
+                let removed = self
+                    .webconf(WebconfRequest::RemoveSiteDir {
+                        site: site.id,
+                        path: self.aside.clone(),
+                        unmarked_ok: self.force,
+                    })
+                    .await;
+                match removed.map(|r| r.dir) {
+                    Ok(Some(DirOutcome::Done)) => self.log.info("site directory removed").await,
+                    Ok(Some(DirOutcome::Missing)) => {}
+                    Ok(_) => {
+                        let e = anyhow::anyhow!(
+                            "{} no longer carries this site's mark; it is left alone",
+                            self.aside
+                        );
                         self.warn_or_fail(e, "the site directory").await?
                     }
+                    Err(e) => self.warn_or_fail(e, "the site directory").await?,
                 }
                 // The user is the site's by its id, not its domain: it goes even when another
                 // site took the domain over.
@@ -407,11 +420,16 @@ impl Saga for DeleteSaga<'_> {
                 self.log.info("vhost written back, nginx reloaded").await;
             }
             DeleteStep::SiteDirectory => {
-                let dir = self.st.site_dir.as_path();
-                if tokio::fs::try_exists(&self.aside).await? && !tokio::fs::try_exists(dir).await? {
-                    tokio::fs::rename(&self.aside, dir)
-                        .await
-                        .with_context(|| format!("moving {} back", self.aside.display()))?;
+                // Back only where nothing took its place meanwhile.
+                let reply = self
+                    .webconf(WebconfRequest::MoveSiteDir {
+                        site: self.st.site.id,
+                        from: self.aside.clone(),
+                        to: self.st.site_dir.clone(),
+                        unmarked_ok: true,
+                    })
+                    .await?;
+                if reply.dir == Some(DirOutcome::Done) {
                     self.log.info("site directory moved back").await;
                 }
             }

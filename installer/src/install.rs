@@ -4,13 +4,12 @@
 //! the site enabled with its one-time login link. A saga: a failure undoes what was made.
 
 use crate::Installer;
-use anyhow::{bail, Context};
 use contract::steps::InstallStep;
 use contract::{DbprovReply, DbprovRequest, WebconfReply, WebconfRequest};
 use domain::{DbPassword, SiteStatus};
 use platform::Action;
 use saga::{Outcome as SagaOutcome, Saga};
-use site::{SiteTask, SITE_MARK};
+use site::SiteTask;
 use store::Task;
 use worker::{Outcome, TaskLog};
 
@@ -114,54 +113,43 @@ impl InstallSaga<'_> {
         .await
     }
 
-    fn mark(&self) -> String {
-        format!("site {}\n", self.st.site.id)
-    }
-
+    /// Made (and marked as this site's) by the web server's agent, laid out, and given its
+    /// settings. A directory that exists without this site's mark is refused.
     async fn make_site_directory(&self) -> anyhow::Result<()> {
-        let dir = self.st.site_dir.as_path();
-        match site::read_mark(dir, SITE_MARK).await {
-            Some(m) if m == self.mark() => {} // ours, from an interrupted run
-            Some(_) => bail!(
-                "{} exists and belongs to another site; remove it or choose another domain",
-                dir.display()
-            ),
-            None if tokio::fs::try_exists(dir).await? => {
-                bail!("{} already exists and was not made for this site; remove it or choose another domain", dir.display())
-            }
-            None => {
-                if let Some(parent) = dir.parent() {
-                    tokio::fs::create_dir_all(parent)
-                        .await
-                        .with_context(|| format!("creating {}", parent.display()))?;
-                }
-                // Made (and marked) by us before it is handed to the site's user.
-                tokio::fs::create_dir(dir)
-                    .await
-                    .with_context(|| format!("creating {}", dir.display()))?;
-                site::write_mark(dir, SITE_MARK, &self.mark()).await?;
-            }
-        }
-        self.st.lay_out().await?;
-        self.st.write_settings(self.password().await?).await?;
+        let timeout = self.inst.settings.rpc_timeout;
+        self.st.lay_out(&self.inst.rpc, true, timeout).await?;
+        self.st
+            .write_settings(&self.inst.rpc, &self.inst.store, self.password().await?, timeout)
+            .await?;
         Ok(())
     }
 
+    /// Only a directory that carries this site's mark is removed.
     async fn remove_site_directory(&self) -> anyhow::Result<()> {
-        let dir = self.st.site_dir.as_path();
-        match site::read_mark(dir, SITE_MARK).await {
-            Some(m) if m == self.mark() => tokio::fs::remove_dir_all(dir)
-                .await
-                .with_context(|| format!("removing {}", dir.display())),
-            // Not ours, or never made: nothing of ours to remove.
-            _ => Ok(()),
+        let reply = self
+            .webconf(WebconfRequest::RemoveSiteDir {
+                site: self.st.site.id,
+                path: self.st.site_dir.clone(),
+                unmarked_ok: false,
+            })
+            .await?;
+        if reply.dir == Some(contract::DirOutcome::NotOurs) {
+            self.log
+                .warn(format!(
+                    "{} was not made for this site and is left alone",
+                    self.st.site_dir
+                ))
+                .await;
         }
+        Ok(())
     }
 
     async fn run_action(&self, action: Action) -> anyhow::Result<serde_json::Value> {
         let password = self.st.password(&self.inst.store).await?;
         let ctx = self.st.context(password);
         site::run_action(
+            &self.inst.rpc,
+            &self.inst.store,
             &self.st,
             action,
             &ctx,
@@ -279,7 +267,14 @@ impl Saga for InstallSaga<'_> {
                 let ctx = self.st.context(self.st.password(&self.inst.store).await?);
                 let timeout = self.inst.settings.action_timeout;
                 let packages =
-                    site::record_packages(&self.inst.store, &self.st, &ctx, timeout, self.log);
+                    site::record_packages(
+                        &self.inst.rpc,
+                        &self.inst.store,
+                        &self.st,
+                        &ctx,
+                        timeout,
+                        self.log,
+                    );
                 if let Err(e) = packages.await {
                     self.log
                         .warn(format!("could not record the site's packages: {e:#}"))

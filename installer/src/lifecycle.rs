@@ -93,6 +93,8 @@ pub async fn new_login_link(
 ) -> anyhow::Result<String> {
     let password = st.password(&inst.store).await?;
     let result = site::run_action(
+        &inst.rpc,
+        &inst.store,
         st,
         Action::LoginLink,
         &st.context(password),
@@ -204,9 +206,13 @@ pub async fn enable(inst: &Installer, task: &Task, log: &TaskLog) -> Outcome {
                 st.site.status
             );
         }
-        st.lay_out().await?;
+        let timeout = inst.settings.rpc_timeout;
+        st.lay_out(&inst.rpc, false, timeout).await?;
         let password = st.password(&inst.store).await?;
-        if st.write_settings(password).await? {
+        if st
+            .write_settings(&inst.rpc, &inst.store, password, timeout)
+            .await?
+        {
             log.info("settings file rewritten").await;
         }
         site::webconf(

@@ -1,5 +1,6 @@
 use crate::Installer;
-use domain::{Driver, PlatformStatus};
+use anyhow::Context;
+use domain::PlatformStatus;
 use platform::Manifest;
 use store::{Package, Profile, Task};
 use worker::{Outcome, TaskLog};
@@ -15,27 +16,28 @@ pub async fn run(inst: &Installer, task: &Task, log: &TaskLog) -> Outcome {
     };
     log.info(format!("reading {} with the {} driver", p.root, p.driver))
         .await;
-    let result = match p.driver {
-        Driver::Hooks => Manifest::read(&p.root).await,
-        Driver::Drupal | Driver::Wordpress => {
-            let (root, driver) = (p.root.clone(), p.driver);
-            tokio::task::spawn_blocking(move || match driver {
-                Driver::Drupal => platform::drupal::scan(&root),
-                _ => platform::wordpress::scan(&root),
-            })
-            .await
-            .unwrap_or_else(|e| {
-                Err(platform::PlatformError::Manifest {
-                    path: p.root.to_string(),
-                    reason: format!("the scan stopped: {e}"),
-                })
-            })
-        }
-    };
+    // Read where the code is: by the agent of the platform's web server.
+    let result = site::webconf(
+        &inst.rpc,
+        &p.server,
+        contract::WebconfRequest::ScanPlatform {
+            root: p.root.clone(),
+            driver: p.driver,
+        },
+        inst.settings.action_timeout,
+    )
+    .await
+    .and_then(|reply| {
+        reply
+            .manifest
+            .map(|m| *m)
+            .with_context(|| format!("webconf on {} answered no manifest", p.server))
+    });
     let manifest = match result {
         Ok(m) => m,
         Err(e) => {
-            log.error(e.to_string()).await;
+            let e = format!("{e:#}");
+            log.error(e.clone()).await;
             // A platform that was never verified is unusable; one that was keeps its last
             // good registry and status.
             if p.status == PlatformStatus::Queued {
@@ -44,7 +46,7 @@ pub async fn run(inst: &Installer, task: &Task, log: &TaskLog) -> Outcome {
                     .set_platform_status(id, PlatformStatus::Failed)
                     .await;
             }
-            return Outcome::Error(e.to_string());
+            return Outcome::Error(e);
         }
     };
     if let Err(e) = check_php(inst, &p, &manifest, log).await {

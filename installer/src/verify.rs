@@ -36,9 +36,11 @@ async fn verify(
     }
     let timeout = inst.settings.rpc_timeout;
     site::ensure_site_user(&inst.rpc, &st, timeout).await?;
-    st.lay_out().await?;
+    st.lay_out(&inst.rpc, false, timeout).await?;
     let password = st.password(&inst.store).await?;
-    let settings_changed = st.write_settings(password.clone()).await?;
+    let settings_changed = st
+        .write_settings(&inst.rpc, &inst.store, password.clone(), timeout)
+        .await?;
     log.info(if settings_changed {
         "settings file rewritten"
     } else {
@@ -61,6 +63,7 @@ async fn verify(
     .await;
 
     let packages = site::record_packages(
+        &inst.rpc,
         &inst.store,
         &st,
         &st.context(password),

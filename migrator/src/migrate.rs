@@ -456,7 +456,18 @@ impl MoveSaga<'_> {
     ) -> anyhow::Result<Option<serde_json::Value>> {
         let mut ctx = st.context(password.clone());
         ctx.previous = previous;
-        site::run_declared_action(st, action, &ctx, self.m.settings.action_timeout, self.log).await
+        let timeout = self.m.settings.action_timeout;
+        site::run_declared_action(&self.m.rpc, &self.m.store, st, action, &ctx, timeout, self.log)
+            .await
+    }
+
+    /// The site directory's layout and its settings for `password`, by the web server's agent.
+    async fn lay_out(&self, st: &SiteTask, password: DbPassword) -> anyhow::Result<()> {
+        let (rpc, timeout) = (&self.m.rpc, self.m.settings.rpc_timeout);
+        st.lay_out(rpc, false, timeout).await?;
+        st.write_settings(rpc, &self.m.store, password, timeout)
+            .await?;
+        Ok(())
     }
 
     async fn backup(&self) -> anyhow::Result<BackupReply> {
@@ -580,7 +591,8 @@ impl MoveSaga<'_> {
         };
         let ctx = dest.context(password);
         let timeout = self.m.settings.action_timeout;
-        if let Err(e) = site::record_packages(&self.m.store, dest, &ctx, timeout, self.log).await {
+        let (rpc, store) = (&self.m.rpc, &self.m.store);
+        if let Err(e) = site::record_packages(rpc, store, dest, &ctx, timeout, self.log).await {
             self.log
                 .warn(format!("could not record the site's packages: {e:#}"))
                 .await
@@ -675,8 +687,7 @@ impl Saga for MoveSaga<'_> {
                     .await?;
                 }
                 // Settings for the copy's own database before any action runs on it.
-                dest.lay_out().await?;
-                dest.write_settings(self.target_password.clone()).await?;
+                self.lay_out(&dest, self.target_password.clone()).await?;
             }
             MoveStep::UpdateDb => {
                 let dest = self.staged().await?;
@@ -738,8 +749,7 @@ impl Saga for MoveSaga<'_> {
             MoveStep::Switch => {
                 let dest = self.destination().await?;
                 let (placement, password) = self.final_placement().await?;
-                dest.lay_out().await?;
-                dest.write_settings(password.clone()).await?;
+                self.lay_out(&dest, password.clone()).await?;
                 self.webconf(&dest, WebconfRequest::WriteVhost(Box::new(dest.vhost()?)))
                     .await?;
                 match self.mode {
@@ -907,7 +917,14 @@ impl Saga for MoveSaga<'_> {
                         }
                         // The original vhost, root and credentials again (for the same
                         // domain this replaces the target's vhost).
-                        source.write_settings(self.origin.password.clone()).await?;
+                        source
+                            .write_settings(
+                                &self.m.rpc,
+                                &self.m.store,
+                                self.origin.password.clone(),
+                                self.m.settings.rpc_timeout,
+                            )
+                            .await?;
                         self.webconf(
                             &source,
                             WebconfRequest::WriteVhost(Box::new(source.vhost()?)),

@@ -5,6 +5,7 @@
 mod apply;
 mod fpm;
 mod nginx;
+mod sites;
 mod users;
 mod vhost;
 
@@ -18,6 +19,17 @@ async fn main() -> anyhow::Result<()> {
     let common = config::Common::from_env()?;
     let server = domain::Name::parse(&config::string("HOSTING_SERVER", "local"))
         .context("HOSTING_SERVER")?;
+    // A site's settings and its actions' context arrive sealed to this key; the control
+    // plane learns its public half (`public-key`) the first time it needs it.
+    let key_file = config::string(
+        "HOSTING_WEBCONF_KEY_FILE",
+        &format!(
+            "{}/agent.key",
+            config::string("HOSTING_WEBCONF_DIR", "/var/lib/hosting/webconf")
+        ),
+    );
+    let key = seal::KeyPair::load_or_create(std::path::Path::new(&key_file))
+        .with_context(|| format!("the agent's key in {key_file}"))?;
     let settings = nginx::Settings::from_env()?;
     let web = nginx::Nginx::new(settings);
 
@@ -41,7 +53,7 @@ async fn main() -> anyhow::Result<()> {
     let prefetch = config::parse("HOSTING_RPC_PREFETCH", 128u16)?;
     let software = || nginx::software(web.settings.clone());
     tokio::select! {
-        _ = bus.serve::<contract::WebconfRpc, _>(&server, prefetch, vhost::VhostService::new(web.clone())) => {},
+        _ = bus.serve::<contract::WebconfRpc, _>(&server, prefetch, vhost::VhostService::new(web.clone(), sites::Sites::new(key))) => {},
         _ = bus.beat(domain::ServerKind::Web, server.clone(), "webconf", software) => {},
         _ = telemetry::shutdown_signal() => tracing::info!("stopping"),
     }

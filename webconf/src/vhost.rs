@@ -11,10 +11,11 @@ pub struct VhostService {
     nginx: Nginx,
     users: Users,
     applier: Applier,
+    sites: crate::sites::Sites,
 }
 
 impl VhostService {
-    pub fn new(nginx: Nginx) -> Self {
+    pub fn new(nginx: Nginx, sites: crate::sites::Sites) -> Self {
         // `HOSTING_WEBCONF_CRASH_AT=vhost-written` (a test knob): abort, as SIGKILL would,
         // once a vhost is written and before nginx tests and loads it.
         let crash_after_write =
@@ -23,6 +24,7 @@ impl VhostService {
             applier: Applier::start(nginx.clone(), crash_after_write),
             nginx,
             users: Users::new(),
+            sites,
         }
     }
 
@@ -258,6 +260,51 @@ impl Serve<WebconfRpc> for VhostService {
                 software: Some(crate::nginx::software(self.nginx.settings.clone()).await),
                 ..WebconfReply::changed(false)
             }),
+            WebconfRequest::PublicKey => Ok(WebconfReply {
+                public_key: Some(self.sites.public_key()),
+                ..WebconfReply::changed(false)
+            }),
+            WebconfRequest::PrepareSiteDir { dir, create } => {
+                self.sites.prepare(dir, *create).await.map(WebconfReply::changed)
+            }
+            WebconfRequest::WriteSettings {
+                user, path, text, ..
+            } => self
+                .sites
+                .write_settings(user, path, text)
+                .await
+                .map(WebconfReply::changed),
+            WebconfRequest::RemoveSiteDir {
+                site,
+                path,
+                unmarked_ok,
+            } => self
+                .sites
+                .remove(*site, path, *unmarked_ok)
+                .await
+                .map(dir_reply),
+            WebconfRequest::MoveSiteDir {
+                site,
+                from,
+                to,
+                unmarked_ok,
+            } => self
+                .sites
+                .rename(*site, from, to, *unmarked_ok)
+                .await
+                .map(dir_reply),
+            WebconfRequest::RunAction(run) => {
+                self.sites.run_action(run).await.map(|out| WebconfReply {
+                    action: Some(out),
+                    ..WebconfReply::changed(false)
+                })
+            }
+            WebconfRequest::ScanPlatform { root, driver } => {
+                self.sites.scan(root, *driver).await.map(|m| WebconfReply {
+                    manifest: Some(Box::new(m)),
+                    ..WebconfReply::changed(false)
+                })
+            }
             WebconfRequest::PhpInfo => {
                 let _guard = self.nginx.lock.lock().await;
                 self.nginx.fpm.info().await.map(|php| WebconfReply {
@@ -268,5 +315,12 @@ impl Serve<WebconfRpc> for VhostService {
             }
         };
         result.map_err(|e| format!("{e:#}"))
+    }
+}
+
+fn dir_reply(outcome: contract::DirOutcome) -> WebconfReply {
+    WebconfReply {
+        dir: Some(outcome),
+        ..WebconfReply::changed(outcome == contract::DirOutcome::Done)
     }
 }

@@ -6,7 +6,7 @@
 //! here too, so no service spells them by hand.
 
 use domain::{
-    DbIdent, DomainName, HostPath, Name, ServerKind, SiteId, SystemUser, TaskId, TaskStatus,
+    DbIdent, DomainName, Driver, HostPath, Name, ServerKind, SiteId, SystemUser, TaskId, TaskStatus,
     TaskType,
 };
 pub mod steps;
@@ -331,6 +331,127 @@ pub enum WebconfRequest {
     InspectPath { path: HostPath },
     /// The versions of the software this host runs for sites (nginx, PHP).
     Software,
+    /// This agent's public key, which a site's settings and action context are sealed to.
+    PublicKey,
+    /// Make the site directory if it is missing and `create` is set (marked as made for its
+    /// site; one that exists without that mark is refused), then lay it out: its owners and
+    /// modes, its public files and private directories. Idempotent.
+    PrepareSiteDir { dir: SiteDir, create: bool },
+    /// Write the site's settings file where it differs (and put its owner and mode right).
+    /// `text` is sealed to this agent's key: it holds the database password.
+    WriteSettings {
+        site: SiteId,
+        user: SystemUser,
+        path: HostPath,
+        text: Sealed,
+    },
+    /// Remove a directory that carries `site`'s mark, or no mark when `unmarked_ok`.
+    RemoveSiteDir {
+        site: SiteId,
+        path: HostPath,
+        #[serde(default)]
+        unmarked_ok: bool,
+    },
+    /// Rename a site directory to a sibling (a delete sets it aside until its database is
+    /// dropped, and an undo puts it back), if it carries `site`'s mark, or no mark when
+    /// `unmarked_ok`. Nothing moves when `to` exists already.
+    MoveSiteDir {
+        site: SiteId,
+        from: HostPath,
+        to: HostPath,
+        #[serde(default)]
+        unmarked_ok: bool,
+    },
+    /// Run a platform action for a site, as the site's own user.
+    RunAction(Box<ActionRequest>),
+    /// Read a platform's codebase on this host: its manifest (hooks driver) or a scan of its
+    /// code (drupal, wordpress).
+    ScanPlatform { root: HostPath, driver: Driver },
+}
+
+/// A site's directory, for the requests that make or lay it out.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SiteDir {
+    pub site: SiteId,
+    /// Its own unix user, which owns it.
+    pub user: SystemUser,
+    pub path: HostPath,
+    /// The private directory's path inside it (`private`, `data/private`).
+    pub private: String,
+}
+
+/// A platform action to run on the web server that holds the platform's code.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ActionRequest {
+    pub site: SiteId,
+    /// The site's unix user: the action runs as it.
+    pub user: SystemUser,
+    pub platform_root: HostPath,
+    /// The platform's manifest as its verify recorded it.
+    pub manifest: Box<platform::Manifest>,
+    pub action: platform::Action,
+    /// The site's `platform::SiteContext` as JSON, sealed to the agent's key: it holds the
+    /// database password and the application secret.
+    pub context: Sealed,
+    pub timeout_secs: u64,
+}
+
+/// What a platform action did: its output lines (the database password masked) and its
+/// result, the JSON object it printed last, or why it failed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ActionOutput {
+    pub lines: Vec<ActionLine>,
+    /// Lines past the most an answer carries, counted and not kept.
+    #[serde(default)]
+    pub lines_dropped: u64,
+    pub result: Result<serde_json::Value, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ActionLine {
+    pub level: LogLevel,
+    pub text: String,
+}
+
+/// The level of a line in a task's log.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Info,
+    Warn,
+    Error,
+}
+
+impl LogLevel {
+    pub fn parse(level: &str) -> Self {
+        match level {
+            "warn" | "warning" => LogLevel::Warn,
+            "error" => LogLevel::Error,
+            _ => LogLevel::Info,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
+/// What a `move-site-dir` or `remove-site-dir` found.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum DirOutcome {
+    /// Moved, or removed.
+    Done,
+    /// `to` exists already: nothing moved (an interrupted run had moved it).
+    TargetExists,
+    /// Nothing was there.
+    Missing,
+    /// It carries another site's mark, or none: left alone.
+    NotOurs,
 }
 
 /// What a path on a host is.
@@ -414,6 +535,18 @@ pub struct WebconfReply {
     /// For `software`: by name, its version (or why it could not be read).
     #[serde(default)]
     pub software: Option<std::collections::BTreeMap<String, String>>,
+    /// For `public-key`.
+    #[serde(default)]
+    pub public_key: Option<RecipientKey>,
+    /// For `move-site-dir` and `remove-site-dir`.
+    #[serde(default)]
+    pub dir: Option<DirOutcome>,
+    /// For `run-action`.
+    #[serde(default)]
+    pub action: Option<ActionOutput>,
+    /// For `scan-platform`.
+    #[serde(default)]
+    pub manifest: Option<Box<platform::Manifest>>,
 }
 
 impl WebconfReply {
@@ -424,6 +557,10 @@ impl WebconfReply {
             php: None,
             path: None,
             software: None,
+            public_key: None,
+            dir: None,
+            action: None,
+            manifest: None,
         }
     }
 }

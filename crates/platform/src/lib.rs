@@ -83,7 +83,8 @@ pub struct ProfileInfo {
 }
 
 /// How the site's database is reached, as rendered into its settings and given to actions.
-#[derive(Clone)]
+/// It travels only sealed (see `contract::ActionRequest`): it holds the password.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub struct DbAccess {
     pub host: String,
     pub port: u16,
@@ -92,8 +93,9 @@ pub struct DbAccess {
     pub password: DbPassword,
 }
 
-/// Everything a driver needs to know about one site.
-#[derive(Clone)]
+/// Everything a driver needs to know about one site. It travels only sealed to the web
+/// server's agent, which runs the site's actions.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub struct SiteContext {
     pub domain: DomainName,
     pub aliases: Vec<DomainName>,
@@ -113,6 +115,8 @@ pub struct SiteContext {
     pub previous: Option<PreviousSite>,
     /// The site's own unix user, which its actions run as. `None` only when the services
     /// themselves do not run as root (a developer's machine), and then actions run as they do.
+    /// Looked up on the host that runs the action, never sent.
+    #[serde(skip)]
     pub run_as: Option<RunAs>,
 }
 
@@ -135,7 +139,7 @@ pub fn derived_key(site: &SiteContext, purpose: &str) -> String {
     hex::encode(h.finalize())
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PreviousSite {
     pub domain: DomainName,
     pub url: String,
@@ -143,7 +147,8 @@ pub struct PreviousSite {
 }
 
 /// A site action. Each maps to a command in the manifest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Action {
     Install,
     UpdateDb,

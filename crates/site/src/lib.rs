@@ -3,7 +3,6 @@
 //! file, pool); its vhost; its platform actions, run as the site's user with their output in
 //! the task log; the check that it serves; the RPCs to dbprov and webconf.
 
-mod cell;
 mod serve;
 
 pub use cell::*;
@@ -15,21 +14,6 @@ use domain::{AppSecret, DbPassword, HostPath, ServerKind};
 use platform::{DbAccess, Manifest, SiteContext};
 use std::time::Duration;
 use store::{Platform, Site};
-
-/// Marks a site directory as made by us for one site (`site <id>`): an undo, a force delete
-/// or a migrate's cleanup only removes a directory that carries its own site's mark.
-pub const SITE_MARK: &str = ".hosting-site";
-
-/// Marks a directory deployed from a backup by one task (`task <id>`): that task's undo
-/// removes only a directory it deployed.
-pub const DEPLOY_MARK: &str = ".hosting-deployed";
-
-/// A directory a task keeps beside a site directory (a restore's fresh copy, a delete's
-/// moved-aside one): named by the task, not by the domain, which may be as long as a file name
-/// can be.
-pub fn beside(site_dir: &std::path::Path, what: &str, task: domain::TaskId) -> std::path::PathBuf {
-    site_dir.with_file_name(format!(".{what}-t{task}"))
-}
 
 pub struct SiteTask {
     pub site: Site,
@@ -184,22 +168,73 @@ impl SiteTask {
         owner_of(&self.site.system_user)
     }
 
-    /// The site directory's layout (files, private directory) with its owners and modes.
-    pub async fn lay_out(&self) -> anyhow::Result<()> {
-        let owner = self.owner()?;
-        let (dir, private) = (
-            self.site_dir.to_path_buf(),
-            self.manifest.application.private_dir.clone(),
-        );
-        tokio::task::spawn_blocking(move || lay_out(&dir, &private, owner))
-            .await
-            .context("laying out the site directory")?
+    /// The site's directory as its web server's agent is asked to make or lay it out.
+    pub fn dir(&self) -> contract::SiteDir {
+        contract::SiteDir {
+            site: self.site.id,
+            user: self.site.system_user.clone(),
+            path: self.site_dir.clone(),
+            private: self.manifest.application.private_dir.clone(),
+        }
     }
 
-    /// Renders the settings file for `password` and writes it if it changed.
-    pub async fn write_settings(&self, password: DbPassword) -> anyhow::Result<bool> {
+    /// The site directory's layout (files, private directory) with its owners and modes, put
+    /// right by the web server's agent; with `create`, the directory is made (and marked as
+    /// this site's) if it is missing. `true` when it was made.
+    pub async fn lay_out(
+        &self,
+        rpc: &bus::RpcClient,
+        create: bool,
+        timeout: Duration,
+    ) -> anyhow::Result<bool> {
+        let request = contract::WebconfRequest::PrepareSiteDir {
+            dir: self.dir(),
+            create,
+        };
+        Ok(webconf(rpc, &self.web_server, request, timeout)
+            .await?
+            .changed)
+    }
+
+    /// Renders the settings file for `password` and has the web server's agent write it if
+    /// it changed, sealed to the agent's key on the way.
+    pub async fn write_settings(
+        &self,
+        rpc: &bus::RpcClient,
+        store: &store::Store,
+        password: DbPassword,
+        timeout: Duration,
+    ) -> anyhow::Result<bool> {
         let settings = self.manifest.render_settings(&self.context(password))?;
-        write_settings(&self.settings_path(), &settings, self.owner()?).await
+        let key = self.web_key(rpc, store, timeout).await?;
+        let request = contract::WebconfRequest::WriteSettings {
+            site: self.site.id,
+            user: self.site.system_user.clone(),
+            path: HostPath::parse(&self.settings_path().to_string_lossy())
+                .map_err(|e| anyhow!("the settings path: {e}"))?,
+            text: key.seal(settings.as_bytes())?,
+        };
+        Ok(webconf(rpc, &self.web_server, request, timeout)
+            .await?
+            .changed)
+    }
+
+    /// The key of the site's web server's agent, which its secrets are sealed to.
+    pub async fn web_key(
+        &self,
+        rpc: &bus::RpcClient,
+        store: &store::Store,
+        timeout: Duration,
+    ) -> anyhow::Result<contract::RecipientKey> {
+        agent_key(
+            rpc,
+            store,
+            self.platform.server_id,
+            &self.web_server,
+            ServerKind::Web,
+            timeout,
+        )
+        .await
     }
 
     /// The site's PHP pool, written with its vhost.
@@ -257,40 +292,57 @@ impl SiteTask {
     }
 }
 
-/// Runs a platform action for a site, its output going to the task log as it comes.
+/// Runs a platform action for a site on its web server, by its agent (as the site's user);
+/// the lines it printed go to the task log. The context travels sealed to the agent's key.
 pub async fn run_action(
+    rpc: &bus::RpcClient,
+    store: &store::Store,
     st: &SiteTask,
     action: platform::Action,
     ctx: &SiteContext,
     timeout: Duration,
     log: &worker::TaskLog,
 ) -> anyhow::Result<serde_json::Value> {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(&'static str, String)>();
-    let log = log.clone();
-    let forward = tokio::spawn(async move {
-        while let Some((level, line)) = rx.recv().await {
-            log.line(level, line).await;
-        }
-    });
-    let result = st
-        .manifest
-        .run_action(
-            &st.platform.root,
-            action,
-            ctx,
-            timeout,
-            move |level, line| {
-                let _ = tx.send((level, line));
-            },
+    let key = st.web_key(rpc, store, RPC_TIMEOUT).await?;
+    let context = serde_json::to_vec(ctx).context("the site's context")?;
+    let request = contract::WebconfRequest::RunAction(Box::new(contract::ActionRequest {
+        site: st.site.id,
+        user: st.site.system_user.clone(),
+        platform_root: st.platform.root.clone(),
+        manifest: Box::new(st.manifest.clone()),
+        action,
+        context: key.seal(&context)?,
+        timeout_secs: timeout.as_secs().max(1),
+    }));
+    // The agent stops the action at `timeout`; the answer may take a little longer.
+    let reply = webconf(rpc, &st.web_server, request, timeout + RPC_TIMEOUT).await?;
+    let output = reply.action.with_context(|| {
+        format!(
+            "webconf on {} did not answer the action's output",
+            st.web_server
         )
+    })?;
+    for line in output.lines {
+        log.line(line.level.as_str(), line.text).await;
+    }
+    if output.lines_dropped > 0 {
+        log.warn(format!(
+            "{} more lines of output were not kept",
+            output.lines_dropped
+        ))
         .await;
-    let _ = forward.await;
-    Ok(result?)
+    }
+    output.result.map_err(|e| anyhow!(e))
 }
+
+/// How long an agent's quick answers (a key, a directory) may take.
+const RPC_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs an action the platform may not declare (all but install are optional): `None`, and a
 /// line in the task log, when it does not.
 pub async fn run_declared_action(
+    rpc: &bus::RpcClient,
+    store: &store::Store,
     st: &SiteTask,
     action: platform::Action,
     ctx: &SiteContext,
@@ -306,7 +358,9 @@ pub async fn run_declared_action(
         .await;
         return Ok(None);
     }
-    run_action(st, action, ctx, timeout, log).await.map(Some)
+    run_action(rpc, store, st, action, ctx, timeout, log)
+        .await
+        .map(Some)
 }
 
 /// Asks the backupper on the site's web server (where its files are) for a backup made for
@@ -384,18 +438,7 @@ pub async fn create_database(
     timeout: Duration,
 ) -> anyhow::Result<contract::DbprovReply> {
     let db = store.server(server).await?;
-    let key = match store.server_public_key(server).await? {
-        Some(k) => k,
-        None => {
-            let reply = dbprov(rpc, &db.name, contract::DbprovRequest::PublicKey, timeout).await?;
-            let key = reply
-                .public_key
-                .with_context(|| format!("dbprov on {} did not say its public key", db.name))?;
-            store.record_server_public_key(server, key.as_str()).await?
-        }
-    };
-    let key = contract::RecipientKey::parse(&key)
-        .with_context(|| format!("the public key recorded for db server {}", db.name))?;
+    let key = agent_key(rpc, store, server, &db.name, ServerKind::Db, timeout).await?;
     let sealed = key.seal(password.expose().as_bytes())?;
     dbprov(
         rpc,
@@ -408,6 +451,44 @@ pub async fn create_database(
         timeout,
     )
     .await
+}
+
+/// The public key of a server's agent (dbprov on a db server, webconf on a web server), which
+/// secrets for that server are sealed to: learnt from the agent the first time and recorded,
+/// then taken from the record, so an agent that answers with another key later is not
+/// believed (its requests fail to open, with a message that says why).
+pub async fn agent_key(
+    rpc: &bus::RpcClient,
+    store: &store::Store,
+    server: domain::ServerId,
+    name: &domain::Name,
+    kind: ServerKind,
+    timeout: Duration,
+) -> anyhow::Result<contract::RecipientKey> {
+    let key = match store.server_public_key(server).await? {
+        Some(k) => k,
+        None => {
+            let (agent, key) = match kind {
+                ServerKind::Db => (
+                    "dbprov",
+                    dbprov(rpc, name, contract::DbprovRequest::PublicKey, timeout)
+                        .await?
+                        .public_key,
+                ),
+                ServerKind::Web => (
+                    "webconf",
+                    webconf(rpc, name, contract::WebconfRequest::PublicKey, timeout)
+                        .await?
+                        .public_key,
+                ),
+            };
+            let key =
+                key.with_context(|| format!("{agent} on {name} did not say its public key"))?;
+            store.record_server_public_key(server, key.as_str()).await?
+        }
+    };
+    contract::RecipientKey::parse(&key)
+        .with_context(|| format!("the public key recorded for the {kind} server {name}"))
 }
 
 /// How a restore or migrate puts the database it prepared in the place of the site's own.
@@ -526,6 +607,7 @@ pub async fn remove_site_user(
 /// Asks the site for its enabled packages (the platform's `packages` action, if declared) and
 /// records them in the registry. The number recorded, or `None` without such an action.
 pub async fn record_packages(
+    rpc: &bus::RpcClient,
     store: &store::Store,
     st: &SiteTask,
     ctx: &SiteContext,
@@ -533,7 +615,7 @@ pub async fn record_packages(
     log: &worker::TaskLog,
 ) -> anyhow::Result<Option<usize>> {
     let Some(result) =
-        run_declared_action(st, platform::Action::Packages, ctx, timeout, log).await?
+        run_declared_action(rpc, store, st, platform::Action::Packages, ctx, timeout, log).await?
     else {
         return Ok(None);
     };

@@ -89,7 +89,7 @@ impl SiteTask {
         let log_parts = self.error_log_parts();
         let parts: Vec<&str> = log_parts.iter().map(String::as_str).collect();
         let site_dir = self.site_dir.to_path_buf();
-        let before = crate::cell::site_file_len(&site_dir, &parts);
+        let before = cell::site_file_len(&site_dir, &parts);
         let path = self.manifest.application.health_path.clone();
         let host_header = if self.web_port == 80 {
             self.site.domain.to_string()
@@ -98,7 +98,7 @@ impl SiteTask {
         };
         let answer = request(&self.web_host, self.web_port, &host_header, &path, timeout).await;
         let php_errors = || {
-            crate::cell::read_site_file(&site_dir, &parts, before, 8 * 1024)
+            cell::read_site_file(&site_dir, &parts, before, 8 * 1024)
                 .ok()
                 .flatten()
                 .map(|b| first_lines(&String::from_utf8_lossy(&b), 5))

@@ -17,6 +17,26 @@ use domain::SystemUser;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
+/// Marks a site directory as made by us for one site (`site <id>`): an undo, a force delete
+/// or a migrate's cleanup only removes a directory that carries its own site's mark.
+pub const SITE_MARK: &str = ".hosting-site";
+
+/// Marks a directory deployed from a backup by one task (`task <id>`): that task's undo
+/// removes only a directory it deployed.
+pub const DEPLOY_MARK: &str = ".hosting-deployed";
+
+/// A directory a task keeps beside a site directory (a restore's fresh copy, a delete's
+/// moved-aside one): named by the task, not by the domain, which may be as long as a file name
+/// can be.
+pub fn beside(site_dir: &std::path::Path, what: &str, task: domain::TaskId) -> std::path::PathBuf {
+    site_dir.with_file_name(format!(".{what}-t{task}"))
+}
+
+/// What a site directory's [`SITE_MARK`] holds for `site`.
+pub fn site_mark(site: domain::SiteId) -> String {
+    format!("site {site}\n")
+}
+
 pub const SITE_DIR_MODE: u32 = 0o710;
 pub const FILES_MODE: u32 = 0o2750;
 pub const PRIVATE_MODE: u32 = 0o700;
