@@ -227,22 +227,36 @@ pub async fn make_backup(
     };
     // The site's temporary files are not kept; its sessions, logs and private files are.
     let skip = vec![std::path::Path::new(&st.manifest.application.private_dir).join("tmp")];
-    // Read as the site's own user: it owns the directory and could swap a part of it for a
-    // symlink to somewhere only root may read while the backup runs.
-    let read_as = st.owner()?.map(|o| (o.uid, o.gid));
+    // The site's files: read here when they are on this host's disk, else streamed by the
+    // agent of the site's web server (see `uploads`).
+    let (files, upload) = if st.web_server == b.settings.server {
+        // Read as the site's own user: it owns the directory and could swap a part of it for
+        // a symlink to somewhere only root may read while the backup runs.
+        let read_as = st.owner()?.map(|o| (o.uid, o.gid));
+        let site_dir = st.site_dir.to_path_buf();
+        let files = archive::SiteFiles::Dir {
+            site_dir,
+            skip_contents: skip,
+            read_as,
+        };
+        (files, None)
+    } else {
+        let (reader, upload) = ask_for_files(b, st, task, &skip).await?;
+        log.info(format!("the site's files come from {}'s agent", st.web_server))
+            .await;
+        (archive::SiteFiles::Tar(Box::new(reader)), Some(upload))
+    };
     // A worker that loses its lease drops this future mid-archive, while the blocking writer
     // goes on: whichever of the two ends last removes the partial archive.
     let abandon = AbandonGuard::new(partial.clone());
     let writer = {
-        let (partial, site_dir) = (partial.clone(), st.site_dir.to_path_buf());
+        let partial = partial.clone();
         let (level, workers) = (b.settings.zstd_level, b.settings.zstd_workers);
         let abandoned = abandon.flag.clone();
         tokio::task::spawn_blocking(move || {
             let written = archive::write_archive(
                 &partial,
-                &site_dir,
-                &skip,
-                read_as,
+                files,
                 rx,
                 level,
                 workers,
@@ -283,7 +297,13 @@ pub async fn make_backup(
             written
         })
     };
-    let (rows, dump, written) = tokio::join!(counting, reader, writer);
+    let sending = async move {
+        match upload {
+            Some(u) => u.sent().await.map(Some),
+            None => Ok(None),
+        }
+    };
+    let (rows, dump, written, sent) = tokio::join!(counting, reader, writer, sending);
     let finished = (|| {
         let dump = dump.context("dump reader")?;
         let written = written.context("archive writer")?;
@@ -298,6 +318,15 @@ pub async fn make_backup(
         };
         let written = written.context("writing the archive failed")?;
         let rows = rows.context("counting the rows of the database")?;
+        if let Some(sent) = sent? {
+            if sent.files != written.files.count {
+                bail!(
+                    "{} files were sent and {} archived; no backup was recorded",
+                    sent.files,
+                    written.files.count
+                );
+            }
+        }
         if dump_bytes == 0 || !complete {
             bail!("the database dump is incomplete ({dump_bytes} bytes, no completion trailer); no backup was recorded");
         }
@@ -391,4 +420,98 @@ impl Drop for AbandonGuard {
             let _ = std::fs::remove_file(&self.partial);
         }
     }
+}
+
+/// An upload of the site's files under way: the agent's answer, checked against what
+/// arrived.
+struct Upload {
+    /// Held until the agent answers: dropping it closes the upload's door.
+    awaited: crate::uploads::Awaited,
+    answer: tokio::task::JoinHandle<anyhow::Result<contract::WebconfReply>>,
+    done: tokio::sync::oneshot::Receiver<crate::uploads::Received>,
+    web_server: domain::Name,
+}
+
+impl Upload {
+    /// What the agent sent, once it says so and it matches what arrived, byte for byte.
+    async fn sent(self) -> anyhow::Result<contract::SentFiles> {
+        let answer = match self.answer.await {
+            Ok(answer) => answer,
+            Err(e) => Err(anyhow::anyhow!("the request for the site's files stopped: {e}")),
+        };
+        let sent = answer.and_then(|reply| {
+            reply.sent.with_context(|| {
+                format!("webconf on {} did not say what it sent", self.web_server)
+            })
+        });
+        let sent = match sent {
+            Ok(s) => s,
+            Err(e) => {
+                // The archive's writer must not wait for an upload that never comes.
+                self.awaited.cancel();
+                return Err(e.context(format!(
+                    "the site's files did not come from {}",
+                    self.web_server
+                )));
+            }
+        };
+        match self.done.await.ok() {
+            Some(r) if r.bytes == sent.bytes && r.sha256 == sent.sha256 => Ok(sent),
+            Some(r) => bail!(
+                "{} sent {} bytes (SHA-256 {}) and {} bytes (SHA-256 {}) arrived; no backup was recorded",
+                self.web_server,
+                sent.bytes,
+                sent.sha256,
+                r.bytes,
+                r.sha256
+            ),
+            None => bail!(
+                "{} says it sent the site's files, and they did not arrive whole",
+                self.web_server
+            ),
+        }
+    }
+}
+
+/// Asks the agent of the site's web server to stream the site's files here, with a token for
+/// this one upload sealed to the agent's key.
+async fn ask_for_files(
+    b: &Backupper,
+    st: &SiteTask,
+    task: domain::TaskId,
+    skip: &[std::path::PathBuf],
+) -> anyhow::Result<(crate::uploads::ChunkReader, Upload)> {
+    let (Some(url), Some(uploads)) = (&b.settings.upload_url, &b.uploads) else {
+        bail!(
+            "the site's files are on {}, and this backup store takes no uploads: set HOSTING_UPLOAD_LISTEN and HOSTING_UPLOAD_URL (an address {} can reach)",
+            st.web_server,
+            st.web_server
+        );
+    };
+    let web = b.store.server(st.platform.server_id).await?;
+    let from = web.host.parse::<std::net::IpAddr>().ok();
+    let mut awaited = uploads.expect(task, from, b.settings.upload_ttl);
+    let key = st.web_key(&b.rpc, &b.store, b.settings.rpc_timeout).await?;
+    let request = contract::WebconfRequest::SendSiteFiles(Box::new(contract::SendSiteFiles {
+        task,
+        site: st.site.id,
+        user: st.site.system_user.clone(),
+        path: st.site_dir.clone(),
+        skip: skip.iter().map(|p| p.to_string_lossy().into_owned()).collect(),
+        url: format!("{}{}", url.trim_end_matches('/'), crate::uploads::SITE_FILES_PATH),
+        token: key.seal(awaited.token.as_bytes())?,
+    }));
+    let (rpc, server, timeout) = (b.rpc.clone(), st.web_server.clone(), b.settings.backup_timeout);
+    let answer = tokio::spawn(async move { site::webconf(&rpc, &server, request, timeout).await });
+    let chunks = awaited.chunks.take().context("the upload's chunks")?;
+    let done = awaited.done.take().context("the upload's end")?;
+    Ok((
+        crate::uploads::ChunkReader::new(chunks),
+        Upload {
+            awaited,
+            answer,
+            done,
+            web_server: st.web_server.clone(),
+        },
+    ))
 }

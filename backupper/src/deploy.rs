@@ -13,6 +13,13 @@ use site::DEPLOY_MARK;
 use worker::TaskLog;
 
 pub async fn deploy(b: &Backupper, r: &DeployRequest, log: &TaskLog) -> anyhow::Result<u64> {
+    if let Some(web) = r.web_server.as_ref().filter(|w| **w != b.settings.server) {
+        // The file side of a deploy is not done by agents yet.
+        bail!(
+            "deploying onto web server {web} is not possible yet: deploys write a site's files on the backup store's own host ({}) only",
+            b.settings.server
+        );
+    }
     let dest = r.dest.as_path();
     let mark = format!("task {}\n", r.task);
     if tokio::fs::try_exists(dest).await? {

@@ -7,6 +7,7 @@ mod mysql;
 mod restore;
 mod rows;
 mod scheduler;
+mod uploads;
 mod verify;
 
 use std::path::PathBuf;
@@ -24,9 +25,20 @@ pub struct Settings {
     pub limits: archive::Limits,
     pub rpc_timeout: Duration,
     pub action_timeout: Duration,
+    /// How long the backup of one site may take when its files come from another host.
+    pub backup_timeout: Duration,
+    /// The web server whose disk this backupper shares (its sites' files are read here);
+    /// the files of sites on any other come from that server's agent.
+    pub server: domain::Name,
+    /// Where agents send site files (`HOSTING_UPLOAD_URL`), when uploads are taken.
+    pub upload_url: Option<String>,
+    /// How long an upload's token opens the door.
+    pub upload_ttl: Duration,
 }
 
 pub struct Backupper {
+    /// The door for site files from other hosts' agents, when `HOSTING_UPLOAD_LISTEN` is set.
+    pub uploads: Option<uploads::Uploads>,
     pub store: store::Store,
     pub bus: bus::Bus,
     pub rpc: bus::RpcClient,
@@ -241,7 +253,17 @@ async fn main() -> anyhow::Result<()> {
         },
         rpc_timeout: config::seconds("HOSTING_RPC_TIMEOUT_SECS", 60.0)?,
         action_timeout: config::seconds("HOSTING_ACTION_TIMEOUT_SECS", 600.0)?,
+        backup_timeout: config::seconds("HOSTING_BACKUP_TIMEOUT_SECS", 1800.0)?,
+        server: domain::Name::parse(&config::string("HOSTING_SERVER", "local"))
+            .map_err(|e| anyhow::anyhow!("HOSTING_SERVER: {e}"))?,
+        upload_url: config::optional("HOSTING_UPLOAD_URL"),
+        upload_ttl: config::seconds("HOSTING_UPLOAD_TOKEN_SECS", 300.0)?,
     };
+    let upload_listen: Option<std::net::SocketAddr> = config::optional("HOSTING_UPLOAD_LISTEN")
+        .map(|l| l.parse())
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("HOSTING_UPLOAD_LISTEN: {e}"))?;
+    let uploads = upload_listen.map(|_| uploads::Uploads::default());
     std::fs::create_dir_all(&settings.backup_dir)?;
     let lease = config::seconds("HOSTING_LEASE_SECS", 30.0)?;
     let prefetch = config::parse("HOSTING_PREFETCH", 2u16)?;
@@ -257,9 +279,24 @@ async fn main() -> anyhow::Result<()> {
         contract::Topology::new(&common.prefix),
         "backupper",
     );
-    let server = domain::Name::parse(&config::string("HOSTING_SERVER", "local"))
-        .map_err(|e| anyhow::anyhow!("HOSTING_SERVER: {e}"))?;
+    // Backup requests come to the backup store's route, wherever the site lives.
+    let route = domain::Name::parse(contract::BACKUP_STORE)
+        .map_err(|e| anyhow::anyhow!("the backup store's route: {e}"))?;
+    let door = {
+        let uploads = uploads.clone();
+        async move {
+            match (upload_listen, uploads) {
+                (Some(listen), Some(uploads)) => {
+                    if let Err(e) = uploads::serve(listen, uploads).await {
+                        tracing::error!(error = %e, "the door for site files stopped");
+                    }
+                }
+                _ => std::future::pending::<()>().await,
+            }
+        }
+    };
     let backupper = Shared(Arc::new(Backupper {
+        uploads,
         store: store.clone(),
         bus: bus.clone(),
         rpc: bus::RpcClient::new(bus.clone()),
@@ -277,7 +314,8 @@ async fn main() -> anyhow::Result<()> {
     };
     tokio::select! {
         _ = worker::Worker::run(store.clone(), bus.clone(), backupper.clone(), config) => {},
-        _ = bus.serve::<contract::BackupperRpc, _>(&server, rpc_prefetch, backupper) => {},
+        _ = bus.serve::<contract::BackupperRpc, _>(&route, rpc_prefetch, backupper) => {},
+        _ = door => {},
         _ = scheduler::run(store, tick) => {},
         _ = telemetry::shutdown_signal() => tracing::info!("stopping"),
     }

@@ -55,6 +55,14 @@ pub async fn run(b: &Backupper, task: &Task, log: &TaskLog) -> Outcome {
                 st.site.status
             );
         }
+        if st.web_server != b.settings.server {
+            // The file side of a restore (unpack beside, swap in) is not done by agents yet.
+            bail!(
+                "the site is on web server {}: restores write a site's files on the backup store's own host ({}) only, for now; nothing was changed",
+                st.web_server,
+                b.settings.server
+            );
+        }
         let backup = b.store.backup(backup_id).await?;
         if backup.site != site_id {
             bail!("backup {backup_id} belongs to another site");

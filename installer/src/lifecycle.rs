@@ -39,7 +39,6 @@ pub async fn backup_first(
         .await;
     site::make_backup(
         &inst.rpc,
-        &st.web_server,
         BackupRequest::MakeBackup {
             site: st.site.id,
             task: task.id,

@@ -471,14 +471,12 @@ impl MoveSaga<'_> {
     }
 
     async fn backup(&self) -> anyhow::Result<BackupReply> {
-        let source = self.source().await?;
         let description = match self.mode {
             Mode::Migrate => BEFORE_MIGRATE,
             Mode::Clone => BEFORE_CLONE,
         };
         site::make_backup(
             &self.m.rpc,
-            &source.web_server,
             BackupRequest::MakeBackup {
                 site: self.site,
                 task: self.task.id,
@@ -501,6 +499,7 @@ impl MoveSaga<'_> {
                 database: self.target.db_name.clone(),
                 user: self.target.db_user.clone(),
                 owner: Some(dest.site.system_user.clone()),
+                web_server: None, // set by `site::deploy`
             },
             self.m.settings.backup_timeout,
         )

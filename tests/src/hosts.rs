@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 /// Where a host's own data root is, as its processes see it.
-pub const HOST_ROOT: &str = "/var/lib/hosting";
+pub const HOST_ROOT: &str = "/srv/hosting";
 
 static NETWORKS: AtomicU32 = AtomicU32::new(0);
 
@@ -213,7 +213,7 @@ pub struct MariaDb {
 }
 
 /// The socket of a host's own MariaDB, as the host's processes see it.
-pub const HOST_MARIADB_SOCKET: &str = "/var/lib/hosting/mysql-run/mysqld.sock";
+pub const HOST_MARIADB_SOCKET: &str = "/srv/hosting/mysql-run/mysqld.sock";
 
 impl MariaDb {
     pub async fn start(host: &Host) -> anyhow::Result<Self> {
@@ -222,9 +222,9 @@ impl MariaDb {
                 Path::new("/bin/sh"),
                 &[
                     "-c",
-                    "install -d -o mysql -g mysql -m 0750 /var/lib/hosting/mysql /var/lib/hosting/mysql-run \
-                     && mariadb-install-db --no-defaults --datadir=/var/lib/hosting/mysql --user=mysql \
-                        --auth-root-authentication-method=normal --skip-test-db >/var/lib/hosting/install-db.log 2>&1",
+                    "install -d -o mysql -g mysql -m 0750 /srv/hosting/mysql /srv/hosting/mysql-run \
+                     && mariadb-install-db --no-defaults --datadir=/srv/hosting/mysql --user=mysql \
+                        --auth-root-authentication-method=normal --skip-test-db >/srv/hosting/install-db.log 2>&1",
                 ],
             )
             .stdin(Stdio::null())
@@ -240,9 +240,9 @@ impl MariaDb {
                 &[
                     "--no-defaults",
                     "--user=mysql",
-                    "--datadir=/var/lib/hosting/mysql",
+                    "--datadir=/srv/hosting/mysql",
                     &format!("--socket={HOST_MARIADB_SOCKET}"),
-                    "--pid-file=/var/lib/hosting/mysql-run/mysqld.pid",
+                    "--pid-file=/srv/hosting/mysql-run/mysqld.pid",
                     &format!("--bind-address={}", host.address),
                     "--port=3306",
                     "--skip-log-bin",

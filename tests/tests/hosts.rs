@@ -38,88 +38,136 @@ fn seen_by(pid: u32, path: &Path) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// The control plane on the machine, and `web2` and `db2` registered, their agents started
+/// under the credentials their registration answered, and connected.
+struct Topology {
+    stack: Stack,
+    /// The backup store's door for site files (`host:port`).
+    upload: String,
+    web2: Host,
+    db2: Host,
+    web2_server: Value,
+    db2_server: Value,
+    // Dropped last: the hosts' processes go with the stack first.
+    _mariadb: MariaDb,
+    net: Network,
+}
+
+impl Topology {
+    async fn start() -> Self {
+        let mut net = Network::create().expect("the test network");
+        // The broker listens on loopback only, as a control plane's would behind its
+        // firewall; the hosts reach it at the bridge's address.
+        net.forward(5672, "127.0.0.1:5672".parse().expect("an address"))
+            .await
+            .expect("the broker forwarded");
+        // The backup store takes site files from the hosts' agents at the bridge's address.
+        let upload = format!("{}:{}", net.gateway, tests::free_port());
+        let options = StackOptions {
+            env: vec![
+                ("backupper", "HOSTING_UPLOAD_LISTEN".into(), upload.clone()),
+                (
+                    "backupper",
+                    "HOSTING_UPLOAD_URL".into(),
+                    format!("http://{upload}"),
+                ),
+                (
+                    "gateway",
+                    "HOSTING_BROKER_ADMIN_URL".into(),
+                    tests::BROKER_ADMIN_URL.into(),
+                ),
+                (
+                    "gateway",
+                    "HOSTING_AGENT_AMQP_URL".into(),
+                    format!("amqp://{}:5672/%2f", net.gateway),
+                ),
+                ("*", "HOSTING_HEARTBEAT_SECS".into(), "1".into()),
+            ],
+            ..Default::default()
+        };
+        let mut stack = Stack::spawn_with(options).await;
+        let web2 = net.add_host("web2", &stack.dir).expect("web2");
+        let db2 = net.add_host("db2", &stack.dir).expect("db2");
+        let mariadb = MariaDb::start(&db2).await.expect("db2's own MariaDB");
+
+        let (web2_server, web2_env) = register(
+            &stack,
+            json!({"name": "web2", "kind": "web", "host": web2.address.to_string(), "port": 8088,
+                   "platform_dirs": [format!("{HOST_ROOT}/platforms")]}),
+        )
+        .await;
+        let (db2_server, db2_env) = register(
+            &stack,
+            json!({"name": "db2", "kind": "db", "host": db2.address.to_string(), "port": 3306}),
+        )
+        .await;
+        assert!(
+            web2_env
+                .iter()
+                .any(|(k, v)| k == "HOSTING_AMQP_URL" && v.contains(&net.gateway.to_string())),
+            "{web2_env:?}"
+        );
+        start_agent(
+            &mut stack,
+            &web2,
+            "webconf-web2",
+            "webconf",
+            &web2_env,
+            &[
+                ("HOSTING_WEBCONF_DIR", format!("{HOST_ROOT}/webconf")),
+                ("HOSTING_HTTP_LISTEN", format!("{}:8088", web2.address)),
+            ],
+        );
+        start_agent(
+            &mut stack,
+            &db2,
+            "dbprov-db2",
+            "dbprov",
+            &db2_env,
+            &[
+                (
+                    "HOSTING_MYSQL_ADMIN_URL",
+                    format!("mysql://root@localhost/?socket={HOST_MARIADB_SOCKET}"),
+                ),
+                ("HOSTING_DBPROV_KEY_FILE", format!("{HOST_ROOT}/dbprov.key")),
+            ],
+        );
+        stack
+            .wait_server(id(&web2_server), |v| v["agent"]["state"] == "connected")
+            .await;
+        stack
+            .wait_server(id(&db2_server), |v| v["agent"]["state"] == "connected")
+            .await;
+        Self {
+            stack,
+            upload,
+            web2,
+            db2,
+            web2_server,
+            db2_server,
+            _mariadb: mariadb,
+            net,
+        }
+    }
+
+    async fn teardown(self) {
+        self.stack.teardown().await;
+        drop(self._mariadb);
+        drop(self.net);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hosts_of_their_own_run_their_agents_and_hold_a_sites_database() {
-    let mut net = Network::create().expect("the test network");
-    // The broker listens on loopback only, as a control plane's would behind its firewall;
-    // the hosts reach it at the bridge's address.
-    net.forward(5672, "127.0.0.1:5672".parse().expect("an address"))
-        .await
-        .expect("the broker forwarded");
-    let options = StackOptions {
-        env: vec![
-            (
-                "gateway",
-                "HOSTING_BROKER_ADMIN_URL".into(),
-                tests::BROKER_ADMIN_URL.into(),
-            ),
-            (
-                "gateway",
-                "HOSTING_AGENT_AMQP_URL".into(),
-                format!("amqp://{}:5672/%2f", net.gateway),
-            ),
-            ("*", "HOSTING_HEARTBEAT_SECS".into(), "1".into()),
-        ],
-        ..Default::default()
-    };
-    let mut stack = Stack::spawn_with(options).await;
-    let web2 = net.add_host("web2", &stack.dir).expect("web2");
-    let db2 = net.add_host("db2", &stack.dir).expect("db2");
-    let mariadb = MariaDb::start(&db2).await.expect("db2's own MariaDB");
-
-    let (web2_server, web2_env) = register(
-        &stack,
-        json!({"name": "web2", "kind": "web", "host": web2.address.to_string(), "port": 8088}),
-    )
-    .await;
-    let (db2_server, db2_env) = register(
-        &stack,
-        json!({"name": "db2", "kind": "db", "host": db2.address.to_string(), "port": 3306}),
-    )
-    .await;
-    assert!(
-        web2_env
-            .iter()
-            .any(|(k, v)| k == "HOSTING_AMQP_URL" && v.contains(&net.gateway.to_string())),
-        "{web2_env:?}"
-    );
-    start_agent(
-        &mut stack,
-        &web2,
-        "webconf-web2",
-        "webconf",
-        &web2_env,
-        &[
-            ("HOSTING_WEBCONF_DIR", format!("{HOST_ROOT}/webconf")),
-            ("HOSTING_HTTP_LISTEN", format!("{}:8088", web2.address)),
-        ],
-    );
-    start_agent(
-        &mut stack,
-        &db2,
-        "dbprov-db2",
-        "dbprov",
-        &db2_env,
-        &[
-            (
-                "HOSTING_MYSQL_ADMIN_URL",
-                format!("mysql://root@localhost/?socket={HOST_MARIADB_SOCKET}"),
-            ),
-            ("HOSTING_DBPROV_KEY_FILE", format!("{HOST_ROOT}/dbprov.key")),
-        ],
-    );
-    stack
-        .wait_server(id(&web2_server), |v| v["agent"]["state"] == "connected")
-        .await;
-    stack
-        .wait_server(id(&db2_server), |v| v["agent"]["state"] == "connected")
-        .await;
+    let topology = Topology::start().await;
+    let (stack, web2, db2) = (&topology.stack, &topology.web2, &topology.db2);
+    let (web2_server, db2_server) = (&topology.web2_server, &topology.db2_server);
 
     // Each host's verify asks its own agent, which answers for its own software.
-    let web_log = stack.verify_server(id(&web2_server)).await;
+    let web_log = stack.verify_server(id(web2_server)).await;
     assert!(web_log.contains("nginx: nginx version"), "{web_log}");
     assert!(web_log.contains("php_pools: 8"), "{web_log}");
-    let db_log = stack.verify_server(id(&db2_server)).await;
+    let db_log = stack.verify_server(id(db2_server)).await;
     assert!(db_log.contains("MariaDB"), "{db_log}");
 
     // web2's own nginx answers at web2's address (a name it serves no site for: 404).
@@ -207,9 +255,7 @@ async fn hosts_of_their_own_run_their_agents_and_hold_a_sites_database() {
     let environ = std::fs::read(format!("/proc/{webconf}/environ")).unwrap_or_default();
     assert!(!String::from_utf8_lossy(&environ).contains("HOSTING_DATABASE_URL"));
 
-    stack.teardown().await;
-    drop(mariadb);
-    drop(net);
+    topology.teardown().await;
 }
 
 fn start_agent(
@@ -228,4 +274,209 @@ fn start_agent(
     stack
         .start_on(host, name, bin, &env)
         .unwrap_or_else(|e| panic!("{bin} on {}: {e:#}", host.name));
+}
+
+/// GET on a host's own nginx with a Host header, as a browser at that domain would.
+async fn page_on(host: &Host, domain: &str, path: &str) -> tests::http::Response {
+    let with_port = format!("{domain}:8088");
+    tests::http::request(
+        "GET",
+        &format!("http://{}:8088{path}", host.address),
+        None,
+        &[("Host", with_port.as_str())],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("GET {domain}{path} on {}: {e:#}", host.name))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_on_web2_with_its_database_on_db2_lives_and_ends_there() {
+    let topology = Topology::start().await;
+    let (stack, web2, db2) = (&topology.stack, &topology.web2, &topology.db2);
+
+    // A platform whose code is on web2's disk only: web2's agent reads it.
+    tests::copy_dir(
+        &tests::repo_root().join("platforms/example"),
+        &web2.root.join("platforms/example"),
+    )
+    .expect("the example platform copied onto web2");
+    let root = format!("{HOST_ROOT}/platforms/example");
+    let (status, r) = stack
+        .call(
+            "POST",
+            "/platforms",
+            Some(json!({"name": "example-web2", "server": "web2", "root": root, "driver": "hooks"})),
+        )
+        .await;
+    assert_eq!(status, 202, "{r}");
+    stack
+        .wait_platform("example-web2")
+        .await
+        .expect("the platform on web2 verified by web2's agent");
+
+    stack.create_client("acme").await;
+    let domain = "two.acme.example";
+    let (site, task) = stack
+        .create_site_on(domain, "acme", "example-web2", "db2")
+        .await;
+    let done = stack.wait_task(id(&task), Duration::from_secs(120)).await;
+    stack.assert_success(&done).await;
+    let site_id = id(&site);
+
+    // web2's nginx serves it from db2; the control plane's web server does not.
+    let page = page_on(web2, domain, "/").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body
+            .contains("Hello! This page was stored in the site&#039;s own database"),
+        "{}",
+        page.body
+    );
+    let here = stack.page(domain, "/").await;
+    assert!(
+        !here.body.contains("This page was stored"),
+        "the control plane's nginx serves the site too: {}",
+        here.body
+    );
+    // Its directory and settings are on web2's disk, as a cell: settings root's and the
+    // site group's only, the directory closed to others.
+    let site_dir = web2.root.join(format!("platforms/example/sites/{domain}"));
+    let settings = site_dir.join("settings.php");
+    let listing = web2
+        .run(&format!(
+            "stat -c '%a %U %G' {root}/sites/{domain} {root}/sites/{domain}/settings.php"
+        ))
+        .expect("stat on web2");
+    let record = stack.site(site_id).await;
+    let user = record["system_user"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(
+        listing.lines().collect::<Vec<_>>(),
+        vec![
+            format!("710 {user} www-data"),
+            format!("640 root {user}")
+        ],
+        "{listing}"
+    );
+    assert!(
+        !stack
+            .example_root
+            .join(format!("sites/{domain}"))
+            .exists(),
+        "a site directory on the control plane's disk"
+    );
+    let password = password_from_settings(&std::fs::read_to_string(&settings).expect("settings"))
+        .expect("a password in the settings");
+    let db_name = record["db_name"].as_str().unwrap_or_default().to_owned();
+    let on_db2 = sqlx::MySqlPool::connect(&format!(
+        "mysql://{db_name}:{password}@{}:3306/{db_name}",
+        db2.address
+    ))
+    .await
+    .expect("the site's database is on db2");
+    on_db2.close().await;
+
+    // Verify, a login link, and the site's own PHP on web2 reading only its own files.
+    let verified = stack.run_site_task(site_id, json!({"type": "verify"})).await;
+    stack.assert_success(&verified).await;
+    let log = stack.task_log_text(id(&verified)).await;
+    assert!(log.contains("settings file unchanged"), "{log}");
+    let reset = stack.run_site_task(site_id, json!({"type": "login-reset"})).await;
+    stack.assert_success(&reset).await;
+    let record = stack.site(site_id).await;
+    assert_eq!(record["link"]["kind"], "login", "{record}");
+
+    // A settings file changed by hand is put back by a verify, on web2.
+    std::fs::write(&settings, "<?php // tampered\n").expect("tampering");
+    let verified = stack.run_site_task(site_id, json!({"type": "verify"})).await;
+    stack.assert_success(&verified).await;
+    let log = stack.task_log_text(id(&verified)).await;
+    assert!(log.contains("settings file rewritten"), "{log}");
+    assert_eq!(page_on(web2, domain, "/").await.status, 200);
+
+    // A backup: the files streamed by web2's agent into the control plane's store, the
+    // database dumped from db2; verify-backup proves it restorable.
+    let backup = stack.run_site_task(site_id, json!({"type": "backup"})).await;
+    stack.assert_success(&backup).await;
+    let log = stack.task_log_text(id(&backup)).await;
+    assert!(log.contains("the site's files come from web2's agent"), "{log}");
+    let backup_id = backup["result"]["backup"].clone();
+    let checked = stack
+        .run_site_task(site_id, json!({"type": "verify-backup", "backup": backup_id}))
+        .await;
+    stack.assert_success(&checked).await;
+    let archives = std::fs::read_dir(stack.backup_dir().join(domain))
+        .expect("the site's archives in the control plane's store")
+        .count();
+    assert_eq!(archives, 1);
+
+    // The store's door for site files lets nothing in without an upload's token.
+    let door = format!("http://{}/v1/site-files", topology.upload);
+    let bare = tests::http::request("PUT", &door, Some("x"), &[]).await.expect("the door");
+    assert_eq!(bare.status, 401, "{}", bare.body);
+    let forged = tests::http::request(
+        "PUT",
+        &door,
+        Some("x"),
+        &[("Authorization", "Bearer 0123456789abcdef0123456789abcdef")],
+    )
+    .await
+    .expect("the door");
+    assert_eq!(forged.status, 403, "{}", forged.body);
+
+    // Disable (after its backup), enable, and delete, all on web2.
+    let disabled = stack.run_site_task(site_id, json!({"type": "disable"})).await;
+    stack.assert_success(&disabled).await;
+    let away = page_on(web2, domain, "/").await;
+    assert!(
+        (300..400).contains(&away.status) && !away.body.contains("This page was stored"),
+        "{} {}",
+        away.status,
+        away.body
+    );
+    let enabled = stack.run_site_task(site_id, json!({"type": "enable"})).await;
+    stack.assert_success(&enabled).await;
+    assert_eq!(page_on(web2, domain, "/").await.status, 200);
+    let disabled = stack.run_site_task(site_id, json!({"type": "disable"})).await;
+    stack.assert_success(&disabled).await;
+    let deleted = stack.run_site_task(site_id, json!({"type": "delete"})).await;
+    stack.assert_success(&deleted).await;
+    assert!(!site_dir.exists(), "the site directory is still on web2");
+    let gone = page_on(web2, domain, "/").await;
+    assert_eq!(gone.status, 404, "{}", gone.body);
+    let databases = db2
+        .run(&format!(
+            "mariadb --socket={HOST_MARIADB_SOCKET} -u root -N -e 'SHOW DATABASES'"
+        ))
+        .expect("db2's databases");
+    assert!(
+        !databases.lines().any(|d| d == db_name),
+        "the database is still on db2: {databases}"
+    );
+
+    // A force delete of a site whose directory went missing on web2 removes what is left.
+    let broken = "broken.acme.example";
+    let (site, task) = stack
+        .create_site_on(broken, "acme", "example-web2", "db2")
+        .await;
+    let done = stack.wait_task(id(&task), Duration::from_secs(120)).await;
+    stack.assert_success(&done).await;
+    web2.run(&format!("rm -rf {root}/sites/{broken}"))
+        .expect("the directory removed behind the control plane's back");
+    // Its disable would need a backup of files that are gone: deleted without one.
+    let (status, r) = stack
+        .call(
+            "PATCH",
+            "/settings",
+            Some(json!({"require_disable_before_delete": false})),
+        )
+        .await;
+    assert_eq!(status, 200, "{r}");
+    let forced = stack
+        .run_site_task(id(&site), json!({"type": "delete", "force": true}))
+        .await;
+    stack.assert_success(&forced).await;
+    assert_eq!(page_on(web2, broken, "/").await.status, 404);
+    assert_eq!(stack.site(id(&site)).await["status"], "deleted");
+
+    topology.teardown().await;
 }

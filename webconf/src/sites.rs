@@ -233,3 +233,128 @@ async fn is_sites(dir: &Path, site: SiteId, unmarked_ok: bool) -> bool {
         None => unmarked_ok,
     }
 }
+
+/// The tar of a site's files as it is written, cut into chunks for the HTTP body, counted and
+/// hashed on the way (the backup store checks both against what arrived).
+struct ChunkWriter {
+    chunks: tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
+    buffer: Vec<u8>,
+    hasher: sha2::Sha256,
+    bytes: u64,
+}
+
+/// How much of the tar goes in one chunk of the body.
+const CHUNK: usize = 256 << 10;
+
+impl ChunkWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buffer, Vec::with_capacity(CHUNK));
+        self.chunks
+            .blocking_send(Ok(chunk.into()))
+            .map_err(|_| std::io::Error::other("the upload to the backup store stopped"))
+    }
+}
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        use sha2::Digest;
+        self.hasher.update(buf);
+        self.bytes += buf.len() as u64;
+        self.buffer.extend_from_slice(buf);
+        if self.buffer.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
+impl Sites {
+    /// See `WebconfRequest::SendSiteFiles`: a plain tar of the site directory, read as the
+    /// site's own user, PUT to the backup store with the upload's token.
+    pub async fn send_files(
+        &self,
+        request: &contract::SendSiteFiles,
+    ) -> anyhow::Result<contract::SentFiles> {
+        use http_body_util::BodyExt;
+        let token = String::from_utf8(self.open(&request.token, "the upload's token")?)
+            .context("the upload's token is not text")?;
+        let uri: hyper::Uri = request
+            .url
+            .parse()
+            .with_context(|| format!("the upload address {}", request.url))?;
+        if uri.scheme_str() != Some("http") {
+            bail!("the upload address {} is not http://", request.url);
+        }
+        let host = uri.host().context("the upload address has no host")?.to_owned();
+        let port = uri.port_u16().unwrap_or(80);
+        let read_as = cell::owner_of(&request.user)?.map(|o| (o.uid, o.gid));
+        let skip: Vec<std::path::PathBuf> = request.skip.iter().map(Into::into).collect();
+        let site_dir = request.path.to_path_buf();
+        if !exists(&site_dir).await? {
+            bail!("the site directory {} is missing", request.path);
+        }
+
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        let writer = tokio::task::spawn_blocking(move || {
+            use sha2::Digest;
+            let sink = ChunkWriter {
+                chunks: tx.clone(),
+                buffer: Vec::with_capacity(CHUNK),
+                hasher: sha2::Sha256::new(),
+                bytes: 0,
+            };
+            match archive::write_files_tar(sink, &site_dir, &skip, read_as) {
+                Ok((files, mut sink)) => {
+                    std::io::Write::flush(&mut sink)?;
+                    let sha256 = hex::encode(sink.hasher.finalize_reset());
+                    Ok(contract::SentFiles {
+                        bytes: sink.bytes,
+                        sha256,
+                        files: files.count,
+                    })
+                }
+                Err(e) => {
+                    // The body ends with an error, so the store never takes it as whole.
+                    let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+                    Err(anyhow::anyhow!("reading the site's files: {e}"))
+                }
+            }
+        });
+        let body = http_body_util::StreamBody::new(futures_util::stream::poll_fn(move |cx| {
+            rx.poll_recv(cx)
+                .map(|c| c.map(|c| c.map(hyper::body::Frame::data)))
+        }));
+        let stream = tokio::net::TcpStream::connect((host.as_str(), port))
+            .await
+            .with_context(|| format!("connecting to the backup store at {host}:{port}"))?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        let driver = tokio::spawn(connection);
+        let put = hyper::Request::put(uri.path())
+            .header(hyper::header::HOST, format!("{host}:{port}"))
+            .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
+            .header(hyper::header::CONTENT_TYPE, "application/x-tar")
+            .body(body)?;
+        let response = sender.send_request(put).await;
+        let sent = writer.await.context("the site's files reader stopped")?;
+        let response = response.context("sending the site's files to the backup store")?;
+        let status = response.status();
+        let answer = response.into_body().collect().await?.to_bytes();
+        driver.abort();
+        if !status.is_success() {
+            bail!(
+                "the backup store refused the site's files ({status}): {}",
+                String::from_utf8_lossy(&answer)
+            );
+        }
+        let sent = sent?;
+        tracing::info!(site = %request.site, task = %request.task, bytes = sent.bytes, files = sent.files, "site files sent");
+        Ok(sent)
+    }
+}

@@ -305,6 +305,12 @@ impl Serve<WebconfRpc> for VhostService {
                     ..WebconfReply::changed(false)
                 })
             }
+            WebconfRequest::SendSiteFiles(send) => {
+                self.sites.send_files(send).await.map(|sent| WebconfReply {
+                    sent: Some(sent),
+                    ..WebconfReply::changed(false)
+                })
+            }
             WebconfRequest::PhpInfo => {
                 let _guard = self.nginx.lock.lock().await;
                 self.nginx.fpm.info().await.map(|php| WebconfReply {

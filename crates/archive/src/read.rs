@@ -582,7 +582,7 @@ mod tests {
         tx.send(DumpPiece::End(dump.finish())).unwrap();
         drop(tx);
         let path = dir.path().join("b.tar.zst");
-        let w = write_archive(&path, &site, &[], None, rx, 3, 2, |files, d| {
+        let w = write_archive(&path, crate::SiteFiles::Dir { site_dir: site.clone(), skip_contents: vec![], read_as: None }, rx, 3, 2, |files, d| {
             manifest_for(files, &d.sha256, d.bytes, d.parts)
         })
         .unwrap();
@@ -614,6 +614,69 @@ mod tests {
         assert!(err.to_string().contains("checksum"), "{err}");
         assert!(!dir.path().join("again").exists());
     }
+
+    fn finished_dump() -> std::sync::mpsc::Receiver<DumpPiece> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut dump = DumpEncoder::new(3, 1);
+        tx.send(DumpPiece::Chunk(dump.chunk(b"-- Dump completed\n").unwrap()))
+            .unwrap();
+        tx.send(DumpPiece::End(dump.finish())).unwrap();
+        rx
+    }
+
+    #[test]
+    fn site_files_streamed_from_another_host_make_the_same_archive() {
+        let dir = tempfile::tempdir().unwrap();
+        let site = dir.path().join("site");
+        std::fs::create_dir_all(site.join("files/sub")).unwrap();
+        std::fs::create_dir_all(site.join("private/tmp")).unwrap();
+        std::fs::write(site.join("private/tmp/skipped"), "x").unwrap();
+        std::fs::write(site.join("settings.php"), "<?php return [];").unwrap();
+        std::fs::write(site.join("files/sub/a.txt"), "hello").unwrap();
+        std::os::unix::fs::symlink("sub/a.txt", site.join("files/link")).unwrap();
+        let skip = [std::path::PathBuf::from("private/tmp")];
+        let (sent, stream) = crate::write_files_tar(Vec::new(), &site, &skip, None).unwrap();
+        assert_eq!(sent.count, 3);
+        let path = dir.path().join("b.tar.zst");
+        let stream: Box<dyn std::io::Read + Send> = Box::new(std::io::Cursor::new(stream));
+        let w = write_archive(&path, crate::SiteFiles::Tar(stream), finished_dump(), 3, 1, |files, d| {
+            manifest_for(files, &d.sha256, d.bytes, d.parts)
+        })
+        .unwrap();
+        assert_eq!((w.files.count, w.files.bytes), (sent.count, sent.bytes));
+        let out = dir.path().join("restored");
+        extract(&path, &w.sha256, &out, Limits::default(), None, &mut Vec::new()).unwrap();
+        assert_eq!(std::fs::read_to_string(out.join("files/link")).unwrap(), "hello");
+        assert!(out.join("private/tmp").is_dir());
+        assert!(!out.join("private/tmp/skipped").exists());
+    }
+
+    #[test]
+    fn a_streamed_tar_that_reaches_out_of_the_site_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, kind) in [("../escape", tar::EntryType::Regular), ("fifo", tar::EntryType::Fifo)] {
+            let mut raw = Vec::new();
+            {
+                let mut b = tar::Builder::new(&mut raw);
+                let mut h = tar::Header::new_gnu();
+                h.set_entry_type(kind);
+                h.set_size(0);
+                h.set_mode(0o644);
+                // set_path refuses `..`; a hostile host writes the name bytes itself.
+                h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+                h.set_cksum();
+                b.append(&h, std::io::empty()).unwrap();
+                b.finish().unwrap();
+            }
+            let stream: Box<dyn std::io::Read + Send> = Box::new(std::io::Cursor::new(raw));
+            let path = dir.path().join("bad.tar.zst");
+            let err = write_archive(&path, crate::SiteFiles::Tar(stream), finished_dump(), 3, 1, |files, d| {
+                manifest_for(files, &d.sha256, d.bytes, d.parts)
+            })
+            .unwrap_err();
+            assert!(matches!(err, ArchiveError::Refused(_)), "{name}: {err}");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -639,7 +702,7 @@ mod props {
         tx.send(DumpPiece::End(dump.finish())).unwrap();
         drop(tx);
         let path = dir.join("b.tar.zst");
-        write_archive(&path, &site, &[], None, rx, 3, 1, |files, d| {
+        write_archive(&path, crate::SiteFiles::Dir { site_dir: site.clone(), skip_contents: vec![], read_as: None }, rx, 3, 1, |files, d| {
             let m = Manifest {
                 format: 1,
                 site: serde_json::json!({}),

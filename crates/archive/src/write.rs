@@ -67,6 +67,7 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
+#[derive(Debug)]
 pub struct Written {
     pub size: u64,
     pub sha256: String,
@@ -218,21 +219,32 @@ impl Write for Frames {
     }
 }
 
-/// Writes an archive to `path`: the site directory `site_dir` as `site/`, the dump chunks that
-/// arrive on `dump` (from a [`DumpEncoder`]) as `database/dump-NNNNN.sql`, interleaved with the
-/// files as they come, and finally the manifest that `manifest` builds from the site's files
-/// and the dump's summary. The directories in `skip_contents` (relative to the site directory,
-/// such as its temporary files) are recorded empty. With `read_as`, the site's files are read
-/// with that user's and group's file system identity (the archive itself is opened first, as
-/// the caller): the site owns its directory and can swap a directory for a symlink while it
-/// is read, and must then reach nothing it could not read itself. Blocking: run it on a
-/// blocking thread.
-#[allow(clippy::too_many_arguments)]
+/// Where an archive's `site/` entries come from.
+pub enum SiteFiles {
+    /// The site directory on this host. The directories in `skip_contents` (relative to it,
+    /// such as its temporary files) are recorded empty. With `read_as`, the site's files are
+    /// read with that user's and group's file system identity: the site owns its directory
+    /// and can swap a directory for a symlink while it is read, and must then reach nothing
+    /// it could not read itself.
+    Dir {
+        site_dir: PathBuf,
+        skip_contents: Vec<PathBuf>,
+        read_as: Option<(u32, u32)>,
+    },
+    /// A plain tar of the site directory, as [`write_files_tar`] makes it on the site's web
+    /// server, streamed from there. Only directories, plain files and symlinks under relative
+    /// names without `..` are taken; anything else fails the archive.
+    Tar(Box<dyn io::Read + Send>),
+}
+
+/// Writes an archive to `path`: the site's files (see [`SiteFiles`]) as `site/`, the dump
+/// chunks that arrive on `dump` (from a [`DumpEncoder`]) as `database/dump-NNNNN.sql`,
+/// interleaved with the files as they come, and finally the manifest that `manifest` builds
+/// from the site's files and the dump's summary. The archive itself is opened first, as the
+/// caller. Blocking: run it on a blocking thread.
 pub fn write_archive(
     path: &Path,
-    site_dir: &Path,
-    skip_contents: &[PathBuf],
-    read_as: Option<(u32, u32)>,
+    files: SiteFiles,
     dump: Receiver<DumpPiece>,
     level: i32,
     workers: u32,
@@ -243,9 +255,6 @@ pub fn write_archive(
         written: 0,
         started: 0,
     };
-    let _identity = read_as
-        .map(|(uid, gid)| FsIdentity::assume(uid, gid))
-        .transpose()?;
     let hashing = HashingWriter {
         inner: io::BufWriter::with_capacity(1 << 20, file),
         hasher: Sha256::new(),
@@ -261,32 +270,27 @@ pub fn write_archive(
         open: true,
         summary: None,
     };
-    let mut files = FileStats::default();
-    let mut stack: Vec<PathBuf> = vec![PathBuf::new()];
-    while let Some(rel) = stack.pop() {
-        let full = site_dir.join(&rel);
-        let mut entries: Vec<_> = std::fs::read_dir(&full)?.collect::<Result<_, _>>()?;
-        entries.sort_by_key(|e| e.file_name());
-        for entry in entries {
-            let rel_child = rel.join(entry.file_name());
-            let name = Path::new(SITE_PREFIX).join(&rel_child);
-            let ft = entry.file_type()?;
-            if ft.is_dir() {
-                tar.append_dir(&name, entry.path())?;
-                if !skip_contents.contains(&rel_child) {
-                    stack.push(rel_child);
-                }
-            } else if ft.is_file() {
-                files.bytes += append_file(&mut tar, &entry.path(), &name)?;
-                files.count += 1;
-            } else if ft.is_symlink() {
-                tar.append_path_with_name(entry.path(), &name)?;
-                files.count += 1;
-            }
-            // Sockets, fifos and devices in a site directory are not site data: skipped.
-            dump_state.drain(&mut tar, &dump, false)?;
+    let files = match files {
+        SiteFiles::Dir {
+            site_dir,
+            skip_contents,
+            read_as,
+        } => {
+            let _identity = read_as
+                .map(|(uid, gid)| FsIdentity::assume(uid, gid))
+                .transpose()?;
+            walk_site_dir(
+                &mut tar,
+                &site_dir,
+                &skip_contents,
+                Path::new(SITE_PREFIX),
+                |tar| dump_state.drain(tar, &dump, false),
+            )?
         }
-    }
+        SiteFiles::Tar(stream) => copy_site_tar(&mut tar, stream, |tar| {
+            dump_state.drain(tar, &dump, false)
+        })?,
+    };
     dump_state.drain(&mut tar, &dump, true)?;
     let summary = match dump_state.summary {
         Some(s) if s.bytes == dump_state.bytes && s.parts == dump_state.parts => s,
@@ -313,6 +317,116 @@ pub fn write_archive(
         files,
         dump: summary,
     })
+}
+
+/// Writes a plain tar of the site directory to `sink`, names relative to it, read as
+/// `read_as` (see [`SiteFiles::Dir`]): what a web server's agent streams to the backup store,
+/// which makes it into the archive's `site/` (see [`SiteFiles::Tar`]). Blocking.
+pub fn write_files_tar<W: Write>(
+    sink: W,
+    site_dir: &Path,
+    skip_contents: &[PathBuf],
+    read_as: Option<(u32, u32)>,
+) -> Result<(FileStats, W), ArchiveError> {
+    let _identity = read_as
+        .map(|(uid, gid)| FsIdentity::assume(uid, gid))
+        .transpose()?;
+    let mut tar = tar::Builder::new(sink);
+    tar.mode(tar::HeaderMode::Complete);
+    tar.follow_symlinks(false);
+    let files = walk_site_dir(&mut tar, site_dir, skip_contents, Path::new(""), |_| Ok(()))?;
+    let sink = tar.into_inner()?;
+    Ok((files, sink))
+}
+
+/// Appends the site directory's entries under `prefix`, in name order, calling `each` after
+/// every entry (the archive splices the dump's chunks in there).
+fn walk_site_dir<W: Write>(
+    tar: &mut tar::Builder<W>,
+    site_dir: &Path,
+    skip_contents: &[PathBuf],
+    prefix: &Path,
+    mut each: impl FnMut(&mut tar::Builder<W>) -> Result<(), ArchiveError>,
+) -> Result<FileStats, ArchiveError> {
+    let mut files = FileStats::default();
+    let mut stack: Vec<PathBuf> = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let full = site_dir.join(&rel);
+        let mut entries: Vec<_> = std::fs::read_dir(&full)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let rel_child = rel.join(entry.file_name());
+            let name = prefix.join(&rel_child);
+            let ft = entry.file_type()?;
+            if ft.is_dir() {
+                tar.append_dir(&name, entry.path())?;
+                if !skip_contents.contains(&rel_child) {
+                    stack.push(rel_child);
+                }
+            } else if ft.is_file() {
+                files.bytes += append_file(tar, &entry.path(), &name)?;
+                files.count += 1;
+            } else if ft.is_symlink() {
+                tar.append_path_with_name(entry.path(), &name)?;
+                files.count += 1;
+            }
+            // Sockets, fifos and devices in a site directory are not site data: skipped.
+            each(tar)?;
+        }
+    }
+    Ok(files)
+}
+
+/// Copies a site's files from a tar that another host made (see [`write_files_tar`]) under
+/// `site/`, calling `each` after every entry. The other host is not trusted to send only
+/// what it should: names must be relative with no `..`, and only directories, plain files
+/// and symlinks pass.
+fn copy_site_tar<W: Write>(
+    tar: &mut tar::Builder<W>,
+    stream: Box<dyn io::Read + Send>,
+    mut each: impl FnMut(&mut tar::Builder<W>) -> Result<(), ArchiveError>,
+) -> Result<FileStats, ArchiveError> {
+    let mut files = FileStats::default();
+    let mut source = tar::Archive::new(stream);
+    for entry in source.entries()? {
+        let mut entry = entry?;
+        let rel = entry.path()?.into_owned();
+        if rel.as_os_str().is_empty()
+            || !rel
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(ArchiveError::Refused(format!(
+                "the web server sent the site file {} (a name must be relative, without '..')",
+                rel.display()
+            )));
+        }
+        let name = Path::new(SITE_PREFIX).join(&rel);
+        let mut header = entry.header().clone();
+        match header.entry_type() {
+            tar::EntryType::Directory => tar.append_data(&mut header, &name, io::empty())?,
+            tar::EntryType::Regular => {
+                files.bytes += header.size()?;
+                files.count += 1;
+                tar.append_data(&mut header, &name, &mut entry)?;
+            }
+            tar::EntryType::Symlink => {
+                let target = entry.link_name()?.ok_or_else(|| {
+                    ArchiveError::Refused(format!("the symlink {} has no target", rel.display()))
+                })?;
+                files.count += 1;
+                tar.append_link(&mut header, &name, target.into_owned())?;
+            }
+            other => {
+                return Err(ArchiveError::Refused(format!(
+                    "the web server sent {} as a {other:?}: only directories, files and symlinks are site files",
+                    rel.display()
+                )))
+            }
+        }
+        each(tar)?;
+    }
+    Ok(files)
 }
 
 /// This thread's file system identity (Linux's fsuid and fsgid, which are per thread) for as

@@ -291,7 +291,7 @@ impl Rpc for DbprovRpc {
     type Reply = DbprovReply;
 }
 
-/// The backupper on the host that holds a site's files: backups and deploys.
+/// The backupper: backups (on the route [`BACKUP_STORE`]) and deploys.
 pub enum BackupperRpc {}
 impl Rpc for BackupperRpc {
     const SERVICE: &'static str = "backupper";
@@ -367,7 +367,40 @@ pub enum WebconfRequest {
     /// Read a platform's codebase on this host: its manifest (hooks driver) or a scan of its
     /// code (drupal, wordpress).
     ScanPlatform { root: HostPath, driver: Driver },
+    /// Stream the site's files, as a plain tar read as the site's user, to the backup store
+    /// for a backup made by `task`. Bulk data never rides the broker: this request carries
+    /// only where to send it and the token that lets it in.
+    SendSiteFiles(Box<SendSiteFiles>),
 }
+
+/// See `WebconfRequest::SendSiteFiles`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SendSiteFiles {
+    pub task: TaskId,
+    pub site: SiteId,
+    pub user: SystemUser,
+    pub path: HostPath,
+    /// Directories inside it whose contents are left out (its temporary files).
+    pub skip: Vec<String>,
+    /// The backup store's upload address (`http://host:port/v1/site-files`).
+    pub url: String,
+    /// The upload's token, sealed to the agent's key: good for this task's upload from this
+    /// host, once, until it expires.
+    pub token: Sealed,
+}
+
+/// What an agent sent: the tar's size and SHA-256, which the store checks against what it
+/// received, end to end.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SentFiles {
+    pub bytes: u64,
+    pub sha256: String,
+    pub files: u64,
+}
+
+/// The route the control plane's backupper (the backup store) answers backup requests on,
+/// wherever the site lives.
+pub const BACKUP_STORE: &str = "store";
 
 /// A site's directory, for the requests that make or lay it out.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -547,6 +580,9 @@ pub struct WebconfReply {
     /// For `scan-platform`.
     #[serde(default)]
     pub manifest: Option<Box<platform::Manifest>>,
+    /// For `send-site-files`.
+    #[serde(default)]
+    pub sent: Option<SentFiles>,
 }
 
 impl WebconfReply {
@@ -561,6 +597,7 @@ impl WebconfReply {
             dir: None,
             action: None,
             manifest: None,
+            sent: None,
         }
     }
 }
@@ -688,6 +725,9 @@ pub struct DeployRequest {
     /// site's), whatever the archive records.
     #[serde(default)]
     pub owner: Option<SystemUser>,
+    /// The web server the files go to.
+    #[serde(default)]
+    pub web_server: Option<Name>,
 }
 
 /// A vhost's file name: the domain and `.conf`, or for a name too long for a file name (a

@@ -363,16 +363,17 @@ pub async fn run_declared_action(
         .map(Some)
 }
 
-/// Asks the backupper on the site's web server (where its files are) for a backup made for
-/// `task`, which can take minutes, hence a timeout of its own.
+/// Asks the backup store (the control plane's backupper, which fetches the site's files from
+/// its web server's agent) for a backup made for `task`, which can take minutes, hence a
+/// timeout of its own.
 pub async fn make_backup(
     rpc: &bus::RpcClient,
-    web_server: &domain::Name,
     request: contract::BackupRequest,
     timeout: Duration,
 ) -> anyhow::Result<contract::BackupReply> {
+    let store = domain::Name::parse(contract::BACKUP_STORE).map_err(|e| anyhow!("{e}"))?;
     match rpc
-        .ask::<contract::BackupperRpc>(web_server, &request, timeout)
+        .ask::<contract::BackupperRpc>(&store, &request, timeout)
         .await?
     {
         contract::BackupperReply::Backup(made) => Ok(made),
@@ -380,16 +381,18 @@ pub async fn make_backup(
     }
 }
 
-/// Asks the backupper on the destination's web server to deploy a backup there.
+/// Asks the backup store to deploy a backup onto `web_server`.
 pub async fn deploy(
     rpc: &bus::RpcClient,
     web_server: &domain::Name,
-    request: contract::DeployRequest,
+    mut request: contract::DeployRequest,
     timeout: Duration,
 ) -> anyhow::Result<contract::DeployReply> {
+    let store = domain::Name::parse(contract::BACKUP_STORE).map_err(|e| anyhow!("{e}"))?;
+    request.web_server = Some(web_server.clone());
     match rpc
         .ask::<contract::BackupperRpc>(
-            web_server,
+            &store,
             &contract::BackupRequest::Deploy(request),
             timeout,
         )

@@ -1,0 +1,275 @@
+//! The backup store's door for site files streamed by web servers' agents (the file side of
+//! a backup of a site on another host). Bulk data never rides the broker: the backupper asks
+//! the agent by RPC to send the files, with a token made for that one upload, and the agent
+//! PUTs a plain tar here. A token is good once, for one task, from one host (the web server's
+//! address as registered), until it expires; anything else is refused before a byte is read.
+//! What arrived is checked against what the agent says it sent (size and SHA-256), end to end.
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// The path agents PUT site files to.
+pub const SITE_FILES_PATH: &str = "/v1/site-files";
+
+/// What arrived of one upload: its size and SHA-256, once the whole body was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+struct Expected {
+    task: domain::TaskId,
+    /// The only address the upload may come from, when the web server's host is an address.
+    from: Option<IpAddr>,
+    expires: Instant,
+    chunks: mpsc::Sender<bytes::Bytes>,
+    done: oneshot::Sender<Received>,
+}
+
+/// The uploads the store waits for, by token.
+#[derive(Clone, Default)]
+pub struct Uploads {
+    expected: Arc<Mutex<HashMap<String, Expected>>>,
+}
+
+/// One upload the store waits for: its token (to seal to the agent), the file's bytes as
+/// they arrive, and what arrived in all once the body ended.
+pub struct Awaited {
+    pub token: String,
+    pub chunks: Option<mpsc::Receiver<bytes::Bytes>>,
+    pub done: Option<oneshot::Receiver<Received>>,
+    uploads: Uploads,
+}
+
+impl Awaited {
+    /// No upload can start with this token any more; one that waits for it sees its end.
+    pub fn cancel(&self) {
+        if let Ok(mut map) = self.uploads.expected.lock() {
+            map.remove(&self.token);
+        }
+    }
+}
+
+impl Drop for Awaited {
+    /// An upload nobody waits for any more (the backup failed or was dropped) cannot start.
+    fn drop(&mut self) {
+        self.cancel();
+    }
+}
+
+impl Uploads {
+    /// Waits for one upload for `task` from `from`, good for `ttl`.
+    pub fn expect(&self, task: domain::TaskId, from: Option<IpAddr>, ttl: Duration) -> Awaited {
+        use rand::RngExt;
+        let token = hex::encode(rand::rng().random::<[u8; 32]>());
+        let (tx, chunks) = mpsc::channel(8);
+        let (done_tx, done) = oneshot::channel();
+        if let Ok(mut map) = self.expected.lock() {
+            let now = Instant::now();
+            map.retain(|_, e| e.expires > now);
+            map.insert(
+                token.clone(),
+                Expected {
+                    task,
+                    from,
+                    expires: now + ttl,
+                    chunks: tx,
+                    done: done_tx,
+                },
+            );
+        }
+        Awaited {
+            token,
+            chunks: Some(chunks),
+            done: Some(done),
+            uploads: self.clone(),
+        }
+    }
+
+    /// Takes the upload `token` opens for a request from `peer`, or says why not. A token is
+    /// taken once: a second request with it is refused.
+    fn admit(&self, token: &str, peer: IpAddr) -> Result<Expected, (StatusCode, String)> {
+        let mut map = self
+            .expected
+            .lock()
+            .map_err(|_| (StatusCode::INTERNAL_SERVER_ERROR, "the upload table is broken".to_owned()))?;
+        let refused = |why: &str| (StatusCode::FORBIDDEN, why.to_owned());
+        let Some(expected) = map.remove(token) else {
+            return Err(refused(
+                "this token opens no upload: it was never made, was used already, or its backup ended",
+            ));
+        };
+        if expected.expires <= Instant::now() {
+            return Err(refused("this token has expired"));
+        }
+        if expected.from.is_some_and(|from| from != peer) {
+            let why = format!(
+                "this token is for task {}'s upload from its site's web server, not from {peer}",
+                expected.task
+            );
+            return Err((StatusCode::FORBIDDEN, why));
+        }
+        Ok(expected)
+    }
+}
+
+fn error(status: StatusCode, message: String) -> axum::response::Response {
+    let code = if status == StatusCode::UNAUTHORIZED {
+        "unauthorized"
+    } else if status == StatusCode::FORBIDDEN {
+        "forbidden"
+    } else {
+        "invalid"
+    };
+    (
+        status,
+        Json(serde_json::json!({"error": {"code": code, "message": message}})),
+    )
+        .into_response()
+}
+
+async fn receive(
+    State(uploads): State<Uploads>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> axum::response::Response {
+    let Some(token) = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "an upload needs its token: Authorization: Bearer <token>".into(),
+        );
+    };
+    let expected = match uploads.admit(token.trim(), peer.ip()) {
+        Ok(e) => e,
+        Err((status, why)) => {
+            tracing::warn!(%peer, %why, "site files refused");
+            return error(status, why);
+        }
+    };
+    let mut hasher = Sha256::new();
+    let mut bytes = 0u64;
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("the upload broke off: {e}")),
+        };
+        hasher.update(&chunk);
+        bytes += chunk.len() as u64;
+        if expected.chunks.send(chunk).await.is_err() {
+            return error(
+                StatusCode::CONFLICT,
+                "the backup this upload was for stopped".into(),
+            );
+        }
+    }
+    drop(expected.chunks);
+    let received = Received {
+        bytes,
+        sha256: hex::encode(hasher.finalize()),
+    };
+    let _ = expected.done.send(received.clone());
+    tracing::info!(task = %expected.task, bytes, "site files received");
+    (
+        StatusCode::OK,
+        Json(serde_json::json!({"received": bytes, "sha256": received.sha256})),
+    )
+        .into_response()
+}
+
+/// Serves the door at `listen` until the process stops.
+pub async fn serve(listen: SocketAddr, uploads: Uploads) -> anyhow::Result<()> {
+    let app = axum::Router::new()
+        .route(SITE_FILES_PATH, axum::routing::put(receive))
+        .with_state(uploads);
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    tracing::info!(%listen, "receiving site files from web servers' agents");
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await?;
+    Ok(())
+}
+
+/// The bytes of an upload as a blocking reader, for the archive's writer.
+pub struct ChunkReader {
+    chunks: mpsc::Receiver<bytes::Bytes>,
+    current: bytes::Bytes,
+}
+
+impl ChunkReader {
+    pub fn new(chunks: mpsc::Receiver<bytes::Bytes>) -> Self {
+        Self {
+            chunks,
+            current: bytes::Bytes::new(),
+        }
+    }
+}
+
+impl std::io::Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.chunks.blocking_recv() {
+                Some(c) => self.current = c,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_token_opens_one_upload_from_its_host_until_it_expires() {
+        let uploads = Uploads::default();
+        let task = domain::TaskId(7);
+        let awaited = uploads.expect(task, Some(ip("10.1.1.10")), Duration::from_secs(60));
+        // From another host: refused, and the token is spent.
+        let other = uploads.admit(&awaited.token, ip("10.1.1.11")).err();
+        assert_eq!(other.map(|e| e.0), Some(StatusCode::FORBIDDEN));
+        assert!(uploads.admit(&awaited.token, ip("10.1.1.10")).is_err());
+
+        let awaited = uploads.expect(task, Some(ip("10.1.1.10")), Duration::from_secs(60));
+        assert!(uploads.admit(&awaited.token, ip("10.1.1.10")).is_ok());
+        // Once only.
+        assert!(uploads.admit(&awaited.token, ip("10.1.1.10")).is_err());
+        // Another task's token is not this one, and a made-up one opens nothing.
+        let second = uploads.expect(domain::TaskId(8), None, Duration::from_secs(60));
+        assert_ne!(second.token, awaited.token);
+        assert!(uploads.admit("made-up", ip("10.1.1.10")).is_err());
+
+        let expired = uploads.expect(task, None, Duration::from_millis(0));
+        let refused = uploads.admit(&expired.token, ip("10.1.1.10")).err();
+        assert!(refused.is_some_and(|(_, why)| why.contains("expired") || why.contains("never made")));
+        // A backup that stopped waiting closes its door.
+        let dropped = uploads.expect(task, None, Duration::from_secs(60));
+        let token = dropped.token.clone();
+        drop(dropped);
+        assert!(uploads.admit(&token, ip("10.1.1.10")).is_err());
+    }
+}
