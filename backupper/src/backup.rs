@@ -242,8 +242,11 @@ pub async fn make_backup(
         (files, None)
     } else {
         let (reader, upload) = ask_for_files(b, st, task, &skip).await?;
-        log.info(format!("the site's files come from {}'s agent", st.web_server))
-            .await;
+        log.info(format!(
+            "the site's files come from {}'s agent",
+            st.web_server
+        ))
+        .await;
         (archive::SiteFiles::Tar(Box::new(reader)), Some(upload))
     };
     // A worker that loses its lease drops this future mid-archive, while the blocking writer
@@ -254,13 +257,8 @@ pub async fn make_backup(
         let (level, workers) = (b.settings.zstd_level, b.settings.zstd_workers);
         let abandoned = abandon.flag.clone();
         tokio::task::spawn_blocking(move || {
-            let written = archive::write_archive(
-                &partial,
-                files,
-                rx,
-                level,
-                workers,
-                |files, dump| {
+            let written =
+                archive::write_archive(&partial, files, rx, level, workers, |files, dump| {
                     let m = archive::Manifest {
                         format: 1,
                         site: manifest_base["site"].clone(),
@@ -289,8 +287,7 @@ pub async fn make_backup(
                     };
                     serde_json::to_vec_pretty(&m)
                         .map_err(|e| archive::ArchiveError::Refused(e.to_string()))
-                },
-            );
+                });
             if abandoned.load(std::sync::atomic::Ordering::SeqCst) {
                 let _ = std::fs::remove_file(&partial);
             }
@@ -437,12 +434,14 @@ impl Upload {
     async fn sent(self) -> anyhow::Result<contract::SentFiles> {
         let answer = match self.answer.await {
             Ok(answer) => answer,
-            Err(e) => Err(anyhow::anyhow!("the request for the site's files stopped: {e}")),
+            Err(e) => Err(anyhow::anyhow!(
+                "the request for the site's files stopped: {e}"
+            )),
         };
         let sent = answer.and_then(|reply| {
-            reply.sent.with_context(|| {
-                format!("webconf on {} did not say what it sent", self.web_server)
-            })
+            reply
+                .sent
+                .with_context(|| format!("webconf on {} did not say what it sent", self.web_server))
         });
         let sent = match sent {
             Ok(s) => s,
@@ -497,11 +496,22 @@ async fn ask_for_files(
         site: st.site.id,
         user: st.site.system_user.clone(),
         path: st.site_dir.clone(),
-        skip: skip.iter().map(|p| p.to_string_lossy().into_owned()).collect(),
-        url: format!("{}{}", url.trim_end_matches('/'), crate::uploads::SITE_FILES_PATH),
+        skip: skip
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect(),
+        url: format!(
+            "{}{}",
+            url.trim_end_matches('/'),
+            crate::uploads::SITE_FILES_PATH
+        ),
         token: key.seal(awaited.token.as_bytes())?,
     }));
-    let (rpc, server, timeout) = (b.rpc.clone(), st.web_server.clone(), b.settings.backup_timeout);
+    let (rpc, server, timeout) = (
+        b.rpc.clone(),
+        st.web_server.clone(),
+        b.settings.backup_timeout,
+    );
     let answer = tokio::spawn(async move { site::webconf(&rpc, &server, request, timeout).await });
     let chunks = awaited.chunks.take().context("the upload's chunks")?;
     let done = awaited.done.take().context("the upload's end")?;

@@ -117,8 +117,16 @@ impl RestoreSaga<'_> {
         let st = self.current().await?;
         let ctx = st.context(st.password(&self.b.store).await?);
         let timeout = self.b.settings.action_timeout;
-        site::run_declared_action(&self.b.rpc, &self.b.store, &st, action, &ctx, timeout, self.log)
-            .await?;
+        site::run_declared_action(
+            &self.b.rpc,
+            &self.b.store,
+            &st,
+            action,
+            &ctx,
+            timeout,
+            self.log,
+        )
+        .await?;
         Ok(())
     }
 

@@ -99,10 +99,12 @@ impl Uploads {
     /// Takes the upload `token` opens for a request from `peer`, or says why not. A token is
     /// taken once: a second request with it is refused.
     fn admit(&self, token: &str, peer: IpAddr) -> Result<Expected, (StatusCode, String)> {
-        let mut map = self
-            .expected
-            .lock()
-            .map_err(|_| (StatusCode::INTERNAL_SERVER_ERROR, "the upload table is broken".to_owned()))?;
+        let mut map = self.expected.lock().map_err(|_| {
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the upload table is broken".to_owned(),
+            )
+        })?;
         let refused = |why: &str| (StatusCode::FORBIDDEN, why.to_owned());
         let Some(expected) = map.remove(token) else {
             return Err(refused(
@@ -167,7 +169,12 @@ async fn receive(
     while let Some(chunk) = stream.next().await {
         let chunk = match chunk {
             Ok(c) => c,
-            Err(e) => return error(StatusCode::BAD_REQUEST, format!("the upload broke off: {e}")),
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("the upload broke off: {e}"),
+                )
+            }
         };
         hasher.update(&chunk);
         bytes += chunk.len() as u64;
@@ -265,7 +272,9 @@ mod tests {
 
         let expired = uploads.expect(task, None, Duration::from_millis(0));
         let refused = uploads.admit(&expired.token, ip("10.1.1.10")).err();
-        assert!(refused.is_some_and(|(_, why)| why.contains("expired") || why.contains("never made")));
+        assert!(
+            refused.is_some_and(|(_, why)| why.contains("expired") || why.contains("never made"))
+        );
         // A backup that stopped waiting closes its door.
         let dropped = uploads.expect(task, None, Duration::from_secs(60));
         let token = dropped.token.clone();

@@ -119,7 +119,12 @@ impl InstallSaga<'_> {
         let timeout = self.inst.settings.rpc_timeout;
         self.st.lay_out(&self.inst.rpc, true, timeout).await?;
         self.st
-            .write_settings(&self.inst.rpc, &self.inst.store, self.password().await?, timeout)
+            .write_settings(
+                &self.inst.rpc,
+                &self.inst.store,
+                self.password().await?,
+                timeout,
+            )
             .await?;
         Ok(())
     }
@@ -266,15 +271,14 @@ impl Saga for InstallSaga<'_> {
             InstallStep::Enable => {
                 let ctx = self.st.context(self.st.password(&self.inst.store).await?);
                 let timeout = self.inst.settings.action_timeout;
-                let packages =
-                    site::record_packages(
-                        &self.inst.rpc,
-                        &self.inst.store,
-                        &self.st,
-                        &ctx,
-                        timeout,
-                        self.log,
-                    );
+                let packages = site::record_packages(
+                    &self.inst.rpc,
+                    &self.inst.store,
+                    &self.st,
+                    &ctx,
+                    timeout,
+                    self.log,
+                );
                 if let Err(e) = packages.await {
                     self.log
                         .warn(format!("could not record the site's packages: {e:#}"))

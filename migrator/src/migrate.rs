@@ -457,8 +457,16 @@ impl MoveSaga<'_> {
         let mut ctx = st.context(password.clone());
         ctx.previous = previous;
         let timeout = self.m.settings.action_timeout;
-        site::run_declared_action(&self.m.rpc, &self.m.store, st, action, &ctx, timeout, self.log)
-            .await
+        site::run_declared_action(
+            &self.m.rpc,
+            &self.m.store,
+            st,
+            action,
+            &ctx,
+            timeout,
+            self.log,
+        )
+        .await
     }
 
     /// The site directory's layout and its settings for `password`, by the web server's agent.

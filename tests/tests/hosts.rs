@@ -305,7 +305,9 @@ async fn a_site_on_web2_with_its_database_on_db2_lives_and_ends_there() {
         .call(
             "POST",
             "/platforms",
-            Some(json!({"name": "example-web2", "server": "web2", "root": root, "driver": "hooks"})),
+            Some(
+                json!({"name": "example-web2", "server": "web2", "root": root, "driver": "hooks"}),
+            ),
         )
         .await;
     assert_eq!(status, 202, "{r}");
@@ -348,20 +350,17 @@ async fn a_site_on_web2_with_its_database_on_db2_lives_and_ends_there() {
         ))
         .expect("stat on web2");
     let record = stack.site(site_id).await;
-    let user = record["system_user"].as_str().unwrap_or_default().to_owned();
+    let user = record["system_user"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     assert_eq!(
         listing.lines().collect::<Vec<_>>(),
-        vec![
-            format!("710 {user} www-data"),
-            format!("640 root {user}")
-        ],
+        vec![format!("710 {user} www-data"), format!("640 root {user}")],
         "{listing}"
     );
     assert!(
-        !stack
-            .example_root
-            .join(format!("sites/{domain}"))
-            .exists(),
+        !stack.example_root.join(format!("sites/{domain}")).exists(),
         "a site directory on the control plane's disk"
     );
     let password = password_from_settings(&std::fs::read_to_string(&settings).expect("settings"))
@@ -376,18 +375,24 @@ async fn a_site_on_web2_with_its_database_on_db2_lives_and_ends_there() {
     on_db2.close().await;
 
     // Verify, a login link, and the site's own PHP on web2 reading only its own files.
-    let verified = stack.run_site_task(site_id, json!({"type": "verify"})).await;
+    let verified = stack
+        .run_site_task(site_id, json!({"type": "verify"}))
+        .await;
     stack.assert_success(&verified).await;
     let log = stack.task_log_text(id(&verified)).await;
     assert!(log.contains("settings file unchanged"), "{log}");
-    let reset = stack.run_site_task(site_id, json!({"type": "login-reset"})).await;
+    let reset = stack
+        .run_site_task(site_id, json!({"type": "login-reset"}))
+        .await;
     stack.assert_success(&reset).await;
     let record = stack.site(site_id).await;
     assert_eq!(record["link"]["kind"], "login", "{record}");
 
     // A settings file changed by hand is put back by a verify, on web2.
     std::fs::write(&settings, "<?php // tampered\n").expect("tampering");
-    let verified = stack.run_site_task(site_id, json!({"type": "verify"})).await;
+    let verified = stack
+        .run_site_task(site_id, json!({"type": "verify"}))
+        .await;
     stack.assert_success(&verified).await;
     let log = stack.task_log_text(id(&verified)).await;
     assert!(log.contains("settings file rewritten"), "{log}");
@@ -395,13 +400,21 @@ async fn a_site_on_web2_with_its_database_on_db2_lives_and_ends_there() {
 
     // A backup: the files streamed by web2's agent into the control plane's store, the
     // database dumped from db2; verify-backup proves it restorable.
-    let backup = stack.run_site_task(site_id, json!({"type": "backup"})).await;
+    let backup = stack
+        .run_site_task(site_id, json!({"type": "backup"}))
+        .await;
     stack.assert_success(&backup).await;
     let log = stack.task_log_text(id(&backup)).await;
-    assert!(log.contains("the site's files come from web2's agent"), "{log}");
+    assert!(
+        log.contains("the site's files come from web2's agent"),
+        "{log}"
+    );
     let backup_id = backup["result"]["backup"].clone();
     let checked = stack
-        .run_site_task(site_id, json!({"type": "verify-backup", "backup": backup_id}))
+        .run_site_task(
+            site_id,
+            json!({"type": "verify-backup", "backup": backup_id}),
+        )
         .await;
     stack.assert_success(&checked).await;
     let archives = std::fs::read_dir(stack.backup_dir().join(domain))
@@ -411,7 +424,9 @@ async fn a_site_on_web2_with_its_database_on_db2_lives_and_ends_there() {
 
     // The store's door for site files lets nothing in without an upload's token.
     let door = format!("http://{}/v1/site-files", topology.upload);
-    let bare = tests::http::request("PUT", &door, Some("x"), &[]).await.expect("the door");
+    let bare = tests::http::request("PUT", &door, Some("x"), &[])
+        .await
+        .expect("the door");
     assert_eq!(bare.status, 401, "{}", bare.body);
     let forged = tests::http::request(
         "PUT",
@@ -424,7 +439,9 @@ async fn a_site_on_web2_with_its_database_on_db2_lives_and_ends_there() {
     assert_eq!(forged.status, 403, "{}", forged.body);
 
     // Disable (after its backup), enable, and delete, all on web2.
-    let disabled = stack.run_site_task(site_id, json!({"type": "disable"})).await;
+    let disabled = stack
+        .run_site_task(site_id, json!({"type": "disable"}))
+        .await;
     stack.assert_success(&disabled).await;
     let away = page_on(web2, domain, "/").await;
     assert!(
@@ -433,12 +450,18 @@ async fn a_site_on_web2_with_its_database_on_db2_lives_and_ends_there() {
         away.status,
         away.body
     );
-    let enabled = stack.run_site_task(site_id, json!({"type": "enable"})).await;
+    let enabled = stack
+        .run_site_task(site_id, json!({"type": "enable"}))
+        .await;
     stack.assert_success(&enabled).await;
     assert_eq!(page_on(web2, domain, "/").await.status, 200);
-    let disabled = stack.run_site_task(site_id, json!({"type": "disable"})).await;
+    let disabled = stack
+        .run_site_task(site_id, json!({"type": "disable"}))
+        .await;
     stack.assert_success(&disabled).await;
-    let deleted = stack.run_site_task(site_id, json!({"type": "delete"})).await;
+    let deleted = stack
+        .run_site_task(site_id, json!({"type": "delete"}))
+        .await;
     stack.assert_success(&deleted).await;
     assert!(!site_dir.exists(), "the site directory is still on web2");
     let gone = page_on(web2, domain, "/").await;

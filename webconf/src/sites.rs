@@ -291,7 +291,10 @@ impl Sites {
         if uri.scheme_str() != Some("http") {
             bail!("the upload address {} is not http://", request.url);
         }
-        let host = uri.host().context("the upload address has no host")?.to_owned();
+        let host = uri
+            .host()
+            .context("the upload address has no host")?
+            .to_owned();
         let port = uri.port_u16().unwrap_or(80);
         let read_as = cell::owner_of(&request.user)?.map(|o| (o.uid, o.gid));
         let skip: Vec<std::path::PathBuf> = request.skip.iter().map(Into::into).collect();

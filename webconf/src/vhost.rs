@@ -264,9 +264,11 @@ impl Serve<WebconfRpc> for VhostService {
                 public_key: Some(self.sites.public_key()),
                 ..WebconfReply::changed(false)
             }),
-            WebconfRequest::PrepareSiteDir { dir, create } => {
-                self.sites.prepare(dir, *create).await.map(WebconfReply::changed)
-            }
+            WebconfRequest::PrepareSiteDir { dir, create } => self
+                .sites
+                .prepare(dir, *create)
+                .await
+                .map(WebconfReply::changed),
             WebconfRequest::WriteSettings {
                 user, path, text, ..
             } => self

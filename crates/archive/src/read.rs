@@ -582,9 +582,18 @@ mod tests {
         tx.send(DumpPiece::End(dump.finish())).unwrap();
         drop(tx);
         let path = dir.path().join("b.tar.zst");
-        let w = write_archive(&path, crate::SiteFiles::Dir { site_dir: site.clone(), skip_contents: vec![], read_as: None }, rx, 3, 2, |files, d| {
-            manifest_for(files, &d.sha256, d.bytes, d.parts)
-        })
+        let w = write_archive(
+            &path,
+            crate::SiteFiles::Dir {
+                site_dir: site.clone(),
+                skip_contents: vec![],
+                read_as: None,
+            },
+            rx,
+            3,
+            2,
+            |files, d| manifest_for(files, &d.sha256, d.bytes, d.parts),
+        )
         .unwrap();
         assert_eq!(w.files.count, 3);
         assert_eq!(w.dump.parts, 2);
@@ -618,8 +627,10 @@ mod tests {
     fn finished_dump() -> std::sync::mpsc::Receiver<DumpPiece> {
         let (tx, rx) = std::sync::mpsc::channel();
         let mut dump = DumpEncoder::new(3, 1);
-        tx.send(DumpPiece::Chunk(dump.chunk(b"-- Dump completed\n").unwrap()))
-            .unwrap();
+        tx.send(DumpPiece::Chunk(
+            dump.chunk(b"-- Dump completed\n").unwrap(),
+        ))
+        .unwrap();
         tx.send(DumpPiece::End(dump.finish())).unwrap();
         rx
     }
@@ -639,14 +650,30 @@ mod tests {
         assert_eq!(sent.count, 3);
         let path = dir.path().join("b.tar.zst");
         let stream: Box<dyn std::io::Read + Send> = Box::new(std::io::Cursor::new(stream));
-        let w = write_archive(&path, crate::SiteFiles::Tar(stream), finished_dump(), 3, 1, |files, d| {
-            manifest_for(files, &d.sha256, d.bytes, d.parts)
-        })
+        let w = write_archive(
+            &path,
+            crate::SiteFiles::Tar(stream),
+            finished_dump(),
+            3,
+            1,
+            |files, d| manifest_for(files, &d.sha256, d.bytes, d.parts),
+        )
         .unwrap();
         assert_eq!((w.files.count, w.files.bytes), (sent.count, sent.bytes));
         let out = dir.path().join("restored");
-        extract(&path, &w.sha256, &out, Limits::default(), None, &mut Vec::new()).unwrap();
-        assert_eq!(std::fs::read_to_string(out.join("files/link")).unwrap(), "hello");
+        extract(
+            &path,
+            &w.sha256,
+            &out,
+            Limits::default(),
+            None,
+            &mut Vec::new(),
+        )
+        .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(out.join("files/link")).unwrap(),
+            "hello"
+        );
         assert!(out.join("private/tmp").is_dir());
         assert!(!out.join("private/tmp/skipped").exists());
     }
@@ -654,7 +681,10 @@ mod tests {
     #[test]
     fn a_streamed_tar_that_reaches_out_of_the_site_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        for (name, kind) in [("../escape", tar::EntryType::Regular), ("fifo", tar::EntryType::Fifo)] {
+        for (name, kind) in [
+            ("../escape", tar::EntryType::Regular),
+            ("fifo", tar::EntryType::Fifo),
+        ] {
             let mut raw = Vec::new();
             {
                 let mut b = tar::Builder::new(&mut raw);
@@ -670,9 +700,14 @@ mod tests {
             }
             let stream: Box<dyn std::io::Read + Send> = Box::new(std::io::Cursor::new(raw));
             let path = dir.path().join("bad.tar.zst");
-            let err = write_archive(&path, crate::SiteFiles::Tar(stream), finished_dump(), 3, 1, |files, d| {
-                manifest_for(files, &d.sha256, d.bytes, d.parts)
-            })
+            let err = write_archive(
+                &path,
+                crate::SiteFiles::Tar(stream),
+                finished_dump(),
+                3,
+                1,
+                |files, d| manifest_for(files, &d.sha256, d.bytes, d.parts),
+            )
             .unwrap_err();
             assert!(matches!(err, ArchiveError::Refused(_)), "{name}: {err}");
         }
@@ -702,25 +737,36 @@ mod props {
         tx.send(DumpPiece::End(dump.finish())).unwrap();
         drop(tx);
         let path = dir.join("b.tar.zst");
-        write_archive(&path, crate::SiteFiles::Dir { site_dir: site.clone(), skip_contents: vec![], read_as: None }, rx, 3, 1, |files, d| {
-            let m = Manifest {
-                format: 1,
-                site: serde_json::json!({}),
-                platform: serde_json::json!({}),
-                packages: serde_json::json!([]),
-                database: DatabaseInfo {
-                    engine: "mariadb".into(),
-                    version: "test".into(),
-                    dump_sha256: d.sha256.clone(),
-                    dump_bytes: d.bytes,
-                    dump_parts: d.parts,
-                    rows: Default::default(),
-                },
-                files: *files,
-                created: "now".into(),
-            };
-            serde_json::to_vec(&m).map_err(|e| refused(e.to_string()))
-        })
+        write_archive(
+            &path,
+            crate::SiteFiles::Dir {
+                site_dir: site.clone(),
+                skip_contents: vec![],
+                read_as: None,
+            },
+            rx,
+            3,
+            1,
+            |files, d| {
+                let m = Manifest {
+                    format: 1,
+                    site: serde_json::json!({}),
+                    platform: serde_json::json!({}),
+                    packages: serde_json::json!([]),
+                    database: DatabaseInfo {
+                        engine: "mariadb".into(),
+                        version: "test".into(),
+                        dump_sha256: d.sha256.clone(),
+                        dump_bytes: d.bytes,
+                        dump_parts: d.parts,
+                        rows: Default::default(),
+                    },
+                    files: *files,
+                    created: "now".into(),
+                };
+                serde_json::to_vec(&m).map_err(|e| refused(e.to_string()))
+            },
+        )
         .unwrap();
         std::fs::read(path).unwrap()
     }

@@ -287,9 +287,9 @@ pub fn write_archive(
                 |tar| dump_state.drain(tar, &dump, false),
             )?
         }
-        SiteFiles::Tar(stream) => copy_site_tar(&mut tar, stream, |tar| {
-            dump_state.drain(tar, &dump, false)
-        })?,
+        SiteFiles::Tar(stream) => {
+            copy_site_tar(&mut tar, stream, |tar| dump_state.drain(tar, &dump, false))?
+        }
     };
     dump_state.drain(&mut tar, &dump, true)?;
     let summary = match dump_state.summary {
@@ -415,7 +415,7 @@ fn copy_site_tar<W: Write>(
                     ArchiveError::Refused(format!("the symlink {} has no target", rel.display()))
                 })?;
                 files.count += 1;
-                tar.append_link(&mut header, &name, target.into_owned())?;
+                tar.append_link(&mut header, &name, &target)?;
             }
             other => {
                 return Err(ArchiveError::Refused(format!(

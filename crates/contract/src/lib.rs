@@ -6,8 +6,8 @@
 //! here too, so no service spells them by hand.
 
 use domain::{
-    DbIdent, DomainName, Driver, HostPath, Name, ServerKind, SiteId, SystemUser, TaskId, TaskStatus,
-    TaskType,
+    DbIdent, DomainName, Driver, HostPath, Name, ServerKind, SiteId, SystemUser, TaskId,
+    TaskStatus, TaskType,
 };
 pub mod steps;
 pub use seal::{RecipientKey, Sealed};

@@ -391,11 +391,7 @@ pub async fn deploy(
     let store = domain::Name::parse(contract::BACKUP_STORE).map_err(|e| anyhow!("{e}"))?;
     request.web_server = Some(web_server.clone());
     match rpc
-        .ask::<contract::BackupperRpc>(
-            &store,
-            &contract::BackupRequest::Deploy(request),
-            timeout,
-        )
+        .ask::<contract::BackupperRpc>(&store, &contract::BackupRequest::Deploy(request), timeout)
         .await?
     {
         contract::BackupperReply::Deploy(done) => Ok(done),
@@ -617,8 +613,16 @@ pub async fn record_packages(
     timeout: Duration,
     log: &worker::TaskLog,
 ) -> anyhow::Result<Option<usize>> {
-    let Some(result) =
-        run_declared_action(rpc, store, st, platform::Action::Packages, ctx, timeout, log).await?
+    let Some(result) = run_declared_action(
+        rpc,
+        store,
+        st,
+        platform::Action::Packages,
+        ctx,
+        timeout,
+        log,
+    )
+    .await?
     else {
         return Ok(None);
     };
