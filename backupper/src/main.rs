@@ -253,7 +253,7 @@ async fn main() -> anyhow::Result<()> {
         },
         rpc_timeout: config::seconds("HOSTING_RPC_TIMEOUT_SECS", 60.0)?,
         action_timeout: config::seconds("HOSTING_ACTION_TIMEOUT_SECS", 600.0)?,
-        backup_timeout: config::seconds("HOSTING_BACKUP_TIMEOUT_SECS", 1800.0)?,
+        backup_timeout: config::seconds("HOSTING_BACKUP_TIMEOUT_SECS", 3600.0)?,
         server: domain::Name::parse(&config::string("HOSTING_SERVER", "local"))
             .map_err(|e| anyhow::anyhow!("HOSTING_SERVER: {e}"))?,
         upload_url: config::optional("HOSTING_UPLOAD_URL"),

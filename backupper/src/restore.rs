@@ -36,6 +36,9 @@ struct RestoreSaga<'a> {
     new_db: DbIdent,
     /// Where the site's own tables wait (`move-tables`) until the restore has succeeded.
     aside_db: DbIdent,
+    /// The web server whose agent does the file side, when the site's files are not on this
+    /// host's disk.
+    agent: Option<domain::Name>,
 }
 
 pub async fn run(b: &Backupper, task: &Task, log: &TaskLog) -> Outcome {
@@ -53,14 +56,6 @@ pub async fn run(b: &Backupper, task: &Task, log: &TaskLog) -> Outcome {
             bail!(
                 "the site is {}; only enabled or disabled sites can be restored",
                 st.site.status
-            );
-        }
-        if st.web_server != b.settings.server {
-            // The file side of a restore (unpack beside, swap in) is not done by agents yet.
-            bail!(
-                "the site is on web server {}: restores write a site's files on the backup store's own host ({}) only, for now; nothing was changed",
-                st.web_server,
-                b.settings.server
             );
         }
         let backup = b.store.backup(backup_id).await?;
@@ -83,6 +78,7 @@ pub async fn run(b: &Backupper, task: &Task, log: &TaskLog) -> Outcome {
             previous_dir,
             new_db,
             aside_db,
+            agent: (st.web_server != b.settings.server).then(|| st.web_server.clone()),
         })
     };
     let saga = match prepared.await {
@@ -240,10 +236,83 @@ impl RestoreSaga<'_> {
         Ok(())
     }
 
-    async fn unpack(&self) -> anyhow::Result<()> {
-        if tokio::fs::try_exists(&self.fresh_dir).await? {
-            tokio::fs::remove_dir_all(&self.fresh_dir).await?; // from an interrupted run
+    /// Asks the agent of the site's web server.
+    async fn agent(
+        &self,
+        agent: &domain::Name,
+        request: WebconfRequest,
+    ) -> anyhow::Result<contract::WebconfReply> {
+        site::webconf(&self.b.rpc, agent, request, self.b.settings.rpc_timeout).await
+    }
+
+    fn host_path(path: &std::path::Path) -> anyhow::Result<domain::HostPath> {
+        domain::HostPath::parse(&path.to_string_lossy())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    /// Whether a directory of the site's is there, wherever its files are.
+    async fn dir_exists(&self, path: &std::path::Path) -> anyhow::Result<bool> {
+        let Some(agent) = &self.agent else {
+            return Ok(tokio::fs::try_exists(path).await?);
+        };
+        let reply = self
+            .agent(
+                agent,
+                WebconfRequest::InspectPath {
+                    path: Self::host_path(path)?,
+                },
+            )
+            .await?;
+        Ok(reply.path.is_some_and(|k| k != contract::PathKind::Missing))
+    }
+
+    /// Renames one of the site's directories to a sibling, wherever its files are.
+    async fn rename_dir(&self, from: &std::path::Path, to: &std::path::Path) -> anyhow::Result<()> {
+        let Some(agent) = &self.agent else {
+            return Ok(tokio::fs::rename(from, to).await?);
+        };
+        let request = WebconfRequest::MoveSiteDir {
+            site: self.site,
+            from: Self::host_path(from)?,
+            to: Self::host_path(to)?,
+            unmarked_ok: true,
+            deployed_by: None,
+        };
+        match self.agent(agent, request).await?.dir {
+            Some(contract::DirOutcome::Done) => Ok(()),
+            other => bail!(
+                "{} could not be renamed to {} on {agent}: {other:?}",
+                from.display(),
+                to.display()
+            ),
         }
+    }
+
+    /// Removes one of the site's directories, wherever its files are; `false` when it was
+    /// not there.
+    async fn remove_dir(&self, path: &std::path::Path) -> anyhow::Result<bool> {
+        let Some(agent) = &self.agent else {
+            return match tokio::fs::remove_dir_all(path).await {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(e.into()),
+            };
+        };
+        let request = WebconfRequest::RemoveSiteDir {
+            site: self.site,
+            path: Self::host_path(path)?,
+            unmarked_ok: true,
+            deployed_by: None,
+        };
+        match self.agent(agent, request).await?.dir {
+            Some(contract::DirOutcome::Done) => Ok(true),
+            Some(contract::DirOutcome::Missing) => Ok(false),
+            other => bail!("{} was left on {agent}: {other:?}", path.display()),
+        }
+    }
+
+    async fn unpack(&self) -> anyhow::Result<()> {
+        self.remove_dir(&self.fresh_dir).await?; // from an interrupted run
         let st = self.current().await?;
         let creds = Credentials {
             host: st.db_host.clone(),
@@ -251,20 +320,43 @@ impl RestoreSaga<'_> {
             user: self.new_db.clone(),
             password: self.new_password().await?,
         };
-        let extracted = unpack_and_import(
+        let Some(agent) = &self.agent else {
+            let extracted = unpack_and_import(
+                self.b,
+                &self.backup,
+                &self.fresh_dir,
+                &self.new_db,
+                &creds,
+                Unpacked::ForSite(st.owner()?),
+            )
+            .await?;
+            self.log
+                .info(format!(
+                    "unpacked {} files and imported the database into {}",
+                    extracted.files.count, self.new_db
+                ))
+                .await;
+            return Ok(());
+        };
+        // The site's files are on another host: the dump is imported from here, and the
+        // site's agent unpacks the files there.
+        import_dump(self.b, &self.backup, self.task.id, &self.new_db, &creds).await?;
+        self.log
+            .info(format!("imported the database into {}", self.new_db))
+            .await;
+        let web = self.b.store.server(st.platform.server_id).await?;
+        let files = unpack_on(
             self.b,
+            &web,
             &self.backup,
+            self.task.id,
+            self.site,
+            &st.site.system_user,
             &self.fresh_dir,
-            &self.new_db,
-            &creds,
-            Unpacked::ForSite(st.owner()?),
         )
         .await?;
         self.log
-            .info(format!(
-                "unpacked {} files and imported the database into {}",
-                extracted.files.count, self.new_db
-            ))
+            .info(format!("{agent}'s agent unpacked {files} files"))
             .await;
         Ok(())
     }
@@ -311,15 +403,15 @@ impl Saga for RestoreSaga<'_> {
             }
             RestoreStep::Unpack => self.unpack().await?,
             RestoreStep::Swap => {
-                if tokio::fs::try_exists(&self.fresh_dir).await? {
-                    if tokio::fs::try_exists(&self.site_dir).await?
-                        && !tokio::fs::try_exists(&self.previous_dir).await?
+                if self.dir_exists(&self.fresh_dir).await? {
+                    if self.dir_exists(&self.site_dir).await?
+                        && !self.dir_exists(&self.previous_dir).await?
                     {
-                        tokio::fs::rename(&self.site_dir, &self.previous_dir)
+                        self.rename_dir(&self.site_dir, &self.previous_dir)
                             .await
                             .context("moving the current site directory aside")?;
                     }
-                    tokio::fs::rename(&self.fresh_dir, &self.site_dir)
+                    self.rename_dir(&self.fresh_dir, &self.site_dir)
                         .await
                         .context("moving the restored directory in")?;
                 }
@@ -400,13 +492,13 @@ impl Saga for RestoreSaga<'_> {
                         }
                     }
                 }
-                match tokio::fs::remove_dir_all(&self.previous_dir).await {
-                    Ok(()) => self.log.info("previous site directory removed").await,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                match self.remove_dir(&self.previous_dir).await {
+                    Ok(true) => self.log.info("previous site directory removed").await,
+                    Ok(false) => {}
                     Err(e) => {
                         self.log
                             .warn(format!(
-                                "could not remove {}: {e}",
+                                "could not remove {}: {e:#}",
                                 self.previous_dir.display()
                             ))
                             .await
@@ -432,10 +524,9 @@ impl Saga for RestoreSaga<'_> {
                 )
                 .await?;
             }
-            RestoreStep::Unpack => match tokio::fs::remove_dir_all(&self.fresh_dir).await {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
-                _ => {}
-            },
+            RestoreStep::Unpack => {
+                self.remove_dir(&self.fresh_dir).await?;
+            }
             RestoreStep::TablesIn => {
                 if self.placement().await? == site::DbPlacement::MoveTables {
                     let (live, _, _) = self.previous_db().await?;
@@ -465,11 +556,11 @@ impl Saga for RestoreSaga<'_> {
                     .await;
             }
             RestoreStep::Swap => {
-                if tokio::fs::try_exists(&self.previous_dir).await? {
-                    if tokio::fs::try_exists(&self.site_dir).await? {
-                        tokio::fs::rename(&self.site_dir, &self.fresh_dir).await?;
+                if self.dir_exists(&self.previous_dir).await? {
+                    if self.dir_exists(&self.site_dir).await? {
+                        self.rename_dir(&self.site_dir, &self.fresh_dir).await?;
                     }
-                    tokio::fs::rename(&self.previous_dir, &self.site_dir).await?;
+                    self.rename_dir(&self.previous_dir, &self.site_dir).await?;
                 }
                 let (name, user, password) = self.previous_db().await?;
                 self.b
@@ -520,16 +611,7 @@ pub async fn unpack_and_import(
         Stdio::null(),
     )?;
     let archive_path = b.settings.backup_dir.join(&backup.key);
-    // What the record says the archive holds bounds what is unpacked (size first).
-    let recorded = |k: &str| backup.manifest.pointer(k).and_then(|v| v.as_u64());
-    let limits = match (
-        recorded("/files/count"),
-        recorded("/files/bytes"),
-        recorded("/dump_bytes"),
-    ) {
-        (Some(files), Some(bytes), Some(dump)) => b.settings.limits.narrowed_to(files, bytes, dump),
-        _ => b.settings.limits,
-    };
+    let limits = limits_for(b, backup);
     let (checksum, dest_dir) = (backup.checksum.clone(), dest.to_path_buf());
     // Handed over as each entry is made, not by a second walk over thousands of files.
     let handover = match unpacked {
@@ -588,6 +670,95 @@ pub async fn unpack_and_import(
     })
     .await??;
     Ok(extracted)
+}
+
+/// Imports a backup's dump into `database` for a site whose files are on another host: through
+/// a scratch copy of its files here, which proves the archive whole and is removed at once.
+pub async fn import_dump(
+    b: &Backupper,
+    backup: &Backup,
+    task: domain::TaskId,
+    database: &DbIdent,
+    creds: &Credentials,
+) -> anyhow::Result<()> {
+    let scratch = b.settings.backup_dir.join(format!(".import-t{task}"));
+    if tokio::fs::try_exists(&scratch).await? {
+        tokio::fs::remove_dir_all(&scratch).await?; // from an interrupted run
+    }
+    let imported = unpack_and_import(b, backup, &scratch, database, creds, Unpacked::Scratch).await;
+    let _ = tokio::fs::remove_dir_all(&scratch).await;
+    imported.map(|_| ())
+}
+
+/// A backup's site files unpacked into `dest` on another web server by its agent, from the
+/// archive it fetches from the store's door with a token for this one download (`dest` is
+/// named by the task: what an interrupted run left there is replaced). The number of files.
+pub async fn unpack_on(
+    b: &Backupper,
+    web: &store::Server,
+    backup: &Backup,
+    task: domain::TaskId,
+    site: domain::SiteId,
+    user: &domain::SystemUser,
+    dest: &std::path::Path,
+) -> anyhow::Result<u64> {
+    let agent = &web.name;
+    let (Some(url), Some(uploads)) = (&b.settings.upload_url, &b.uploads) else {
+        bail!(
+            "the site's files are on {agent}, and this backup store gives no archives: set HOSTING_UPLOAD_LISTEN and HOSTING_UPLOAD_URL (an address {agent} can reach)"
+        );
+    };
+    let offered = uploads.offer(
+        task,
+        web.host.parse().ok(),
+        b.settings.upload_ttl,
+        b.settings.backup_dir.join(&backup.key),
+    );
+    let key = site::agent_key(
+        &b.rpc,
+        &b.store,
+        web.id,
+        agent,
+        domain::ServerKind::Web,
+        b.settings.rpc_timeout,
+    )
+    .await?;
+    let limits = limits_for(b, backup);
+    let request = WebconfRequest::ReceiveSiteFiles(Box::new(contract::ReceiveSiteFiles {
+        task,
+        site,
+        user: user.clone(),
+        dest: domain::HostPath::parse(&dest.to_string_lossy())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", dest.display()))?,
+        replace: true,
+        sha256: backup.checksum.clone(),
+        max_entries: limits.max_entries,
+        max_bytes: limits.max_bytes,
+        url: format!(
+            "{}{}",
+            url.trim_end_matches('/'),
+            crate::uploads::ARCHIVES_PATH
+        ),
+        token: key.seal(offered.token.as_bytes())?,
+    }));
+    let reply = site::webconf(&b.rpc, agent, request, b.settings.backup_timeout).await?;
+    let got = reply
+        .sent
+        .with_context(|| format!("webconf on {agent} did not say what it unpacked"))?;
+    Ok(got.files)
+}
+
+/// What the record says the archive holds bounds what is unpacked (size first).
+fn limits_for(b: &Backupper, backup: &Backup) -> archive::Limits {
+    let recorded = |k: &str| backup.manifest.pointer(k).and_then(|v| v.as_u64());
+    match (
+        recorded("/files/count"),
+        recorded("/files/bytes"),
+        recorded("/dump_bytes"),
+    ) {
+        (Some(files), Some(bytes), Some(dump)) => b.settings.limits.narrowed_to(files, bytes, dump),
+        _ => b.settings.limits,
+    }
 }
 
 /// Hands written bytes to the import's feeder thread.

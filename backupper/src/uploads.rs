@@ -1,9 +1,10 @@
-//! The backup store's door for site files streamed by web servers' agents (the file side of
-//! a backup of a site on another host). Bulk data never rides the broker: the backupper asks
-//! the agent by RPC to send the files, with a token made for that one upload, and the agent
-//! PUTs a plain tar here. A token is good once, for one task, from one host (the web server's
-//! address as registered), until it expires; anything else is refused before a byte is read.
-//! What arrived is checked against what the agent says it sent (size and SHA-256), end to end.
+//! The backup store's door for web servers' agents: the file side of backups and restores of
+//! sites on other hosts. Bulk data never rides the broker: the backupper asks the agent by RPC
+//! to send the site's files (a plain tar it PUTs here) or to fetch an archive (which it GETs
+//! from here), with a token made for that one transfer. A token is good once, for one task,
+//! one direction and one host (the web server's address as registered), until it expires;
+//! anything else is refused before a byte moves. What arrived is checked against what the
+//! other side says it sent (size and SHA-256), end to end.
 
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -19,6 +20,8 @@ use tokio::sync::{mpsc, oneshot};
 
 /// The path agents PUT site files to.
 pub const SITE_FILES_PATH: &str = "/v1/site-files";
+/// The path agents GET archives from.
+pub const ARCHIVES_PATH: &str = "/v1/archives";
 
 /// What arrived of one upload: its size and SHA-256, once the whole body was read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,11 +32,21 @@ pub struct Received {
 
 struct Expected {
     task: domain::TaskId,
-    /// The only address the upload may come from, when the web server's host is an address.
+    /// The only address the request may come from, when the web server's host is an address.
     from: Option<IpAddr>,
     expires: Instant,
-    chunks: mpsc::Sender<bytes::Bytes>,
-    done: oneshot::Sender<Received>,
+    door: Door,
+}
+
+/// Which way a token lets bytes through.
+enum Door {
+    /// Site files in, to the archive's writer.
+    Upload {
+        chunks: mpsc::Sender<bytes::Bytes>,
+        done: oneshot::Sender<Received>,
+    },
+    /// An archive out.
+    Download { archive: std::path::PathBuf },
 }
 
 /// The uploads the store waits for, by token.
@@ -70,10 +83,38 @@ impl Drop for Awaited {
 impl Uploads {
     /// Waits for one upload for `task` from `from`, good for `ttl`.
     pub fn expect(&self, task: domain::TaskId, from: Option<IpAddr>, ttl: Duration) -> Awaited {
-        use rand::RngExt;
-        let token = hex::encode(rand::rng().random::<[u8; 32]>());
         let (tx, chunks) = mpsc::channel(8);
         let (done_tx, done) = oneshot::channel();
+        let door = Door::Upload {
+            chunks: tx,
+            done: done_tx,
+        };
+        let mut awaited = self.open(task, from, ttl, door);
+        awaited.chunks = Some(chunks);
+        awaited.done = Some(done);
+        awaited
+    }
+
+    /// Lets `archive` be fetched once for `task` from `from`, within `ttl`.
+    pub fn offer(
+        &self,
+        task: domain::TaskId,
+        from: Option<IpAddr>,
+        ttl: Duration,
+        archive: std::path::PathBuf,
+    ) -> Awaited {
+        self.open(task, from, ttl, Door::Download { archive })
+    }
+
+    fn open(
+        &self,
+        task: domain::TaskId,
+        from: Option<IpAddr>,
+        ttl: Duration,
+        door: Door,
+    ) -> Awaited {
+        use rand::RngExt;
+        let token = hex::encode(rand::rng().random::<[u8; 32]>());
         if let Ok(mut map) = self.expected.lock() {
             let now = Instant::now();
             map.retain(|_, e| e.expires > now);
@@ -83,22 +124,26 @@ impl Uploads {
                     task,
                     from,
                     expires: now + ttl,
-                    chunks: tx,
-                    done: done_tx,
+                    door,
                 },
             );
         }
         Awaited {
             token,
-            chunks: Some(chunks),
-            done: Some(done),
+            chunks: None,
+            done: None,
             uploads: self.clone(),
         }
     }
 
     /// Takes the upload `token` opens for a request from `peer`, or says why not. A token is
     /// taken once: a second request with it is refused.
-    fn admit(&self, token: &str, peer: IpAddr) -> Result<Expected, (StatusCode, String)> {
+    fn admit(
+        &self,
+        token: &str,
+        peer: IpAddr,
+        upload: bool,
+    ) -> Result<Expected, (StatusCode, String)> {
         let mut map = self.expected.lock().map_err(|_| {
             (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -113,6 +158,13 @@ impl Uploads {
         };
         if expected.expires <= Instant::now() {
             return Err(refused("this token has expired"));
+        }
+        if matches!(expected.door, Door::Upload { .. }) != upload {
+            return Err(refused(if upload {
+                "this token is for fetching an archive, not for sending files"
+            } else {
+                "this token is for sending files, not for fetching an archive"
+            }));
         }
         if expected.from.is_some_and(|from| from != peer) {
             let why = format!(
@@ -140,28 +192,41 @@ fn error(status: StatusCode, message: String) -> axum::response::Response {
         .into_response()
 }
 
+/// The request's token, and what it opens for `peer` (one way), or the answer that refuses.
+fn admitted(
+    uploads: &Uploads,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    upload: bool,
+) -> Result<Expected, (StatusCode, String)> {
+    let Some(token) = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return Err((
+            StatusCode::UNAUTHORIZED,
+            "a transfer needs its token: Authorization: Bearer <token>".into(),
+        ));
+    };
+    uploads
+        .admit(token.trim(), peer.ip(), upload)
+        .inspect_err(|(_, why)| tracing::warn!(%peer, %why, "a transfer was refused"))
+}
+
 async fn receive(
     State(uploads): State<Uploads>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> axum::response::Response {
-    let Some(token) = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "an upload needs its token: Authorization: Bearer <token>".into(),
-        );
-    };
-    let expected = match uploads.admit(token.trim(), peer.ip()) {
+    let expected = match admitted(&uploads, &headers, peer, true) {
         Ok(e) => e,
-        Err((status, why)) => {
-            tracing::warn!(%peer, %why, "site files refused");
-            return error(status, why);
-        }
+        Err((status, why)) => return error(status, why),
+    };
+    let task = expected.task;
+    let Door::Upload { chunks, done } = expected.door else {
+        return error(StatusCode::FORBIDDEN, "not an upload's token".into());
     };
     let mut hasher = Sha256::new();
     let mut bytes = 0u64;
@@ -178,23 +243,66 @@ async fn receive(
         };
         hasher.update(&chunk);
         bytes += chunk.len() as u64;
-        if expected.chunks.send(chunk).await.is_err() {
+        if chunks.send(chunk).await.is_err() {
             return error(
                 StatusCode::CONFLICT,
                 "the backup this upload was for stopped".into(),
             );
         }
     }
-    drop(expected.chunks);
+    drop(chunks);
     let received = Received {
         bytes,
         sha256: hex::encode(hasher.finalize()),
     };
-    let _ = expected.done.send(received.clone());
-    tracing::info!(task = %expected.task, bytes, "site files received");
+    let _ = done.send(received.clone());
+    tracing::info!(%task, bytes, "site files received");
     (
         StatusCode::OK,
         Json(serde_json::json!({"received": bytes, "sha256": received.sha256})),
+    )
+        .into_response()
+}
+
+/// An archive, to the agent whose token opens it.
+async fn send(
+    State(uploads): State<Uploads>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> axum::response::Response {
+    let expected = match admitted(&uploads, &headers, peer, false) {
+        Ok(e) => e,
+        Err((status, why)) => return error(status, why),
+    };
+    let Door::Download { archive } = expected.door else {
+        return error(StatusCode::FORBIDDEN, "not a download's token".into());
+    };
+    let file = match tokio::fs::File::open(&archive).await {
+        Ok(f) => f,
+        Err(e) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("the archive cannot be read: {e}"),
+            )
+        }
+    };
+    tracing::info!(task = %expected.task, archive = %archive.display(), "archive sent");
+    let chunks = futures_util::stream::unfold(file, |mut file| async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 256 << 10];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok::<_, std::io::Error>(bytes::Bytes::from(buf)), file))
+            }
+            Err(e) => Some((Err(e), file)),
+        }
+    });
+    (
+        StatusCode::OK,
+        [(axum::http::header::CONTENT_TYPE, "application/zstd")],
+        axum::body::Body::from_stream(chunks),
     )
         .into_response()
 }
@@ -203,9 +311,10 @@ async fn receive(
 pub async fn serve(listen: SocketAddr, uploads: Uploads) -> anyhow::Result<()> {
     let app = axum::Router::new()
         .route(SITE_FILES_PATH, axum::routing::put(receive))
+        .route(ARCHIVES_PATH, axum::routing::get(send))
         .with_state(uploads);
     let listener = tokio::net::TcpListener::bind(listen).await?;
-    tracing::info!(%listen, "receiving site files from web servers' agents");
+    tracing::info!(%listen, "taking site files from web servers' agents, and giving archives");
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -257,21 +366,25 @@ mod tests {
         let task = domain::TaskId(7);
         let awaited = uploads.expect(task, Some(ip("10.1.1.10")), Duration::from_secs(60));
         // From another host: refused, and the token is spent.
-        let other = uploads.admit(&awaited.token, ip("10.1.1.11")).err();
+        let other = uploads.admit(&awaited.token, ip("10.1.1.11"), true).err();
         assert_eq!(other.map(|e| e.0), Some(StatusCode::FORBIDDEN));
-        assert!(uploads.admit(&awaited.token, ip("10.1.1.10")).is_err());
+        assert!(uploads
+            .admit(&awaited.token, ip("10.1.1.10"), true)
+            .is_err());
 
         let awaited = uploads.expect(task, Some(ip("10.1.1.10")), Duration::from_secs(60));
-        assert!(uploads.admit(&awaited.token, ip("10.1.1.10")).is_ok());
+        assert!(uploads.admit(&awaited.token, ip("10.1.1.10"), true).is_ok());
         // Once only.
-        assert!(uploads.admit(&awaited.token, ip("10.1.1.10")).is_err());
+        assert!(uploads
+            .admit(&awaited.token, ip("10.1.1.10"), true)
+            .is_err());
         // Another task's token is not this one, and a made-up one opens nothing.
         let second = uploads.expect(domain::TaskId(8), None, Duration::from_secs(60));
         assert_ne!(second.token, awaited.token);
-        assert!(uploads.admit("made-up", ip("10.1.1.10")).is_err());
+        assert!(uploads.admit("made-up", ip("10.1.1.10"), true).is_err());
 
         let expired = uploads.expect(task, None, Duration::from_millis(0));
-        let refused = uploads.admit(&expired.token, ip("10.1.1.10")).err();
+        let refused = uploads.admit(&expired.token, ip("10.1.1.10"), true).err();
         assert!(
             refused.is_some_and(|(_, why)| why.contains("expired") || why.contains("never made"))
         );
@@ -279,6 +392,15 @@ mod tests {
         let dropped = uploads.expect(task, None, Duration::from_secs(60));
         let token = dropped.token.clone();
         drop(dropped);
-        assert!(uploads.admit(&token, ip("10.1.1.10")).is_err());
+        assert!(uploads.admit(&token, ip("10.1.1.10"), true).is_err());
+        // One way only: an archive's token sends no files, and an upload's fetches nothing.
+        let offered = uploads.offer(task, None, Duration::from_secs(60), "/nowhere".into());
+        assert!(uploads
+            .admit(&offered.token, ip("10.1.1.10"), true)
+            .is_err());
+        let upload = uploads.expect(task, None, Duration::from_secs(60));
+        assert!(uploads
+            .admit(&upload.token, ip("10.1.1.10"), false)
+            .is_err());
     }
 }

@@ -240,6 +240,7 @@ impl Saga for DeleteSaga<'_> {
                         from: self.st.site_dir.clone(),
                         to: self.aside.clone(),
                         unmarked_ok: self.force,
+                        deployed_by: None,
                     })
                     .await?;
                 let dir = &self.st.site_dir;
@@ -292,6 +293,7 @@ impl Saga for DeleteSaga<'_> {
                         site: site.id,
                         path: self.aside.clone(),
                         unmarked_ok: self.force,
+                        deployed_by: None,
                     })
                     .await;
                 match removed.map(|r| r.dir) {
@@ -427,6 +429,7 @@ impl Saga for DeleteSaga<'_> {
                         from: self.aside.clone(),
                         to: self.st.site_dir.clone(),
                         unmarked_ok: true,
+                        deployed_by: None,
                     })
                     .await?;
                 if reply.dir == Some(DirOutcome::Done) {

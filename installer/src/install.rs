@@ -136,6 +136,7 @@ impl InstallSaga<'_> {
                 site: self.st.site.id,
                 path: self.st.site_dir.clone(),
                 unmarked_ok: false,
+                deployed_by: None,
             })
             .await?;
         if reply.dir == Some(contract::DirOutcome::NotOurs) {

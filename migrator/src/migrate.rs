@@ -28,7 +28,7 @@ use domain::{DbIdent, DbPassword, DomainName, PlatformId, ServerId, SiteId, Site
 use platform::{Action, PreviousSite};
 use saga::{Outcome as SagaOutcome, Saga};
 use serde::{Deserialize, Serialize};
-use site::{Placement, SiteTask, DEPLOY_MARK, SITE_MARK};
+use site::{Placement, SiteTask};
 use store::Task;
 use worker::{Outcome, TaskLog};
 
@@ -105,7 +105,7 @@ pub async fn run(m: &Migrator, task: &Task, log: &TaskLog, mode: Mode) -> Outcom
             // The deploy's mark lets its undo remove what it made; with nothing left to undo
             // it goes (a migrate's cleanup does the same).
             if let Ok(dest) = saga.destination().await {
-                let _ = tokio::fs::remove_file(dest.site_dir.as_path().join(DEPLOY_MARK)).await;
+                let _ = saga.clear_deploy_mark(&dest).await;
             }
             if !saga.missing.is_empty() {
                 let why = format!(
@@ -525,38 +525,64 @@ impl MoveSaga<'_> {
         .changed)
     }
 
+    /// The deploy's mark lets its undo remove what it made; with nothing left to undo it goes.
+    async fn clear_deploy_mark(&self, dest: &SiteTask) -> anyhow::Result<()> {
+        self.webconf(
+            dest,
+            WebconfRequest::WriteMark {
+                path: dest.site_dir.clone(),
+                mark: contract::MarkKind::Deploy,
+                content: None,
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
     async fn cleanup(&self) -> anyhow::Result<()> {
         let (source, dest) = (self.source().await?, self.destination().await?);
         self.refresh_packages(&dest).await;
-        let _ = tokio::fs::remove_file(dest.site_dir.as_path().join(DEPLOY_MARK)).await;
-        let old = source.site_dir.as_path();
-        match site::read_mark(old, SITE_MARK).await {
-            Some(m) if m == format!("site {}\n", self.site) => {
-                match tokio::fs::remove_dir_all(old).await {
-                    Ok(()) => {
-                        self.log
-                            .info(format!("old copy {} removed", source.site_dir))
-                            .await
-                    }
-                    Err(e) => {
-                        self.log
-                            .warn(format!(
-                                "could not remove the old copy {}: {e}",
-                                source.site_dir
-                            ))
-                            .await
-                    }
-                }
+        let _ = self.clear_deploy_mark(&dest).await;
+        // By the agent of the web server the site came from: only a directory that carries
+        // this site's own mark goes.
+        let removed = site::webconf(
+            &self.m.rpc,
+            &source.web_server,
+            WebconfRequest::RemoveSiteDir {
+                site: self.site,
+                path: source.site_dir.clone(),
+                unmarked_ok: false,
+                deployed_by: None,
+            },
+            self.m.settings.rpc_timeout,
+        )
+        .await;
+        match removed.map(|r| r.dir) {
+            Ok(Some(contract::DirOutcome::Done)) => {
+                self.log
+                    .info(format!(
+                        "old copy {} removed from {}",
+                        source.site_dir, source.web_server
+                    ))
+                    .await
             }
-            Some(_) => {
+            Ok(Some(contract::DirOutcome::NotOurs)) => {
                 self.log
                     .warn(format!(
-                        "{} carries another site's mark; left alone",
+                        "{} carries another site's mark, or none; left alone",
                         source.site_dir
                     ))
                     .await
             }
-            None => {}
+            Ok(_) => {}
+            Err(e) => {
+                self.log
+                    .warn(format!(
+                        "could not remove the old copy {}: {e:#}",
+                        source.site_dir
+                    ))
+                    .await
+            }
         }
         // What held the old data: the tables set aside and the emptied import database (with
         // its user), or, repointed, the old database.
@@ -686,10 +712,13 @@ impl Saga for MoveSaga<'_> {
                 let _: DeployReply = self.backupper_deploy(&dest, backup.backup).await?;
                 if self.mode == Mode::Clone {
                     // The copy is a site of its own now.
-                    site::write_mark(
-                        dest.site_dir.as_path(),
-                        SITE_MARK,
-                        &format!("site {}\n", self.target_site),
+                    self.webconf(
+                        &dest,
+                        WebconfRequest::WriteMark {
+                            path: dest.site_dir.clone(),
+                            mark: contract::MarkKind::Site,
+                            content: Some(site::site_mark(self.target_site)),
+                        },
                     )
                     .await?;
                 }
@@ -773,18 +802,31 @@ impl Saga for MoveSaga<'_> {
                                 &password,
                             )
                             .await?;
-                        if self.renamed() {
+                        let source = self.source().await?;
+                        let moved_host = source.web_server != dest.web_server;
+                        if self.renamed() || moved_host {
+                            // The old address, or the old web server, serves it no more.
                             self.webconf(
-                                &dest,
+                                &source,
                                 WebconfRequest::RemoveVhost {
                                     domain: self.origin.domain.clone(),
                                 },
                             )
                             .await?;
+                        }
+                        if self.renamed() {
                             // Open login links lead to the old address.
                             self.m.store.supersede_login_links(self.site).await?;
                             self.log
                                 .info(format!("{} no longer serves the site", self.origin.domain))
+                                .await;
+                        }
+                        if moved_host {
+                            self.log
+                                .info(format!(
+                                    "{} no longer serves the site; {} does",
+                                    source.web_server, dest.web_server
+                                ))
                                 .await;
                         }
                     }
@@ -882,19 +924,34 @@ impl Saga for MoveSaga<'_> {
             }
             MoveStep::Deploy => {
                 let dest = self.staged().await?;
-                let dir = dest.site_dir.as_path();
-                let staging = site::beside(dir, "deploy", self.task.id);
-                if tokio::fs::try_exists(&staging).await? {
-                    tokio::fs::remove_dir_all(&staging).await?;
-                }
-                let ours = format!("task {}\n", self.task.id);
-                if site::read_mark(dir, DEPLOY_MARK).await == Some(ours) {
-                    tokio::fs::remove_dir_all(dir)
-                        .await
-                        .with_context(|| format!("removing {}", dest.site_dir))?;
-                    self.log
-                        .info(format!("deployed copy {} removed", dest.site_dir))
-                        .await;
+                let staging = site::beside(dest.site_dir.as_path(), "deploy", self.task.id);
+                let staging = domain::HostPath::parse(&staging.to_string_lossy())
+                    .map_err(|e| anyhow::anyhow!("the staging directory: {e}"))?;
+                // By the agent of the web server it was deployed onto: only what this task
+                // deployed (its deploy mark) goes.
+                // The staging directory is named by this task (it holds the site's files,
+                // not yet the deploy's mark); the deployed one goes only with that mark.
+                let removals = [
+                    (staging, true, None),
+                    (dest.site_dir.clone(), false, Some(self.task.id)),
+                ];
+                for (path, unmarked_ok, deployed_by) in removals {
+                    let request = WebconfRequest::RemoveSiteDir {
+                        site: self.site,
+                        path: path.clone(),
+                        unmarked_ok,
+                        deployed_by,
+                    };
+                    let reply = site::webconf(
+                        &self.m.rpc,
+                        &dest.web_server,
+                        request,
+                        self.m.settings.rpc_timeout,
+                    )
+                    .await?;
+                    if reply.dir == Some(contract::DirOutcome::Done) {
+                        self.log.info(format!("deployed copy {path} removed")).await;
+                    }
                 }
             }
             MoveStep::Switch => {
@@ -913,7 +970,7 @@ impl Saga for MoveSaga<'_> {
                                 &self.origin.password,
                             )
                             .await?;
-                        if self.renamed() {
+                        if self.renamed() || source.web_server != dest.web_server {
                             self.webconf(
                                 &dest,
                                 WebconfRequest::RemoveVhost {
@@ -923,7 +980,7 @@ impl Saga for MoveSaga<'_> {
                             .await?;
                         }
                         // The original vhost, root and credentials again (for the same
-                        // domain this replaces the target's vhost).
+                        // domain on the same web server this replaces the target's vhost).
                         source
                             .write_settings(
                                 &self.m.rpc,

@@ -150,6 +150,26 @@ impl Topology {
         }
     }
 
+    /// The example platform's code copied onto web2's disk only, registered on web2 as
+    /// `example-web2` and verified there (by web2's agent); answers its root as web2 sees it.
+    async fn platform_on_web2(&self) -> String {
+        tests::copy_dir(
+            &tests::repo_root().join("platforms/example"),
+            &self.web2.root.join("platforms/example"),
+        )
+        .expect("the example platform copied onto web2");
+        let root = format!("{HOST_ROOT}/platforms/example");
+        let body =
+            json!({"name": "example-web2", "server": "web2", "root": root, "driver": "hooks"});
+        let (status, r) = self.stack.call("POST", "/platforms", Some(body)).await;
+        assert_eq!(status, 202, "{r}");
+        self.stack
+            .wait_platform("example-web2")
+            .await
+            .expect("the platform on web2 verified by web2's agent");
+        root
+    }
+
     async fn teardown(self) {
         self.stack.teardown().await;
         drop(self._mariadb);
@@ -295,26 +315,7 @@ async fn a_site_on_web2_with_its_database_on_db2_lives_and_ends_there() {
     let (stack, web2, db2) = (&topology.stack, &topology.web2, &topology.db2);
 
     // A platform whose code is on web2's disk only: web2's agent reads it.
-    tests::copy_dir(
-        &tests::repo_root().join("platforms/example"),
-        &web2.root.join("platforms/example"),
-    )
-    .expect("the example platform copied onto web2");
-    let root = format!("{HOST_ROOT}/platforms/example");
-    let (status, r) = stack
-        .call(
-            "POST",
-            "/platforms",
-            Some(
-                json!({"name": "example-web2", "server": "web2", "root": root, "driver": "hooks"}),
-            ),
-        )
-        .await;
-    assert_eq!(status, 202, "{r}");
-    stack
-        .wait_platform("example-web2")
-        .await
-        .expect("the platform on web2 verified by web2's agent");
+    let root = topology.platform_on_web2().await;
 
     stack.create_client("acme").await;
     let domain = "two.acme.example";
@@ -400,6 +401,9 @@ async fn a_site_on_web2_with_its_database_on_db2_lives_and_ends_there() {
 
     // A backup: the files streamed by web2's agent into the control plane's store, the
     // database dumped from db2; verify-backup proves it restorable.
+    let files = format!("{root}/sites/{domain}/files");
+    web2.run(&format!("echo kept > {files}/kept.txt"))
+        .expect("a file in the site's files");
     let backup = stack
         .run_site_task(site_id, json!({"type": "backup"}))
         .await;
@@ -421,6 +425,35 @@ async fn a_site_on_web2_with_its_database_on_db2_lives_and_ends_there() {
         .expect("the site's archives in the control plane's store")
         .count();
     assert_eq!(archives, 1);
+
+    // A restore on web2: the files come back from the store through web2's agent, the
+    // database into db2, and what changed since is gone.
+    web2.run(&format!(
+        "rm {files}/kept.txt && echo later > {files}/later.txt"
+    ))
+    .expect("changing the site's files");
+    let restored = stack
+        .run_site_task(site_id, json!({"type": "restore", "backup": backup_id}))
+        .await;
+    stack.assert_success(&restored).await;
+    let log = stack.task_log_text(id(&restored)).await;
+    assert!(log.contains("web2's agent unpacked"), "{log}");
+    let after = web2
+        .run(&format!(
+            "cat {files}/kept.txt; stat -c %U {files}/kept.txt; ls {files}"
+        ))
+        .expect("the restored files");
+    assert_eq!(
+        after.lines().collect::<Vec<_>>(),
+        vec!["kept", user.as_str(), "kept.txt"],
+        "{after}"
+    );
+    assert_eq!(page_on(web2, domain, "/").await.status, 200);
+    let leftovers = web2
+        .run(&format!("ls -A {root}/sites"))
+        .expect("the platform's sites");
+    let leftovers: Vec<&str> = leftovers.lines().filter(|l| *l != ".gitkeep").collect();
+    assert_eq!(leftovers, vec![domain], "nothing of the restore is left beside the site");
 
     // The store's door for site files lets nothing in without an upload's token.
     let door = format!("http://{}/v1/site-files", topology.upload);
@@ -500,6 +533,78 @@ async fn a_site_on_web2_with_its_database_on_db2_lives_and_ends_there() {
     stack.assert_success(&forced).await;
     assert_eq!(page_on(web2, broken, "/").await.status, 404);
     assert_eq!(stack.site(id(&site)).await["status"], "deleted");
+
+    topology.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_moves_from_web1_and_db1_to_web2_and_db2_and_is_cloned_back() {
+    let topology = Topology::start().await;
+    let (stack, web2) = (&topology.stack, &topology.web2);
+    let root = topology.platform_on_web2().await;
+    stack.create_client("acme").await;
+    let domain = "moving.acme.example";
+    let site = stack.install_site(domain, "acme").await;
+    let site_id = id(&site);
+    let old_dir = stack.example_root.join(format!("sites/{domain}"));
+    std::fs::write(old_dir.join("files/upload.txt"), "uploaded on web1").expect("an upload");
+    let old_db = site["db_name"].as_str().unwrap_or_default().to_owned();
+
+    // Both at once: web1 -> web2 and db1 -> db2.
+    let moved = stack
+        .run_site_task(
+            site_id,
+            json!({"type": "migrate", "platform": "example-web2", "db_server": "db2"}),
+        )
+        .await;
+    stack.assert_success(&moved).await;
+    let page = page_on(web2, domain, "/").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("This page was stored"), "{}", page.body);
+    let upload = web2
+        .run(&format!("cat {root}/sites/{domain}/files/upload.txt"))
+        .expect("the upload on web2");
+    assert_eq!(upload, "uploaded on web1");
+    // The old copy is gone from web1: its directory, its vhost and its database.
+    assert!(!old_dir.exists(), "the old copy is still on web1");
+    let here = stack.page(domain, "/").await;
+    assert!(!here.body.contains("This page was stored"), "{}", here.body);
+    let record = stack.site(site_id).await;
+    assert_eq!(record["db_server"], "db2", "{record}");
+    assert_eq!(record["platform"], "example-web2", "{record}");
+    let machine = sqlx::MySqlPool::connect(tests::MYSQL_ADMIN_URL)
+        .await
+        .expect("the machine's MariaDB");
+    let left: Option<String> = sqlx::query_scalar(
+        "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
+    )
+    .bind(&old_db)
+    .fetch_optional(&machine)
+    .await
+    .expect("a query");
+    machine.close().await;
+    assert_eq!(left, None, "the old database is still on db1");
+
+    // A clone from web2 back onto web1, as a site of its own.
+    let copy = "copy.acme.example";
+    let cloned = stack
+        .run_site_task(
+            site_id,
+            json!({"type": "clone", "platform": "example", "domain": copy, "db_server": "local"}),
+        )
+        .await;
+    stack.assert_success(&cloned).await;
+    let page = stack.page(copy, "/").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let copied = std::fs::read_to_string(
+        stack
+            .example_root
+            .join(format!("sites/{copy}/files/upload.txt")),
+    )
+    .expect("the upload in the clone");
+    assert_eq!(copied, "uploaded on web1");
+    // The original still serves on web2.
+    assert_eq!(page_on(web2, domain, "/").await.status, 200);
 
     topology.teardown().await;
 }

@@ -98,12 +98,13 @@ impl Sites {
         site: SiteId,
         path: &HostPath,
         unmarked_ok: bool,
+        deployed_by: Option<domain::TaskId>,
     ) -> anyhow::Result<DirOutcome> {
         let path = path.as_path();
         if !exists(path).await? {
             return Ok(DirOutcome::Missing);
         }
-        if !is_sites(path, site, unmarked_ok).await {
+        if !is_sites(path, site, unmarked_ok, deployed_by).await {
             return Ok(DirOutcome::NotOurs);
         }
         tokio::fs::remove_dir_all(path)
@@ -119,6 +120,7 @@ impl Sites {
         from: &HostPath,
         to: &HostPath,
         unmarked_ok: bool,
+        deployed_by: Option<domain::TaskId>,
     ) -> anyhow::Result<DirOutcome> {
         let (from, to) = (from.as_path(), to.as_path());
         // A rename within its parent only: what a delete's aside and its undo need, and no
@@ -136,7 +138,7 @@ impl Sites {
         if !exists(from).await? {
             return Ok(DirOutcome::Missing);
         }
-        if !is_sites(from, site, unmarked_ok).await {
+        if !is_sites(from, site, unmarked_ok, deployed_by).await {
             return Ok(DirOutcome::NotOurs);
         }
         tokio::fs::rename(from, to)
@@ -226,11 +228,54 @@ async fn exists(path: &Path) -> anyhow::Result<bool> {
     }
 }
 
-/// Whether `dir` is `site`'s: its mark says so, or it carries none and `unmarked_ok`.
-async fn is_sites(dir: &Path, site: SiteId, unmarked_ok: bool) -> bool {
+/// Whether `dir` is `site`'s: with `deployed_by`, when it carries that task's deploy mark;
+/// else when its site mark says so, or it carries none and `unmarked_ok`.
+async fn is_sites(
+    dir: &Path,
+    site: SiteId,
+    unmarked_ok: bool,
+    deployed_by: Option<domain::TaskId>,
+) -> bool {
+    if let Some(task) = deployed_by {
+        return cell::read_mark(dir, cell::DEPLOY_MARK).await == Some(cell::deploy_mark(task));
+    }
     match cell::read_mark(dir, cell::SITE_MARK).await {
         Some(m) => m == cell::site_mark(site),
         None => unmarked_ok,
+    }
+}
+
+fn mark_file(kind: contract::MarkKind) -> &'static str {
+    match kind {
+        contract::MarkKind::Site => cell::SITE_MARK,
+        contract::MarkKind::Deploy => cell::DEPLOY_MARK,
+    }
+}
+
+impl Sites {
+    /// See `WebconfRequest::ReadMark`.
+    pub async fn read_mark(&self, path: &HostPath, kind: contract::MarkKind) -> Option<String> {
+        cell::read_mark(path.as_path(), mark_file(kind)).await
+    }
+
+    /// See `WebconfRequest::WriteMark`.
+    pub async fn write_mark(
+        &self,
+        path: &HostPath,
+        kind: contract::MarkKind,
+        content: Option<&str>,
+    ) -> anyhow::Result<bool> {
+        let file = mark_file(kind);
+        match content {
+            Some(c) => cell::write_mark(path.as_path(), file, c)
+                .await
+                .map(|()| true),
+            None => match tokio::fs::remove_file(path.as_path().join(file)).await {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(anyhow::Error::from(e).context(format!("removing {file} in {path}"))),
+            },
+        }
     }
 }
 
@@ -359,5 +404,148 @@ impl Sites {
         let sent = sent?;
         tracing::info!(site = %request.site, task = %request.task, bytes = sent.bytes, files = sent.files, "site files sent");
         Ok(sent)
+    }
+}
+
+impl Sites {
+    /// See `WebconfRequest::ReceiveSiteFiles`: the archive fetched with the download's token
+    /// into a file beside `dest`, unpacked from there (checked whole first, every entry as
+    /// untrusted), and the file removed whatever happens.
+    pub async fn receive_files(
+        &self,
+        request: &contract::ReceiveSiteFiles,
+    ) -> anyhow::Result<contract::SentFiles> {
+        use http_body_util::BodyExt;
+        use sha2::Digest;
+        use tokio::io::AsyncWriteExt;
+        let token = String::from_utf8(self.open(&request.token, "the download's token")?)
+            .context("the download's token is not text")?;
+        let uri: hyper::Uri = request
+            .url
+            .parse()
+            .with_context(|| format!("the download address {}", request.url))?;
+        if uri.scheme_str() != Some("http") {
+            bail!("the download address {} is not http://", request.url);
+        }
+        let host = uri
+            .host()
+            .context("the download address has no host")?
+            .to_owned();
+        let port = uri.port_u16().unwrap_or(80);
+        let dest = request.dest.to_path_buf();
+        if exists(&dest).await? {
+            if !request.replace {
+                bail!(
+                    "{} exists already; files are unpacked into a fresh directory",
+                    request.dest
+                );
+            }
+            tokio::fs::remove_dir_all(&dest)
+                .await
+                .with_context(|| format!("removing {} (an interrupted run's)", request.dest))?;
+        }
+        if let Some(parent) = dest.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        let name = dest
+            .file_name()
+            .context("the destination has no name")?
+            .to_string_lossy()
+            .into_owned();
+        let download = dest.with_file_name(format!("{name}.tar.zst"));
+
+        let stream = tokio::net::TcpStream::connect((host.as_str(), port))
+            .await
+            .with_context(|| format!("connecting to the backup store at {host}:{port}"))?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        let driver = tokio::spawn(connection);
+        let get = hyper::Request::get(uri.path())
+            .header(hyper::header::HOST, format!("{host}:{port}"))
+            .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())?;
+        let response = sender
+            .send_request(get)
+            .await
+            .context("asking the backup store for the archive")?;
+        let status = response.status();
+        let mut body = response.into_body();
+        if !status.is_success() {
+            let answer = body.collect().await?.to_bytes();
+            driver.abort();
+            bail!(
+                "the backup store refused the archive ({status}): {}",
+                String::from_utf8_lossy(&answer)
+            );
+        }
+        let fetched = async {
+            use std::os::unix::fs::OpenOptionsExt;
+            let _ = tokio::fs::remove_file(&download).await; // from an interrupted run
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&download)
+                .with_context(|| format!("writing {}", download.display()))?;
+            let mut file = tokio::fs::File::from_std(file);
+            let (mut hasher, mut bytes) = (sha2::Sha256::new(), 0u64);
+            while let Some(frame) = body.frame().await {
+                let frame = frame.context("the archive's download broke off")?;
+                if let Some(chunk) = frame.data_ref() {
+                    bytes += chunk.len() as u64;
+                    if bytes > request.max_bytes {
+                        bail!("the archive is larger than the restore allows");
+                    }
+                    hasher.update(chunk);
+                    file.write_all(chunk).await?;
+                }
+            }
+            file.flush().await?;
+            anyhow::Ok((bytes, hex::encode(hasher.finalize())))
+        }
+        .await;
+        driver.abort();
+        let unpacked = match fetched {
+            Ok((bytes, sha256)) => {
+                let (path, dest, expected) =
+                    (download.clone(), dest.clone(), request.sha256.clone());
+                let limits = archive::Limits {
+                    max_entries: request.max_entries,
+                    max_bytes: request.max_bytes,
+                };
+                let handover = cell::owner_of(&request.user)?.map(|o| archive::Handover {
+                    uid: o.uid,
+                    gid: o.gid,
+                    web_subtree: cell::FILES_DIR.into(),
+                    web_gid: o.web_gid,
+                });
+                tokio::task::spawn_blocking(move || {
+                    archive::extract(
+                        &path,
+                        &expected,
+                        &dest,
+                        limits,
+                        handover.as_ref(),
+                        &mut std::io::sink(),
+                    )
+                })
+                .await
+                .context("the unpacking stopped")?
+                .map(|x| contract::SentFiles {
+                    bytes,
+                    sha256,
+                    files: x.files.count,
+                })
+                .map_err(|e| anyhow::anyhow!("unpacking the archive: {e}"))
+            }
+            Err(e) => Err(e),
+        };
+        let _ = tokio::fs::remove_file(&download).await;
+        let unpacked = unpacked?;
+        tracing::info!(site = %request.site, task = %request.task, files = unpacked.files, "site files unpacked");
+        Ok(unpacked)
     }
 }

@@ -280,9 +280,10 @@ impl Serve<WebconfRpc> for VhostService {
                 site,
                 path,
                 unmarked_ok,
+                deployed_by,
             } => self
                 .sites
-                .remove(*site, path, *unmarked_ok)
+                .remove(*site, path, *unmarked_ok, *deployed_by)
                 .await
                 .map(dir_reply),
             WebconfRequest::MoveSiteDir {
@@ -290,11 +291,25 @@ impl Serve<WebconfRpc> for VhostService {
                 from,
                 to,
                 unmarked_ok,
+                deployed_by,
             } => self
                 .sites
-                .rename(*site, from, to, *unmarked_ok)
+                .rename(*site, from, to, *unmarked_ok, *deployed_by)
                 .await
                 .map(dir_reply),
+            WebconfRequest::ReadMark { path, mark } => Ok(WebconfReply {
+                mark: self.sites.read_mark(path, *mark).await,
+                ..WebconfReply::changed(false)
+            }),
+            WebconfRequest::WriteMark {
+                path,
+                mark,
+                content,
+            } => self
+                .sites
+                .write_mark(path, *mark, content.as_deref())
+                .await
+                .map(WebconfReply::changed),
             WebconfRequest::RunAction(run) => {
                 self.sites.run_action(run).await.map(|out| WebconfReply {
                     action: Some(out),
@@ -313,6 +328,14 @@ impl Serve<WebconfRpc> for VhostService {
                     ..WebconfReply::changed(false)
                 })
             }
+            WebconfRequest::ReceiveSiteFiles(receive) => self
+                .sites
+                .receive_files(receive)
+                .await
+                .map(|got| WebconfReply {
+                    sent: Some(got),
+                    ..WebconfReply::changed(true)
+                }),
             WebconfRequest::PhpInfo => {
                 let _guard = self.nginx.lock.lock().await;
                 self.nginx.fpm.info().await.map(|php| WebconfReply {

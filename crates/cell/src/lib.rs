@@ -32,6 +32,11 @@ pub fn beside(site_dir: &std::path::Path, what: &str, task: domain::TaskId) -> s
     site_dir.with_file_name(format!(".{what}-t{task}"))
 }
 
+/// What a deployed directory's [`DEPLOY_MARK`] holds for the task that deployed it.
+pub fn deploy_mark(task: domain::TaskId) -> String {
+    format!("task {task}\n")
+}
+
 /// What a site directory's [`SITE_MARK`] holds for `site`.
 pub fn site_mark(site: domain::SiteId) -> String {
     format!("site {site}\n")

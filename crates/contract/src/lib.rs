@@ -345,12 +345,15 @@ pub enum WebconfRequest {
         path: HostPath,
         text: Sealed,
     },
-    /// Remove a directory that carries `site`'s mark, or no mark when `unmarked_ok`.
+    /// Remove a directory that carries `site`'s mark, or no mark when `unmarked_ok`; with
+    /// `deployed_by`, one that carries that task's deploy mark (and no other).
     RemoveSiteDir {
         site: SiteId,
         path: HostPath,
         #[serde(default)]
         unmarked_ok: bool,
+        #[serde(default)]
+        deployed_by: Option<TaskId>,
     },
     /// Rename a site directory to a sibling (a delete sets it aside until its database is
     /// dropped, and an undo puts it back), if it carries `site`'s mark, or no mark when
@@ -361,6 +364,16 @@ pub enum WebconfRequest {
         to: HostPath,
         #[serde(default)]
         unmarked_ok: bool,
+        #[serde(default)]
+        deployed_by: Option<TaskId>,
+    },
+    /// What a directory's mark file says (`mark` in the answer), never read through a symlink.
+    ReadMark { path: HostPath, mark: MarkKind },
+    /// Writes a directory's mark file (`None` removes it).
+    WriteMark {
+        path: HostPath,
+        mark: MarkKind,
+        content: Option<String>,
     },
     /// Run a platform action for a site, as the site's own user.
     RunAction(Box<ActionRequest>),
@@ -371,6 +384,43 @@ pub enum WebconfRequest {
     /// for a backup made by `task`. Bulk data never rides the broker: this request carries
     /// only where to send it and the token that lets it in.
     SendSiteFiles(Box<SendSiteFiles>),
+    /// Fetch a backup's archive from the backup store (with a token for that one download)
+    /// and unpack its site files into `dest`, a fresh directory beside the site's, handed to
+    /// the site's user; the archive is checked against its record's SHA-256 before any of it
+    /// is used, and every entry as for any archive from outside.
+    ReceiveSiteFiles(Box<ReceiveSiteFiles>),
+}
+
+/// Which mark file of a directory (see `cell::SITE_MARK`, `cell::DEPLOY_MARK`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum MarkKind {
+    /// Made for one site (`site <id>`).
+    Site,
+    /// Deployed from a backup by one task (`task <id>`).
+    Deploy,
+}
+
+/// See `WebconfRequest::ReceiveSiteFiles`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReceiveSiteFiles {
+    pub task: TaskId,
+    pub site: SiteId,
+    pub user: SystemUser,
+    pub dest: HostPath,
+    /// Remove what is at `dest` first: it is named by the task, and an interrupted run of
+    /// the task left it.
+    #[serde(default)]
+    pub replace: bool,
+    /// The archive's SHA-256, as its backup record says.
+    pub sha256: String,
+    /// What may be unpacked at most: entries, and bytes.
+    pub max_entries: u64,
+    pub max_bytes: u64,
+    /// The backup store's download address (`http://host:port/v1/archives`).
+    pub url: String,
+    /// The download's token, sealed to the agent's key (see `SendSiteFiles::token`).
+    pub token: Sealed,
 }
 
 /// See `WebconfRequest::SendSiteFiles`.
@@ -446,19 +496,19 @@ pub struct ActionLine {
     pub text: String,
 }
 
-/// The level of a line in a task's log.
+/// The level of a line in a task's log, as the log stores it.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
     Info,
-    Warn,
+    Warning,
     Error,
 }
 
 impl LogLevel {
     pub fn parse(level: &str) -> Self {
         match level {
-            "warn" | "warning" => LogLevel::Warn,
+            "warn" | "warning" => LogLevel::Warning,
             "error" => LogLevel::Error,
             _ => LogLevel::Info,
         }
@@ -467,7 +517,7 @@ impl LogLevel {
     pub fn as_str(self) -> &'static str {
         match self {
             LogLevel::Info => "info",
-            LogLevel::Warn => "warn",
+            LogLevel::Warning => "warning",
             LogLevel::Error => "error",
         }
     }
@@ -574,13 +624,16 @@ pub struct WebconfReply {
     /// For `move-site-dir` and `remove-site-dir`.
     #[serde(default)]
     pub dir: Option<DirOutcome>,
+    /// For `read-mark`.
+    #[serde(default)]
+    pub mark: Option<String>,
     /// For `run-action`.
     #[serde(default)]
     pub action: Option<ActionOutput>,
     /// For `scan-platform`.
     #[serde(default)]
     pub manifest: Option<Box<platform::Manifest>>,
-    /// For `send-site-files`.
+    /// For `send-site-files`, and `receive-site-files` (what arrived and was unpacked).
     #[serde(default)]
     pub sent: Option<SentFiles>,
 }
@@ -595,6 +648,7 @@ impl WebconfReply {
             software: None,
             public_key: None,
             dir: None,
+            mark: None,
             action: None,
             manifest: None,
             sent: None,
