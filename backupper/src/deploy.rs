@@ -97,8 +97,8 @@ async fn deploy_on(
             r.dest
         );
     }
-    let Some(owner) = &r.owner else {
-        bail!("a deploy onto another web server needs the unix user its files belong to");
+    let (Some(owner), Some(owner_site)) = (&r.owner, r.owner_site) else {
+        bail!("a deploy onto another web server needs the unix user its files belong to, and its site");
     };
     let backup = b.store.backup(domain::BackupId(r.backup)).await?;
     let creds = deploy_credentials(b, r).await?;
@@ -106,8 +106,7 @@ async fn deploy_on(
     let server = b.store.server_by_name(web, ServerKind::Web).await?;
     let staging = site::beside(r.dest.as_path(), "deploy", r.task);
     let files =
-        crate::restore::unpack_on(b, &server, &backup, r.task, backup.site, owner, &staging)
-            .await?;
+        crate::restore::unpack_on(b, &server, &backup, r.task, owner_site, owner, &staging).await?;
     let staging = domain::HostPath::parse(&staging.to_string_lossy())
         .map_err(|e| anyhow::anyhow!("the staging directory: {e}"))?;
     agent(WebconfRequest::WriteMark {

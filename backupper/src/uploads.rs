@@ -18,6 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
+/// How long an upload may go without a byte arriving.
+const IDLE: Duration = Duration::from_secs(120);
+
 /// The path agents PUT site files to.
 pub const SITE_FILES_PATH: &str = "/v1/site-files";
 /// The path agents GET archives from.
@@ -166,6 +169,8 @@ impl Uploads {
                 "this token is for sending files, not for fetching an archive"
             }));
         }
+        // A dual-stack listener sees an IPv4 peer as ::ffff:a.b.c.d.
+        let peer = peer.to_canonical();
         if expected.from.is_some_and(|from| from != peer) {
             let why = format!(
                 "this token is for task {}'s upload from its site's web server, not from {peer}",
@@ -231,7 +236,19 @@ async fn receive(
     let mut hasher = Sha256::new();
     let mut bytes = 0u64;
     let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
+    loop {
+        // A web server that goes silent mid-upload must not hold the backup for ever: the
+        // archive's writer waits on these bytes.
+        let next = match tokio::time::timeout(IDLE, stream.next()).await {
+            Ok(next) => next,
+            Err(_) => {
+                return error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!("no byte of the upload came for {} s", IDLE.as_secs()),
+                )
+            }
+        };
+        let Some(chunk) = next else { break };
         let chunk = match chunk {
             Ok(c) => c,
             Err(e) => {

@@ -508,6 +508,7 @@ impl MoveSaga<'_> {
                 user: self.target.db_user.clone(),
                 owner: Some(dest.site.system_user.clone()),
                 web_server: None, // set by `site::deploy`
+                owner_site: Some(dest.site.id),
             },
             self.m.settings.backup_timeout,
         )

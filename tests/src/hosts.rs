@@ -222,8 +222,9 @@ impl MariaDb {
                 Path::new("/bin/sh"),
                 &[
                     "-c",
-                    "install -d -o mysql -g mysql -m 0750 /srv/hosting/mysql /srv/hosting/mysql-run \
+                    "install -d -o mysql -g mysql -m 0750 /srv/hosting/mysql /srv/hosting/mysql-run /srv/hosting/mysql-tmp \
                      && mariadb-install-db --no-defaults --datadir=/srv/hosting/mysql --user=mysql \
+                        --tmpdir=/srv/hosting/mysql-tmp \
                         --auth-root-authentication-method=normal --skip-test-db >/srv/hosting/install-db.log 2>&1",
                 ],
             )
@@ -241,6 +242,8 @@ impl MariaDb {
                     "--no-defaults",
                     "--user=mysql",
                     "--datadir=/srv/hosting/mysql",
+                    // Its own temporary files: /tmp is the machine's, shared by every host.
+                    "--tmpdir=/srv/hosting/mysql-tmp",
                     &format!("--socket={HOST_MARIADB_SOCKET}"),
                     "--pid-file=/srv/hosting/mysql-run/mysqld.pid",
                     &format!("--bind-address={}", host.address),

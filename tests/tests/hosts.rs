@@ -453,7 +453,11 @@ async fn a_site_on_web2_with_its_database_on_db2_lives_and_ends_there() {
         .run(&format!("ls -A {root}/sites"))
         .expect("the platform's sites");
     let leftovers: Vec<&str> = leftovers.lines().filter(|l| *l != ".gitkeep").collect();
-    assert_eq!(leftovers, vec![domain], "nothing of the restore is left beside the site");
+    assert_eq!(
+        leftovers,
+        vec![domain],
+        "nothing of the restore is left beside the site"
+    );
 
     // The store's door for site files lets nothing in without an upload's token.
     let door = format!("http://{}/v1/site-files", topology.upload);
@@ -584,6 +588,32 @@ async fn a_site_moves_from_web1_and_db1_to_web2_and_db2_and_is_cloned_back() {
     .expect("a query");
     machine.close().await;
     assert_eq!(left, None, "the old database is still on db1");
+
+    // A restore on web2 from the backup made on web1 before the move.
+    std::fs::write(
+        web2.root
+            .join(format!("platforms/example/sites/{domain}/files/upload.txt")),
+        "changed on web2",
+    )
+    .expect("changing the upload on web2");
+    let backups = stack.backups(site_id).await;
+    let made_on_web1 = backups
+        .as_array()
+        .and_then(|l| {
+            l.iter()
+                .find(|b| b["description"] == "Generated before being migrated")
+        })
+        .map(|b| b["id"].clone())
+        .unwrap_or_else(|| panic!("no pre-migrate backup: {backups}"));
+    let restored = stack
+        .run_site_task(site_id, json!({"type": "restore", "backup": made_on_web1}))
+        .await;
+    stack.assert_success(&restored).await;
+    let upload = web2
+        .run(&format!("cat {root}/sites/{domain}/files/upload.txt"))
+        .expect("the upload on web2");
+    assert_eq!(upload, "uploaded on web1");
+    assert_eq!(page_on(web2, domain, "/").await.status, 200);
 
     // A clone from web2 back onto web1, as a site of its own.
     let copy = "copy.acme.example";

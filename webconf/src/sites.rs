@@ -38,6 +38,7 @@ impl Sites {
 
     /// See `WebconfRequest::PrepareSiteDir`.
     pub async fn prepare(&self, dir: &SiteDir, create: bool) -> anyhow::Result<bool> {
+        crate::users::check_site_user(&dir.user, dir.site)?;
         let path = dir.path.as_path();
         let mark = cell::site_mark(dir.site);
         let mut made = false;
@@ -83,10 +84,12 @@ impl Sites {
     /// See `WebconfRequest::WriteSettings`.
     pub async fn write_settings(
         &self,
+        site: SiteId,
         user: &SystemUser,
         path: &HostPath,
         text: &contract::Sealed,
     ) -> anyhow::Result<bool> {
+        crate::users::check_site_user(user, site)?;
         let text = String::from_utf8(self.open(text, "the settings file")?)
             .context("the settings file is not UTF-8")?;
         cell::write_settings(path.as_path(), &text, cell::owner_of(user)?).await
@@ -167,6 +170,7 @@ impl Sites {
     /// See `WebconfRequest::RunAction`. The action's own failure is in the output (with the
     /// lines it printed); an error here means it could not be started.
     pub async fn run_action(&self, request: &ActionRequest) -> anyhow::Result<ActionOutput> {
+        crate::users::check_site_user(&request.user, request.site)?;
         let context = self.open(&request.context, "the site's context")?;
         let mut ctx: SiteContext = serde_json::from_slice(&context)
             .map_err(|e| anyhow::anyhow!("the site's context does not read: {e}"))?;
@@ -288,6 +292,12 @@ struct ChunkWriter {
     bytes: u64,
 }
 
+/// How long a download may go without a byte moving.
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long one upload of a site's files may take in all (the backup store's own idle
+/// timeout ends a stalled one much sooner).
+const UPLOAD_LIMIT: Duration = Duration::from_secs(6 * 3600);
+
 /// How much of the tar goes in one chunk of the body.
 const CHUNK: usize = 256 << 10;
 
@@ -327,6 +337,7 @@ impl Sites {
         request: &contract::SendSiteFiles,
     ) -> anyhow::Result<contract::SentFiles> {
         use http_body_util::BodyExt;
+        crate::users::check_site_user(&request.user, request.site)?;
         let token = String::from_utf8(self.open(&request.token, "the upload's token")?)
             .context("the upload's token is not text")?;
         let uri: hyper::Uri = request
@@ -389,11 +400,18 @@ impl Sites {
             .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
             .header(hyper::header::CONTENT_TYPE, "application/x-tar")
             .body(body)?;
-        let response = sender.send_request(put).await;
+        // A backup store that stops reading must not hold this request for ever.
+        let response = tokio::time::timeout(UPLOAD_LIMIT, sender.send_request(put))
+            .await
+            .map_err(|_| anyhow::anyhow!("the backup store took no more of the site's files"))
+            .and_then(|r| r.map_err(anyhow::Error::from));
         let sent = writer.await.context("the site's files reader stopped")?;
         let response = response.context("sending the site's files to the backup store")?;
         let status = response.status();
-        let answer = response.into_body().collect().await?.to_bytes();
+        let answer = tokio::time::timeout(Duration::from_secs(60), response.into_body().collect())
+            .await
+            .map_err(|_| anyhow::anyhow!("the backup store did not answer"))??
+            .to_bytes();
         driver.abort();
         if !status.is_success() {
             bail!(
@@ -418,6 +436,7 @@ impl Sites {
         use http_body_util::BodyExt;
         use sha2::Digest;
         use tokio::io::AsyncWriteExt;
+        crate::users::check_site_user(&request.user, request.site)?;
         let token = String::from_utf8(self.open(&request.token, "the download's token")?)
             .context("the download's token is not text")?;
         let uri: hyper::Uri = request
@@ -433,6 +452,19 @@ impl Sites {
             .to_owned();
         let port = uri.port_u16().unwrap_or(80);
         let dest = request.dest.to_path_buf();
+        // Only a fresh directory named by the task (`.restore-t<id>`, `.deploy-t<id>`) beside
+        // a site's: what `replace` removes is that task's own.
+        let named = dest
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with('.') && n.ends_with(&format!("-t{}", request.task)));
+        if !named {
+            bail!(
+                "{} is not a directory named by task {}",
+                request.dest,
+                request.task
+            );
+        }
         if exists(&dest).await? {
             if !request.replace {
                 bail!(
@@ -466,9 +498,9 @@ impl Sites {
             .header(hyper::header::HOST, format!("{host}:{port}"))
             .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
             .body(http_body_util::Empty::<bytes::Bytes>::new())?;
-        let response = sender
-            .send_request(get)
+        let response = tokio::time::timeout(Duration::from_secs(60), sender.send_request(get))
             .await
+            .map_err(|_| anyhow::anyhow!("the backup store did not answer"))?
             .context("asking the backup store for the archive")?;
         let status = response.status();
         let mut body = response.into_body();
@@ -492,7 +524,11 @@ impl Sites {
                 .with_context(|| format!("writing {}", download.display()))?;
             let mut file = tokio::fs::File::from_std(file);
             let (mut hasher, mut bytes) = (sha2::Sha256::new(), 0u64);
-            while let Some(frame) = body.frame().await {
+            loop {
+                let frame = tokio::time::timeout(TRANSFER_TIMEOUT, body.frame())
+                    .await
+                    .map_err(|_| anyhow::anyhow!("the archive's download stalled"))?;
+                let Some(frame) = frame else { break };
                 let frame = frame.context("the archive's download broke off")?;
                 if let Some(chunk) = frame.data_ref() {
                     bytes += chunk.len() as u64;

@@ -27,6 +27,22 @@ pub(crate) fn is_ours(comment: &str) -> bool {
         .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
 }
 
+/// Refuses a user that this agent did not make for `site`: the agent runs actions and reads
+/// or hands over files as a site's user only, never as root or any other account, whoever
+/// sent the request.
+pub(crate) fn check_site_user(user: &SystemUser, site: SiteId) -> anyhow::Result<()> {
+    if !running_as_root() {
+        return Ok(()); // nothing runs as another user then
+    }
+    match lookup(user.as_str())? {
+        Some((uid, _, gecos)) if uid != 0 && gecos == mark(site) => Ok(()),
+        Some(_) => bail!("{user} is not the system user made for site {site} on this web server"),
+        None => bail!(
+            "the site's system user {user} does not exist on this web server (a verify task makes it)"
+        ),
+    }
+}
+
 fn running_as_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }

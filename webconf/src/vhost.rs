@@ -270,10 +270,13 @@ impl Serve<WebconfRpc> for VhostService {
                 .await
                 .map(WebconfReply::changed),
             WebconfRequest::WriteSettings {
-                user, path, text, ..
+                site,
+                user,
+                path,
+                text,
             } => self
                 .sites
-                .write_settings(user, path, text)
+                .write_settings(*site, user, path, text)
                 .await
                 .map(WebconfReply::changed),
             WebconfRequest::RemoveSiteDir {

@@ -406,9 +406,22 @@ fn copy_site_tar<W: Write>(
         match header.entry_type() {
             tar::EntryType::Directory => tar.append_data(&mut header, &name, io::empty())?,
             tar::EntryType::Regular => {
-                files.bytes += header.size()?;
+                let size = header.size()?;
+                let mut counted = Counted {
+                    inner: &mut entry,
+                    bytes: 0,
+                };
+                tar.append_data(&mut header, &name, &mut counted)?;
+                // A stream cut inside an entry gives fewer bytes than its header says.
+                if counted.bytes != size {
+                    return Err(ArchiveError::Refused(format!(
+                        "{} arrived with {} of its {size} bytes",
+                        rel.display(),
+                        counted.bytes
+                    )));
+                }
+                files.bytes += size;
                 files.count += 1;
-                tar.append_data(&mut header, &name, &mut entry)?;
             }
             tar::EntryType::Symlink => {
                 let target = entry.link_name()?.ok_or_else(|| {
@@ -426,7 +439,37 @@ fn copy_site_tar<W: Write>(
         }
         each(tar)?;
     }
+    // The reader stops at the first end block; the rest (the second end block, the
+    // sender's padding) is read too, so the sender sees its whole stream taken, and it must
+    // be zeros.
+    let mut rest = source.into_inner();
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = io::Read::read(&mut rest, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        if buf[..n].iter().any(|b| *b != 0) {
+            return Err(ArchiveError::Refused(
+                "the site's files went on past the end of their tar".into(),
+            ));
+        }
+    }
     Ok(files)
+}
+
+/// Counts what is read through it.
+struct Counted<R> {
+    inner: R,
+    bytes: u64,
+}
+
+impl<R: io::Read> io::Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
 }
 
 /// This thread's file system identity (Linux's fsuid and fsgid, which are per thread) for as

@@ -782,6 +782,9 @@ pub struct DeployRequest {
     /// The web server the files go to.
     #[serde(default)]
     pub web_server: Option<Name>,
+    /// The site `owner` was made for (a clone's own, or the migrated site).
+    #[serde(default)]
+    pub owner_site: Option<SiteId>,
 }
 
 /// A vhost's file name: the domain and `.conf`, or for a name too long for a file name (a
