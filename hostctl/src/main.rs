@@ -285,6 +285,9 @@ enum PlatformCommand {
         concurrency: Option<u32>,
         #[arg(long)]
         failure_budget: Option<u32>,
+        /// Move every site's database to this database server too.
+        #[arg(long)]
+        db_server: Option<String>,
         #[command(flatten)]
         wait: Wait,
     },
@@ -989,6 +992,7 @@ async fn request(api: &Api, command: Command) -> anyhow::Result<Request> {
                 target,
                 concurrency,
                 failure_budget,
+                db_server,
                 wait,
             } => {
                 let id = resolve(api, "platforms", "name", &platform).await?;
@@ -998,6 +1002,9 @@ async fn request(api: &Api, command: Command) -> anyhow::Result<Request> {
                 }
                 if let Some(f) = failure_budget {
                     body["failure_budget"] = json!(f);
+                }
+                if let Some(d) = db_server {
+                    body["db_server"] = reference(&d);
                 }
                 (
                     "POST",

@@ -78,7 +78,7 @@ async fn batch(m: &Migrator, task: &Task, log: &TaskLog) -> anyhow::Result<Outco
                 contract::TaskArgs::Move(contract::MoveArgs {
                     platform: target,
                     domain: None,
-                    db_server: None,
+                    db_server: args.db_server,
                     clone_site: None,
                 }),
                 &task.requested_by,

@@ -215,6 +215,10 @@ pub struct MigrateSitesArgs {
     /// Failures after which no more are started (the API's default, 3).
     #[serde(default = "MigrateSitesArgs::default_failure_budget")]
     pub failure_budget: u32,
+    /// Every site's database moves to this server too (a web and a database server retired
+    /// at once); none keeps each site's database where it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_server: Option<domain::ServerId>,
 }
 
 impl MigrateSitesArgs {
@@ -912,7 +916,8 @@ mod tests {
             Ok(TaskArgs::MigrateSites(MigrateSitesArgs {
                 target: domain::PlatformId(2),
                 concurrency: 4,
-                failure_budget: 3
+                failure_budget: 3,
+                db_server: None,
             }))
         );
     }

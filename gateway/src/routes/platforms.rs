@@ -168,6 +168,9 @@ pub struct NewPlatformTask {
     concurrency: Option<i64>,
     /// migrate-sites: no new site is started after this many failed (default 3).
     failure_budget: Option<i64>,
+    /// migrate-sites: the database server every site's database moves to, by name or id
+    /// (default: each keeps its own).
+    db_server: Option<Ref>,
 }
 
 #[utoipa::path(post, path = "/platforms/{id}/tasks", tag = "platforms", params(("id" = i64, Path, minimum = 1, description = "the platform's id")), request_body = NewPlatformTask, responses((status = 202, description = "The platform task accepted", body = Object), crate::openapi::WriteErrors), operation_id = "platforms_create_task")]
@@ -241,15 +244,24 @@ pub async fn create_task(
                 "failure_budget: give a number from 1 to 100000".into(),
             ));
         }
+        let db_server = match &body.db_server {
+            Some(r) => Some(super::db_server_ref(&s, r, "db_server").await?.id),
+            None => None,
+        };
         args = contract::TaskArgs::MigrateSites(contract::MigrateSitesArgs {
             target: target.id,
             // In range (checked above).
             concurrency: u32::try_from(concurrency).unwrap_or(1),
             failure_budget: u32::try_from(budget).unwrap_or(1),
+            db_server,
         });
-    } else if body.target.is_some() || body.concurrency.is_some() || body.failure_budget.is_some() {
+    } else if body.target.is_some()
+        || body.concurrency.is_some()
+        || body.failure_budget.is_some()
+        || body.db_server.is_some()
+    {
         return Err(ApiError::Unprocessable(format!(
-            "target, concurrency and failure_budget are for migrate-sites, not {}",
+            "target, concurrency, failure_budget and db_server are for migrate-sites, not {}",
             body.task_type
         )));
     }
