@@ -330,6 +330,30 @@ impl std::io::Write for ChunkWriter {
 }
 
 impl Sites {
+    /// A transfer's address at the backup store (its URI, host and port) and its token,
+    /// opened; `what` is `upload` or `download`.
+    fn transfer(
+        &self,
+        url: &str,
+        token: &contract::Sealed,
+        what: &str,
+    ) -> anyhow::Result<(hyper::Uri, String, u16, String)> {
+        let token = String::from_utf8(self.open(token, &format!("the {what}'s token"))?)
+            .with_context(|| format!("the {what}'s token is not text"))?;
+        let uri: hyper::Uri = url
+            .parse()
+            .with_context(|| format!("the {what} address {url}"))?;
+        if uri.scheme_str() != Some("http") {
+            bail!("the {what} address {url} is not http://");
+        }
+        let host = uri
+            .host()
+            .with_context(|| format!("the {what} address has no host"))?
+            .to_owned();
+        let port = uri.port_u16().unwrap_or(80);
+        Ok((uri, host, port, token))
+    }
+
     /// See `WebconfRequest::SendSiteFiles`: a plain tar of the site directory, read as the
     /// site's own user, PUT to the backup store with the upload's token.
     pub async fn send_files(
@@ -338,20 +362,7 @@ impl Sites {
     ) -> anyhow::Result<contract::SentFiles> {
         use http_body_util::BodyExt;
         crate::users::check_site_user(&request.user, request.site)?;
-        let token = String::from_utf8(self.open(&request.token, "the upload's token")?)
-            .context("the upload's token is not text")?;
-        let uri: hyper::Uri = request
-            .url
-            .parse()
-            .with_context(|| format!("the upload address {}", request.url))?;
-        if uri.scheme_str() != Some("http") {
-            bail!("the upload address {} is not http://", request.url);
-        }
-        let host = uri
-            .host()
-            .context("the upload address has no host")?
-            .to_owned();
-        let port = uri.port_u16().unwrap_or(80);
+        let (uri, host, port, token) = self.transfer(&request.url, &request.token, "upload")?;
         let read_as = cell::owner_of(&request.user)?.map(|o| (o.uid, o.gid));
         let skip: Vec<std::path::PathBuf> = request.skip.iter().map(Into::into).collect();
         let site_dir = request.path.to_path_buf();
@@ -437,20 +448,7 @@ impl Sites {
         use sha2::Digest;
         use tokio::io::AsyncWriteExt;
         crate::users::check_site_user(&request.user, request.site)?;
-        let token = String::from_utf8(self.open(&request.token, "the download's token")?)
-            .context("the download's token is not text")?;
-        let uri: hyper::Uri = request
-            .url
-            .parse()
-            .with_context(|| format!("the download address {}", request.url))?;
-        if uri.scheme_str() != Some("http") {
-            bail!("the download address {} is not http://", request.url);
-        }
-        let host = uri
-            .host()
-            .context("the download address has no host")?
-            .to_owned();
-        let port = uri.port_u16().unwrap_or(80);
+        let (uri, host, port, token) = self.transfer(&request.url, &request.token, "download")?;
         let dest = request.dest.to_path_buf();
         // Only a fresh directory named by the task (`.restore-t<id>`, `.deploy-t<id>`) beside
         // a site's: what `replace` removes is that task's own.
