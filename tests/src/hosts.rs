@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
+use crate::{id, Stack, StackOptions};
+use serde_json::{json, Value};
+
 /// Where a host's own data root is, as its processes see it.
 pub const HOST_ROOT: &str = "/srv/hosting";
 
@@ -249,6 +252,10 @@ impl MariaDb {
                     &format!("--bind-address={}", host.address),
                     "--port=3306",
                     "--skip-log-bin",
+                    // Grants name addresses or '%', never host names; without this every TCP
+                    // connection from a web server waits for a reverse lookup that, with no DNS
+                    // server reachable from the hosts, takes the resolver's full 10 s.
+                    "--skip-name-resolve",
                     "--innodb-buffer-pool-size=32M",
                     "--innodb-log-file-size=16M",
                     "--max-connections=100",
@@ -286,4 +293,176 @@ impl Drop for MariaDb {
             let _ = c.wait();
         }
     }
+}
+
+/// Registers a server; answers it with its agent's environment.
+async fn register(stack: &Stack, body: Value) -> (Value, Vec<(String, String)>) {
+    let (status, server) = stack.call("POST", "/servers", Some(body)).await;
+    assert_eq!(status, 201, "{server}");
+    let env = server["agent_credentials"]["env"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    (server, env)
+}
+
+/// The control plane on the machine, and `web2` and `db2` registered, their agents started
+/// under the credentials their registration answered, and connected.
+pub struct Topology {
+    pub stack: Stack,
+    /// The backup store's door for site files (`host:port`).
+    pub upload: String,
+    pub web2: Host,
+    pub db2: Host,
+    pub web2_server: Value,
+    pub db2_server: Value,
+    // Dropped last: the hosts' processes go with the stack first.
+    _mariadb: MariaDb,
+    net: Network,
+}
+
+impl Topology {
+    pub async fn start() -> Self {
+        let mut net = Network::create().expect("the test network");
+        // The broker listens on loopback only, as a control plane's would behind its
+        // firewall; the hosts reach it at the bridge's address.
+        net.forward(5672, "127.0.0.1:5672".parse().expect("an address"))
+            .await
+            .expect("the broker forwarded");
+        // The backup store takes site files from the hosts' agents at the bridge's address.
+        let upload = format!("{}:{}", net.gateway, crate::free_port());
+        let options = StackOptions {
+            env: vec![
+                ("backupper", "HOSTING_UPLOAD_LISTEN".into(), upload.clone()),
+                (
+                    "backupper",
+                    "HOSTING_UPLOAD_URL".into(),
+                    format!("http://{upload}"),
+                ),
+                (
+                    "gateway",
+                    "HOSTING_BROKER_ADMIN_URL".into(),
+                    crate::BROKER_ADMIN_URL.into(),
+                ),
+                (
+                    "gateway",
+                    "HOSTING_AGENT_AMQP_URL".into(),
+                    format!("amqp://{}:5672/%2f", net.gateway),
+                ),
+                ("*", "HOSTING_HEARTBEAT_SECS".into(), "1".into()),
+            ],
+            ..Default::default()
+        };
+        let mut stack = Stack::spawn_with(options).await;
+        let web2 = net.add_host("web2", &stack.dir).expect("web2");
+        let db2 = net.add_host("db2", &stack.dir).expect("db2");
+        let mariadb = MariaDb::start(&db2).await.expect("db2's own MariaDB");
+
+        let (web2_server, web2_env) = register(
+            &stack,
+            json!({"name": "web2", "kind": "web", "host": web2.address.to_string(), "port": 8088,
+                   "platform_dirs": [format!("{HOST_ROOT}/platforms")]}),
+        )
+        .await;
+        let (db2_server, db2_env) = register(
+            &stack,
+            json!({"name": "db2", "kind": "db", "host": db2.address.to_string(), "port": 3306}),
+        )
+        .await;
+        assert!(
+            web2_env
+                .iter()
+                .any(|(k, v)| k == "HOSTING_AMQP_URL" && v.contains(&net.gateway.to_string())),
+            "{web2_env:?}"
+        );
+        start_agent(
+            &mut stack,
+            &web2,
+            "webconf-web2",
+            "webconf",
+            &web2_env,
+            &[
+                ("HOSTING_WEBCONF_DIR", format!("{HOST_ROOT}/webconf")),
+                ("HOSTING_HTTP_LISTEN", format!("{}:8088", web2.address)),
+            ],
+        );
+        start_agent(
+            &mut stack,
+            &db2,
+            "dbprov-db2",
+            "dbprov",
+            &db2_env,
+            &[
+                (
+                    "HOSTING_MYSQL_ADMIN_URL",
+                    format!("mysql://root@localhost/?socket={HOST_MARIADB_SOCKET}"),
+                ),
+                ("HOSTING_DBPROV_KEY_FILE", format!("{HOST_ROOT}/dbprov.key")),
+            ],
+        );
+        stack
+            .wait_server(id(&web2_server), |v| v["agent"]["state"] == "connected")
+            .await;
+        stack
+            .wait_server(id(&db2_server), |v| v["agent"]["state"] == "connected")
+            .await;
+        Self {
+            stack,
+            upload,
+            web2,
+            db2,
+            web2_server,
+            db2_server,
+            _mariadb: mariadb,
+            net,
+        }
+    }
+
+    /// The example platform's code copied onto web2's disk only, registered on web2 as
+    /// `example-web2` and verified there (by web2's agent); answers its root as web2 sees it.
+    pub async fn platform_on_web2(&self) -> String {
+        crate::copy_dir(
+            &crate::repo_root().join("platforms/example"),
+            &self.web2.root.join("platforms/example"),
+        )
+        .expect("the example platform copied onto web2");
+        let root = format!("{HOST_ROOT}/platforms/example");
+        let body =
+            json!({"name": "example-web2", "server": "web2", "root": root, "driver": "hooks"});
+        let (status, r) = self.stack.call("POST", "/platforms", Some(body)).await;
+        assert_eq!(status, 202, "{r}");
+        self.stack
+            .wait_platform("example-web2")
+            .await
+            .expect("the platform on web2 verified by web2's agent");
+        root
+    }
+
+    pub async fn teardown(self) {
+        self.stack.teardown().await;
+        drop(self._mariadb);
+        drop(self.net);
+    }
+}
+
+fn start_agent(
+    stack: &mut Stack,
+    host: &Host,
+    name: &'static str,
+    bin: &'static str,
+    credentials: &[(String, String)],
+    extra: &[(&str, String)],
+) {
+    let env: Vec<(&str, &str)> = credentials
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .chain(extra.iter().map(|(k, v)| (*k, v.as_str())))
+        .collect();
+    stack
+        .start_on(host, name, bin, &env)
+        .unwrap_or_else(|e| panic!("{bin} on {}: {e:#}", host.name));
 }

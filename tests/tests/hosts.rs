@@ -7,23 +7,8 @@ use serde_json::{json, Value};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
-use tests::hosts::{Host, MariaDb, Network, HOST_MARIADB_SOCKET, HOST_ROOT};
-use tests::{id, password_from_settings, Stack, StackOptions};
-
-/// Registers a server; answers it with its agent's environment.
-async fn register(stack: &Stack, body: Value) -> (Value, Vec<(String, String)>) {
-    let (status, server) = stack.call("POST", "/servers", Some(body)).await;
-    assert_eq!(status, 201, "{server}");
-    let env = server["agent_credentials"]["env"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-                .collect()
-        })
-        .unwrap_or_default();
-    (server, env)
-}
+use tests::hosts::{Host, Topology, HOST_MARIADB_SOCKET, HOST_ROOT};
+use tests::{id, password_from_settings};
 
 /// What a process sees at `path` from inside its mount namespace (`ls -A`), or None when the
 /// path is not there for it.
@@ -36,145 +21,6 @@ fn seen_by(pid: u32, path: &Path) -> Option<String> {
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// The control plane on the machine, and `web2` and `db2` registered, their agents started
-/// under the credentials their registration answered, and connected.
-struct Topology {
-    stack: Stack,
-    /// The backup store's door for site files (`host:port`).
-    upload: String,
-    web2: Host,
-    db2: Host,
-    web2_server: Value,
-    db2_server: Value,
-    // Dropped last: the hosts' processes go with the stack first.
-    _mariadb: MariaDb,
-    net: Network,
-}
-
-impl Topology {
-    async fn start() -> Self {
-        let mut net = Network::create().expect("the test network");
-        // The broker listens on loopback only, as a control plane's would behind its
-        // firewall; the hosts reach it at the bridge's address.
-        net.forward(5672, "127.0.0.1:5672".parse().expect("an address"))
-            .await
-            .expect("the broker forwarded");
-        // The backup store takes site files from the hosts' agents at the bridge's address.
-        let upload = format!("{}:{}", net.gateway, tests::free_port());
-        let options = StackOptions {
-            env: vec![
-                ("backupper", "HOSTING_UPLOAD_LISTEN".into(), upload.clone()),
-                (
-                    "backupper",
-                    "HOSTING_UPLOAD_URL".into(),
-                    format!("http://{upload}"),
-                ),
-                (
-                    "gateway",
-                    "HOSTING_BROKER_ADMIN_URL".into(),
-                    tests::BROKER_ADMIN_URL.into(),
-                ),
-                (
-                    "gateway",
-                    "HOSTING_AGENT_AMQP_URL".into(),
-                    format!("amqp://{}:5672/%2f", net.gateway),
-                ),
-                ("*", "HOSTING_HEARTBEAT_SECS".into(), "1".into()),
-            ],
-            ..Default::default()
-        };
-        let mut stack = Stack::spawn_with(options).await;
-        let web2 = net.add_host("web2", &stack.dir).expect("web2");
-        let db2 = net.add_host("db2", &stack.dir).expect("db2");
-        let mariadb = MariaDb::start(&db2).await.expect("db2's own MariaDB");
-
-        let (web2_server, web2_env) = register(
-            &stack,
-            json!({"name": "web2", "kind": "web", "host": web2.address.to_string(), "port": 8088,
-                   "platform_dirs": [format!("{HOST_ROOT}/platforms")]}),
-        )
-        .await;
-        let (db2_server, db2_env) = register(
-            &stack,
-            json!({"name": "db2", "kind": "db", "host": db2.address.to_string(), "port": 3306}),
-        )
-        .await;
-        assert!(
-            web2_env
-                .iter()
-                .any(|(k, v)| k == "HOSTING_AMQP_URL" && v.contains(&net.gateway.to_string())),
-            "{web2_env:?}"
-        );
-        start_agent(
-            &mut stack,
-            &web2,
-            "webconf-web2",
-            "webconf",
-            &web2_env,
-            &[
-                ("HOSTING_WEBCONF_DIR", format!("{HOST_ROOT}/webconf")),
-                ("HOSTING_HTTP_LISTEN", format!("{}:8088", web2.address)),
-            ],
-        );
-        start_agent(
-            &mut stack,
-            &db2,
-            "dbprov-db2",
-            "dbprov",
-            &db2_env,
-            &[
-                (
-                    "HOSTING_MYSQL_ADMIN_URL",
-                    format!("mysql://root@localhost/?socket={HOST_MARIADB_SOCKET}"),
-                ),
-                ("HOSTING_DBPROV_KEY_FILE", format!("{HOST_ROOT}/dbprov.key")),
-            ],
-        );
-        stack
-            .wait_server(id(&web2_server), |v| v["agent"]["state"] == "connected")
-            .await;
-        stack
-            .wait_server(id(&db2_server), |v| v["agent"]["state"] == "connected")
-            .await;
-        Self {
-            stack,
-            upload,
-            web2,
-            db2,
-            web2_server,
-            db2_server,
-            _mariadb: mariadb,
-            net,
-        }
-    }
-
-    /// The example platform's code copied onto web2's disk only, registered on web2 as
-    /// `example-web2` and verified there (by web2's agent); answers its root as web2 sees it.
-    async fn platform_on_web2(&self) -> String {
-        tests::copy_dir(
-            &tests::repo_root().join("platforms/example"),
-            &self.web2.root.join("platforms/example"),
-        )
-        .expect("the example platform copied onto web2");
-        let root = format!("{HOST_ROOT}/platforms/example");
-        let body =
-            json!({"name": "example-web2", "server": "web2", "root": root, "driver": "hooks"});
-        let (status, r) = self.stack.call("POST", "/platforms", Some(body)).await;
-        assert_eq!(status, 202, "{r}");
-        self.stack
-            .wait_platform("example-web2")
-            .await
-            .expect("the platform on web2 verified by web2's agent");
-        root
-    }
-
-    async fn teardown(self) {
-        self.stack.teardown().await;
-        drop(self._mariadb);
-        drop(self.net);
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -233,21 +79,10 @@ async fn hosts_of_their_own_run_their_agents_and_hold_a_sites_database() {
         .expect("SHOW TABLES");
     assert!(tables.contains(&"example_config".to_owned()), "{tables:?}");
     on_db2.close().await;
-    let machine = sqlx::MySqlPool::connect(tests::MYSQL_ADMIN_URL)
-        .await
-        .expect("the machine's MariaDB");
-    let here: Option<String> = sqlx::query_scalar(
-        "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
-    )
-    .bind(&db_name)
-    .fetch_optional(&machine)
-    .await
-    .expect("a query");
-    assert_eq!(
-        here, None,
+    assert!(
+        !on_the_machines_mariadb(&db_name).await,
         "the site's database is on the control plane's MariaDB too"
     );
-    machine.close().await;
 
     // Each host's processes see their own data root and nothing of the other hosts' or of
     // the control plane's files.
@@ -275,25 +110,103 @@ async fn hosts_of_their_own_run_their_agents_and_hold_a_sites_database() {
     let environ = std::fs::read(format!("/proc/{webconf}/environ")).unwrap_or_default();
     assert!(!String::from_utf8_lossy(&environ).contains("HOSTING_DATABASE_URL"));
 
+    // Two sites on web2 are cells there too: each PHP pool runs as its own site's user and
+    // reads its own settings, and nothing of its neighbour's nor of web2's agent.
+    let root = topology.platform_on_web2().await;
+    std::fs::write(web2.root.join("platforms/example/public/probe.php"), PROBE)
+        .expect("the probe on web2");
+    let mut cells = Vec::new();
+    for domain in ["a.acme.example", "b.acme.example"] {
+        let (site, task) = stack
+            .create_site_on(domain, "acme", "example-web2", "db2")
+            .await;
+        let done = stack.wait_task(id(&task), Duration::from_secs(120)).await;
+        stack.assert_success(&done).await;
+        let site = stack.site(id(&site)).await;
+        let user = site["system_user"].as_str().unwrap_or_default().to_owned();
+        let (uid, _) = tests::user_ids(&user).unwrap_or_else(|| panic!("no user {user}"));
+        cells.push((domain, format!("{root}/sites/{domain}"), uid));
+    }
+    let [(a, a_dir, a_uid), (b, b_dir, b_uid)] = [cells[0].clone(), cells[1].clone()];
+    assert!(a_uid != b_uid && a_uid != 0 && b_uid != 0);
+    let own = probe_on(web2, a, &format!("{a_dir}/settings.php")).await;
+    assert_eq!(
+        (&own["uid"], &own["read"]),
+        (&json!(a_uid), &json!(true)),
+        "{own}"
+    );
+    assert_eq!(
+        probe_on(web2, b, "").await["uid"],
+        b_uid,
+        "B's pool runs as B"
+    );
+    web2.run(&format!("echo secret > {b_dir}/files/upload.txt"))
+        .expect("a file of B's");
+    for path in [
+        format!("{b_dir}/settings.php"),
+        format!("{b_dir}/files"),
+        format!("{b_dir}/files/upload.txt"),
+        format!("{b_dir}/private"),
+        b_dir.clone(),
+        format!("{HOST_ROOT}/webconf"),
+        format!("{HOST_ROOT}/webconf/agent.key"),
+        format!("/proc/{webconf}/environ"),
+    ] {
+        let seen = probe_on(web2, a, &path).await;
+        assert_eq!(
+            (&seen["read"], &seen["list"]),
+            (&json!(false), &json!(false)),
+            "site A's PHP on web2 reached {path}: {seen}"
+        );
+    }
+
     topology.teardown().await;
 }
 
-fn start_agent(
-    stack: &mut Stack,
-    host: &Host,
-    name: &'static str,
-    bin: &'static str,
-    credentials: &[(String, String)],
-    extra: &[(&str, String)],
-) {
-    let env: Vec<(&str, &str)> = credentials
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .chain(extra.iter().map(|(k, v)| (*k, v.as_str())))
-        .collect();
-    stack
-        .start_on(host, name, bin, &env)
-        .unwrap_or_else(|e| panic!("{bin} on {}: {e:#}", host.name));
+/// A page of the platform that reports what the PHP serving it can do: its uid, and whether it
+/// can read or list a path.
+const PROBE: &str = r#"<?php
+header('Content-Type: application/json');
+$p = (string) ($_GET['path'] ?? '');
+echo json_encode([
+    'uid' => posix_geteuid(),
+    'read' => $p !== '' && @file_get_contents($p) !== false,
+    'list' => $p !== '' && @scandir($p) !== false,
+]);
+"#;
+
+/// What the probe of a site on `host` answers for `path`.
+async fn probe_on(host: &Host, domain: &str, path: &str) -> Value {
+    let page = page_on(host, domain, &format!("/probe.php?path={path}")).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    serde_json::from_str(&page.body).unwrap_or_else(|_| panic!("probe: {}", page.body))
+}
+
+/// Whether the control plane's MariaDB (db1, the machine's) holds a database of that name.
+async fn on_the_machines_mariadb(database: &str) -> bool {
+    let machine = sqlx::MySqlPool::connect(tests::MYSQL_ADMIN_URL)
+        .await
+        .expect("the machine's MariaDB");
+    let found: Option<String> = sqlx::query_scalar(
+        "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
+    )
+    .bind(database)
+    .fetch_optional(&machine)
+    .await
+    .expect("a query");
+    machine.close().await;
+    found.is_some()
+}
+
+/// Databases on db2's own MariaDB.
+fn databases_on(db2: &Host) -> Vec<String> {
+    db2.run(&format!(
+        "mariadb --socket={HOST_MARIADB_SOCKET} -u root -N -e 'SHOW DATABASES'"
+    ))
+    .expect("db2's databases")
+    .lines()
+    .map(str::to_owned)
+    .collect()
 }
 
 /// GET on a host's own nginx with a Host header, as a browser at that domain would.
@@ -503,14 +416,10 @@ async fn a_site_on_web2_with_its_database_on_db2_lives_and_ends_there() {
     assert!(!site_dir.exists(), "the site directory is still on web2");
     let gone = page_on(web2, domain, "/").await;
     assert_eq!(gone.status, 404, "{}", gone.body);
-    let databases = db2
-        .run(&format!(
-            "mariadb --socket={HOST_MARIADB_SOCKET} -u root -N -e 'SHOW DATABASES'"
-        ))
-        .expect("db2's databases");
+    let databases = databases_on(db2);
     assert!(
-        !databases.lines().any(|d| d == db_name),
-        "the database is still on db2: {databases}"
+        !databases.contains(&db_name),
+        "the database is still on db2: {databases:?}"
     );
 
     // A force delete of a site whose directory went missing on web2 removes what is left.
@@ -576,18 +485,10 @@ async fn a_site_moves_from_web1_and_db1_to_web2_and_db2_and_is_cloned_back() {
     let record = stack.site(site_id).await;
     assert_eq!(record["db_server"], "db2", "{record}");
     assert_eq!(record["platform"], "example-web2", "{record}");
-    let machine = sqlx::MySqlPool::connect(tests::MYSQL_ADMIN_URL)
-        .await
-        .expect("the machine's MariaDB");
-    let left: Option<String> = sqlx::query_scalar(
-        "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
-    )
-    .bind(&old_db)
-    .fetch_optional(&machine)
-    .await
-    .expect("a query");
-    machine.close().await;
-    assert_eq!(left, None, "the old database is still on db1");
+    assert!(
+        !on_the_machines_mariadb(&old_db).await,
+        "the old database is still on db1"
+    );
 
     // A restore on web2 from the backup made on web1 before the move.
     std::fs::write(
@@ -635,6 +536,160 @@ async fn a_site_moves_from_web1_and_db1_to_web2_and_db2_and_is_cloned_back() {
     assert_eq!(copied, "uploaded on web1");
     // The original still serves on web2.
     assert_eq!(page_on(web2, domain, "/").await.status, 200);
+
+    topology.teardown().await;
+}
+
+/// Where a site on web1 and db1 must still be after a move to web2 and db2 failed: its record
+/// as it was, served by web1's nginx and not web2's, its directory alone on web1's platform and
+/// nothing on web2's, its database on db1 and none on db2.
+async fn assert_still_on_web1(topology: &Topology, before: &Value, context: &str) {
+    let stack = &topology.stack;
+    let domain = before["domain"].as_str().unwrap_or_default();
+    let db = before["db_name"].as_str().unwrap_or_default();
+    let now = stack.site(id(before)).await;
+    for field in ["platform", "db_server", "db_name", "status", "domain"] {
+        assert_eq!(now[field], before[field], "{context}: {field}: {now}");
+    }
+    let page = stack.page(domain, "/").await;
+    assert_eq!(page.status, 200, "{context}: {}", page.body);
+    assert!(
+        page.body.contains("This page was stored"),
+        "{context}: {}",
+        page.body
+    );
+    assert_eq!(
+        page_on(&topology.web2, domain, "/").await.status,
+        404,
+        "{context}: web2 serves the site"
+    );
+    let own = tests::entries_in(&stack.example_root.join("sites"));
+    assert_eq!(
+        own,
+        [domain.to_owned()],
+        "{context}: beside the site on web1"
+    );
+    let there = tests::entries_in(&topology.web2.root.join("platforms/example/sites"));
+    assert!(there.is_empty(), "{context}: left on web2: {there:?}");
+    assert!(
+        on_the_machines_mariadb(db).await,
+        "{context}: db1 lost {db}"
+    );
+    let on_db2 = databases_on(&topology.db2);
+    assert!(
+        !on_db2
+            .iter()
+            .any(|d| d.starts_with(&stack.prefix) || d == db),
+        "{context}: left on db2: {on_db2:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_to_web2_failing_at_any_step_leaves_the_site_on_web1_and_a_batch_moves_a_platform() {
+    let mut topology = Topology::start().await;
+    let root = topology.platform_on_web2().await;
+    topology.stack.create_client("acme").await;
+    let domain = "stays.acme.example";
+    let site = topology.stack.install_site(domain, "acme").await;
+    let before = topology.stack.site(id(&site)).await;
+    let both_at_once = json!({"type": "migrate", "platform": "example-web2", "db_server": "db2"});
+
+    // Cleanup is left out, as in the one-host test: it runs once the site serves from its
+    // target, and what it cannot remove is logged, not unwound.
+    use contract::steps::{MoveStep, SagaStep};
+    for step in MoveStep::MIGRATE
+        .iter()
+        .filter(|s| **s != MoveStep::Cleanup)
+    {
+        let fault = format!("migrate:{}", step.name());
+        topology.stack.kill("migrator");
+        topology
+            .stack
+            .start_with("migrator", &[("HOSTING_SAGA_FAIL_AT", &fault)])
+            .expect("migrator");
+        let done = topology
+            .stack
+            .run_site_task(id(&site), both_at_once.clone())
+            .await;
+        assert_eq!(done["status"], "error", "{fault}: {done}");
+        assert!(
+            done["error"].to_string().contains("injected"),
+            "{fault}: {done}"
+        );
+        assert_still_on_web1(&topology, &before, &fault).await;
+    }
+
+    // Every action run twice, across hosts: the move still succeeds.
+    topology.stack.kill("migrator");
+    topology
+        .stack
+        .start_with("migrator", &[("HOSTING_SAGA_REPEAT_ACTIONS", "1")])
+        .expect("migrator");
+    let done = topology
+        .stack
+        .run_site_task(id(&site), both_at_once.clone())
+        .await;
+    topology.stack.assert_success(&done).await;
+    let page = page_on(&topology.web2, domain, "/").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("This page was stored"), "{}", page.body);
+    topology.stack.kill("migrator");
+    topology.stack.start("migrator").expect("migrator");
+
+    // migrate-sites with db_server: a platform's sites on web1 moved as one batch to the
+    // platform on web2, their databases to db2: two from db1, one already on db2 (whose
+    // database stays on its server).
+    let stack = &topology.stack;
+    let mut batch = Vec::new();
+    for (n, db) in ["local", "local", "db2"].iter().enumerate() {
+        let d = format!("b{n}.acme.example");
+        let (s, task) = stack.create_site_on(&d, "acme", "example", db).await;
+        let done = stack.wait_task(id(&task), Duration::from_secs(120)).await;
+        stack.assert_success(&done).await;
+        batch.push((id(&s), d));
+    }
+    let example = stack.platform_id("example").await;
+    let (status, r) = stack
+        .call(
+            "POST",
+            &format!("/platforms/{example}/tasks"),
+            Some(
+                json!({"type": "migrate-sites", "target": "example-web2", "db_server": "db2",
+                        "concurrency": 2}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 202, "{r}");
+    let done = stack
+        .wait_task(id(&r["task"]), Duration::from_secs(300))
+        .await;
+    stack.assert_success(&done).await;
+    assert_eq!(done["result"]["migrated"], 3, "{done}");
+    for (sid, d) in &batch {
+        let record = stack.site(*sid).await;
+        assert_eq!(record["platform"], "example-web2", "{record}");
+        assert_eq!(record["db_server"], "db2", "{record}");
+        let page = page_on(&topology.web2, d, "/").await;
+        assert_eq!(page.status, 200, "{d}: {}", page.body);
+        assert!(
+            page.body.contains("This page was stored"),
+            "{d}: {}",
+            page.body
+        );
+        assert!(
+            topology
+                .web2
+                .run(&format!(
+                    "test -f {root}/sites/{d}/settings.php && echo yes"
+                ))
+                .is_ok_and(|o| o.trim() == "yes"),
+            "{d}: no settings on web2"
+        );
+    }
+    let left = tests::entries_in(&stack.example_root.join("sites"));
+    assert!(left.is_empty(), "left on web1: {left:?}");
+    let (dbs, _) = stack.mariadb_leftovers().await;
+    assert!(dbs.is_empty(), "left on db1: {dbs:?}");
 
     topology.teardown().await;
 }
