@@ -32,6 +32,7 @@ bench: deps
 	$${CARGO_TARGET_DIR:-target}/release/bench_cells
 	$${CARGO_TARGET_DIR:-target}/release/bench_lists
 	$${CARGO_TARGET_DIR:-target}/release/bench_vhosts
+	$${CARGO_TARGET_DIR:-target}/release/bench_hosts
 
 lint: deps
 	$(CARGO) fmt --all -- --check

@@ -33,6 +33,8 @@ command -v zstd >/dev/null 2>&1 || need+=(zstd)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 # The test topology's hosts: network namespaces, veth links and a bridge.
 command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need+=(iproute2)
+# The bench's raw transfer between those hosts, the floor of a move across them.
+command -v socat >/dev/null 2>&1 || need+=(socat)
 # The README's curl examples read JSON with it.
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 [ -f /usr/share/wordpress/wp-includes/version.php ] || need+=(wordpress)

@@ -1,0 +1,235 @@
+//! `make bench`, moving sites between hosts: in the test topology (web2 and db2 each in a
+//! network and mount namespace of their own, with their own nginx, php-fpm and MariaDB), example
+//! sites with a payload of their own are moved web1+db1 -> web2+db2 by one `migrate-sites`
+//! batch at the default concurrency, then back web2+db2 -> web1+db1 one at a time. Each move is
+//! a whole migrate saga (maintenance, a backup, the database, the deploy through web2's agent and
+//! the store's door, the update, the switch, the cleanup of the old host).
+//!
+//! The floor, measured in the same run between the same namespaces, is a raw transfer of the
+//! same bytes, site by site: `tar | zstd` piped over a socket into `zstd -d | tar -x` on web2,
+//! and `mariadb-dump | mariadb` over a socket into a new database on db2.
+//!
+//! `BENCH_HOSTS_SITES` sets the number of sites (100).
+
+use serde_json::json;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use tests::hosts::{Host, Topology, HOST_MARIADB_SOCKET, HOST_ROOT};
+use tests::Stack;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+/// The gateway's default for `concurrency` in migrate-sites.
+const DEFAULT_CONCURRENCY: i64 = 4;
+/// Each site's own files beside the platform's: half noise, half text, as uploads are.
+const PAYLOAD_BYTES: usize = 1 << 20;
+
+fn ts(v: &serde_json::Value, key: &str) -> OffsetDateTime {
+    OffsetDateTime::parse(v[key].as_str().unwrap_or_default(), &Rfc3339)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+fn payload(seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(PAYLOAD_BYTES);
+    while out.len() < PAYLOAD_BYTES / 2 {
+        // xorshift64: incompressible enough for zstd.
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    let line = format!("upload {seed}: the quick brown fox jumps over the lazy dog\n");
+    while out.len() < PAYLOAD_BYTES {
+        out.extend_from_slice(line.as_bytes());
+    }
+    out.truncate(PAYLOAD_BYTES);
+    out
+}
+
+/// Bytes of the regular files under `dir`.
+fn bytes_under(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(t) if t.is_file() => total += e.metadata().map(|m| m.len()).unwrap_or(0),
+                _ => {}
+            }
+        }
+    }
+    total
+}
+
+/// Runs `receiver` on `host` (it listens), then `sender` on the machine (it connects, retrying
+/// until the receiver listens), and waits for both.
+fn pipe(host: &Host, receiver: &str, sender: &str) -> anyhow::Result<()> {
+    let rx = host
+        .command(Path::new("/bin/sh"), &["-c", receiver])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let tx = Command::new("/bin/sh")
+        .args(["-c", sender])
+        .stdin(Stdio::null())
+        .output()?;
+    let rx_out = rx.wait_with_output()?;
+    anyhow::ensure!(
+        tx.status.success(),
+        "{sender}: {}",
+        String::from_utf8_lossy(&tx.stderr).trim()
+    );
+    anyhow::ensure!(
+        rx_out.status.success(),
+        "on {}: {receiver}: {}",
+        host.name,
+        String::from_utf8_lossy(&rx_out.stderr).trim()
+    );
+    Ok(())
+}
+
+/// The raw transfer of one site's files to web2 and its database to db2.
+fn raw_transfer(
+    topology: &Topology,
+    n: usize,
+    site_dir: &Path,
+    database: &str,
+) -> anyhow::Result<()> {
+    let (web2, db2) = (&topology.web2, &topology.db2);
+    let port = 20_000 + n;
+    let into = format!("{HOST_ROOT}/raw/{n}");
+    pipe(
+        web2,
+        &format!(
+            "mkdir -p {into} && socat -u TCP-LISTEN:{port},bind={},reuseaddr STDOUT | zstd -d -q | tar -x -C {into}",
+            web2.address
+        ),
+        &format!(
+            "tar -C '{}' -cf - . | zstd -q -c | socat -u STDIN TCP:{}:{port},retry=500,interval=0.01",
+            site_dir.display(),
+            web2.address
+        ),
+    )?;
+    let mariadb = format!("mariadb --socket={HOST_MARIADB_SOCKET} -u root");
+    pipe(
+        db2,
+        &format!(
+            "{mariadb} -e 'CREATE DATABASE raw_{n}' && socat -u TCP-LISTEN:{port},bind={},reuseaddr STDOUT | {mariadb} raw_{n}",
+            db2.address
+        ),
+        &format!(
+            "mariadb-dump -h 127.0.0.1 -u root --single-transaction '{database}' | socat -u STDIN TCP:{}:{port},retry=500,interval=0.01",
+            db2.address
+        ),
+    )?;
+    Ok(())
+}
+
+/// Runs a batch; answers the seconds from accepted to finished.
+async fn batch(stack: &Stack, from: &str, body: serde_json::Value, sites: usize) -> f64 {
+    let from = stack.platform_id(from).await;
+    let (status, r) = stack
+        .call("POST", &format!("/platforms/{from}/tasks"), Some(body))
+        .await;
+    assert_eq!(status, 202, "{r}");
+    let id = r["task"]["id"].as_i64().unwrap_or_default();
+    let done = stack.wait_task(id, Duration::from_secs(4 * 3600)).await;
+    assert_eq!(done["status"], "success", "{done}");
+    assert_eq!(done["result"]["migrated"], sites, "{done}");
+    (ts(&done, "finished") - ts(&done, "created")).as_seconds_f64()
+}
+
+async fn served_by(host: &Host, domain: &str) -> bool {
+    let with_port = format!("{domain}:8088");
+    tests::http::request(
+        "GET",
+        &format!("http://{}:8088/", host.address),
+        None,
+        &[("Host", with_port.as_str())],
+    )
+    .await
+    .is_ok_and(|r| r.status == 200 && r.body.contains("This page was stored"))
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let sites: usize = std::env::var("BENCH_HOSTS_SITES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let topology = Topology::start().await;
+    topology.platform_on_web2().await;
+    let stack = &topology.stack;
+    stack.create_client("bench").await;
+    eprintln!("installing {sites} example sites on web1 with their databases on db1...");
+    let mut installs = Vec::new();
+    for i in 0..sites {
+        let (site, task) = stack
+            .create_site(&format!("move{i}.bench.example"), "bench", "example")
+            .await;
+        installs.push((site, task["id"].as_i64().unwrap_or_default()));
+    }
+    let mut records = Vec::new();
+    for (i, (site, task)) in installs.into_iter().enumerate() {
+        let t = stack.wait_task(task, Duration::from_secs(900)).await;
+        assert_eq!(t["status"], "success", "{t}");
+        let domain = site["domain"].as_str().unwrap_or_default().to_owned();
+        let dir = stack.example_root.join(format!("sites/{domain}"));
+        std::fs::write(dir.join("files/payload.bin"), payload(i as u64))?;
+        records.push((dir, site["db_name"].as_str().unwrap_or_default().to_owned()));
+    }
+    let file_bytes: u64 = records.iter().map(|(d, _)| bytes_under(d)).sum();
+
+    eprintln!("raw transfer of the same bytes, site by site...");
+    let started = Instant::now();
+    for (n, (dir, db)) in records.iter().enumerate() {
+        raw_transfer(&topology, n, dir, db)?;
+    }
+    let raw = started.elapsed().as_secs_f64();
+    topology.web2.run(&format!("rm -rf {HOST_ROOT}/raw"))?;
+
+    eprintln!("migrating {sites} sites web1+db1 -> web2+db2 with the default concurrency ({DEFAULT_CONCURRENCY})...");
+    let parallel = batch(
+        stack,
+        "example",
+        json!({"type": "migrate-sites", "target": "example-web2", "db_server": "db2"}),
+        sites,
+    )
+    .await;
+    assert!(served_by(&topology.web2, "move0.bench.example").await);
+    eprintln!("migrating them back web2+db2 -> web1+db1 one at a time...");
+    let serial = batch(
+        stack,
+        "example-web2",
+        json!({"type": "migrate-sites", "target": "example", "db_server": "local",
+               "concurrency": 1}),
+        sites,
+    )
+    .await;
+    assert_eq!(stack.page("move0.bench.example", "/").await.status, 200);
+
+    let per = |secs: f64| secs * 1000.0 / sites as f64;
+    println!(
+        "moving {sites} example sites between hosts ({:.1} MiB of files, each site a whole migrate saga)",
+        file_bytes as f64 / (1 << 20) as f64
+    );
+    println!(
+        "  floor, raw transfer one site at a time (tar|zstd over a socket to web2, mariadb-dump|mariadb to db2): {raw:.1} s ({:.0} ms per site)",
+        per(raw)
+    );
+    println!(
+        "  web1+db1 -> web2+db2, concurrency {DEFAULT_CONCURRENCY} (default): {parallel:.1} s ({:.0} ms per site, {:.1}x the floor)",
+        per(parallel),
+        parallel / raw
+    );
+    println!(
+        "  web2+db2 -> web1+db1, one at a time: {serial:.1} s ({:.0} ms per site, {:.1}x the floor)",
+        per(serial),
+        serial / raw
+    );
+    topology.teardown().await;
+    Ok(())
+}
