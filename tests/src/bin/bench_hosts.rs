@@ -1,7 +1,8 @@
 //! `make bench`, moving sites between hosts: in the test topology (web2 and db2 each in a
 //! network and mount namespace of their own, with their own nginx, php-fpm and MariaDB), example
 //! sites with a payload of their own are moved web1+db1 -> web2+db2 by one `migrate-sites`
-//! batch at the default concurrency, then back web2+db2 -> web1+db1 one at a time. Each move is
+//! batch at the default concurrency, back the same way, then again one at a time, with the
+//! median time of each saga step in that last batch. Each move is
 //! a whole migrate saga (maintenance, a backup, the database, the deploy through web2's agent and
 //! the store's door, the update, the switch, the cleanup of the old host).
 //!
@@ -128,8 +129,8 @@ fn raw_transfer(
     Ok(())
 }
 
-/// Runs a batch; answers the seconds from accepted to finished.
-async fn batch(stack: &Stack, from: &str, body: serde_json::Value, sites: usize) -> f64 {
+/// Runs a batch; answers its task and the seconds from accepted to finished.
+async fn batch(stack: &Stack, from: &str, body: serde_json::Value, sites: usize) -> (i64, f64) {
     let from = stack.platform_id(from).await;
     let (status, r) = stack
         .call("POST", &format!("/platforms/{from}/tasks"), Some(body))
@@ -139,7 +140,27 @@ async fn batch(stack: &Stack, from: &str, body: serde_json::Value, sites: usize)
     let done = stack.wait_task(id, Duration::from_secs(4 * 3600)).await;
     assert_eq!(done["status"], "success", "{done}");
     assert_eq!(done["result"]["migrated"], sites, "{done}");
-    (ts(&done, "finished") - ts(&done, "created")).as_seconds_f64()
+    (id, (ts(&done, "finished") - ts(&done, "created")).as_seconds_f64())
+}
+
+/// The median milliseconds of each saga step over a batch's child tasks, in the order the
+/// steps ran.
+async fn step_medians(stack: &Stack, batch: i64) -> anyhow::Result<Vec<(String, f64)>> {
+    let pool = sqlx::PgPool::connect(&stack.state_db_url).await?;
+    let rows: Vec<(String, f64)> = sqlx::query_as(
+        "SELECT s.step, percentile_cont(0.5) WITHIN GROUP \
+             (ORDER BY extract(epoch FROM d.at - s.at) * 1000)::float8 \
+         FROM saga_events s JOIN saga_events d \
+           ON d.task_id = s.task_id AND d.step = s.step AND d.event = 'done' \
+         WHERE s.event = 'started' \
+           AND s.task_id IN (SELECT id FROM tasks WHERE parent_id = $1) \
+         GROUP BY s.step ORDER BY min(s.at)",
+    )
+    .bind(batch)
+    .fetch_all(&pool)
+    .await?;
+    pool.close().await;
+    Ok(rows)
 }
 
 async fn served_by(host: &Host, domain: &str) -> bool {
@@ -192,7 +213,7 @@ async fn main() -> anyhow::Result<()> {
     topology.web2.run(&format!("rm -rf {HOST_ROOT}/raw"))?;
 
     eprintln!("migrating {sites} sites web1+db1 -> web2+db2 with the default concurrency ({DEFAULT_CONCURRENCY})...");
-    let parallel = batch(
+    let (_, parallel) = batch(
         stack,
         "example",
         json!({"type": "migrate-sites", "target": "example-web2", "db_server": "db2"}),
@@ -200,16 +221,25 @@ async fn main() -> anyhow::Result<()> {
     )
     .await;
     assert!(served_by(&topology.web2, "move0.bench.example").await);
-    eprintln!("migrating them back web2+db2 -> web1+db1 one at a time...");
-    let serial = batch(
+    eprintln!("moving them back web2+db2 -> web1+db1 with the default concurrency...");
+    let (_, back) = batch(
         stack,
         "example-web2",
-        json!({"type": "migrate-sites", "target": "example", "db_server": "local",
-               "concurrency": 1}),
+        json!({"type": "migrate-sites", "target": "example", "db_server": "local"}),
         sites,
     )
     .await;
     assert_eq!(stack.page("move0.bench.example", "/").await.status, 200);
+    eprintln!("migrating {sites} sites web1+db1 -> web2+db2 one at a time...");
+    let (serial_batch, serial) = batch(
+        stack,
+        "example",
+        json!({"type": "migrate-sites", "target": "example-web2", "db_server": "db2",
+               "concurrency": 1}),
+        sites,
+    )
+    .await;
+    assert!(served_by(&topology.web2, "move0.bench.example").await);
 
     let per = |secs: f64| secs * 1000.0 / sites as f64;
     println!(
@@ -226,9 +256,22 @@ async fn main() -> anyhow::Result<()> {
         parallel / raw
     );
     println!(
-        "  web2+db2 -> web1+db1, one at a time: {serial:.1} s ({:.0} ms per site, {:.1}x the floor)",
+        "  web1+db1 -> web2+db2, one at a time: {serial:.1} s ({:.0} ms per site, {:.1}x the floor)",
         per(serial),
         serial / raw
+    );
+    let steps = step_medians(stack, serial_batch).await?;
+    println!(
+        "    its steps, median per site: {}",
+        steps
+            .iter()
+            .map(|(step, ms)| format!("{step} {ms:.0} ms"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "  (back web2+db2 -> web1+db1, concurrency {DEFAULT_CONCURRENCY}: {back:.1} s, {:.0} ms per site)",
+        per(back)
     );
     topology.teardown().await;
     Ok(())
