@@ -451,7 +451,8 @@ async fn a_site_on_web2_with_its_database_on_db2_lives_and_ends_there() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_site_moves_from_web1_and_db1_to_web2_and_db2_and_is_cloned_back() {
+async fn a_site_moves_from_web1_and_db1_to_web2_and_db2_and_is_cloned_back_and_a_database_moves_alone(
+) {
     let topology = Topology::start().await;
     let (stack, web2) = (&topology.stack, &topology.web2);
     let root = topology.platform_on_web2().await;
@@ -536,6 +537,36 @@ async fn a_site_moves_from_web1_and_db1_to_web2_and_db2_and_is_cloned_back() {
     assert_eq!(copied, "uploaded on web1");
     // The original still serves on web2.
     assert_eq!(page_on(web2, domain, "/").await.status, 200);
+
+    // The database alone: a site stays on web1 (onto another platform there) and its database
+    // moves from db1 to db2.
+    stack.fixture_platform("example-next", |t| t).await;
+    let stays = "dbmove.acme.example";
+    let site = stack.install_site(stays, "acme").await;
+    let old_db = site["db_name"].as_str().unwrap_or_default().to_owned();
+    let moved = stack
+        .run_site_task(
+            id(&site),
+            json!({"type": "migrate", "platform": "example-next", "db_server": "db2"}),
+        )
+        .await;
+    stack.assert_success(&moved).await;
+    let record = stack.site(id(&site)).await;
+    assert_eq!(record["db_server"], "db2", "{record}");
+    assert_eq!(record["platform"], "example-next", "{record}");
+    let page = stack.page(stays, "/").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("This page was stored"), "{}", page.body);
+    assert_eq!(page_on(web2, stays, "/").await.status, 404);
+    let new_db = record["db_name"].as_str().unwrap_or_default();
+    assert!(
+        databases_on(&topology.db2).iter().any(|d| d == new_db),
+        "{new_db} is not on db2"
+    );
+    assert!(
+        !on_the_machines_mariadb(&old_db).await,
+        "the old database is still on db1"
+    );
 
     topology.teardown().await;
 }

@@ -140,7 +140,10 @@ async fn batch(stack: &Stack, from: &str, body: serde_json::Value, sites: usize)
     let done = stack.wait_task(id, Duration::from_secs(4 * 3600)).await;
     assert_eq!(done["status"], "success", "{done}");
     assert_eq!(done["result"]["migrated"], sites, "{done}");
-    (id, (ts(&done, "finished") - ts(&done, "created")).as_seconds_f64())
+    (
+        id,
+        (ts(&done, "finished") - ts(&done, "created")).as_seconds_f64(),
+    )
 }
 
 /// The median milliseconds of each saga step over a batch's child tasks, in the order the
