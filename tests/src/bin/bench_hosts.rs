@@ -65,29 +65,32 @@ fn bytes_under(dir: &Path) -> u64 {
     total
 }
 
-/// Runs `receiver` on `host` (it listens), then `sender` on the machine (it connects, retrying
-/// until the receiver listens), and waits for both.
+/// Runs `receiver` on `host` (it listens, for 60 s at most), then `sender` on the machine (it
+/// connects, retrying until the receiver listens), and waits for both. Both run under bash's
+/// `pipefail`, so a failing stage anywhere fails the transfer.
 fn pipe(host: &Host, receiver: &str, sender: &str) -> anyhow::Result<()> {
-    let rx = host
-        .command(Path::new("/bin/sh"), &["-c", receiver])
+    let mut rx = host
+        .command(Path::new("/bin/bash"), &["-o", "pipefail", "-c", receiver])
         .stdin(Stdio::null())
+        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()?;
-    let tx = Command::new("/bin/sh")
-        .args(["-c", sender])
+    let tx = Command::new("/bin/bash")
+        .args(["-o", "pipefail", "-c", sender])
         .stdin(Stdio::null())
+        .stdout(Stdio::null())
         .output()?;
+    if !tx.status.success() {
+        // The receiver would wait for a sender that gave up.
+        let _ = rx.kill();
+    }
     let rx_out = rx.wait_with_output()?;
     anyhow::ensure!(
-        tx.status.success(),
-        "{sender}: {}",
-        String::from_utf8_lossy(&tx.stderr).trim()
-    );
-    anyhow::ensure!(
-        rx_out.status.success(),
-        "on {}: {receiver}: {}",
+        rx_out.status.success() && tx.status.success(),
+        "on {}: {receiver}: {}\n{sender}: {}",
         host.name,
-        String::from_utf8_lossy(&rx_out.stderr).trim()
+        String::from_utf8_lossy(&rx_out.stderr).trim(),
+        String::from_utf8_lossy(&tx.stderr).trim()
     );
     Ok(())
 }
@@ -105,7 +108,7 @@ fn raw_transfer(
     pipe(
         web2,
         &format!(
-            "mkdir -p {into} && socat -u TCP-LISTEN:{port},bind={},reuseaddr STDOUT | zstd -d -q | tar -x -C {into}",
+            "mkdir -p {into} && socat -u TCP-LISTEN:{port},bind={},reuseaddr,accept-timeout=60 STDOUT | zstd -d -q | tar -x -C {into}",
             web2.address
         ),
         &format!(
@@ -118,7 +121,7 @@ fn raw_transfer(
     pipe(
         db2,
         &format!(
-            "{mariadb} -e 'CREATE DATABASE raw_{n}' && socat -u TCP-LISTEN:{port},bind={},reuseaddr STDOUT | {mariadb} raw_{n}",
+            "{mariadb} -e 'CREATE DATABASE raw_{n}' && socat -u TCP-LISTEN:{port},bind={},reuseaddr,accept-timeout=60 STDOUT | {mariadb} raw_{n}",
             db2.address
         ),
         &format!(
@@ -213,7 +216,39 @@ async fn main() -> anyhow::Result<()> {
         raw_transfer(&topology, n, dir, db)?;
     }
     let raw = started.elapsed().as_secs_f64();
+    // What arrived, checked outside the timing: every file byte, and every table.
+    for (n, (dir, db)) in records.iter().enumerate() {
+        let (sent, got) = (
+            bytes_under(dir),
+            bytes_under(&topology.web2.root.join(format!("raw/{n}"))),
+        );
+        anyhow::ensure!(
+            sent == got,
+            "raw transfer {n}: {sent} bytes sent, {got} arrived"
+        );
+        let count = |table_schema: &str| {
+            format!("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{table_schema}'")
+        };
+        let tables = topology.db2.run(&format!(
+            "mariadb --socket={HOST_MARIADB_SOCKET} -u root -N -e \"{}\"",
+            count(&format!("raw_{n}"))
+        ))?;
+        let source = Command::new("mariadb")
+            .args(["-u", "root", "-N", "-e", &count(db)])
+            .output()?;
+        let source = String::from_utf8_lossy(&source.stdout);
+        anyhow::ensure!(
+            tables.trim() == source.trim() && tables.trim() != "0",
+            "raw transfer {n}: {} tables arrived of {}",
+            tables.trim(),
+            source.trim()
+        );
+    }
     topology.web2.run(&format!("rm -rf {HOST_ROOT}/raw"))?;
+    topology.db2.run(&format!(
+        "for n in $(seq 0 {}); do mariadb --socket={HOST_MARIADB_SOCKET} -u root -e \"DROP DATABASE raw_$n\"; done",
+        records.len().saturating_sub(1)
+    ))?;
 
     eprintln!("migrating {sites} sites web1+db1 -> web2+db2 with the default concurrency ({DEFAULT_CONCURRENCY})...");
     let (_, parallel) = batch(
