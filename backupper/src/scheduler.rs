@@ -121,7 +121,7 @@ pub async fn tick_once(store: &Store, now: OffsetDateTime) -> anyhow::Result<()>
         };
         if let Some(reason) = failed {
             tracing::error!(site = %s.site, %reason, "a site's schedule is skipped");
-            let _ = store.mark_schedule_invalid(s.site, &reason).await;
+            let _ = store.mark_schedule_invalid(&s, &reason).await;
         }
     }
     Ok(())
@@ -141,7 +141,7 @@ async fn one_site(
             Ok(schedule) => Some(schedule),
             Err(e) => {
                 let reason = format!("the stored schedule cannot be read: {e}; set it again");
-                if store.mark_schedule_invalid(s.site, &reason).await? {
+                if store.mark_schedule_invalid(s, &reason).await? {
                     tracing::warn!(site = %s.site, %reason, "a site's schedule is skipped");
                 }
                 None

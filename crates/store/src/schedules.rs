@@ -57,13 +57,22 @@ impl Store {
         site_schedule(&row)
     }
 
-    /// Marks a site's stored schedule as unusable, with the reason (once).
-    pub async fn mark_schedule_invalid(&self, site: SiteId, reason: &str) -> Result<bool> {
+    /// Marks a site's stored schedule as unusable, with the reason (once), if it is still the
+    /// schedule `read` saw: one set since (which clears the mark) is not marked for the old
+    /// one's fault.
+    pub async fn mark_schedule_invalid(&self, read: &SiteSchedule, reason: &str) -> Result<bool> {
+        let (overridden, schedule) = match &read.overridden {
+            None => (false, None),
+            Some(v) => (true, v.clone()),
+        };
         let changed = sqlx::query(
-            "UPDATE backup_schedules SET invalid = $2 WHERE site_id = $1 AND invalid IS DISTINCT FROM $2",
+            "UPDATE backup_schedules SET invalid = $2 WHERE site_id = $1 AND invalid IS DISTINCT FROM $2
+                 AND overridden = $3 AND (NOT $3 OR schedule IS NOT DISTINCT FROM $4)",
         )
-        .bind(site.0)
+        .bind(read.site.0)
         .bind(reason)
+        .bind(overridden)
+        .bind(schedule)
         .execute(&self.pool)
         .await?
         .rows_affected();
