@@ -205,7 +205,53 @@ impl Host {
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
+
+    /// GET on this host's own nginx (a web server of the topology, port [`WEB_PORT`]) with a
+    /// Host header, as a browser at that domain would.
+    pub async fn page(&self, domain: &str, path: &str) -> crate::http::Response {
+        let with_port = format!("{domain}:{WEB_PORT}");
+        crate::http::request(
+            "GET",
+            &format!("http://{}:{WEB_PORT}{path}", self.address),
+            None,
+            &[("Host", with_port.as_str())],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("GET {domain}{path} on {}: {e:#}", self.name))
+    }
+
+    /// The databases on this host's own MariaDB ([`MariaDb`]).
+    pub fn databases(&self) -> anyhow::Result<Vec<String>> {
+        Ok(self
+            .run(&format!(
+                "mariadb --socket={HOST_MARIADB_SOCKET} -u root -N -e 'SHOW DATABASES'"
+            ))?
+            .lines()
+            .map(str::to_owned)
+            .collect())
+    }
+
+    /// The users on this host's own MariaDB whose names start with `<prefix>_` (a stack's).
+    pub fn mariadb_users(&self, prefix: &str) -> anyhow::Result<Vec<String>> {
+        anyhow::ensure!(
+            prefix.chars().all(|c| c.is_ascii_alphanumeric()),
+            "a stack prefix is letters and digits: {prefix:?}"
+        );
+        let head = format!("{prefix}_");
+        Ok(self
+            .run(&format!(
+                "mariadb --socket={HOST_MARIADB_SOCKET} -u root -N -e \
+                 \"SELECT User FROM mysql.user WHERE LEFT(User, {}) = '{head}'\"",
+                head.len()
+            ))?
+            .lines()
+            .map(str::to_owned)
+            .collect())
+    }
 }
+
+/// The port a topology web server's nginx listens on.
+pub const WEB_PORT: u16 = 8088;
 
 /// A MariaDB server of a host's own, with its data directory in the host's root, listening
 /// on the host's address (port 3306) and on a socket in its root; root may log in over the
@@ -364,7 +410,7 @@ impl Topology {
 
         let (web2_server, web2_env) = register(
             &stack,
-            json!({"name": "web2", "kind": "web", "host": web2.address.to_string(), "port": 8088,
+            json!({"name": "web2", "kind": "web", "host": web2.address.to_string(), "port": WEB_PORT,
                    "platform_dirs": [format!("{HOST_ROOT}/platforms")]}),
         )
         .await;
@@ -387,7 +433,10 @@ impl Topology {
             &web2_env,
             &[
                 ("HOSTING_WEBCONF_DIR", format!("{HOST_ROOT}/webconf")),
-                ("HOSTING_HTTP_LISTEN", format!("{}:8088", web2.address)),
+                (
+                    "HOSTING_HTTP_LISTEN",
+                    format!("{}:{WEB_PORT}", web2.address),
+                ),
             ],
         );
         start_agent(

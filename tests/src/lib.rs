@@ -20,6 +20,19 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const PG_ADMIN_URL: &str = "postgres://hosting:hosting@127.0.0.1:5432/hosting";
+/// A page to drop into a platform that reports what the PHP serving it can do: its uid,
+/// whether it can read or list `?path=`, whether the extension `?ext=` is loaded.
+pub const PHP_PROBE: &str = r#"<?php
+header('Content-Type: application/json');
+$p = (string) ($_GET['path'] ?? '');
+echo json_encode([
+    'uid' => posix_geteuid(),
+    'read' => $p !== '' && @file_get_contents($p) !== false,
+    'list' => $p !== '' && @scandir($p) !== false,
+    'ext' => isset($_GET['ext']) ? extension_loaded((string) $_GET['ext']) : null,
+]);
+"#;
+
 pub const MYSQL_ADMIN_URL: &str = "mysql://root@localhost/?socket=/run/mysqld/mysqld.sock";
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 /// The names of a saga's steps, from its step enum (`contract::steps`), in order: the
@@ -1127,6 +1140,21 @@ impl Stack {
             Duration::from_secs(120),
         )
         .await
+    }
+
+    /// Posts a platform task (`POST /platforms/{id}/tasks`, the platform named) and waits up to
+    /// `within` for it to finish; answers the finished task.
+    pub async fn run_platform_task(&self, platform: &str, body: Value, within: Duration) -> Value {
+        let platform = self.platform_id(platform).await;
+        let (status, r) = self
+            .call(
+                "POST",
+                &format!("/platforms/{platform}/tasks"),
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!(status, 202, "{body} -> {r}");
+        self.wait_task(id(&r["task"]), within).await
     }
 
     /// A site's backups as the API lists them (`GET /sites/{site}/backups`).

@@ -220,6 +220,7 @@ async fn a_seeded_corpus_of_hostile_inputs_is_refused_with_json() {
                 ("target", Kind::Name),
                 ("concurrency", Kind::Id),
                 ("failure_budget", Kind::Id),
+                ("db_server", Kind::Name),
             ],
         },
         Endpoint {
@@ -717,6 +718,33 @@ async fn refusals_the_router_makes_are_json_too() {
             r.body
         );
         assert!(!r.body.contains("Name(\""), "Rust's debug form: {}", r.body);
+    }
+    // A platform task's db_server: only for migrate-sites, and only a db server that exists.
+    let platform = stack.platform_id("example").await;
+    let platform_tasks = format!("/platforms/{platform}/tasks");
+    stack.fixture_platform("other", |m| m).await;
+    for (body, says) in [
+        (
+            json!({"type": "verify", "db_server": "local"}),
+            "are for migrate-sites",
+        ),
+        (
+            json!({"type": "migrate-sites", "target": "other", "db_server": "nowhere"}),
+            "nowhere",
+        ),
+        (
+            json!({"type": "migrate-sites", "target": "other", "db_server": 987654}),
+            "no db server",
+        ),
+    ] {
+        let (status, r) = stack
+            .call("POST", &platform_tasks, Some(body.clone()))
+            .await;
+        assert_eq!(status, 422, "{body}: {r}");
+        assert!(
+            r.to_string().contains(says),
+            "{body}: {r} should say {says:?}"
+        );
     }
     // A body `curl -d` sends as a form but that is JSON is read as JSON.
     let r = stack

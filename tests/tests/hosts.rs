@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
-use tests::hosts::{Host, Topology, HOST_MARIADB_SOCKET, HOST_ROOT};
+use tests::hosts::{Host, Topology, HOST_ROOT};
 use tests::{id, password_from_settings};
 
 /// What a process sees at `path` from inside its mount namespace (`ls -A`), or None when the
@@ -113,8 +113,11 @@ async fn hosts_of_their_own_run_their_agents_and_hold_a_sites_database() {
     // Two sites on web2 are cells there too: each PHP pool runs as its own site's user and
     // reads its own settings, and nothing of its neighbour's nor of web2's agent.
     let root = topology.platform_on_web2().await;
-    std::fs::write(web2.root.join("platforms/example/public/probe.php"), PROBE)
-        .expect("the probe on web2");
+    std::fs::write(
+        web2.root.join("platforms/example/public/probe.php"),
+        tests::PHP_PROBE,
+    )
+    .expect("the probe on web2");
     let mut cells = Vec::new();
     for domain in ["a.acme.example", "b.acme.example"] {
         let (site, task) = stack
@@ -128,13 +131,19 @@ async fn hosts_of_their_own_run_their_agents_and_hold_a_sites_database() {
         cells.push((domain, format!("{root}/sites/{domain}"), uid));
     }
     let [(a, a_dir, a_uid), (b, b_dir, b_uid)] = [cells[0].clone(), cells[1].clone()];
-    assert!(a_uid != b_uid && a_uid != 0 && b_uid != 0);
+    assert!(
+        a_uid != b_uid && a_uid != 0 && b_uid != 0,
+        "two sites, two users of their own: {a_uid} {b_uid}"
+    );
     let own = probe_on(web2, a, &format!("{a_dir}/settings.php")).await;
     assert_eq!(
         (&own["uid"], &own["read"]),
         (&json!(a_uid), &json!(true)),
         "{own}"
     );
+    // The probe lists what its site may list, so a `false` below means refused.
+    let own_dir = probe_on(web2, a, &format!("{a_dir}/files")).await;
+    assert_eq!(own_dir["list"], json!(true), "{own_dir}");
     assert_eq!(
         probe_on(web2, b, "").await["uid"],
         b_uid,
@@ -163,21 +172,9 @@ async fn hosts_of_their_own_run_their_agents_and_hold_a_sites_database() {
     topology.teardown().await;
 }
 
-/// A page of the platform that reports what the PHP serving it can do: its uid, and whether it
-/// can read or list a path.
-const PROBE: &str = r#"<?php
-header('Content-Type: application/json');
-$p = (string) ($_GET['path'] ?? '');
-echo json_encode([
-    'uid' => posix_geteuid(),
-    'read' => $p !== '' && @file_get_contents($p) !== false,
-    'list' => $p !== '' && @scandir($p) !== false,
-]);
-"#;
-
 /// What the probe of a site on `host` answers for `path`.
 async fn probe_on(host: &Host, domain: &str, path: &str) -> Value {
-    let page = page_on(host, domain, &format!("/probe.php?path={path}")).await;
+    let page = host.page(domain, &format!("/probe.php?path={path}")).await;
     assert_eq!(page.status, 200, "{}", page.body);
     serde_json::from_str(&page.body).unwrap_or_else(|_| panic!("probe: {}", page.body))
 }
@@ -198,30 +195,6 @@ async fn on_the_machines_mariadb(database: &str) -> bool {
     found.is_some()
 }
 
-/// Databases on db2's own MariaDB.
-fn databases_on(db2: &Host) -> Vec<String> {
-    db2.run(&format!(
-        "mariadb --socket={HOST_MARIADB_SOCKET} -u root -N -e 'SHOW DATABASES'"
-    ))
-    .expect("db2's databases")
-    .lines()
-    .map(str::to_owned)
-    .collect()
-}
-
-/// GET on a host's own nginx with a Host header, as a browser at that domain would.
-async fn page_on(host: &Host, domain: &str, path: &str) -> tests::http::Response {
-    let with_port = format!("{domain}:8088");
-    tests::http::request(
-        "GET",
-        &format!("http://{}:8088{path}", host.address),
-        None,
-        &[("Host", with_port.as_str())],
-    )
-    .await
-    .unwrap_or_else(|e| panic!("GET {domain}{path} on {}: {e:#}", host.name))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_site_on_web2_with_its_database_on_db2_lives_and_ends_there() {
     let topology = Topology::start().await;
@@ -240,7 +213,7 @@ async fn a_site_on_web2_with_its_database_on_db2_lives_and_ends_there() {
     let site_id = id(&site);
 
     // web2's nginx serves it from db2; the control plane's web server does not.
-    let page = page_on(web2, domain, "/").await;
+    let page = web2.page(domain, "/").await;
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(
         page.body
@@ -310,7 +283,7 @@ async fn a_site_on_web2_with_its_database_on_db2_lives_and_ends_there() {
     stack.assert_success(&verified).await;
     let log = stack.task_log_text(id(&verified)).await;
     assert!(log.contains("settings file rewritten"), "{log}");
-    assert_eq!(page_on(web2, domain, "/").await.status, 200);
+    assert_eq!(web2.page(domain, "/").await.status, 200);
 
     // A backup: the files streamed by web2's agent into the control plane's store, the
     // database dumped from db2; verify-backup proves it restorable.
@@ -361,7 +334,7 @@ async fn a_site_on_web2_with_its_database_on_db2_lives_and_ends_there() {
         vec!["kept", user.as_str(), "kept.txt"],
         "{after}"
     );
-    assert_eq!(page_on(web2, domain, "/").await.status, 200);
+    assert_eq!(web2.page(domain, "/").await.status, 200);
     let leftovers = web2
         .run(&format!("ls -A {root}/sites"))
         .expect("the platform's sites");
@@ -393,7 +366,7 @@ async fn a_site_on_web2_with_its_database_on_db2_lives_and_ends_there() {
         .run_site_task(site_id, json!({"type": "disable"}))
         .await;
     stack.assert_success(&disabled).await;
-    let away = page_on(web2, domain, "/").await;
+    let away = web2.page(domain, "/").await;
     assert!(
         (300..400).contains(&away.status) && !away.body.contains("This page was stored"),
         "{} {}",
@@ -404,7 +377,7 @@ async fn a_site_on_web2_with_its_database_on_db2_lives_and_ends_there() {
         .run_site_task(site_id, json!({"type": "enable"}))
         .await;
     stack.assert_success(&enabled).await;
-    assert_eq!(page_on(web2, domain, "/").await.status, 200);
+    assert_eq!(web2.page(domain, "/").await.status, 200);
     let disabled = stack
         .run_site_task(site_id, json!({"type": "disable"}))
         .await;
@@ -414,9 +387,9 @@ async fn a_site_on_web2_with_its_database_on_db2_lives_and_ends_there() {
         .await;
     stack.assert_success(&deleted).await;
     assert!(!site_dir.exists(), "the site directory is still on web2");
-    let gone = page_on(web2, domain, "/").await;
+    let gone = web2.page(domain, "/").await;
     assert_eq!(gone.status, 404, "{}", gone.body);
-    let databases = databases_on(db2);
+    let databases = db2.databases().expect("db2's databases");
     assert!(
         !databases.contains(&db_name),
         "the database is still on db2: {databases:?}"
@@ -444,7 +417,7 @@ async fn a_site_on_web2_with_its_database_on_db2_lives_and_ends_there() {
         .run_site_task(id(&site), json!({"type": "delete", "force": true}))
         .await;
     stack.assert_success(&forced).await;
-    assert_eq!(page_on(web2, broken, "/").await.status, 404);
+    assert_eq!(web2.page(broken, "/").await.status, 404);
     assert_eq!(stack.site(id(&site)).await["status"], "deleted");
 
     topology.teardown().await;
@@ -472,7 +445,7 @@ async fn a_site_moves_from_web1_and_db1_to_web2_and_db2_and_is_cloned_back_and_a
         )
         .await;
     stack.assert_success(&moved).await;
-    let page = page_on(web2, domain, "/").await;
+    let page = web2.page(domain, "/").await;
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(page.body.contains("This page was stored"), "{}", page.body);
     let upload = web2
@@ -515,7 +488,7 @@ async fn a_site_moves_from_web1_and_db1_to_web2_and_db2_and_is_cloned_back_and_a
         .run(&format!("cat {root}/sites/{domain}/files/upload.txt"))
         .expect("the upload on web2");
     assert_eq!(upload, "uploaded on web1");
-    assert_eq!(page_on(web2, domain, "/").await.status, 200);
+    assert_eq!(web2.page(domain, "/").await.status, 200);
 
     // A clone from web2 back onto web1, as a site of its own.
     let copy = "copy.acme.example";
@@ -536,7 +509,7 @@ async fn a_site_moves_from_web1_and_db1_to_web2_and_db2_and_is_cloned_back_and_a
     .expect("the upload in the clone");
     assert_eq!(copied, "uploaded on web1");
     // The original still serves on web2.
-    assert_eq!(page_on(web2, domain, "/").await.status, 200);
+    assert_eq!(web2.page(domain, "/").await.status, 200);
 
     // The database alone: a site stays on web1 (onto another platform there) and its database
     // moves from db1 to db2.
@@ -557,10 +530,15 @@ async fn a_site_moves_from_web1_and_db1_to_web2_and_db2_and_is_cloned_back_and_a
     let page = stack.page(stays, "/").await;
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(page.body.contains("This page was stored"), "{}", page.body);
-    assert_eq!(page_on(web2, stays, "/").await.status, 404);
+    assert_eq!(web2.page(stays, "/").await.status, 404);
     let new_db = record["db_name"].as_str().unwrap_or_default();
     assert!(
-        databases_on(&topology.db2).iter().any(|d| d == new_db),
+        topology
+            .db2
+            .databases()
+            .expect("db2's databases")
+            .iter()
+            .any(|d| d == new_db),
         "{new_db} is not on db2"
     );
     assert!(
@@ -590,7 +568,7 @@ async fn assert_still_on_web1(topology: &Topology, before: &Value, context: &str
         page.body
     );
     assert_eq!(
-        page_on(&topology.web2, domain, "/").await.status,
+        topology.web2.page(domain, "/").await.status,
         404,
         "{context}: web2 serves the site"
     );
@@ -606,13 +584,18 @@ async fn assert_still_on_web1(topology: &Topology, before: &Value, context: &str
         on_the_machines_mariadb(db).await,
         "{context}: db1 lost {db}"
     );
-    let on_db2 = databases_on(&topology.db2);
+    let on_db2 = topology.db2.databases().expect("db2's databases");
     assert!(
         !on_db2
             .iter()
             .any(|d| d.starts_with(&stack.prefix) || d == db),
         "{context}: left on db2: {on_db2:?}"
     );
+    let users = topology
+        .db2
+        .mariadb_users(&stack.prefix)
+        .expect("db2's users");
+    assert!(users.is_empty(), "{context}: users left on db2: {users:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -661,7 +644,7 @@ async fn a_move_to_web2_failing_at_any_step_leaves_the_site_on_web1_and_a_batch_
         .run_site_task(id(&site), both_at_once.clone())
         .await;
     topology.stack.assert_success(&done).await;
-    let page = page_on(&topology.web2, domain, "/").await;
+    let page = topology.web2.page(domain, "/").await;
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(page.body.contains("This page was stored"), "{}", page.body);
     topology.stack.kill("migrator");
@@ -677,30 +660,41 @@ async fn a_move_to_web2_failing_at_any_step_leaves_the_site_on_web1_and_a_batch_
         let (s, task) = stack.create_site_on(&d, "acme", "example", db).await;
         let done = stack.wait_task(id(&task), Duration::from_secs(120)).await;
         stack.assert_success(&done).await;
-        batch.push((id(&s), d));
+        let db_name = stack.site(id(&s)).await["db_name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        batch.push((id(&s), d, db_name, *db == "db2"));
     }
-    let example = stack.platform_id("example").await;
-    let (status, r) = stack
-        .call(
-            "POST",
-            &format!("/platforms/{example}/tasks"),
-            Some(
-                json!({"type": "migrate-sites", "target": "example-web2", "db_server": "db2",
-                        "concurrency": 2}),
-            ),
-        )
-        .await;
-    assert_eq!(status, 202, "{r}");
     let done = stack
-        .wait_task(id(&r["task"]), Duration::from_secs(300))
+        .run_platform_task(
+            "example",
+            json!({"type": "migrate-sites", "target": "example-web2", "db_server": "db2",
+                   "concurrency": 2}),
+            Duration::from_secs(300),
+        )
         .await;
     stack.assert_success(&done).await;
     assert_eq!(done["result"]["migrated"], 3, "{done}");
-    for (sid, d) in &batch {
+    let on_db2 = topology.db2.databases().expect("db2's databases");
+    for (sid, d, old_db, was_on_db2) in &batch {
         let record = stack.site(*sid).await;
         assert_eq!(record["platform"], "example-web2", "{record}");
         assert_eq!(record["db_server"], "db2", "{record}");
-        let page = page_on(&topology.web2, d, "/").await;
+        let new_db = record["db_name"].as_str().unwrap_or_default();
+        assert!(
+            on_db2.iter().any(|n| n == new_db),
+            "{d}: {new_db} not on db2"
+        );
+        if *was_on_db2 {
+            assert_eq!(new_db, old_db, "{d}: its database on db2 was not kept");
+        } else {
+            assert!(
+                !on_the_machines_mariadb(old_db).await,
+                "{d}: {old_db} is still on db1"
+            );
+        }
+        let page = topology.web2.page(d, "/").await;
         assert_eq!(page.status, 200, "{d}: {}", page.body);
         assert!(
             page.body.contains("This page was stored"),
@@ -719,8 +713,9 @@ async fn a_move_to_web2_failing_at_any_step_leaves_the_site_on_web1_and_a_batch_
     }
     let left = tests::entries_in(&stack.example_root.join("sites"));
     assert!(left.is_empty(), "left on web1: {left:?}");
-    let (dbs, _) = stack.mariadb_leftovers().await;
+    let (dbs, users) = stack.mariadb_leftovers().await;
     assert!(dbs.is_empty(), "left on db1: {dbs:?}");
+    assert!(users.is_empty(), "users left on db1: {users:?}");
 
     topology.teardown().await;
 }

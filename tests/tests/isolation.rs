@@ -9,19 +9,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tests::{id, Stack, StackOptions};
 
-/// A page of the platform that reports what the PHP serving it can do: its uid, whether it can
-/// read or list a path, whether an extension is loaded.
-const PROBE: &str = r#"<?php
-header('Content-Type: application/json');
-$p = (string) ($_GET['path'] ?? '');
-echo json_encode([
-    'uid' => posix_geteuid(),
-    'read' => $p !== '' && @file_get_contents($p) !== false,
-    'list' => $p !== '' && @scandir($p) !== false,
-    'ext' => isset($_GET['ext']) ? extension_loaded((string) $_GET['ext']) : null,
-]);
-"#;
-
 /// A script as a site would upload it: if it runs, its output says so.
 const UPLOADED: &str = "<?php echo 'EXECUTED-' . (40 + 2);\n";
 
@@ -60,7 +47,7 @@ async fn a_site_is_a_cell_its_neighbours_cannot_read() {
     stack.create_client("acme").await;
     stack.fixture_platform("cells", |m| m).await;
     let root = stack.dir.join("platforms/cells");
-    std::fs::write(root.join("public/probe.php"), PROBE).expect("the probe");
+    std::fs::write(root.join("public/probe.php"), tests::PHP_PROBE).expect("the probe");
     let a = install_on(&stack, "a.acme.example", "cells").await;
     let b = install_on(&stack, "b.acme.example", "cells").await;
     let (a_dir, b_dir) = (
@@ -756,7 +743,7 @@ async fn platform_verify_checks_the_php_that_pools_run() {
     );
     std::fs::write(
         stack.dir.join("platforms/needs-calendar/public/probe.php"),
-        PROBE,
+        tests::PHP_PROBE,
     )
     .expect("the probe");
     install_on(&stack, "cal.acme.example", "needs-calendar").await;

@@ -389,21 +389,16 @@ async fn a_batch_moves_every_site_of_a_platform() {
             .await));
     }
     stack.fixture_platform("c", |m| m).await;
-    let example = stack.platform_id("example").await;
-    let (status, r) = stack
-        .call(
-            "POST",
-            &format!("/platforms/{example}/tasks"),
-            Some(json!({"type": "migrate-sites", "target": "c", "concurrency": 2})),
-        )
-        .await;
-    assert_eq!(status, 202, "{r}");
     let done = stack
-        .wait_task(id(&r["task"]), Duration::from_secs(300))
+        .run_platform_task(
+            "example",
+            json!({"type": "migrate-sites", "target": "c", "concurrency": 2}),
+            Duration::from_secs(300),
+        )
         .await;
     stack.assert_success(&done).await;
     assert_eq!(done["result"]["migrated"], 5, "{done}");
-    assert_batch_left(&stack, id(&r["task"]), 5, &ids, "c", "s").await;
+    assert_batch_left(&stack, id(&done), 5, &ids, "c", "s").await;
     stack.teardown().await;
 }
 
@@ -491,23 +486,18 @@ async fn a_batch_stops_starting_sites_once_its_failure_budget_is_spent() {
             )
         })
         .await;
-    let example = stack.platform_id("example").await;
-    let (status, r) = stack
-        .call(
-            "POST",
-            &format!("/platforms/{example}/tasks"),
-            Some(json!({"type": "migrate-sites", "target": "broken", "concurrency": 1, "failure_budget": 1})),
-        )
-        .await;
-    assert_eq!(status, 202, "{r}");
     let done = stack
-        .wait_task(id(&r["task"]), Duration::from_secs(120))
+        .run_platform_task(
+            "example",
+            json!({"type": "migrate-sites", "target": "broken", "concurrency": 1, "failure_budget": 1}),
+            Duration::from_secs(120),
+        )
         .await;
     assert_eq!(done["status"], "error", "{done}");
     let error = done["error"].as_str().unwrap_or_default();
     assert!(error.contains("stopped after 1 failures"), "{error}");
     assert!(error.contains(r#""not_started":2"#), "{error}");
-    assert_batch_left(&stack, id(&r["task"]), 1, &ids, "example", "b").await;
+    assert_batch_left(&stack, id(&done), 1, &ids, "example", "b").await;
     stack.teardown().await;
 }
 

@@ -329,15 +329,58 @@ impl std::io::Write for ChunkWriter {
     }
 }
 
+/// One transfer with the backup store's door: where, and the task's token for it.
+struct Transfer {
+    uri: hyper::Uri,
+    host: String,
+    port: u16,
+    token: String,
+}
+
+impl Transfer {
+    /// An HTTP/1 connection to the door, and its driver (abort it when done).
+    async fn connect<B>(
+        &self,
+    ) -> anyhow::Result<(
+        hyper::client::conn::http1::SendRequest<B>,
+        tokio::task::JoinHandle<hyper::Result<()>>,
+    )>
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let (host, port) = (self.host.as_str(), self.port);
+        let stream = tokio::net::TcpStream::connect((host, port))
+            .await
+            .with_context(|| format!("connecting to the backup store at {host}:{port}"))?;
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        Ok((sender, tokio::spawn(connection)))
+    }
+
+    /// A request to the transfer's address with its Host and its token.
+    fn request(&self, method: hyper::Method) -> hyper::http::request::Builder {
+        hyper::Request::builder()
+            .method(method)
+            .uri(self.uri.path())
+            .header(hyper::header::HOST, format!("{}:{}", self.host, self.port))
+            .header(
+                hyper::header::AUTHORIZATION,
+                format!("Bearer {}", self.token),
+            )
+    }
+}
+
 impl Sites {
-    /// A transfer's address at the backup store (its URI, host and port) and its token,
-    /// opened; `what` is `upload` or `download`.
+    /// A transfer's address at the backup store and its token, opened; `what` is `upload` or
+    /// `download`.
     fn transfer(
         &self,
         url: &str,
         token: &contract::Sealed,
         what: &str,
-    ) -> anyhow::Result<(hyper::Uri, String, u16, String)> {
+    ) -> anyhow::Result<Transfer> {
         let token = String::from_utf8(self.open(token, &format!("the {what}'s token"))?)
             .with_context(|| format!("the {what}'s token is not text"))?;
         let uri: hyper::Uri = url
@@ -348,10 +391,15 @@ impl Sites {
         }
         let host = uri
             .host()
-            .with_context(|| format!("the {what} address has no host"))?
+            .with_context(|| format!("the {what} address {url} has no host"))?
             .to_owned();
         let port = uri.port_u16().unwrap_or(80);
-        Ok((uri, host, port, token))
+        Ok(Transfer {
+            uri,
+            host,
+            port,
+            token,
+        })
     }
 
     /// See `WebconfRequest::SendSiteFiles`: a plain tar of the site directory, read as the
@@ -362,7 +410,7 @@ impl Sites {
     ) -> anyhow::Result<contract::SentFiles> {
         use http_body_util::BodyExt;
         crate::users::check_site_user(&request.user, request.site)?;
-        let (uri, host, port, token) = self.transfer(&request.url, &request.token, "upload")?;
+        let transfer = self.transfer(&request.url, &request.token, "upload")?;
         let read_as = cell::owner_of(&request.user)?.map(|o| (o.uid, o.gid));
         let skip: Vec<std::path::PathBuf> = request.skip.iter().map(Into::into).collect();
         let site_dir = request.path.to_path_buf();
@@ -400,15 +448,9 @@ impl Sites {
             rx.poll_recv(cx)
                 .map(|c| c.map(|c| c.map(hyper::body::Frame::data)))
         }));
-        let stream = tokio::net::TcpStream::connect((host.as_str(), port))
-            .await
-            .with_context(|| format!("connecting to the backup store at {host}:{port}"))?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-        let driver = tokio::spawn(connection);
-        let put = hyper::Request::put(uri.path())
-            .header(hyper::header::HOST, format!("{host}:{port}"))
-            .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
+        let (mut sender, driver) = transfer.connect().await?;
+        let put = transfer
+            .request(hyper::Method::PUT)
             .header(hyper::header::CONTENT_TYPE, "application/x-tar")
             .body(body)?;
         // A backup store that stops reading must not hold this request for ever.
@@ -448,7 +490,7 @@ impl Sites {
         use sha2::Digest;
         use tokio::io::AsyncWriteExt;
         crate::users::check_site_user(&request.user, request.site)?;
-        let (uri, host, port, token) = self.transfer(&request.url, &request.token, "download")?;
+        let transfer = self.transfer(&request.url, &request.token, "download")?;
         let dest = request.dest.to_path_buf();
         // Only a fresh directory named by the task (`.restore-t<id>`, `.deploy-t<id>`) beside
         // a site's: what `replace` removes is that task's own.
@@ -486,15 +528,9 @@ impl Sites {
             .into_owned();
         let download = dest.with_file_name(format!("{name}.tar.zst"));
 
-        let stream = tokio::net::TcpStream::connect((host.as_str(), port))
-            .await
-            .with_context(|| format!("connecting to the backup store at {host}:{port}"))?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-        let driver = tokio::spawn(connection);
-        let get = hyper::Request::get(uri.path())
-            .header(hyper::header::HOST, format!("{host}:{port}"))
-            .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
+        let (mut sender, driver) = transfer.connect().await?;
+        let get = transfer
+            .request(hyper::Method::GET)
             .body(http_body_util::Empty::<bytes::Bytes>::new())?;
         let response = tokio::time::timeout(Duration::from_secs(60), sender.send_request(get))
             .await

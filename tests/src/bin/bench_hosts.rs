@@ -12,6 +12,7 @@
 //!
 //! `BENCH_HOSTS_SITES` sets the number of sites (100).
 
+use anyhow::Context;
 use serde_json::json;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -21,14 +22,17 @@ use tests::Stack;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+/// Where the machine's own MariaDB (db1) takes root.
+const MACHINE_MARIADB_SOCKET: &str = "/run/mysqld/mysqld.sock";
 /// The gateway's default for `concurrency` in migrate-sites.
 const DEFAULT_CONCURRENCY: i64 = 4;
 /// Each site's own files beside the platform's: half noise, half text, as uploads are.
 const PAYLOAD_BYTES: usize = 1 << 20;
 
+/// A task's timestamp; a finished task has them all, so a missing one is a broken bench.
 fn ts(v: &serde_json::Value, key: &str) -> OffsetDateTime {
     OffsetDateTime::parse(v[key].as_str().unwrap_or_default(), &Rfc3339)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+        .unwrap_or_else(|e| panic!("{key} of {v}: {e}"))
 }
 
 fn payload(seed: u64) -> Vec<u8> {
@@ -67,8 +71,9 @@ fn bytes_under(dir: &Path) -> u64 {
 
 /// Runs `receiver` on `host` (it listens, for 60 s at most), then `sender` on the machine (it
 /// connects, retrying until the receiver listens), and waits for both. Both run under bash's
-/// `pipefail`, so a failing stage anywhere fails the transfer.
-fn pipe(host: &Host, receiver: &str, sender: &str) -> anyhow::Result<()> {
+/// `pipefail`, so a failing stage anywhere fails the transfer. The sender's `args` are its `$1`…
+/// (paths and names reach the shell as arguments, never pasted into the script).
+fn pipe(host: &Host, receiver: &str, sender: &str, args: &[&str]) -> anyhow::Result<()> {
     let mut rx = host
         .command(Path::new("/bin/bash"), &["-o", "pipefail", "-c", receiver])
         .stdin(Stdio::null())
@@ -76,7 +81,8 @@ fn pipe(host: &Host, receiver: &str, sender: &str) -> anyhow::Result<()> {
         .stderr(Stdio::piped())
         .spawn()?;
     let tx = Command::new("/bin/bash")
-        .args(["-o", "pipefail", "-c", sender])
+        .args(["-o", "pipefail", "-c", sender, "send"])
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .output()?;
@@ -112,10 +118,10 @@ fn raw_transfer(
             web2.address
         ),
         &format!(
-            "tar -C '{}' -cf - . | zstd -q -c | socat -u STDIN TCP:{}:{port},retry=500,interval=0.01",
-            site_dir.display(),
+            "tar -C \"$1\" -cf - . | zstd -q -c | socat -u STDIN TCP:{}:{port},retry=500,interval=0.01",
             web2.address
         ),
+        &[site_dir.to_str().context("a site directory in UTF-8")?],
     )?;
     let mariadb = format!("mariadb --socket={HOST_MARIADB_SOCKET} -u root");
     pipe(
@@ -125,26 +131,24 @@ fn raw_transfer(
             db2.address
         ),
         &format!(
-            "mariadb-dump -h 127.0.0.1 -u root --single-transaction '{database}' | socat -u STDIN TCP:{}:{port},retry=500,interval=0.01",
+            // Over the socket: a fresh Debian's root logs in there only.
+            "mariadb-dump --socket={MACHINE_MARIADB_SOCKET} -u root --single-transaction \"$1\" | socat -u STDIN TCP:{}:{port},retry=500,interval=0.01",
             db2.address
         ),
+        &[database],
     )?;
     Ok(())
 }
 
 /// Runs a batch; answers its task and the seconds from accepted to finished.
 async fn batch(stack: &Stack, from: &str, body: serde_json::Value, sites: usize) -> (i64, f64) {
-    let from = stack.platform_id(from).await;
-    let (status, r) = stack
-        .call("POST", &format!("/platforms/{from}/tasks"), Some(body))
+    let done = stack
+        .run_platform_task(from, body, Duration::from_secs(4 * 3600))
         .await;
-    assert_eq!(status, 202, "{r}");
-    let id = r["task"]["id"].as_i64().unwrap_or_default();
-    let done = stack.wait_task(id, Duration::from_secs(4 * 3600)).await;
     assert_eq!(done["status"], "success", "{done}");
     assert_eq!(done["result"]["migrated"], sites, "{done}");
     (
-        id,
+        tests::id(&done),
         (ts(&done, "finished") - ts(&done, "created")).as_seconds_f64(),
     )
 }
@@ -170,23 +174,18 @@ async fn step_medians(stack: &Stack, batch: i64) -> anyhow::Result<Vec<(String, 
 }
 
 async fn served_by(host: &Host, domain: &str) -> bool {
-    let with_port = format!("{domain}:8088");
-    tests::http::request(
-        "GET",
-        &format!("http://{}:8088/", host.address),
-        None,
-        &[("Host", with_port.as_str())],
-    )
-    .await
-    .is_ok_and(|r| r.status == 200 && r.body.contains("This page was stored"))
+    let page = host.page(domain, "/").await;
+    page.status == 200 && page.body.contains("This page was stored")
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let sites: usize = std::env::var("BENCH_HOSTS_SITES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100);
+    let sites: usize = match std::env::var("BENCH_HOSTS_SITES") {
+        Err(_) => 100,
+        Ok(v) => v.parse().ok().filter(|&n| n > 0).with_context(|| {
+            format!("BENCH_HOSTS_SITES={v:?}: give a number of sites, 1 or more")
+        })?,
+    };
     let topology = Topology::start().await;
     topology.platform_on_web2().await;
     let stack = &topology.stack;
@@ -258,7 +257,10 @@ async fn main() -> anyhow::Result<()> {
         sites,
     )
     .await;
-    assert!(served_by(&topology.web2, "move0.bench.example").await);
+    assert!(
+        served_by(&topology.web2, "move0.bench.example").await,
+        "web2 does not serve a moved site"
+    );
     eprintln!("moving them back web2+db2 -> web1+db1 with the default concurrency...");
     let (_, back) = batch(
         stack,
@@ -277,7 +279,10 @@ async fn main() -> anyhow::Result<()> {
         sites,
     )
     .await;
-    assert!(served_by(&topology.web2, "move0.bench.example").await);
+    assert!(
+        served_by(&topology.web2, "move0.bench.example").await,
+        "web2 does not serve a moved site"
+    );
 
     let per = |secs: f64| secs * 1000.0 / sites as f64;
     println!(

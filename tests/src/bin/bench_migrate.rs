@@ -29,13 +29,9 @@ async fn batch(
     if let Some(c) = concurrency {
         body["concurrency"] = json!(c);
     }
-    let from = stack.platform_id(from).await;
-    let (status, r) = stack
-        .call("POST", &format!("/platforms/{from}/tasks"), Some(body))
+    let done = stack
+        .run_platform_task(from, body, Duration::from_secs(3600))
         .await;
-    assert_eq!(status, 202, "{r}");
-    let id = r["task"]["id"].as_i64().unwrap_or_default();
-    let done = stack.wait_task(id, Duration::from_secs(3600)).await;
     assert_eq!(done["status"], "success", "{done}");
     let secs = (ts(&done, "finished") - ts(&done, "created")).as_seconds_f64();
     (secs, done["result"].clone())
